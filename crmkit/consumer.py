@@ -1,0 +1,215 @@
+"""Idempotent Kafka consumer with bounded retries and a dead-letter topic.
+
+For each polled batch:
+  1. the effects of all its events and their ids (in `processed_events`) commit in ONE transaction;
+  2. only then are the offsets committed to Kafka.
+A crash between 1 and 2 redelivers the batch, and the processed ids turn the replay into a no-op.
+
+If anything in the batch fails, the batch is rolled back and replayed one event at a time, so a
+poison message is isolated: it is retried `max_attempts` times, then its original bytes go to
+`<topic>.dlq` with the reason in headers (CONTRACT §5), and the consumer moves on. Events a
+handler rejects as permanently invalid (`Reject`) skip the retries. When the database itself is
+unreachable nothing is dead-lettered: the consumer waits for it, since no message is at fault.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from kafka.errors import CommitFailedError
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from . import metrics
+from .db import Database, UnitOfWork, utcnow
+from .events import BadEnvelope, parse_envelope
+from .logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class Reject(Exception):
+    """The event can never be applied (invalid data, unknown version): dead-letter it at once."""
+
+
+Handler = Callable[[UnitOfWork, dict], None]
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+    attempts: int
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+class IdempotentConsumer:
+    def __init__(self, *, db: Database, processed_table, consumer, producer, service: str, group_id: str,
+                 handlers: dict[str, Handler], max_attempts: int = 3, retry_backoff: float = 0.2,
+                 dlq_timeout: float = 30.0):
+        self.db = db
+        self.processed = processed_table
+        self.consumer = consumer
+        self.producer = producer
+        self.service = service
+        self.group_id = group_id
+        self.handlers = handlers
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+        self.dlq_timeout = dlq_timeout
+        self._last_lag = 0.0
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self, stop: threading.Event, *, poll_timeout_ms: int = 500) -> None:
+        while not stop.is_set():
+            polled = self.consumer.poll(timeout_ms=poll_timeout_ms)
+            messages = [m for batch in polled.values() for m in batch]
+            if messages:
+                self.process(messages, stop)
+                self._commit_offsets(polled)
+            self._observe_lag()
+
+    def _commit_offsets(self, polled) -> None:
+        from kafka.structs import OffsetAndMetadata
+        offsets = {tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch}
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError:
+            # The group rebalanced under us; the new owner replays and the processed ids dedupe it.
+            log.warning("offset commit failed after rebalance; events will be replayed idempotently")
+
+    def _observe_lag(self) -> None:
+        if time.monotonic() - self._last_lag < 10:
+            return
+        self._last_lag = time.monotonic()
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return
+        try:
+            ends = self.consumer.end_offsets(assigned)
+        except Exception:  # noqa: BLE001 - lag is best effort; the broker may be restarting
+            return
+        per_topic: dict[str, int] = {}
+        for tp in assigned:
+            position = self.consumer.position(tp) or 0
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends.get(tp, 0) - position)
+        for topic, lag in per_topic.items():
+            metrics.CONSUMER_LAG.labels(self.service, self.group_id, topic).set(lag)
+
+    # ---- one batch --------------------------------------------------------------------------
+    def process(self, messages: list, stop: threading.Event | None = None) -> None:
+        parsed = []
+        for msg in messages:
+            try:
+                parsed.append((msg, parse_envelope(msg.value)))
+            except BadEnvelope as exc:
+                self._dead_letter(msg, exc, attempts=1)
+        if not parsed:
+            return
+        while True:
+            try:
+                self._apply_batch(parsed)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if _is_infrastructure(exc):
+                    log.warning("database unavailable; pausing consumer: %r", exc)
+                    self._sleep(stop, 1.0)
+                    if stop is not None and stop.is_set():
+                        raise
+                    continue
+                log.info("batch of %d failed (%r); retrying one event at a time", len(parsed), exc)
+                break
+        for msg, envelope in parsed:
+            self._apply_one_with_retries(msg, envelope, stop)
+
+    def _already_processed(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
+        p = self.processed
+        rows = uow.session.execute(
+            select(p.c.event_id).where(p.c.consumer == self.group_id, p.c.event_id.in_(event_ids))).scalars()
+        return set(rows)
+
+    def _apply(self, uow: UnitOfWork, msg, envelope: dict, seen: set[str]) -> str:
+        if envelope["id"] in seen:
+            return "replay"
+        handler = self.handlers.get(msg.topic)
+        if handler is None:
+            raise Reject(f"no handler for topic {msg.topic}")
+        token = request_id_var.set(envelope.get("correlation_id"))
+        try:
+            handler(uow, envelope)
+        finally:
+            request_id_var.reset(token)
+        uow.session.execute(self.processed.insert().values(
+            consumer=self.group_id, event_id=envelope["id"], topic=msg.topic, processed_at=utcnow()))
+        seen.add(envelope["id"])
+        return "applied"
+
+    def _apply_batch(self, parsed) -> None:
+        outcomes = []
+        with self.db.uow() as uow:
+            seen = self._already_processed(uow, [env["id"] for _, env in parsed])
+            for msg, envelope in parsed:
+                outcomes.append((msg.topic, self._apply(uow, msg, envelope, seen)))
+            uow.commit()
+        for topic, outcome in outcomes:
+            metrics.EVENTS_CONSUMED.labels(self.service, topic, outcome).inc()
+
+    def _apply_one_with_retries(self, msg, envelope: dict, stop) -> None:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with self.db.uow() as uow:
+                    outcome = self._apply(uow, msg, envelope, self._already_processed(uow, [envelope["id"]]))
+                    uow.commit()
+                metrics.EVENTS_CONSUMED.labels(self.service, msg.topic, outcome).inc()
+                return
+            except Reject as exc:
+                metrics.EVENTS_FAILED.labels(self.service, msg.topic).inc()
+                self._dead_letter(msg, exc, attempts)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if _is_infrastructure(exc):
+                    attempts -= 1  # not the message's fault
+                    self._sleep(stop, 1.0)
+                    if stop is not None and stop.is_set():
+                        raise
+                    continue
+                metrics.EVENTS_FAILED.labels(self.service, msg.topic).inc()
+                if attempts >= self.max_attempts:
+                    log.exception("event %s failed %d times; dead-lettering", envelope.get("id"), attempts)
+                    self._dead_letter(msg, exc, attempts)
+                    return
+                self._sleep(stop, self.retry_backoff * attempts)
+
+    @staticmethod
+    def _sleep(stop, seconds: float) -> None:
+        if stop is not None:
+            stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    # ---- dead letters -----------------------------------------------------------------------
+    def _dead_letter(self, msg, exc: BaseException, attempts: int) -> None:
+        reason = str(exc) or type(exc).__name__
+        headers = list(msg.headers or []) + [
+            ("error", reason[:4000].encode()),
+            ("error_type", type(exc).__name__.encode()),
+            ("original_topic", msg.topic.encode()),
+            ("original_partition", str(msg.partition).encode()),
+            ("original_offset", str(msg.offset).encode()),
+            ("failed_at", utcnow().isoformat().encode()),
+            ("attempts", str(attempts).encode()),
+            ("consumer_group", self.group_id.encode()),
+        ]
+        # Synchronous on purpose: the offset may move past this message only once the DLQ has it.
+        self.producer.send(f"{msg.topic}.dlq", key=msg.key, value=msg.value, headers=headers).get(
+            timeout=self.dlq_timeout)
+        metrics.EVENTS_DEAD_LETTERED.labels(self.service, msg.topic).inc()
+        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+

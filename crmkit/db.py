@@ -1,0 +1,157 @@
+"""SQLAlchemy 2 engine, sessions, portable column types and the unit of work.
+
+The unit of work is the only way services write: it owns one transaction, and events a
+service publishes inside it go to the outbox table in that same transaction (see outbox.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+# Stable constraint names, so Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python, on both backends (SQLite keeps no zone of its own)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; the CRM stores UTC only")
+        value = value.astimezone(dt.timezone.utc)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+    def load_dialect_impl(self, dialect):
+        return dialect.type_descriptor(DateTime(timezone=dialect.name == "postgresql"))
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            # WAL lets the API and the worker read while the other writes; foreign keys are off by default.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        # pysqlite begins transactions lazily, which lets two writers deadlock on lock upgrade;
+        # BEGIN IMMEDIATE takes the write lock up front (SQLAlchemy's documented recipe).
+        @event.listens_for(engine, "connect")
+        def _no_pysqlite_begin(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+
+def database_reachable(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        return True
+    except Exception:  # noqa: BLE001 - readiness reports any failure as "not ready"
+        return False
+
+
+class UnitOfWork:
+    """One business transaction: a session, plus the events to publish if (and only if) it commits.
+
+        with uow_factory() as uow:
+            lead = uow.session.get(...)
+            uow.publish(topic, event)   # goes to the outbox table, same transaction
+            uow.commit()
+    """
+
+    def __init__(self, session_factory: sessionmaker, outbox_writer, on_commit: Callable[[], None] | None = None):
+        self._session_factory = session_factory
+        self._outbox_writer = outbox_writer
+        self._on_commit = on_commit
+        self.session: Session
+        self._published = False
+
+    def __enter__(self) -> "UnitOfWork":
+        self.session = self._session_factory()
+        self._published = False
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # close() rolls back anything left uncommitted but, unlike rollback(), does not expire the
+        # objects already loaded, so a route can still render what it read.
+        self.session.close()
+
+    def publish(self, topic: str, envelope: dict) -> None:
+        # Flush first so the aggregate's row (and its lock, on PostgreSQL) comes before the outbox
+        # row: two transactions on the same subject then get outbox ids in commit order.
+        self.session.flush()
+        self._outbox_writer.add(self.session, topic, envelope)
+        self._published = True
+
+    def commit(self) -> None:
+        self.session.commit()
+        if self._published and self._on_commit:
+            self._on_commit()
+        self._published = False
+
+    def rollback(self) -> None:
+        self.session.rollback()
+        self._published = False
+
+
+class Database:
+    """Engine + session factory + unit-of-work factory of one service."""
+
+    def __init__(self, url: str, outbox_writer, *, pool_size: int = 5):
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.outbox_writer = outbox_writer
+        # In-process wake-up for the relay when it runs in the same process as the writer.
+        self.committed = threading.Event()
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.outbox_writer, on_commit=self.committed.set)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name

@@ -1,0 +1,26 @@
+"""ETag / If-Match optimistic concurrency (CONTRACT §3): PATCH without If-Match is 428, stale is 412."""
+from __future__ import annotations
+
+from flask import request
+
+from .errors import PreconditionFailed, PreconditionRequired
+
+
+def etag_for(version: int) -> str:
+    return f'"v{version}"'
+
+
+def require_if_match(current_version: int) -> None:
+    header = request.headers.get("If-Match")
+    if not header:
+        raise PreconditionRequired("send If-Match with the ETag you last read")
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    if "*" not in tags and etag_for(current_version) not in tags:
+        raise PreconditionFailed("the record changed since you read it; read it again and retry")
+
+
+def expected_version(header_value: str | None) -> int | None:
+    if not header_value:
+        return None
+    tag = header_value.split(",")[0].strip().removeprefix("W/").strip('"')
+    return int(tag[1:]) if tag.startswith("v") and tag[1:].isdigit() else None

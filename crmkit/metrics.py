@@ -1,0 +1,68 @@
+"""Prometheus metrics that survive gunicorn's several workers (multiprocess mode).
+
+Set PROMETHEUS_MULTIPROC_DIR (the Makefile and manifests do) and every process writes its
+samples there; /metrics aggregates them. Without it, the default in-process registry is used.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+HTTP_REQUESTS = Counter("crm_http_requests_total", "HTTP requests", ["service", "route", "method", "status"])
+HTTP_LATENCY = Histogram("crm_http_request_duration_seconds", "HTTP request latency", ["service", "route", "method"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+OUTBOX_BACKLOG = Gauge("crm_outbox_backlog", "Outbox rows not yet published", ["service"],
+                       multiprocess_mode="livemostrecent")
+OUTBOX_OLDEST_AGE = Gauge("crm_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["service"],
+                          multiprocess_mode="livemostrecent")
+OUTBOX_PUBLISH_LATENCY = Histogram("crm_outbox_publish_latency_seconds", "Commit-to-publish latency of events",
+                                   ["service"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120))
+EVENTS_PUBLISHED = Counter("crm_events_published_total", "Events published to Kafka", ["service", "topic"])
+EVENTS_CONSUMED = Counter("crm_events_consumed_total", "Events consumed and applied (or skipped as replays)",
+                          ["service", "topic", "outcome"])
+EVENTS_FAILED = Counter("crm_events_failed_total", "Failed attempts to apply an event", ["service", "topic"])
+EVENTS_DEAD_LETTERED = Counter("crm_events_dead_lettered_total", "Events sent to the dead-letter topic",
+                               ["service", "topic"])
+CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of the partition", ["service", "group", "topic"],
+                     multiprocess_mode="livemostrecent")
+BUSINESS_EVENTS = Counter("crm_business_events_total", "Domain events by type (leads created, orders confirmed...)",
+                          ["service", "type"])
+
+
+def metrics_payload() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(port: int) -> None:
+    """For workers, which have no Flask app: a tiny HTTP server on its own port."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            if self.path.split("?")[0] == "/healthz":
+                body, ctype = b'{"status":"ok"}', "application/json"
+            elif self.path.split("?")[0] == "/metrics":
+                body, ctype = metrics_payload()
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()

@@ -1,0 +1,86 @@
+"""Keyset (cursor) pagination: page 5,000 costs what page 1 costs.
+
+The cursor is an opaque token holding the sort key and id of the last row of the page; the next
+page is `WHERE (sort_col, id) < (:v, :id)` on an index of (sort_col, id).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Select, tuple_
+
+from .errors import Problem
+
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+
+
+class BadQuery(Problem):
+    status = 400
+
+
+@dataclass(frozen=True)
+class SortSpec:
+    field: str
+    descending: bool
+
+
+def parse_sort(raw: str | None, allowed: set[str], default: str) -> SortSpec:
+    raw = raw or default
+    name = raw[1:] if raw.startswith("-") else raw
+    if name not in allowed:
+        raise BadQuery(f"cannot sort by {name!r}", errors={"sort": [f"one of {sorted(allowed)}, optionally prefixed by -"]})
+    return SortSpec(name, raw.startswith("-"))
+
+
+def _encode_value(v):
+    if isinstance(v, dt.datetime):
+        return {"t": "dt", "v": v.isoformat()}
+    if isinstance(v, decimal.Decimal):
+        return {"t": "dec", "v": str(v)}
+    if isinstance(v, uuid.UUID):
+        return {"t": "uuid", "v": str(v)}
+    return {"t": "raw", "v": v}
+
+
+def _decode_value(d):
+    kind, v = d["t"], d["v"]
+    return {"dt": dt.datetime.fromisoformat, "dec": decimal.Decimal, "uuid": uuid.UUID}.get(kind, lambda x: x)(v)
+
+
+def encode_cursor(sort: SortSpec, value, row_id) -> str:
+    doc = {"s": ("-" if sort.descending else "") + sort.field, "v": _encode_value(value), "id": _encode_value(row_id)}
+    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: SortSpec):
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        value, row_id = _decode_value(doc["v"]), _decode_value(doc["id"])
+        same_sort = doc["s"] == ("-" if sort.descending else "") + sort.field
+    except Exception:  # noqa: BLE001 - any garbage is the client's
+        raise BadQuery("invalid cursor", errors={"cursor": ["not a cursor this API issued"]}) from None
+    if not same_sort:
+        raise BadQuery("cursor was issued for another sort order", errors={"cursor": ["sort changed"]})
+    return value, row_id
+
+
+def paginate(session, stmt: Select, *, model, sort: SortSpec, limit: int, cursor: str | None):
+    """Run `stmt` (already filtered) as one page; returns (rows, next_cursor)."""
+    column, id_column = getattr(model, sort.field), model.id
+    if cursor:
+        value, row_id = decode_cursor(cursor, sort)
+        key = tuple_(column, id_column)
+        stmt = stmt.where(key < tuple_(value, row_id) if sort.descending else key > tuple_(value, row_id))
+    order = (column.desc(), id_column.desc()) if sort.descending else (column.asc(), id_column.asc())
+    rows = session.execute(stmt.order_by(*order).limit(limit + 1)).scalars().all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor(sort, getattr(last, sort.field), last.id)
+    return rows, next_cursor

@@ -1,0 +1,198 @@
+"""Flask app factory shared by every service API.
+
+Gives each API: problem+json for every failure (never Flask's HTML), X-Request-ID in and out
+and in every log line, bearer-token authentication, JSON-only bodies with size limits,
+per-route metrics, and /healthz, /readyz, /metrics, /openapi.json, /docs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Callable
+
+from flask import Flask, Response, current_app, g, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from . import metrics
+from .auth import Principal, TokenVerifier, Unauthorized
+from .db import Database, database_reachable
+from .errors import Forbidden, Problem
+from .logging import request_id_var
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class ServiceContext:
+    """What a service's routes need, found at `current_app.extensions['crm']`."""
+
+    settings: Settings
+    db: Database
+    tables: dict
+    verifier: TokenVerifier
+    readiness: list[Callable[[], bool]] = field(default_factory=list)
+
+
+def ctx() -> ServiceContext:
+    return current_app.extensions["crm"]
+
+
+def principal() -> Principal:
+    return g.principal
+
+
+def problem_response(problem: Problem) -> Response:
+    resp = Response(json.dumps(problem.to_dict()), status=problem.status, mimetype=PROBLEM_JSON)
+    for k, v in problem.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+def _problem_from_http_exception(exc: HTTPException) -> Problem:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages") or {}
+    errors: dict = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            errors.update({k: v if isinstance(v, list) else [v] for k, v in fields.items()})
+        else:
+            errors.setdefault("body" if location == "json" else location,
+                              fields if isinstance(fields, list) else [fields])
+    if status == 422 and set(messages) - {"json", "form", "files"}:
+        status = 400  # CONTRACT §3: a bad query string is 400, a bad body 422
+    detail = {
+        400: "the request is malformed",
+        404: "no such resource",
+        405: f"method {request.method} is not allowed here",
+        413: "request body too large",
+        415: "send a JSON body with Content-Type: application/json",
+        422: "the request body failed validation",
+    }.get(status, exc.description)
+    if status in (400, 422) and errors:
+        detail = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in errors.items())[:1000]
+    problem = Problem(detail, status=status, errors=errors or None)
+    valid_methods = getattr(exc, "valid_methods", None)
+    if status == 405 and valid_methods:
+        problem.headers["Allow"] = ", ".join(valid_methods)
+    return problem
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api, with its JSON errors replaced by problem+json."""
+
+    def handle_http_exception(self, error):
+        return problem_response(_problem_from_http_exception(error))
+
+
+def roles(*allowed: str):
+    """Route-level role policy; a role outside it gets 403 (rows are filtered separately)."""
+
+    def deco(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            if principal().role not in allowed:
+                raise Forbidden(f"role {principal().role!r} may not use this route")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
+def large_body(view):
+    """Marks a route that takes uploads up to CRM_MAX_IMPORT_BYTES, in any content type."""
+    view.crm_large_body = True
+    return view
+
+
+def create_service_app(*, context: ServiceContext, title: str, blueprints: list, version: str = "1.0.0") -> Flask:
+    app = Flask(context.settings.service)
+    app.config.update(
+        API_TITLE=title, API_VERSION=version, OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        MAX_CONTENT_LENGTH=context.settings.max_import_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["crm"] = context
+    api = ProblemApi(app, spec_kwargs={"components": {"securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"bearer": []}]})
+    for bp in blueprints:
+        api.register_blueprint(bp, url_prefix="/api/v1")
+
+    @app.before_request
+    def _begin():
+        g.started = time.perf_counter()
+        rid = request.headers.get("X-Request-ID", "")[:200] or str(uuid.uuid4())
+        g.request_id = rid
+        g.request_id_token = request_id_var.set(rid)
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        large = bool(view and getattr(view, "crm_large_body", False))
+        request.max_content_length = context.settings.max_import_bytes if large else context.settings.max_body_bytes
+        if request.path.startswith(PUBLIC_PATHS) or request.endpoint is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise Unauthorized("missing bearer token")
+        g.principal = context.verifier.verify(header[7:].strip())
+        if request.method in ("POST", "PUT", "PATCH") and not large and (request.content_length or request.data):
+            if not request.is_json:
+                raise Problem("send a JSON body with Content-Type: application/json", status=415)
+        return None
+
+    @app.after_request
+    def _finish(resp: Response):
+        resp.headers["X-Request-ID"] = g.get("request_id", "")
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.HTTP_REQUESTS.labels(context.settings.service, route, request.method, str(resp.status_code)).inc()
+        if "started" in g:
+            metrics.HTTP_LATENCY.labels(context.settings.service, route, request.method).observe(
+                time.perf_counter() - g.started)
+        return resp
+
+    @app.teardown_request
+    def _reset(_exc):
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem):
+        return problem_response(exc)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        if isinstance(exc, HTTPException):
+            return problem_response(_problem_from_http_exception(exc))
+        log.exception("unhandled error")
+        return problem_response(Problem("an unexpected error occurred; it has been logged", status=500))
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok", "service": context.settings.service}
+
+    @app.get("/readyz")
+    def readyz():
+        checks = {"database": database_reachable(context.db.engine)}
+        for check in context.readiness:
+            checks[check.__name__] = bool(check())
+        ok = all(checks.values())
+        return {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
+
+    @app.get("/metrics")
+    def metrics_endpoint():
+        body, ctype = metrics.metrics_payload()
+        return Response(body, mimetype=ctype.split(";")[0], headers={"Content-Type": ctype})
+
+    return app

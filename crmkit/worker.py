@@ -1,0 +1,89 @@
+"""The process around a service's consumers and its outbox relay.
+
+One worker process per service runs: the outbox relay (a thread), each idempotent consumer
+(a thread each), and a /metrics + /healthz server. SIGTERM stops all of them cleanly; SIGKILL
+loses nothing, since every effect and every offset is committed only after the database.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+
+from .consumer import Handler, IdempotentConsumer
+from .db import Database
+from .kafka import ensure_topics, make_consumer, make_producer
+from .metrics import serve_metrics
+from .outbox import OutboxRelay
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsumerSpec:
+    group_id: str
+    handlers: dict[str, Handler]  # topic -> handler(uow, envelope)
+    max_poll_records: int = 500
+    max_attempts: int = 3
+
+
+@dataclass
+class WorkerSpec:
+    settings: Settings
+    db: Database
+    tables: dict
+    consumers: list[ConsumerSpec] = field(default_factory=list)
+    topics: dict[str, int] = field(default_factory=dict)  # topics this service owns or reads, with partitions
+
+
+def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
+    settings = spec.settings
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    port = os.environ.get("WORKER_METRICS_PORT")
+    if port:
+        serve_metrics(int(port))
+    if settings.ensure_topics and spec.topics:
+        all_topics = dict(spec.topics)
+        all_topics.update({f"{t}.dlq": 1 for t in spec.topics})
+        ensure_topics(settings.kafka_bootstrap_servers, all_topics)
+
+    producer = make_producer(settings.kafka_bootstrap_servers, client_id=f"{settings.service}-worker")
+    relay = OutboxRelay(spec.db.engine, spec.tables["outbox"], producer, settings.service,
+                        in_process_wake=spec.db.committed)
+    threads = [threading.Thread(target=relay.run, args=(stop,), name="outbox-relay", daemon=True)]
+    kafka_consumers = []
+    for c in spec.consumers:
+        kc = make_consumer(settings.kafka_bootstrap_servers, group_id=c.group_id, topics=list(c.handlers),
+                           client_id=f"{settings.service}-{c.group_id}", max_poll_records=c.max_poll_records)
+        kafka_consumers.append(kc)
+        consumer = IdempotentConsumer(db=spec.db, processed_table=spec.tables["processed_events"], consumer=kc,
+                                      producer=producer, service=settings.service, group_id=c.group_id,
+                                      handlers=c.handlers, max_attempts=c.max_attempts)
+        threads.append(threading.Thread(target=_guarded, args=(consumer.run, stop), name=c.group_id, daemon=True))
+    for t in threads:
+        t.start()
+    log.info("worker started", extra={"consumers": [c.group_id for c in spec.consumers]})
+    stop.wait()
+    log.info("worker stopping")
+    for t in threads:
+        t.join(timeout=15)
+    for kc in kafka_consumers:
+        kc.close(autocommit=False)
+    producer.flush(timeout=10)
+    producer.close(timeout=10)
+
+
+def _guarded(loop, stop: threading.Event) -> None:
+    """A consumer loop that dies takes the process down, so the orchestrator restarts it."""
+    try:
+        loop(stop)
+    except Exception:  # noqa: BLE001
+        log.exception("consumer loop crashed; stopping the worker")
+        stop.set()
+        os._exit(1)

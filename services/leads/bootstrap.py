@@ -1,0 +1,30 @@
+"""Builds the leads service's settings, database and context once per process."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from crmkit.auth import TokenVerifier
+from crmkit.db import Database
+from crmkit.logging import configure_logging
+from crmkit.migrations import upgrade
+from crmkit.outbox import OutboxWriter
+from crmkit.settings import load_settings
+from crmkit.web import ServiceContext
+
+from . import SERVICE
+from .db import KIT_TABLES
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@lru_cache(maxsize=1)
+def context() -> ServiceContext:
+    settings = load_settings(SERVICE)
+    configure_logging(SERVICE)
+    db = Database(settings.database_url, OutboxWriter(KIT_TABLES["outbox"], SERVICE))
+    return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings))
+
+
+def migrate() -> None:
+    upgrade(MIGRATIONS, load_settings(SERVICE).database_url)

@@ -1,0 +1,109 @@
+"""Leads tables (SQLAlchemy 2 ORM) and the repository that applies row visibility to every query."""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import JSON, Index, Integer, Numeric, String, Text, Uuid, func, or_, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from crmkit.auth import Principal
+from crmkit.db import UTCDateTime, new_metadata, utcnow
+from crmkit.pagination import SortSpec, paginate
+from crmkit.tables import add_kit_tables
+from crmkit.visibility import VisibilityRule, visible
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+KIT_TABLES = add_kit_tables(Base.metadata)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    company: Mapped[str | None] = mapped_column(String(200))
+    contact_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    region: Mapped[str | None] = mapped_column(String(100))
+    industry: Mapped[str | None] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(20), default="other")
+    campaign: Mapped[str | None] = mapped_column(String(200))
+    interest: Mapped[str | None] = mapped_column(Text)
+    quoted_price: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    estimated_value: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="new")
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    score_reasons: Mapped[list] = mapped_column(JSON, default=list)
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200))
+    follow_up_due_at = mapped_column(UTCDateTime, nullable=True)
+    last_activity_at = mapped_column(UTCDateTime, nullable=True)
+    touches: Mapped[int] = mapped_column(Integer, default=1)
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+    deleted_at = mapped_column(UTCDateTime, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    # version_id_col: every UPDATE is "... WHERE id=:id AND version=:seen", so a concurrent
+    # change is detected (StaleDataError → 412) instead of silently overwritten.
+    __mapper_args__ = {"version_id_col": version}
+
+    __table_args__ = (
+        # Keyset pages per visibility scope: rep (owner), manager (team), everyone (all).
+        Index("ix_leads_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_leads_team_created", "team_id", "created_at", "id"),
+        Index("ix_leads_created", "created_at", "id"),
+        Index("ix_leads_status", "status"),
+        Index("ix_leads_external_id", "external_id"),
+    )
+
+
+LEAD_VISIBILITY = VisibilityRule(
+    owner_column=Lead.owner_id,
+    team_column=Lead.team_id,
+    also_sees_all=frozenset({"marketing"}),
+    managers_see_unowned=True,  # the unassigned queue
+)
+
+SORTABLE = {"created_at", "updated_at", "score"}
+
+
+class LeadRepository:
+    """Every read goes through here, already narrowed to what the principal may see."""
+
+    def __init__(self, session: Session, principal: Principal):
+        self.session = session
+        self.principal = principal
+
+    def _scope(self):
+        return select(Lead).where(Lead.deleted_at.is_(None), visible(self.principal, LEAD_VISIBILITY))
+
+    def get(self, lead_id: uuid.UUID, *, for_update: bool = False) -> Lead | None:
+        stmt = self._scope().where(Lead.id == lead_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.execute(stmt).scalar_one_or_none()
+
+    def list(self, filters: dict, *, sort: SortSpec, limit: int, cursor: str | None):
+        stmt = self._scope()
+        for name in ("status", "owner_id", "team_id", "region", "industry", "source"):
+            if filters.get(name) is not None:
+                stmt = stmt.where(getattr(Lead, name) == filters[name])
+        if filters.get("min_score") is not None:
+            stmt = stmt.where(Lead.score >= filters["min_score"])
+        if filters.get("q"):
+            needle = f"%{filters['q'].lower()}%"
+            stmt = stmt.where(or_(func.lower(Lead.company).like(needle), func.lower(Lead.contact_name).like(needle),
+                                  func.lower(Lead.email).like(needle), Lead.phone.like(needle)))
+        return paginate(self.session, stmt, model=Lead, sort=sort, limit=limit, cursor=cursor)
+
+    def add(self, lead: Lead) -> None:
+        self.session.add(lead)
