@@ -72,7 +72,7 @@ class TokenVerifier:
 def issue_token(*, secret: str, user_id: str, role: str, name: str = "", teams=(), manages=(),
                 issuer: str = "sfa-crm", audience: str = "sfa-crm-api", ttl_seconds: int = 900,
                 algorithm: str = "HS256") -> str:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return jwt.encode({
         "sub": str(user_id), "name": name, "role": role, "teams": [str(t) for t in teams],
         "manages": [str(t) for t in manages], "iss": issuer, "aud": audience,

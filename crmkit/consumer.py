@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from kafka.errors import CommitFailedError
 from sqlalchemy import select
@@ -38,10 +37,11 @@ class Reject(Exception):
 Handler = Callable[[UnitOfWork, dict], None]
 
 
-@dataclass
-class _Failure:
-    error: BaseException
-    attempts: int
+class _BatchFailed(Exception):
+    def __init__(self, event_id: str, cause: BaseException):
+        super().__init__(repr(cause))
+        self.event_id = event_id
+        self.cause = cause
 
 
 def _is_infrastructure(exc: BaseException) -> bool:
@@ -111,21 +111,25 @@ class IdempotentConsumer:
                 self._dead_letter(msg, exc, attempts=1)
         if not parsed:
             return
+        failed_id = None
         while True:
             try:
                 self._apply_batch(parsed)
                 return
-            except Exception as exc:  # noqa: BLE001
-                if _is_infrastructure(exc):
-                    log.warning("database unavailable; pausing consumer: %r", exc)
+            except Exception as exc:
+                cause = exc.cause if isinstance(exc, _BatchFailed) else exc
+                if _is_infrastructure(cause):
+                    log.warning("database unavailable; pausing consumer: %r", cause)
                     self._sleep(stop, 1.0)
                     if stop is not None and stop.is_set():
                         raise
                     continue
-                log.info("batch of %d failed (%r); retrying one event at a time", len(parsed), exc)
+                failed_id = exc.event_id if isinstance(exc, _BatchFailed) else None
+                log.info("batch of %d failed (%r); retrying one event at a time", len(parsed), cause)
                 break
         for msg, envelope in parsed:
-            self._apply_one_with_retries(msg, envelope, stop)
+            # The batch pass was the failing event's first attempt.
+            self._apply_one_with_retries(msg, envelope, stop, used=1 if envelope["id"] == failed_id else 0)
 
     def _already_processed(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
         p = self.processed
@@ -154,13 +158,16 @@ class IdempotentConsumer:
         with self.db.uow() as uow:
             seen = self._already_processed(uow, [env["id"] for _, env in parsed])
             for msg, envelope in parsed:
-                outcomes.append((msg.topic, self._apply(uow, msg, envelope, seen)))
+                try:
+                    outcomes.append((msg.topic, self._apply(uow, msg, envelope, seen)))
+                except Exception as exc:
+                    raise _BatchFailed(envelope["id"], exc) from exc
             uow.commit()
         for topic, outcome in outcomes:
             metrics.EVENTS_CONSUMED.labels(self.service, topic, outcome).inc()
 
-    def _apply_one_with_retries(self, msg, envelope: dict, stop) -> None:
-        attempts = 0
+    def _apply_one_with_retries(self, msg, envelope: dict, stop, used: int = 0) -> None:
+        attempts = used
         while True:
             attempts += 1
             try:
@@ -173,7 +180,7 @@ class IdempotentConsumer:
                 metrics.EVENTS_FAILED.labels(self.service, msg.topic).inc()
                 self._dead_letter(msg, exc, attempts)
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if _is_infrastructure(exc):
                     attempts -= 1  # not the message's fault
                     self._sleep(stop, 1.0)

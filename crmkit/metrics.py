@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 HTTP_REQUESTS = Counter("crm_http_requests_total", "HTTP requests", ["service", "route", "method", "status"])
 HTTP_LATENCY = Histogram("crm_http_request_duration_seconds", "HTTP request latency", ["service", "route", "method"],
@@ -42,11 +49,11 @@ def metrics_payload() -> tuple[bytes, str]:
 
 def serve_metrics(port: int) -> None:
     """For workers, which have no Flask app: a tiny HTTP server on its own port."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             if self.path.split("?")[0] == "/healthz":
                 body, ctype = b'{"status":"ok"}', "application/json"
             elif self.path.split("?")[0] == "/metrics":

@@ -181,7 +181,7 @@ class OutboxRelay:
         import datetime as dt
         with self.engine.begin() as conn:
             conn.execute(delete(self.table).where(
-                self.table.c.published_at < dt.datetime.fromtimestamp(cutoff, dt.timezone.utc)))
+                self.table.c.published_at < dt.datetime.fromtimestamp(cutoff, dt.UTC)))
 
     def run(self, stop: threading.Event, *, idle_wait: float = 1.0) -> None:
         self.waker.open()
@@ -200,7 +200,7 @@ class OutboxRelay:
                     self.cleanup()
                     if published < self.batch_size:
                         self.waker.wait(idle_wait)
-                except Exception:  # noqa: BLE001 - Kafka or the database is away; keep trying
+                except Exception:
                     log.exception("outbox relay pass failed; retrying in %.1fs", backoff)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)

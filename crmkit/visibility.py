@@ -5,8 +5,8 @@ runs; by-id lookups of invisible rows therefore come back empty and the API answ
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import false, or_, true
 from sqlalchemy.sql import ColumnElement

@@ -10,9 +10,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Callable
 
 from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api

@@ -83,7 +83,7 @@ def _guarded(loop, stop: threading.Event) -> None:
     """A consumer loop that dies takes the process down, so the orchestrator restarts it."""
     try:
         loop(stop)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("consumer loop crashed; stopping the worker")
         stop.set()
         os._exit(1)

@@ -12,7 +12,14 @@ from crmkit.web import create_service_app, ctx, principal, roles
 
 from . import services
 from .bootstrap import context
-from .schemas import LeadCreatedSchema, LeadCreateSchema, LeadListArgsSchema, LeadPageSchema, LeadPatchSchema, LeadSchema
+from .schemas import (
+    LeadCreatedSchema,
+    LeadCreateSchema,
+    LeadListArgsSchema,
+    LeadPageSchema,
+    LeadPatchSchema,
+    LeadSchema,
+)
 
 blp = Blueprint("leads", __name__, description="Leads: the top of the funnel")
 

@@ -1,0 +1,49 @@
+"""Shared fixtures. Infrastructure is real: a Kafka broker and a PostgreSQL cluster started once
+per test session (see tests/infra.py); every test gets its own topics and its own database."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from tests.infra import JWT_SECRET, Broker, Postgres
+
+KAFKA_PORT = int(os.environ.get("CRM_TEST_KAFKA_PORT", "19092"))
+PG_PORT = int(os.environ.get("CRM_TEST_PG_PORT", "15432"))
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Broker:
+    broker = Broker(KAFKA_PORT)
+    broker.start()
+    return broker
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Postgres:
+    pg = Postgres(PG_PORT)
+    pg.start()
+    return pg
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """Each test runs once on the embedded SQLite default and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'service.sqlite'}"
+        return
+    pg = request.getfixturevalue("postgres")
+    url = pg.create_database()
+    yield url
+    pg.drop_database(url)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def jwt_secret() -> str:
+    return JWT_SECRET
