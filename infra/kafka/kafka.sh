@@ -27,7 +27,15 @@ pidfile="$state/kafka.pid"
 
 log() { echo "[kafka] $*" >&2; }
 
+need_java_and_maven() {
+  if command -v java >/dev/null && command -v mvn >/dev/null; then return 0; fi
+  log "installing a JDK and Maven from Debian's packages"
+  [ "$(id -u)" -eq 0 ] || { log "need root to apt-get install default-jdk-headless maven"; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless maven >/dev/null
+}
+
 fetch() {
+  need_java_and_maven
   if [ -f "$cache/.complete" ]; then return 0; fi
   log "resolving Apache Kafka $version and its runtime dependencies into $cache"
   rm -rf "$cache.tmp" && mkdir -p "$cache.tmp"
