@@ -61,3 +61,28 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], *, replication: int = 
             log.info("created topics", extra={"topics": [t.name for t in missing]})
     finally:
         admin.close()
+
+
+_reachability: dict[str, tuple[float, bool]] = {}
+
+
+def kafka_reachable(bootstrap: str, *, cache_seconds: float = 5.0, timeout: float = 1.0) -> bool:
+    """Readiness: can we open a TCP connection to any bootstrap broker? Cached, so probes stay cheap."""
+    import socket
+    import time
+
+    now = time.monotonic()
+    cached = _reachability.get(bootstrap)
+    if cached and now - cached[0] < cache_seconds:
+        return cached[1]
+    ok = False
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+                ok = True
+                break
+        except (OSError, ValueError):
+            continue
+    _reachability[bootstrap] = (now, ok)
+    return ok

@@ -22,6 +22,7 @@ from . import metrics
 from .auth import Principal, TokenVerifier, Unauthorized
 from .db import Database, database_reachable
 from .errors import Forbidden, Problem
+from .kafka import kafka_reachable
 from .logging import request_id_var
 from .settings import Settings
 
@@ -87,10 +88,29 @@ def _problem_from_http_exception(exc: HTTPException) -> Problem:
     return problem
 
 
+_DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def _drain_oversized_body() -> None:
+    """Read and discard a too-large body (up to a bound) so the client, still sending, receives the
+    413 instead of a connection reset; past the bound the connection is simply closed."""
+    length = request.content_length or 0
+    if 0 < length <= _DRAIN_LIMIT:
+        stream = request.environ["wsgi.input"]
+        remaining = length
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 1024 * 1024))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+
 class ProblemApi(Api):
     """flask-smorest's Api, with its JSON errors replaced by problem+json."""
 
     def handle_http_exception(self, error):
+        if error.code == 413:
+            _drain_oversized_body()
         return problem_response(_problem_from_http_exception(error))
 
 
@@ -184,7 +204,8 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
 
     @app.get("/readyz")
     def readyz():
-        checks = {"database": database_reachable(context.db.engine)}
+        checks = {"database": database_reachable(context.db.engine),
+                  "kafka": kafka_reachable(context.settings.kafka_bootstrap_servers)}
         for check in context.readiness:
             checks[check.__name__] = bool(check())
         ok = all(checks.values())

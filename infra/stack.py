@@ -22,7 +22,7 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-DEV_JWT_SECRET = "dev-only-secret-change-me-in-production-0123456789"
+DEV_JWT_SECRET = "dev-only-secret-change-me-in-production-0123456789"  # noqa: S105 - make run only
 
 
 @dataclass(frozen=True)

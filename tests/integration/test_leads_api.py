@@ -1,0 +1,184 @@
+"""The leads API in-process (Flask test client) on SQLite and PostgreSQL, with real Kafka for the
+worker-side tests: visibility, concurrency, idempotency keys, bad input, migrations, inbound topic."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from crmkit.auth import issue_token
+from crmkit.migrations import alembic_config
+from services.leads import bootstrap
+from services.leads.db import Base
+from tests.infra import JWT_SECRET
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def leads(database_url, topic_prefix, monkeypatch):
+    monkeypatch.setenv("LEADS_DATABASE_URL", database_url)
+    monkeypatch.setenv("CRM_TOPIC_PREFIX", topic_prefix)
+    monkeypatch.setenv("CRM_JWT_SECRET", JWT_SECRET)
+    bootstrap.context.cache_clear()
+    bootstrap.migrate()
+    from services.leads.api import create_app
+    app = create_app()
+    yield Client(app.test_client())
+    bootstrap.context().db.engine.dispose()
+    bootstrap.context.cache_clear()
+
+
+class Client:
+    def __init__(self, client):
+        self.client = client
+
+    def as_(self, user, role, teams=(), manages=()):
+        token = issue_token(secret=JWT_SECRET, user_id=user, role=role, teams=teams, manages=manages)
+        return _As(self.client, {"Authorization": f"Bearer {token}"})
+
+
+class _As:
+    def __init__(self, client, headers):
+        self.client, self.headers = client, headers
+
+    def __getattr__(self, method):
+        def call(path, headers=None, **kw):
+            return getattr(self.client, method)(f"/api/v1{path}", headers={**self.headers, **(headers or {})}, **kw)
+        return call
+
+
+def test_migrations_match_the_models(database_url):
+    """Alembic's head creates exactly the tables the code maps (no drift on either backend)."""
+    command.upgrade(alembic_config(bootstrap.MIGRATIONS, database_url), "head")
+    from crmkit.db import make_engine
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_visibility_by_role(leads):
+    ann = leads.as_("ann", "rep", teams=["east"])
+    bob = leads.as_("bob", "rep", teams=["west"])
+    east_mgr = leads.as_("mgr-e", "manager", teams=["east"], manages=["east"])
+    west_mgr = leads.as_("mgr-w", "manager", teams=["west"], manages=["west"])
+    marketing = leads.as_("mk", "marketing")
+    service = leads.as_("svc", "service")
+    executive = leads.as_("ex", "executive")
+
+    anns = ann.post("/leads", json={"company": "Ann's prospect"}).json
+    bobs = bob.post("/leads", json={"company": "Bob's prospect"}).json
+    queued = marketing.post("/leads", json={"company": "Unassigned prospect"}).json
+    assert (anns["owner_id"], anns["team_id"]) == ("ann", "east")
+    assert (queued["owner_id"], queued["team_id"]) == (None, None)
+
+    def listed(who):
+        return {lead["company"] for lead in who.get("/leads").json["items"]}
+
+    assert listed(ann) == {"Ann's prospect"}
+    assert listed(bob) == {"Bob's prospect"}
+    assert listed(east_mgr) == {"Ann's prospect", "Unassigned prospect"}
+    assert listed(west_mgr) == {"Bob's prospect", "Unassigned prospect"}
+    assert listed(marketing) == listed(executive) == {"Ann's prospect", "Bob's prospect", "Unassigned prospect"}
+
+    # Another rep's lead does not exist for bob, on every by-id route.
+    assert bob.get(f"/leads/{anns['id']}").status_code == 404
+    assert bob.patch(f"/leads/{anns['id']}", json={"status": "contacted"}, headers={"If-Match": '"v1"'}).status_code == 404
+    assert bob.delete(f"/leads/{anns['id']}").status_code == 404
+    assert west_mgr.get(f"/leads/{anns['id']}").status_code == 404
+    assert east_mgr.get(f"/leads/{anns['id']}").status_code == 200
+    # Filters cannot widen what a caller sees.
+    assert bob.get("/leads?owner_id=ann").json["items"] == []
+    # Marketing reads every lead but works none of them; service staff have no lead routes.
+    assert marketing.patch(f"/leads/{anns['id']}", json={"status": "contacted"},
+                           headers={"If-Match": '"v1"'}).status_code == 403
+    assert service.get("/leads").status_code == 403
+    assert service.get(f"/leads/{anns['id']}").status_code == 403
+    assert ann.get(f"/leads/{anns['id']}").json["company"] == "Ann's prospect"
+
+
+def test_patch_needs_if_match_and_loses_no_update(leads):
+    ann = leads.as_("ann", "rep", teams=["east"])
+    created = ann.post("/leads", json={"company": "Acme", "email": "buyer@acme.cn"})
+    lead_id, etag = created.json["id"], created.headers["ETag"]
+    assert ann.patch(f"/leads/{lead_id}", json={"status": "contacted"}).status_code == 428
+    first = ann.patch(f"/leads/{lead_id}", json={"status": "contacted"}, headers={"If-Match": etag})
+    assert first.status_code == 200 and first.json["version"] == 2
+    stale = ann.patch(f"/leads/{lead_id}", json={"interest": "lathes"}, headers={"If-Match": etag})
+    assert stale.status_code == 412 and stale.content_type == PROBLEM
+    assert ann.get(f"/leads/{lead_id}").json["interest"] is None
+    assert ann.patch(f"/leads/{lead_id}", json={"status": "converted"},
+                     headers={"If-Match": first.headers["ETag"]}).status_code == 409
+
+
+def test_idempotency_key_replays_the_first_response(leads):
+    ann = leads.as_("ann", "rep", teams=["east"])
+    body = {"company": "Once Only Ltd."}
+    first = ann.post("/leads", json=body, headers={"Idempotency-Key": "abc-1"})
+    again = ann.post("/leads", json=body, headers={"Idempotency-Key": "abc-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
+    assert len(ann.get("/leads").json["items"]) == 1
+    assert ann.post("/leads", json={"company": "Other"}, headers={"Idempotency-Key": "abc-1"}).status_code == 422
+    # Keys are per caller: another user's identical key is a separate request.
+    bob = leads.as_("bob", "rep", teams=["west"])
+    assert bob.post("/leads", json=body, headers={"Idempotency-Key": "abc-1"}).json["id"] != first.json["id"]
+
+
+def test_cursor_paging_and_sorting(leads):
+    ann = leads.as_("ann", "rep", teams=["east"])
+    for i in range(7):
+        ann.post("/leads", json={"company": f"P{i}"})
+    seen, cursor = [], None
+    while True:
+        page = ann.get("/leads?limit=3" + (f"&cursor={cursor}" if cursor else "")).json
+        seen += [lead["company"] for lead in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [f"P{i}" for i in reversed(range(7))]
+    ascending = [lead["company"] for lead in ann.get("/leads?sort=created_at&limit=200").json["items"]]
+    assert ascending == [f"P{i}" for i in range(7)]
+    first_page = ann.get("/leads?limit=3").json
+    assert ann.get(f"/leads?sort=created_at&cursor={first_page['next_cursor']}").status_code == 400
+
+
+@pytest.mark.parametrize(("kwargs", "status"), [
+    ({"data": "{not json", "content_type": "application/json"}, 400),
+    ({"data": "company=x", "content_type": "application/x-www-form-urlencoded"}, 415),
+    ({"json": {"company": 12}}, 422),
+    ({"json": {"email": "x@y.cn"}}, 422),  # neither company nor contact name
+    ({"json": {"company": "A", "owner_id": "me"}}, 422),  # no mass assignment
+    ({"json": {"company": "A", "score": 100}}, 422),
+    ({"json": {"company": "A", "estimated_value": "-5"}}, 422),
+    ({"json": {"company": "A", "estimated_value": "lots"}}, 422),
+    ({"json": {"company": "A", "source": "carrier-pigeon"}}, 422),
+    ({"json": {"company": "A", "follow_up_due_at": "2026-11-30T10:00:00"}}, 422),  # no timezone
+    ({"json": ["company"]}, 422),
+    ({"json": {"company": "x" * 201}}, 422),
+    ({"data": json.dumps({"company": "x" * 2_000_000}), "content_type": "application/json"}, 413),
+])
+def test_bad_input_gets_a_clear_4xx(leads, kwargs, status):
+    response = leads.as_("ann", "rep", teams=["east"]).post("/leads", **kwargs)
+    assert response.status_code == status
+    assert response.content_type == PROBLEM
+    assert response.json["status"] == status and response.json["detail"]
+
+
+def test_bad_queries_and_routes(leads):
+    ann = leads.as_("ann", "rep", teams=["east"])
+    for query in ("limit=0", "limit=201", "limit=x", "min_score=101", "status=won", "sort=password", "cursor=%%%",
+                  "sort_by=company"):
+        r = ann.get(f"/leads?{query}")
+        assert (r.status_code, r.content_type) == (400, PROBLEM), query
+    assert ann.get("/leads/not-a-uuid").status_code == 404
+    assert ann.get("/nothing-here").status_code == 404
+    r = ann.put("/leads", json={})
+    assert (r.status_code, r.content_type) == (405, PROBLEM)
+    assert leads.client.get("/api/v1/leads").status_code == 401
+    assert leads.client.get("/api/v1/leads", headers={"Authorization": "Bearer nonsense"}).status_code == 401
