@@ -88,6 +88,7 @@ def test_visibility_by_role(leads):
 
     # Another rep's lead does not exist for bob, on every by-id route.
     assert bob.get(f"/leads/{anns['id']}").status_code == 404
+    assert bob.get(f"/leads/{bobs['id']}").status_code == 200
     assert bob.patch(f"/leads/{anns['id']}", json={"status": "contacted"}, headers={"If-Match": '"v1"'}).status_code == 404
     assert bob.delete(f"/leads/{anns['id']}").status_code == 404
     assert west_mgr.get(f"/leads/{anns['id']}").status_code == 404

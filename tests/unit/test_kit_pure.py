@@ -1,0 +1,92 @@
+"""Pure pieces of the kit: envelope, cursors, ETags, visibility conditions."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from sqlalchemy import Column, String, Table, create_engine, insert, select
+
+from crmkit.auth import Principal
+from crmkit.db import new_metadata
+from crmkit.etag import etag_for, expected_version
+from crmkit.events import BadEnvelope, encode, new_event, parse_envelope
+from crmkit.pagination import BadQuery, SortSpec, decode_cursor, encode_cursor, parse_sort
+from crmkit.visibility import VisibilityRule, visible
+
+
+def test_envelope_round_trip():
+    event = new_event("lead.created", uuid.UUID(int=1), {"a": 1}, source="leads", actor="u1", correlation_id="c1")
+    parsed = parse_envelope(encode(event))
+    assert parsed["subject"] == str(uuid.UUID(int=1)) and parsed["version"] == 1 and parsed["correlation_id"] == "c1"
+    assert parsed["time"].tzinfo is not None
+
+
+@pytest.mark.parametrize("raw", [
+    b"not json", b"[1,2]", b"\xff\xfe",
+    json.dumps({"id": "x", "type": "t", "version": "1", "source": "s", "time": "2026-11-01T00:00:00Z",
+                "subject": "s", "data": {}}).encode(),  # version as a string
+    json.dumps({"id": "x", "type": "t", "version": 1, "source": "s", "time": "2026-11-01T00:00:00",
+                "subject": "s", "data": {}}).encode(),  # naive time
+    json.dumps({"id": "x", "type": "t", "version": 1, "source": "s", "time": "2026-11-01T00:00:00Z",
+                "subject": "s"}).encode(),  # no data
+])
+def test_bad_envelopes_are_refused(raw):
+    with pytest.raises(BadEnvelope):
+        parse_envelope(raw)
+
+
+def test_cursor_round_trip_and_tampering():
+    sort = SortSpec("created_at", True)
+    when, row_id = dt.datetime(2026, 11, 1, tzinfo=dt.UTC), uuid.uuid4()
+    assert decode_cursor(encode_cursor(sort, when, row_id), sort) == (when, row_id)
+    with pytest.raises(BadQuery):
+        decode_cursor(encode_cursor(sort, when, row_id), SortSpec("created_at", False))
+    with pytest.raises(BadQuery):
+        decode_cursor("bm90IGEgY3Vyc29y", sort)
+
+
+def test_sort_parsing():
+    assert parse_sort("-score", {"score"}, "-created_at") == SortSpec("score", True)
+    assert parse_sort(None, {"created_at"}, "-created_at") == SortSpec("created_at", True)
+    with pytest.raises(BadQuery):
+        parse_sort("password_hash", {"score"}, "-score")
+
+
+def test_etags():
+    assert etag_for(3) == '"v3"'
+    assert expected_version('W/"v3"') == 3 and expected_version('"x"') is None and expected_version(None) is None
+
+
+@pytest.fixture
+def records():
+    """An in-memory table of records owned by various people, to run visibility conditions on."""
+    md = new_metadata()
+    t = Table("records", md, Column("id", String, primary_key=True), Column("owner_id", String),
+              Column("team_id", String), Column("members", String))
+    engine = create_engine("sqlite://")
+    md.create_all(engine)
+    rows = [("ann-1", "ann", "east", ""), ("bob-1", "bob", "west", "svc"), ("queue-1", None, None, ""),
+            ("carl-1", "carl", "east-2", "ann")]
+    with engine.begin() as conn:
+        conn.execute(insert(t), [dict(zip(("id", "owner_id", "team_id", "members"), r, strict=True)) for r in rows])
+
+    def seen_by(principal, **rule_options):
+        rule = VisibilityRule(owner_column=t.c.owner_id, team_column=t.c.team_id,
+                              member_condition=lambda uid: t.c.members.contains(uid), **rule_options)
+        with engine.connect() as conn:
+            return set(conn.execute(select(t.c.id).where(visible(principal, rule))).scalars())
+    return seen_by
+
+
+def test_visibility_per_role(records):
+    assert records(Principal("ann", "rep", teams=("east",))) == {"ann-1", "carl-1"}  # own + virtual team
+    assert records(Principal("bob", "rep", teams=("west",))) == {"bob-1"}
+    assert records(Principal("m", "manager", manages=("east", "east-2"))) == {"ann-1", "carl-1"}
+    assert records(Principal("m", "manager", manages=("east",)), managers_see_unowned=True) == {"ann-1", "queue-1"}
+    assert records(Principal("svc", "service")) == {"bob-1"}  # only where the virtual team lists them
+    assert records(Principal("mk", "marketing")) == set()
+    assert records(Principal("mk", "marketing"), also_sees_all=frozenset({"marketing"})) == {
+        "ann-1", "bob-1", "queue-1", "carl-1"}
+    assert len(records(Principal("x", "executive"))) == len(records(Principal("a", "admin"))) == 4
