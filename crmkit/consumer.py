@@ -137,7 +137,7 @@ class IdempotentConsumer:
             select(p.c.event_id).where(p.c.consumer == self.group_id, p.c.event_id.in_(event_ids))).scalars()
         return set(rows)
 
-    def _apply(self, uow: UnitOfWork, msg, envelope: dict, seen: set[str]) -> str:
+    def _apply(self, uow: UnitOfWork, msg, envelope: dict, seen: set[str], processed: list[dict]) -> str:
         if envelope["id"] in seen:
             return "replay"
         handler = self.handlers.get(msg.topic)
@@ -148,21 +148,26 @@ class IdempotentConsumer:
             handler(uow, envelope)
         finally:
             request_id_var.reset(token)
-        uow.session.execute(self.processed.insert().values(
-            consumer=self.group_id, event_id=envelope["id"], topic=msg.topic, processed_at=utcnow()))
+        processed.append({"consumer": self.group_id, "event_id": envelope["id"], "topic": msg.topic,
+                          "processed_at": utcnow()})
         seen.add(envelope["id"])
         return "applied"
 
+    def _commit(self, uow: UnitOfWork, processed: list[dict]) -> None:
+        if processed:
+            uow.session.execute(self.processed.insert(), processed)
+        uow.commit()
+
     def _apply_batch(self, parsed) -> None:
-        outcomes = []
+        outcomes, processed = [], []
         with self.db.uow() as uow:
             seen = self._already_processed(uow, [env["id"] for _, env in parsed])
             for msg, envelope in parsed:
                 try:
-                    outcomes.append((msg.topic, self._apply(uow, msg, envelope, seen)))
+                    outcomes.append((msg.topic, self._apply(uow, msg, envelope, seen, processed)))
                 except Exception as exc:
                     raise _BatchFailed(envelope["id"], exc) from exc
-            uow.commit()
+            self._commit(uow, processed)
         for topic, outcome in outcomes:
             metrics.EVENTS_CONSUMED.labels(self.service, topic, outcome).inc()
 
@@ -172,8 +177,10 @@ class IdempotentConsumer:
             attempts += 1
             try:
                 with self.db.uow() as uow:
-                    outcome = self._apply(uow, msg, envelope, self._already_processed(uow, [envelope["id"]]))
-                    uow.commit()
+                    processed: list[dict] = []
+                    outcome = self._apply(uow, msg, envelope, self._already_processed(uow, [envelope["id"]]),
+                                          processed)
+                    self._commit(uow, processed)
                 metrics.EVENTS_CONSUMED.labels(self.service, msg.topic, outcome).inc()
                 return
             except Reject as exc:

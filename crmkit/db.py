@@ -109,34 +109,39 @@ class UnitOfWork:
         self._outbox_writer = outbox_writer
         self._on_commit = on_commit
         self.session: Session
-        self._published = False
+        self._outgoing: list[tuple[str, dict]] = []
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
-        self._published = False
+        self._outgoing: list[tuple[str, dict]] = []
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         # close() rolls back anything left uncommitted but, unlike rollback(), does not expire the
         # objects already loaded, so a route can still render what it read.
+        self._outgoing = []
         self.session.close()
 
     def publish(self, topic: str, envelope: dict) -> None:
-        # Flush first so the aggregate's row (and its lock, on PostgreSQL) comes before the outbox
-        # row: two transactions on the same subject then get outbox ids in commit order.
-        self.session.flush()
-        self._outbox_writer.add(self.session, topic, envelope)
-        self._published = True
+        """Queue an event; commit() writes it to the outbox, in the same transaction."""
+        self._outgoing.append((topic, envelope))
 
     def commit(self) -> None:
+        published = bool(self._outgoing)
+        if published:
+            # Flush first so the aggregates' rows (and their locks, on PostgreSQL) come before the
+            # outbox rows: two transactions on one subject then get outbox ids in commit order.
+            # All of the transaction's events go in as one multi-row insert.
+            self.session.flush()
+            self._outbox_writer.add_many(self.session, self._outgoing)
+            self._outgoing = []
         self.session.commit()
-        if self._published and self._on_commit:
+        if published and self._on_commit:
             self._on_commit()
-        self._published = False
 
     def rollback(self) -> None:
         self.session.rollback()
-        self._published = False
+        self._outgoing = []
 
 
 class Database:

@@ -21,7 +21,7 @@ def make_producer(bootstrap: str, *, client_id: str) -> KafkaProducer:
         acks="all",
         linger_ms=5,
         batch_size=256 * 1024,
-        compression_type="gzip",
+        compression_type="lz4",
         max_in_flight_requests_per_connection=5,
         delivery_timeout_ms=10 * 60 * 1000,
         request_timeout_ms=30_000,

@@ -37,19 +37,24 @@ class OutboxWriter:
         self.table = table
         self.service = service
 
-    def add(self, session, topic: str, envelope: dict) -> None:
-        session.execute(self.table.insert().values(
-            topic=topic,
-            message_key=envelope["subject"],
-            event_id=envelope["id"],
-            event_type=envelope["type"],
-            payload=encode(envelope),
-            headers=json.dumps([[k, v.decode()] for k, v in headers_for(envelope)]),
-            created_at=utcnow(),
-        ))
-        metrics.BUSINESS_EVENTS.labels(self.service, envelope["type"]).inc()
+    def add_many(self, session, events: list[tuple[str, dict]]) -> None:
+        """Insert (topic, envelope) pairs in order, in the caller's transaction."""
+        session.execute(self.table.insert(), [{
+            "topic": topic,
+            "message_key": envelope["subject"],
+            "event_id": envelope["id"],
+            "event_type": envelope["type"],
+            "payload": encode(envelope),
+            "headers": json.dumps([[k, v.decode()] for k, v in headers_for(envelope)]),
+            "created_at": utcnow(),
+        } for topic, envelope in events])
+        for _, envelope in events:
+            metrics.BUSINESS_EVENTS.labels(self.service, envelope["type"]).inc()
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("select pg_notify(:channel, '')"), {"channel": _channel(self.service)})
+
+    def add(self, session, topic: str, envelope: dict) -> None:
+        self.add_many(session, [(topic, envelope)])
 
 
 class _Waker:
