@@ -13,12 +13,8 @@ PHONE = validate.Regexp(r"^[0-9+()\-\s.]{3,50}$", error="digits, spaces and + ( 
 CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="an ISO 4217 code such as CNY or USD")
 
 
-class _LeadFields(Schema):
-    """Fields a client may write. Server-kept fields (owner_id, team_id, score...) are not here,
-    and unknown fields are rejected, so they cannot be mass-assigned."""
-
-    class Meta:
-        unknown = RAISE
+class _ProspectFields(Schema):
+    """Who the prospect is and what they want: the same on every way in (API, marketing topic, import)."""
 
     company = Text(200, allow_none=True)
     contact_name = Text(200, allow_none=True)
@@ -26,11 +22,25 @@ class _LeadFields(Schema):
     phone = fields.String(allow_none=True, validate=PHONE)
     region = Text(100, allow_none=True)
     industry = Text(100, allow_none=True)
-    source = fields.String(validate=validate.OneOf(SOURCES))
     campaign = Text(200, allow_none=True)
     interest = Text(4000, allow_none=True)
-    quoted_price = Money(allow_none=True)
     estimated_value = Money(allow_none=True)
+
+
+def _needs_someone_to_call(data: dict) -> None:
+    if not (data.get("company") or data.get("contact_name")):
+        raise ValidationError("a lead needs a company or a contact name", "company")
+
+
+class _LeadFields(_ProspectFields):
+    """Fields a client may write. Server-kept fields (owner_id, team_id, score...) are not here,
+    and unknown fields are rejected, so they cannot be mass-assigned."""
+
+    class Meta:
+        unknown = RAISE
+
+    source = fields.String(validate=validate.OneOf(SOURCES))
+    quoted_price = Money(allow_none=True)
     currency = fields.String(validate=CURRENCY)
     follow_up_due_at = fields.AwareDateTime(allow_none=True)
     external_id = Text(200, allow_none=True)
@@ -41,8 +51,7 @@ class LeadCreateSchema(_LeadFields):
 
     @validates_schema
     def _someone_to_call(self, data, **_):
-        if not (data.get("company") or data.get("contact_name")):
-            raise ValidationError("a lead needs a company or a contact name", "company")
+        _needs_someone_to_call(data)
 
 
 class LeadPatchSchema(_LeadFields):
@@ -109,7 +118,7 @@ class LeadListArgsSchema(Schema):
     cursor = Text(1000)
 
 
-class MarketingLeadSubmittedSchema(Schema):
+class MarketingLeadSubmittedSchema(_ProspectFields):
     """`data` of marketing.lead.submitted (CONTRACT §5). Outside systems may add fields; we ignore them."""
 
     class Meta:
@@ -117,21 +126,11 @@ class MarketingLeadSubmittedSchema(Schema):
 
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
     source = fields.String(load_default="marketing", validate=validate.OneOf(SOURCES))
-    campaign = Text(200, allow_none=True)
-    company = Text(200, allow_none=True)
-    contact_name = Text(200, allow_none=True)
-    email = fields.Email(allow_none=True, validate=validate.Length(max=320))
-    phone = fields.String(allow_none=True, validate=PHONE)
-    region = Text(100, allow_none=True)
-    industry = Text(100, allow_none=True)
-    interest = Text(4000, allow_none=True)
-    estimated_value = Money(allow_none=True)
     occurred_at = fields.AwareDateTime(allow_none=True)
 
     @validates_schema
     def _someone_to_call(self, data, **_):
-        if not (data.get("company") or data.get("contact_name")):
-            raise ValidationError("a lead needs a company or a contact name", "company")
+        _needs_someone_to_call(data)
 
 
 lead_schema = LeadSchema()

@@ -36,6 +36,10 @@ class LeadsStack:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def worker_metrics_port(self) -> int:
+        return int(self.worker.env["WORKER_METRICS_PORT"])
+
     def restart_worker(self) -> None:
         self.worker = worker_process(LEADS, self.env, state_dir=self.state_dir, metrics_port=free_port()).start()
         self.worker.wait_healthy()

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 from kafka import KafkaProducer
@@ -26,17 +25,6 @@ def produce(bootstrap: str, topic: str, events, *, raw: list[bytes] = ()) -> Non
         producer.send(topic, key=str(uuid.uuid4()).encode(), value=value)
     producer.flush()
     producer.close()
-
-
-def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
 
 
 def envelopes(messages) -> list[dict]:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import envelopes, marketing_event, produce, wait_for
-from tests.infra import read_topic
+from tests.e2e.helpers import envelopes, marketing_event, produce
+from tests.infra import read_topic, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.e2e.helpers import envelopes, marketing_event, produce, wait_for
-from tests.infra import read_topic
+from tests.e2e.helpers import envelopes, marketing_event, produce
+from tests.infra import read_topic, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -49,6 +49,17 @@ def test_inbound_marketing_leads_become_leads_and_bad_ones_are_dead_lettered(lea
     created = [e for e in envelopes(read_topic(stack.bootstrap, stack.topic("crm.leads.v1")))
                if e["type"] == "lead.created"]
     assert sorted(e["data"]["lead"]["external_id"] for e in created) == sorted(f"mk-{i}" for i in range(25))
+    # The inbound event's correlation id carries through to the lead.created it caused.
+    assert {e["correlation_id"] for e in created} == {e["correlation_id"] for e in good}
+
+    inbound = stack.topic("marketing.leads.inbound.v1")
+    metrics = wait_for(lambda: (lambda t: t if "crm_consumer_lag" in t else None)(
+        requests.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text), timeout=30, what="lag metric")
+    assert f'crm_events_consumed_total{{outcome="applied",service="leads",topic="{inbound}"}} 25.0' in metrics
+    assert f'crm_events_dead_lettered_total{{service="leads",topic="{inbound}"}} 5.0' in metrics
+    assert f'crm_consumer_lag{{group="{stack.topic_prefix}leads-marketing-inbound",service="leads",topic="{inbound}"}} 0.0' in metrics
+    assert 'crm_outbox_backlog{service="leads"}' in metrics
+    assert 'crm_outbox_publish_latency_seconds_count{service="leads"} 25.0' in metrics
 
 
 def test_http_visibility_concurrency_and_errors_through_gunicorn(leads_stack):
@@ -61,6 +72,9 @@ def test_http_visibility_concurrency_and_errors_through_gunicorn(leads_stack):
     r = ann.post(f"{url}/leads", json={"company": "华东机械有限公司", "contact_name": "王经理", "phone": "+86 21 5555 0101",
                                        "quoted_price": "128000", "currency": "CNY"}, headers={"X-Request-ID": "req-123"})
     assert r.status_code == 201 and r.headers["X-Request-ID"] == "req-123"
+    event = wait_for(lambda: next((m for m in read_topic(stack.bootstrap, stack.topic("crm.leads.v1"), timeout_ms=500)
+                                   if dict(m.headers)["type"] == b"lead.created"), None), what="lead.created")
+    assert dict(event.headers)["X-Request-ID"] == b"req-123"  # request id → event header
     lead = r.json()
     assert lead["quoted_price"] == "128000.00" and r.headers["Location"].endswith(lead["id"])
     for method in ("get", "delete"):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from contextlib import contextmanager
 
 from sqlalchemy import Column, Integer, String, Table, func, select
@@ -39,16 +38,6 @@ def write_note(db: Database, topic: str, subject: str, n: int = 0) -> dict:
 def count(db: Database, table) -> int:
     with db.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table)).scalar_one()
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @contextmanager

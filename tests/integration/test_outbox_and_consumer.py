@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from crmkit.events import encode, headers_for, new_event
 from crmkit.kafka import ensure_topics
-from tests.infra import read_topic
+from tests.infra import read_topic, wait_for
 from tests.integration.harness import (
     KIT,
     applied,
@@ -19,7 +19,6 @@ from tests.integration.harness import (
     record_handler,
     running_consumer,
     running_relay,
-    wait_for,
     write_note,
 )
 
