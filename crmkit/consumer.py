@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -82,6 +82,10 @@ class IdempotentConsumer:
         except CommitFailedError:
             # The group rebalanced under us; the new owner replays and the processed ids dedupe it.
             log.warning("offset commit failed after rebalance; events will be replayed idempotently")
+        except KafkaError as exc:
+            # The coordinator is away (broker restart). The effects are committed in our database;
+            # the next successful commit covers these offsets, and a replay meanwhile is a no-op.
+            log.warning("offset commit failed (%r); will be covered by the next commit", exc)
 
     def _observe_lag(self) -> None:
         if time.monotonic() - self._last_lag < 10:

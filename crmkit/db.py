@@ -5,6 +5,7 @@ service publishes inside it go to the outbox table in that same transaction (see
 """
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import threading
 from collections.abc import Callable
@@ -38,6 +39,10 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime
     cache_ok = True
 
+    @property
+    def python_type(self):
+        return dt.datetime
+
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
@@ -53,6 +58,9 @@ class UTCDateTime(TypeDecorator):
 
     def load_dialect_impl(self, dialect):
         return dialect.type_descriptor(DateTime(timezone=dialect.name == "postgresql"))
+
+
+WRITES = "crm_writes"  # execution option marking a connection whose transaction will write
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -72,15 +80,17 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        # pysqlite begins transactions lazily, which lets two writers deadlock on lock upgrade;
-        # BEGIN IMMEDIATE takes the write lock up front (SQLAlchemy's documented recipe).
+        # A transaction that reads and then writes can fail at once with SQLITE_BUSY when it must
+        # upgrade its lock while another writer is active. Writing units of work therefore take the
+        # write lock up front (BEGIN IMMEDIATE, SQLAlchemy's documented recipe); reads and single-
+        # statement writes use a plain BEGIN, so they never queue behind a long write.
         @event.listens_for(engine, "connect")
         def _no_pysqlite_begin(dbapi_conn, _record):
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITES) else "BEGIN")
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
@@ -93,6 +103,21 @@ def database_reachable(engine: Engine) -> bool:
         return True
     except Exception:  # noqa: BLE001 - readiness reports any failure as "not ready"
         return False
+
+
+# Work that must commit atomically with the current request's first unit of work, registered by
+# request-scoped plumbing (the Idempotency-Key record) without the service layer knowing about it.
+_commit_hooks: contextvars.ContextVar[list[Callable[[Session], None]] | None] = contextvars.ContextVar(
+    "crm_commit_hooks", default=None)
+
+
+def run_with_commit_hook(hook: Callable[[Session], None], fn: Callable):
+    """Call fn(); the first UnitOfWork committed inside it also runs hook(session) in its transaction."""
+    token = _commit_hooks.set([hook])
+    try:
+        return fn()
+    finally:
+        _commit_hooks.reset(token)
 
 
 class UnitOfWork:
@@ -135,6 +160,9 @@ class UnitOfWork:
             self.session.flush()
             self._outbox_writer.add_many(self.session, self._outgoing)
             self._outgoing = []
+        hooks = _commit_hooks.get()
+        while hooks:
+            hooks.pop(0)(self.session)
         self.session.commit()
         if published and self._on_commit:
             self._on_commit()
@@ -149,13 +177,16 @@ class Database:
 
     def __init__(self, url: str, outbox_writer, *, pool_size: int = 5):
         self.engine = make_engine(url, pool_size=pool_size)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = sessionmaker(self.engine.execution_options(**{WRITES: True}), expire_on_commit=False)
+        self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.outbox_writer = outbox_writer
         # In-process wake-up for the relay when it runs in the same process as the writer.
         self.committed = threading.Event()
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.outbox_writer, on_commit=self.committed.set)
+    def uow(self, *, readonly: bool = False) -> UnitOfWork:
+        """A unit of work; `readonly=True` for routes that only read (no write lock on SQLite)."""
+        return UnitOfWork(self.read_sessions if readonly else self.sessions, self.outbox_writer,
+                          on_commit=self.committed.set)
 
     @property
     def dialect(self) -> str:

@@ -53,11 +53,15 @@ def new_event(type: str, subject, data: dict, *, source: str, actor=None,
     }
 
 
-def parse_envelope(raw: bytes) -> dict:
+def parse_envelope(raw: bytes | None) -> dict:
+    if raw is None:
+        raise BadEnvelope("empty message (tombstone)")
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadEnvelope(f"not JSON: {exc}") from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit;
+        # RecursionError, absurdly deep nesting. None of them may stop the consumer.
+        raise BadEnvelope(f"not JSON: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict):
         raise BadEnvelope("envelope must be a JSON object")
     try:

@@ -1,12 +1,17 @@
 """Idempotency-Key on creating POSTs: a replay returns the first response (CONTRACT §3).
 
-The key is claimed (unique per caller) before the view runs, so two concurrent requests with one
-key cannot both create; the response is stored after. A request whose claim is still open gets
-409; a key reused with a different body gets 422. Failed requests release their claim so the
-client may retry them.
+States of a key (unique per caller):
+  in_progress  claimed before the view runs, so two concurrent requests cannot both create;
+  committed    set inside the view's own transaction (a commit hook), atomically with its effect;
+  done         the response is stored and is what every replay returns.
+So: a request that failed before committing releases its key; one whose process died before
+committing leaves an in_progress claim that a retry may take over once it is stale (older than
+any request can run); one that died after committing but before storing its response is never
+applied again: a retry gets 409 and should read the resource instead.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from functools import wraps
@@ -15,11 +20,12 @@ from flask import Response, g, make_response, request
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .db import utcnow
+from .db import run_with_commit_hook, utcnow
 from .errors import Conflict, Problem
 from .web import ctx
 
 _KEPT_HEADERS = ("Content-Type", "Location", "ETag")
+STALE_AFTER = dt.timedelta(minutes=5)  # far beyond gunicorn's request timeout
 
 
 def idempotent(view):
@@ -28,42 +34,71 @@ def idempotent(view):
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return view(*args, **kwargs)
-        if not 1 <= len(key) <= 200:
+        if not 1 <= len(key) <= 200 or "\x00" in key:
             raise Problem("Idempotency-Key must be 1 to 200 characters", status=400)
-        table = ctx().tables["idempotency_keys"]
-        engine = ctx().db.engine
-        who = g.principal.user_id
+        table, engine = ctx().tables["idempotency_keys"], ctx().db.engine
+        this = (table.c.principal == g.principal.user_id) & (table.c.key == key)
         fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + request.get_data()).hexdigest()
+
+        replay = _claim(engine, table, this, g.principal.user_id, key, fingerprint)
+        if replay is not None:
+            return replay
+
+        def mark_committed(session):
+            session.execute(update(table).where(this).values(state="committed"))
+
         try:
-            with engine.begin() as conn:
-                conn.execute(table.insert().values(principal=who, key=key, fingerprint=fingerprint,
-                                                   state="in_progress", created_at=utcnow()))
-        except IntegrityError:
-            with engine.connect() as conn:
-                row = conn.execute(select(table).where(table.c.principal == who, table.c.key == key)).one()
-            if row.fingerprint != fingerprint:
-                raise Problem("this Idempotency-Key was used for a different request", status=422) from None
-            if row.state != "done":
-                raise Conflict("a request with this Idempotency-Key is still in progress") from None
+            response = make_response(run_with_commit_hook(mark_committed, lambda: view(*args, **kwargs)))
+        except BaseException:
+            _release_if_uncommitted(engine, table, this)
+            raise
+        with engine.begin() as conn:
+            state = conn.execute(select(table.c.state).where(this)).scalar_one_or_none()
+            if state == "committed":
+                headers = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
+                conn.execute(update(table).where(this).values(
+                    state="done", status_code=response.status_code, response_body=response.get_data(),
+                    response_headers=json.dumps(headers)))
+            elif state == "in_progress":  # nothing was committed (an error response): free the key
+                conn.execute(delete(table).where(this))
+        return response
+
+    return wrapper
+
+
+def _claim(engine, table, this, who: str, key: str, fingerprint: str) -> Response | None:
+    """Claim the key, or return the stored response of an earlier identical request."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(principal=who, key=key, fingerprint=fingerprint,
+                                               state="in_progress", created_at=utcnow()))
+        return None
+    except IntegrityError:
+        pass
+    with engine.begin() as conn:
+        row = conn.execute(select(table).where(this)).one_or_none()
+        if row is None:
+            raise Conflict("a request with this Idempotency-Key just finished failing; retry it") from None
+        if row.fingerprint != fingerprint:
+            raise Problem("this Idempotency-Key was used for a different request", status=422) from None
+        if row.state == "done":
             replay = Response(row.response_body, status=row.status_code)
             for k, v in json.loads(row.response_headers).items():
                 replay.headers[k] = v
             replay.headers["Idempotent-Replayed"] = "true"
             return replay
-        try:
-            response = make_response(view(*args, **kwargs))
-        except BaseException:
-            with engine.begin() as conn:
-                conn.execute(delete(table).where(table.c.principal == who, table.c.key == key))
-            raise
-        with engine.begin() as conn:
-            if response.status_code < 300:
-                headers = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
-                conn.execute(update(table).where(table.c.principal == who, table.c.key == key).values(
-                    state="done", status_code=response.status_code, response_body=response.get_data(),
-                    response_headers=json.dumps(headers)))
-            else:
-                conn.execute(delete(table).where(table.c.principal == who, table.c.key == key))
-        return response
+        if row.state == "committed":
+            raise Conflict("the request with this Idempotency-Key was applied, but its response was lost; "
+                           "read the resource instead of retrying") from None
+        # in_progress: a live request still owns it, unless it died long ago without committing.
+        taken_over = conn.execute(update(table).where(
+            this, table.c.state == "in_progress", table.c.created_at < utcnow() - STALE_AFTER
+        ).values(created_at=utcnow())).rowcount
+        if not taken_over:
+            raise Conflict("a request with this Idempotency-Key is still in progress") from None
+    return None
 
-    return wrapper
+
+def _release_if_uncommitted(engine, table, this) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(table).where(this, table.c.state == "in_progress"))

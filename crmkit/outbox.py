@@ -71,7 +71,9 @@ class _Waker:
         if self.engine.dialect.name == "postgresql":
             import psycopg
             url = self.engine.url.set(drivername="postgresql")
-            self._conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+            # Named, so operators (and tests) can find the connection that holds the leader lock.
+            self._conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
+                                         application_name=f"crm-outbox-relay-{self.service}")
             self._conn.execute(f"LISTEN {_channel(self.service)}")
         else:
             self._conn = self.engine.raw_connection()
@@ -112,7 +114,11 @@ class _Waker:
 
     def close(self):
         if self._conn is not None:
-            self._conn.close()
+            try:
+                self._conn.close()
+            except Exception:
+                log.debug("closing the relay's wake-up connection failed", exc_info=True)
+            self._conn = None
 
 
 class OutboxRelay:
@@ -189,25 +195,35 @@ class OutboxRelay:
                 self.table.c.published_at < dt.datetime.fromtimestamp(cutoff, dt.UTC)))
 
     def run(self, stop: threading.Event, *, idle_wait: float = 1.0) -> None:
-        self.waker.open()
-        try:
-            while not stop.is_set() and not self.waker.try_lead():
-                stop.wait(2.0)
-            backoff = 0.1
-            last_backlog = 0.0
-            while not stop.is_set():
-                try:
-                    published = self.publish_pending()
-                    backoff = 0.1
-                    if time.monotonic() - last_backlog > 5:
-                        self.observe_backlog()
-                        last_backlog = time.monotonic()
-                    self.cleanup()
-                    if published < self.batch_size:
-                        self.waker.wait(idle_wait)
-                except Exception:
-                    log.exception("outbox relay pass failed; retrying in %.1fs", backoff)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
-        finally:
-            self.waker.close()
+        """Publish until stopped. Kafka trouble: back off and retry the same rows. Trouble with the
+        wake-up connection (which also holds the leader lock): reconnect and win the lock again
+        before publishing anything more, so two relays never publish at once."""
+        while not stop.is_set():
+            try:
+                self.waker.open()
+                while not stop.is_set() and not self.waker.try_lead():
+                    stop.wait(2.0)
+                self._publish_while_leading(stop, idle_wait)
+            except Exception:
+                log.exception("outbox relay lost its database connection; reconnecting")
+                stop.wait(1.0)
+            finally:
+                self.waker.close()
+
+    def _publish_while_leading(self, stop: threading.Event, idle_wait: float) -> None:
+        backoff, last_backlog = 0.1, 0.0
+        while not stop.is_set():
+            try:
+                published = self.publish_pending()
+                backoff = 0.1
+                if time.monotonic() - last_backlog > 5:
+                    self.observe_backlog()
+                    last_backlog = time.monotonic()
+                self.cleanup()
+            except Exception:
+                log.exception("outbox relay pass failed; retrying in %.1fs", backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if published < self.batch_size:
+                self.waker.wait(idle_wait)  # raises when the wake-up connection is gone

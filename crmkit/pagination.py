@@ -57,13 +57,24 @@ def encode_cursor(sort: SortSpec, value, row_id) -> str:
     return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: SortSpec):
+def _of_type(value, expected: type) -> bool:
+    if isinstance(value, dt.datetime):
+        return expected is dt.datetime and value.tzinfo is not None
+    return isinstance(value, expected) and not isinstance(value, bool)
+
+
+def decode_cursor(cursor: str, sort: SortSpec, value_type: type, id_type: type):
+    """The cursor is the client's to tamper with, so its values are checked against the columns'
+    types: a crafted one gets a 400, never a database error."""
     try:
         doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         value, row_id = _decode_value(doc["v"]), _decode_value(doc["id"])
         same_sort = doc["s"] == ("-" if sort.descending else "") + sort.field
+        well_typed = _of_type(value, value_type) and _of_type(row_id, id_type)
     except Exception:  # noqa: BLE001 - any garbage is the client's
-        raise BadQuery("invalid cursor", errors={"cursor": ["not a cursor this API issued"]}) from None
+        well_typed = same_sort = False
+    if not well_typed:
+        raise BadQuery("invalid cursor", errors={"cursor": ["not a cursor this API issued"]})
     if not same_sort:
         raise BadQuery("cursor was issued for another sort order", errors={"cursor": ["sort changed"]})
     return value, row_id
@@ -73,7 +84,7 @@ def paginate(session, stmt: Select, *, model, sort: SortSpec, limit: int, cursor
     """Run `stmt` (already filtered) as one page; returns (rows, next_cursor)."""
     column, id_column = getattr(model, sort.field), model.id
     if cursor:
-        value, row_id = decode_cursor(cursor, sort)
+        value, row_id = decode_cursor(cursor, sort, column.type.python_type, id_column.type.python_type)
         key = tuple_(column, id_column)
         stmt = stmt.where(key < tuple_(value, row_id) if sort.descending else key > tuple_(value, row_id))
     order = (column.desc(), id_column.desc()) if sort.descending else (column.asc(), id_column.asc())

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import false, or_, true
+from sqlalchemy import and_, false, or_, true
 from sqlalchemy.sql import ColumnElement
 
 from .auth import Principal
@@ -40,7 +40,8 @@ def visible(principal: Principal, rule: VisibilityRule) -> ColumnElement:
         if principal.manages:
             conditions.append(rule.team_column.in_(principal.manages))
         if rule.managers_see_unowned:
-            conditions.append(rule.owner_column.is_(None))
+            # The shared queue: unowned and not yet routed to a team (routed ones are covered above).
+            conditions.append(and_(rule.owner_column.is_(None), rule.team_column.is_(None)))
     if role in ("rep", "manager", "service") and member is not None:
         conditions.append(member)
     return or_(*conditions) if conditions else false()

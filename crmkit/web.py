@@ -16,6 +16,9 @@ from functools import wraps
 
 from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api
+from flask_smorest import Blueprint as _SmorestBlueprint
+from sqlalchemy.orm.exc import StaleDataError
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
@@ -105,6 +108,25 @@ def _drain_oversized_body() -> None:
             remaining -= len(chunk)
 
 
+class _JsonParser(FlaskParser):
+    """webargs turns only JSONDecodeError into a 400; bodies that are valid-looking but undecodable
+    (integers past Python's digit limit, absurd nesting) raised and became 500s."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise json.JSONDecodeError(f"undecodable JSON: {str(exc)[:100]}", doc="?", pos=0) from None
+
+
+class Blueprint(_SmorestBlueprint):
+    """flask-smorest's Blueprint with the stricter JSON parser; services use this one."""
+
+    ARGUMENTS_PARSER = _JsonParser()
+
+
 class ProblemApi(Api):
     """flask-smorest's Api, with its JSON errors replaced by problem+json."""
 
@@ -190,6 +212,12 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
     @app.errorhandler(Problem)
     def _problem(exc: Problem):
         return problem_response(exc)
+
+    @app.errorhandler(StaleDataError)
+    def _stale(_exc):
+        # version_id_col saw the row change between our read and our UPDATE.
+        return problem_response(Problem("the record changed since you read it; read it again and retry",
+                                        status=412))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -56,7 +56,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     producer = make_producer(settings.kafka_bootstrap_servers, client_id=f"{settings.service}-worker")
     relay = OutboxRelay(spec.db.engine, spec.tables["outbox"], producer, settings.service,
                         in_process_wake=spec.db.committed)
-    threads = [threading.Thread(target=relay.run, args=(stop,), name="outbox-relay", daemon=True)]
+    threads = [threading.Thread(target=_guarded, args=(relay.run, stop), name="outbox-relay", daemon=True)]
     kafka_consumers = []
     for c in spec.consumers:
         kc = make_consumer(settings.kafka_bootstrap_servers, group_id=c.group_id, topics=list(c.handlers),
@@ -80,10 +80,11 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
 
 
 def _guarded(loop, stop: threading.Event) -> None:
-    """A consumer loop that dies takes the process down, so the orchestrator restarts it."""
+    """A relay or consumer loop that dies takes the process down, so the orchestrator restarts it
+    (a worker that looks alive but no longer publishes would be worse)."""
     try:
         loop(stop)
     except Exception:
-        log.exception("consumer loop crashed; stopping the worker")
+        log.exception("worker loop crashed; stopping the worker")
         stop.set()
         os._exit(1)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import uuid
 
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
-from crmkit.web import create_service_app, ctx, principal, roles
+from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
 
 from . import services
 from .bootstrap import context
@@ -48,7 +47,7 @@ def create_lead(fields):
 @blp.response(200, LeadPageSchema)
 @roles(*LEAD_ROLES)
 def list_leads(args):
-    with ctx().db.uow() as uow:
+    with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = services.list_leads(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
 
@@ -57,7 +56,7 @@ def list_leads(args):
 @blp.response(200, LeadSchema)
 @roles(*LEAD_ROLES)
 def get_lead(lead_id: uuid.UUID):
-    with ctx().db.uow() as uow:
+    with ctx().db.uow(readonly=True) as uow:
         lead = services.get_lead(uow, principal(), lead_id)
     return lead, 200, _headers(lead)
 

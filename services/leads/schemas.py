@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from crmkit.fields import Money, Text, Timestamp
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 from .domain import SOURCES, STATUSES
 
-Money = lambda **kw: fields.Decimal(as_string=True, places=2, validate=validate.Range(min=0, max=10**12), **kw)  # noqa: E731
-Text = lambda n, **kw: fields.String(validate=validate.Length(max=n), **kw)  # noqa: E731
+# Marketing sees every lead but no money (CONTRACT §2).
+LeadMoney = lambda **kw: Money(hidden_from=("marketing",), **kw)  # noqa: E731
 PHONE = validate.Regexp(r"^[0-9+()\-\s.]{3,50}$", error="digits, spaces and + ( ) - . only")
 CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="an ISO 4217 code such as CNY or USD")
 
@@ -24,7 +25,7 @@ class _ProspectFields(Schema):
     industry = Text(100, allow_none=True)
     campaign = Text(200, allow_none=True)
     interest = Text(4000, allow_none=True)
-    estimated_value = Money(allow_none=True)
+    estimated_value = LeadMoney(allow_none=True)
 
 
 def _needs_someone_to_call(data: dict) -> None:
@@ -40,9 +41,9 @@ class _LeadFields(_ProspectFields):
         unknown = RAISE
 
     source = fields.String(validate=validate.OneOf(SOURCES))
-    quoted_price = Money(allow_none=True)
+    quoted_price = LeadMoney(allow_none=True)
     currency = fields.String(validate=CURRENCY)
-    follow_up_due_at = fields.AwareDateTime(allow_none=True)
+    follow_up_due_at = Timestamp(allow_none=True)
     external_id = Text(200, allow_none=True)
 
 
@@ -74,8 +75,8 @@ class LeadSchema(Schema):
     source = fields.String()
     campaign = fields.String(allow_none=True)
     interest = fields.String(allow_none=True)
-    quoted_price = fields.Decimal(as_string=True, places=2, allow_none=True)
-    estimated_value = fields.Decimal(as_string=True, places=2, allow_none=True)
+    quoted_price = LeadMoney(allow_none=True)
+    estimated_value = LeadMoney(allow_none=True)
     currency = fields.String()
     status = fields.String()
     score = fields.Integer()
@@ -106,14 +107,14 @@ class LeadListArgsSchema(Schema):
         unknown = RAISE  # a misspelt filter must not silently return everything
 
     status = fields.String(validate=validate.OneOf(STATUSES))
-    owner_id = fields.String(validate=validate.Length(max=64))
-    team_id = fields.String(validate=validate.Length(max=64))
+    owner_id = Text(64)
+    team_id = Text(64)
     region = Text(100)
     industry = Text(100)
     source = fields.String(validate=validate.OneOf(SOURCES))
     min_score = fields.Integer(validate=validate.Range(min=0, max=100))
     q = Text(200)
-    sort = fields.String(load_default="-created_at")
+    sort = Text(40, load_default="-created_at")
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
     cursor = Text(1000)
 
@@ -124,9 +125,9 @@ class MarketingLeadSubmittedSchema(_ProspectFields):
     class Meta:
         unknown = EXCLUDE
 
-    external_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    external_id = Text(200, min_length=1, required=True)
     source = fields.String(load_default="marketing", validate=validate.OneOf(SOURCES))
-    occurred_at = fields.AwareDateTime(allow_none=True)
+    occurred_at = Timestamp(allow_none=True)
 
     @validates_schema
     def _someone_to_call(self, data, **_):

@@ -2,7 +2,11 @@
 worker-side tests: visibility, concurrency, idempotency keys, bad input, migrations, inbound topic."""
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import hashlib
 import json
+import uuid
 
 import pytest
 from alembic import command
@@ -10,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from crmkit.auth import issue_token
+from crmkit.db import utcnow
 from crmkit.migrations import alembic_config
 from services.leads import bootstrap
 from services.leads.db import Base
@@ -163,6 +168,13 @@ def test_cursor_paging_and_sorting(leads):
     ({"json": ["company"]}, 422),
     ({"json": {"company": "x" * 201}}, 422),
     ({"data": json.dumps({"company": "x" * 2_000_000}), "content_type": "application/json"}, 413),
+    ({"data": '{"company": "A", "estimated_value": ' + "1" * 5000 + "}", "content_type": "application/json"}, 400),
+    ({"data": "[" * 50_000 + "]" * 50_000, "content_type": "application/json"}, 400),
+    ({"json": {"company": "A", "estimated_value": "1000000000000"}}, 422),  # Numeric(14,2) overflow
+    ({"json": {"company": "A", "follow_up_due_at": "0001-01-01T00:00:00+01:00"}}, 422),
+    ({"json": {"company": "A", "follow_up_due_at": "9999-12-31T23:00:00-05:00"}}, 422),
+    ({"json": {"company": "nul\u0000byte"}}, 422),
+    ({"json": {"contact_name": "A", "email": "a\u0000@b.cn"}}, 422),
 ])
 def test_bad_input_gets_a_clear_4xx(leads, kwargs, status):
     response = leads.as_("ann", "rep", teams=["east"]).post("/leads", **kwargs)
@@ -173,8 +185,15 @@ def test_bad_input_gets_a_clear_4xx(leads, kwargs, status):
 
 def test_bad_queries_and_routes(leads):
     ann = leads.as_("ann", "rep", teams=["east"])
+    crafted = [base64.urlsafe_b64encode(json.dumps(doc).encode()).decode() for doc in (
+        {"s": "-created_at", "v": {"t": "dt", "v": "2020-01-01T00:00:00"}, "id": {"t": "uuid", "v": str(uuid.uuid4())}},
+        {"s": "-created_at", "v": {"t": "raw", "v": "yesterday"}, "id": {"t": "uuid", "v": str(uuid.uuid4())}},
+        {"s": "-created_at", "v": {"t": "dt", "v": "2020-01-01T00:00:00+00:00"}, "id": {"t": "raw", "v": "x"}},
+        {"s": "-score", "v": {"t": "raw", "v": "high"}, "id": {"t": "uuid", "v": str(uuid.uuid4())}},
+    )]
     for query in ("limit=0", "limit=201", "limit=x", "min_score=101", "status=won", "sort=password", "cursor=%%%",
-                  "sort_by=company"):
+                  "sort_by=company", "q=a%00b", f"cursor={crafted[0]}", f"cursor={crafted[1]}", f"cursor={crafted[2]}",
+                  f"sort=-score&cursor={crafted[3]}"):
         r = ann.get(f"/leads?{query}")
         assert (r.status_code, r.content_type) == (400, PROBLEM), query
     assert ann.get("/leads/not-a-uuid").status_code == 404
@@ -183,3 +202,47 @@ def test_bad_queries_and_routes(leads):
     assert (r.status_code, r.content_type) == (405, PROBLEM)
     assert leads.client.get("/api/v1/leads").status_code == 401
     assert leads.client.get("/api/v1/leads", headers={"Authorization": "Bearer nonsense"}).status_code == 401
+
+
+def test_marketing_sees_no_money(leads):
+    ann = leads.as_("ann", "rep", teams=["east"])
+    lead = ann.post("/leads", json={"company": "Priced", "quoted_price": "99.5", "estimated_value": "1000"}).json
+    assert (lead["quoted_price"], lead["estimated_value"]) == ("99.50", "1000.00")
+    seen = leads.as_("mk", "marketing").get(f"/leads/{lead['id']}").json
+    assert seen["company"] == "Priced" and "quoted_price" not in seen and "estimated_value" not in seen
+    listed = leads.as_("mk", "marketing").get("/leads").json["items"][0]
+    assert "quoted_price" not in listed and "estimated_value" not in listed
+
+
+def test_idempotency_key_states_after_crashes(leads):
+    """Simulate what a process death leaves behind, straight in the table."""
+    ann = leads.as_("ann", "rep", teams=["east"])
+    table = bootstrap.context().tables["idempotency_keys"]
+    engine = bootstrap.context().db.engine
+    body = {"company": "Crashy Ltd."}
+
+    def claim(key, state, age_minutes):
+        fingerprint = hashlib.sha256(b"POST/api/v1/leads" + json.dumps(body).encode()).hexdigest()
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(principal="ann", key=key, fingerprint=fingerprint, state=state,
+                                               created_at=utcnow() - dt.timedelta(minutes=age_minutes)))
+
+    claim("died-after-commit", "committed", 1)
+    r = ann.post("/leads", data=json.dumps(body), content_type="application/json",
+                 headers={"Idempotency-Key": "died-after-commit"})
+    assert r.status_code == 409 and "applied" in r.json["detail"]  # never applied a second time
+    claim("still-running", "in_progress", 0)
+    assert ann.post("/leads", data=json.dumps(body), content_type="application/json",
+                    headers={"Idempotency-Key": "still-running"}).status_code == 409
+    claim("died-before-commit", "in_progress", 30)
+    taken = ann.post("/leads", data=json.dumps(body), content_type="application/json",
+                     headers={"Idempotency-Key": "died-before-commit"})
+    assert taken.status_code == 201
+    replay = ann.post("/leads", data=json.dumps(body), content_type="application/json",
+                      headers={"Idempotency-Key": "died-before-commit"})
+    assert replay.json["id"] == taken.json["id"]
+    assert [i["company"] for i in ann.get("/leads").json["items"]] == ["Crashy Ltd."]
+    # A request that fails validation releases its key for a corrected retry.
+    assert ann.post("/leads", json={"company": 5}, headers={"Idempotency-Key": "fix-me"}).status_code == 422
+    with engine.connect() as conn:
+        assert conn.execute(table.select().where(table.c.key == "fix-me")).first() is None

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from kafka import KafkaProducer
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from crmkit.events import encode, headers_for, new_event
 from crmkit.kafka import ensure_topics
@@ -189,3 +189,40 @@ def test_relay_wakes_on_a_commit_made_by_another_process(database_url, kafka, to
     assert len(read_topic(kafka.bootstrap, topic)) == 2
     relay_db.engine.dispose()
     api_db.engine.dispose()
+
+
+def test_two_relays_on_one_database_publish_each_event_once(postgres, kafka, topic_prefix):
+    """Scaling the worker out must not double-send: only the advisory-lock holder publishes."""
+    url = postgres.create_database()
+    first, second = make_db(url), make_db(url)
+    topic = f"{topic_prefix}two-relays"
+    ensure_topics(kafka.bootstrap, {topic: 3})
+    with running_relay(first, kafka.bootstrap, idle_wait=0.1), running_relay(second, kafka.bootstrap, idle_wait=0.1):
+        written = [write_note(first if i % 2 else second, topic, f"s{i % 5}", n=i) for i in range(200)]
+        wait_for(lambda: _all_published(first))
+    ids = [json.loads(m.value)["id"] for m in read_topic(kafka.bootstrap, topic)]
+    assert sorted(ids) == sorted(e["id"] for e in written)  # all there, none twice
+    first.engine.dispose()
+    second.engine.dispose()
+    postgres.drop_database(url)
+
+
+def test_relay_reconnects_when_its_listen_connection_is_killed(postgres, kafka, topic_prefix):
+    url = postgres.create_database()
+    db = make_db(url)
+    topic = f"{topic_prefix}reconnect"
+    ensure_topics(kafka.bootstrap, {topic: 1})
+    name = url.rsplit("/", 1)[1]
+    with running_relay(db, kafka.bootstrap, idle_wait=0.2):
+        write_note(db, topic, "before")
+        wait_for(lambda: _all_published(db))
+        with db.engine.begin() as conn:
+            killed = conn.execute(text(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname = :db and application_name = 'crm-outbox-relay-kittest'"), {"db": name}).scalars().all()
+        assert killed == [True]
+        write_note(db, topic, "after")
+        wait_for(lambda: _all_published(db), timeout=30)
+    assert len(read_topic(kafka.bootstrap, topic)) == 2
+    db.engine.dispose()
+    postgres.drop_database(url)

@@ -40,11 +40,17 @@ def test_bad_envelopes_are_refused(raw):
 def test_cursor_round_trip_and_tampering():
     sort = SortSpec("created_at", True)
     when, row_id = dt.datetime(2026, 11, 1, tzinfo=dt.UTC), uuid.uuid4()
-    assert decode_cursor(encode_cursor(sort, when, row_id), sort) == (when, row_id)
+    types = (dt.datetime, uuid.UUID)
+    assert decode_cursor(encode_cursor(sort, when, row_id), sort, *types) == (when, row_id)
+    for bad in (encode_cursor(sort, when.replace(tzinfo=None), row_id),  # naive time
+                encode_cursor(sort, "yesterday", row_id),  # wrong type
+                encode_cursor(sort, when, "not-a-uuid"),
+                encode_cursor(sort, True, row_id),
+                "bm90IGEgY3Vyc29y"):
+        with pytest.raises(BadQuery):
+            decode_cursor(bad, sort, *types)
     with pytest.raises(BadQuery):
-        decode_cursor(encode_cursor(sort, when, row_id), SortSpec("created_at", False))
-    with pytest.raises(BadQuery):
-        decode_cursor("bm90IGEgY3Vyc29y", sort)
+        decode_cursor(encode_cursor(sort, when, row_id), SortSpec("created_at", False), *types)
 
 
 def test_sort_parsing():
@@ -68,7 +74,7 @@ def records():
     engine = create_engine("sqlite://")
     md.create_all(engine)
     rows = [("ann-1", "ann", "east", ""), ("bob-1", "bob", "west", "svc"), ("queue-1", None, None, ""),
-            ("carl-1", "carl", "east-2", "ann")]
+            ("carl-1", "carl", "east-2", "ann"), ("west-queue-1", None, "west", "")]
     with engine.begin() as conn:
         conn.execute(insert(t), [dict(zip(("id", "owner_id", "team_id", "members"), r, strict=True)) for r in rows])
 
@@ -85,8 +91,17 @@ def test_visibility_per_role(records):
     assert records(Principal("bob", "rep", teams=("west",))) == {"bob-1"}
     assert records(Principal("m", "manager", manages=("east", "east-2"))) == {"ann-1", "carl-1"}
     assert records(Principal("m", "manager", manages=("east",)), managers_see_unowned=True) == {"ann-1", "queue-1"}
+    assert records(Principal("w", "manager", manages=("west",)), managers_see_unowned=True) == {
+        "bob-1", "queue-1", "west-queue-1"}  # a lead routed to west's queue is west's alone
     assert records(Principal("svc", "service")) == {"bob-1"}  # only where the virtual team lists them
     assert records(Principal("mk", "marketing")) == set()
     assert records(Principal("mk", "marketing"), also_sees_all=frozenset({"marketing"})) == {
-        "ann-1", "bob-1", "queue-1", "carl-1"}
-    assert len(records(Principal("x", "executive"))) == len(records(Principal("a", "admin"))) == 4
+        "ann-1", "bob-1", "queue-1", "carl-1", "west-queue-1"}
+    assert len(records(Principal("x", "executive"))) == len(records(Principal("a", "admin"))) == 5
+
+
+@pytest.mark.parametrize("raw", [None, b'{"id": ' + b"9" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000])
+def test_messages_that_break_json_itself_are_bad_envelopes(raw):
+    """A tombstone, an integer past Python's digit limit, absurd nesting: dead letters, not a crash."""
+    with pytest.raises(BadEnvelope):
+        parse_envelope(raw)

@@ -1,0 +1,51 @@
+"""marshmallow fields with the CRM's rules built in, so every service validates the same way.
+
+- Text: bounded length, no NUL (PostgreSQL cannot store it; it would be a 500, not a 422).
+- Money: a decimal string with 2 places, below Numeric(14, 2)'s ceiling, and left out of the
+  response for roles that may not see money (CONTRACT §2) when rendered inside a request.
+- Timestamp: timezone-aware, years 1900-2999 (extreme years overflow on conversion to UTC).
+"""
+from __future__ import annotations
+
+from marshmallow import ValidationError, fields, missing, validate
+
+MONEY_MAX = 10**12  # Numeric(14, 2) holds up to 999,999,999,999.99
+
+
+def _no_nul(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
+def _sane_year(value) -> None:
+    if not 1900 <= value.year <= 2999:
+        raise ValidationError("year must be between 1900 and 2999")
+
+
+def Text(max_length: int, *, min_length: int | None = None, **kwargs) -> fields.String:  # noqa: N802 - a field factory
+    return fields.String(validate=[validate.Length(min=min_length, max=max_length), _no_nul], **kwargs)
+
+
+def Timestamp(**kwargs) -> fields.AwareDateTime:  # noqa: N802
+    return fields.AwareDateTime(validate=_sane_year, **kwargs)
+
+
+def _viewer_role() -> str | None:
+    """The calling principal's role while rendering an HTTP response; None elsewhere (events)."""
+    from flask import g, has_request_context
+
+    if has_request_context() and "principal" in g:
+        return g.principal.role
+    return None
+
+
+class Money(fields.Decimal):
+    def __init__(self, *, hidden_from: tuple[str, ...] = (), **kwargs):
+        kwargs.setdefault("validate", validate.Range(min=0, max=MONEY_MAX, max_inclusive=False))
+        super().__init__(as_string=True, places=2, **kwargs)
+        self.hidden_from = frozenset(hidden_from)
+
+    def serialize(self, attr, obj, accessor=None, **kwargs):
+        if self.hidden_from and _viewer_role() in self.hidden_from:
+            return missing  # marshmallow leaves the key out
+        return super().serialize(attr, obj, accessor, **kwargs)
