@@ -37,6 +37,10 @@ class Reject(Exception):
 Handler = Callable[[UnitOfWork, dict], None]
 
 
+class ConsumerStalled(RuntimeError):
+    """Messages are waiting but none arrived for too long: restart rather than sit there."""
+
+
 class _BatchFailed(Exception):
     def __init__(self, event_id: str, cause: BaseException):
         super().__init__(repr(cause))
@@ -51,7 +55,7 @@ def _is_infrastructure(exc: BaseException) -> bool:
 class IdempotentConsumer:
     def __init__(self, *, db: Database, processed_table, consumer, producer, service: str, group_id: str,
                  handlers: dict[str, Handler], max_attempts: int = 3, retry_backoff: float = 0.2,
-                 dlq_timeout: float = 30.0):
+                 dlq_timeout: float = 30.0, stall_after: float = 180.0, lag_interval: float = 10.0):
         self.db = db
         self.processed = processed_table
         self.consumer = consumer
@@ -62,7 +66,10 @@ class IdempotentConsumer:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.dlq_timeout = dlq_timeout
+        self.stall_after = stall_after
+        self.lag_interval = lag_interval
         self._last_lag = 0.0
+        self._last_progress = time.monotonic()
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, poll_timeout_ms: int = 500) -> None:
@@ -72,6 +79,7 @@ class IdempotentConsumer:
             if messages:
                 self.process(messages, stop)
                 self._commit_offsets(polled)
+                self._last_progress = time.monotonic()
             self._observe_lag()
 
     def _commit_offsets(self, polled) -> None:
@@ -88,7 +96,9 @@ class IdempotentConsumer:
             log.warning("offset commit failed (%r); will be covered by the next commit", exc)
 
     def _observe_lag(self) -> None:
-        if time.monotonic() - self._last_lag < 10:
+        """Export lag per topic, and give up (ConsumerStalled) when there is lag but no progress:
+        the last line of defence against a client that stops fetching (see crmkit.kafka)."""
+        if time.monotonic() - self._last_lag < self.lag_interval:
             return
         self._last_lag = time.monotonic()
         assigned = list(self.consumer.assignment())
@@ -100,10 +110,19 @@ class IdempotentConsumer:
             return
         per_topic: dict[str, int] = {}
         for tp in assigned:
-            position = self.consumer.position(tp) or 0
-            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends.get(tp, 0) - position)
+            # Bounded: without a timeout, position() can block on an unresolved offset for ever.
+            try:
+                position = self.consumer.position(tp, timeout_ms=1000)
+            except KafkaError:
+                position = None
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends.get(tp, 0) - (position or 0))
         for topic, lag in per_topic.items():
             metrics.CONSUMER_LAG.labels(self.service, self.group_id, topic).set(lag)
+        if not any(per_topic.values()):
+            self._last_progress = time.monotonic()
+        elif time.monotonic() - self._last_progress > self.stall_after:
+            raise ConsumerStalled(f"{sum(per_topic.values())} messages waiting on {sorted(per_topic)} "
+                                  f"and none consumed for {self.stall_after:.0f}s")
 
     # ---- one batch --------------------------------------------------------------------------
     def process(self, messages: list, stop: threading.Event | None = None) -> None:

@@ -226,3 +226,29 @@ def test_relay_reconnects_when_its_listen_connection_is_killed(postgres, kafka, 
     assert len(read_topic(kafka.bootstrap, topic)) == 2
     db.engine.dispose()
     postgres.drop_database(url)
+
+
+def test_a_consumer_with_lag_and_no_progress_gives_up(db, kafka, topic_prefix):
+    """The watchdog: messages waiting, none consumed (here: partitions paused) → ConsumerStalled,
+    which makes the worker exit so its orchestrator restarts it."""
+    from crmkit.consumer import ConsumerStalled, IdempotentConsumer
+    from crmkit.kafka import make_consumer, make_producer
+
+    topic = f"{topic_prefix}stall"
+    ensure_topics(kafka.bootstrap, {topic: 1})
+    write_note(db, topic, "waiting")
+    with running_relay(db, kafka.bootstrap):
+        wait_for(lambda: _all_published(db))
+    kc = make_consumer(kafka.bootstrap, group_id=f"{topic_prefix}g", topics=[topic], client_id="stall-test")
+    producer = make_producer(kafka.bootstrap, client_id="stall-dlq")
+    consumer = IdempotentConsumer(db=db, processed_table=KIT["processed_events"], consumer=kc, producer=producer,
+                                  service="kittest", group_id=f"{topic_prefix}g", handlers={topic: record_handler},
+                                  stall_after=2.0, lag_interval=0.5)
+    wait_for(lambda: kc.poll(timeout_ms=100) is not None and kc.assignment(), timeout=30)
+    kc.pause(*kc.assignment())
+    kc.seek_to_beginning()
+    with pytest.raises(ConsumerStalled, match="1 messages waiting"):
+        consumer.run(threading.Event(), poll_timeout_ms=100)
+    assert count(db, applied) == 0
+    kc.close(autocommit=False)
+    producer.close()
