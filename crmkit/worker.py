@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .consumer import Handler, IdempotentConsumer
@@ -37,6 +38,8 @@ class WorkerSpec:
     tables: dict
     consumers: list[ConsumerSpec] = field(default_factory=list)
     topics: dict[str, int] = field(default_factory=dict)  # topics this service owns or reads, with partitions
+    # Schedules and job runners of the service: each is loop(stop) and runs until stop is set.
+    loops: list[Callable[[threading.Event], None]] = field(default_factory=list)
 
 
 def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
@@ -66,6 +69,9 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
                                       producer=producer, service=settings.service, group_id=c.group_id,
                                       handlers=c.handlers, max_attempts=c.max_attempts)
         threads.append(threading.Thread(target=_guarded, args=(consumer.run, stop), name=c.group_id, daemon=True))
+    for loop in spec.loops:
+        threads.append(threading.Thread(target=_guarded, args=(loop, stop), name=getattr(loop, "__name__", "loop"),
+                                        daemon=True))
     for t in threads:
         t.start()
     log.info("worker started", extra={"consumers": [c.group_id for c in spec.consumers]})

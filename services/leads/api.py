@@ -3,27 +3,41 @@ from __future__ import annotations
 
 import uuid
 
+from flask import request
 from marshmallow import RAISE
 
+from crmkit.errors import ValidationFailed
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
-from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
+from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
 
-from . import services
+from . import imports, services
 from .bootstrap import context
+from .db import LeadRepository
 from .schemas import (
+    ActivityCreateSchema,
+    ActivityPageSchema,
+    ActivitySchema,
+    AssignmentRulesSchema,
+    ConvertedSchema,
+    ConvertSchema,
+    ImportAcceptedSchema,
+    ImportJobSchema,
     LeadCreatedSchema,
     LeadCreateSchema,
     LeadListArgsSchema,
     LeadPageSchema,
     LeadPatchSchema,
     LeadSchema,
+    ReassignSchema,
+    ScoringRulesSchema,
 )
 
 blp = Blueprint("leads", __name__, description="Leads: the top of the funnel")
+rules_blp = Blueprint("lead-rules", __name__, description="How leads are scored and assigned")
 
 LEAD_ROLES = ("rep", "manager", "executive", "marketing", "admin")
-CREATING_ROLES = LEAD_ROLES
+RULE_READERS = ("manager", "executive", "marketing", "admin")
 
 
 def _headers(lead) -> dict:
@@ -34,12 +48,21 @@ def _headers(lead) -> dict:
 @blp.arguments(LeadCreateSchema)
 @idempotent  # outside @response, so it stores and replays the rendered response
 @blp.response(201, LeadCreatedSchema)
-@roles(*CREATING_ROLES)
+@blp.alt_response(200, schema=LeadCreatedSchema, description="A duplicate, merged into the existing lead")
+@roles(*LEAD_ROLES)
 def create_lead(fields):
     with ctx().db.uow() as uow:
-        lead = services.create_lead(uow, ctx().settings, principal(), fields)
+        result = services.create_lead(uow, ctx().settings, principal(), fields)
         uow.commit()
-    return lead, 201, {**_headers(lead), "Location": f"/api/v1/leads/{lead.id}"}
+        lead = result.lead
+        lead.merged = result.merged
+        if not result.merged:
+            return lead, 201, {**_headers(lead), "Location": f"/api/v1/leads/{lead.id}"}
+        with ctx().db.uow(readonly=True) as check:
+            visible = LeadRepository(check.session, principal()).get(lead.id) is not None
+    if not visible:  # merged into someone else's lead: say so, show nothing of it
+        return {"id": lead.id, "merged": True, "owned_elsewhere": True}, 200
+    return lead, 200, _headers(lead)
 
 
 @blp.route("/leads", methods=["GET"])
@@ -81,5 +104,100 @@ def delete_lead(lead_id: uuid.UUID):
         uow.commit()
 
 
+@blp.route("/leads/<uuid:lead_id>/activities", methods=["POST"])
+@blp.arguments(ActivityCreateSchema)
+@idempotent
+@blp.response(201, ActivitySchema)
+@roles(*LEAD_ROLES)
+def log_activity(data, lead_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        activity = services.log_activity(uow, ctx().settings, principal(), lead_id, data)
+        uow.commit()
+    return activity
+
+
+@blp.route("/leads/<uuid:lead_id>/activities", methods=["GET"])
+@blp.response(200, ActivityPageSchema)
+@roles(*LEAD_ROLES)
+def list_activities(lead_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        items = services.list_activities(uow, principal(), lead_id)
+    return {"items": items, "next_cursor": None}
+
+
+@blp.route("/leads/<uuid:lead_id>/convert", methods=["POST"])
+@blp.arguments(ConvertSchema)
+@idempotent
+@blp.response(202, ConvertedSchema)
+@roles(*LEAD_ROLES)
+def convert_lead(data, lead_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        ids = services.convert_lead(uow, ctx().settings, principal(), lead_id, data)
+        uow.commit()
+    return ids, 202, {"Location": f"/api/v1/opportunities/{ids['opportunity_id']}"}
+
+
+@blp.route("/leads/<uuid:lead_id>/assign", methods=["POST"])
+@blp.arguments(ReassignSchema)
+@blp.response(200, LeadSchema)
+@roles("manager", "executive", "admin")
+def reassign_lead(target, lead_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        lead = services.reassign(uow, ctx().settings, principal(), lead_id, target)
+        uow.commit()
+    return lead, 200, _headers(lead)
+
+
+@blp.route("/leads/import", methods=["POST"])
+@blp.response(202, ImportAcceptedSchema)
+@roles(*LEAD_ROLES)
+@large_body
+def import_leads():
+    upload = request.files.get("file")
+    if upload is None:
+        raise ValidationFailed("send the CSV as multipart/form-data in a field named 'file'",
+                               errors={"file": ["missing"]})
+    content = upload.read()
+    if not content:
+        raise ValidationFailed("the file is empty", errors={"file": ["empty"]})
+    with ctx().db.uow() as uow:
+        job = imports.create_job(uow, principal(), upload.filename, content)
+        uow.commit()
+    return {"job_id": job.id}, 202, {"Location": f"/api/v1/lead-imports/{job.id}"}
+
+
+@blp.route("/lead-imports/<uuid:job_id>", methods=["GET"])
+@blp.response(200, ImportJobSchema)
+@roles(*LEAD_ROLES)
+def get_import(job_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        return imports.get_job(uow, principal(), job_id)
+
+
+def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> None:
+    @rules_blp.route(path, methods=["GET"], endpoint=f"get_{name}_rules")
+    @rules_blp.response(200, schema)
+    @roles(*RULE_READERS)
+    def get_rules():
+        with ctx().db.uow(readonly=True) as uow:
+            doc = services.get_rule_document(uow, name)
+        return doc, 200, {"ETag": etag_for(doc["version"])}
+
+    @rules_blp.route(path, methods=["PUT"], endpoint=f"put_{name}_rules")
+    @rules_blp.arguments(schema)
+    @rules_blp.response(200, schema)
+    @roles(*writers)
+    def put_rules(body):
+        with ctx().db.uow() as uow:
+            doc = services.put_rule_document(uow, ctx().settings, principal(), name, body, require_if_match)
+            uow.commit()
+        return doc, 200, {"ETag": etag_for(doc["version"])}
+
+
+_rules_routes("/lead-scoring-rules", services.SCORING, ScoringRulesSchema, ("marketing", "admin"))
+_rules_routes("/lead-assignment-rules", services.ASSIGNMENT, AssignmentRulesSchema, ("admin",))
+
+
 def create_app():
-    return create_service_app(context=context(), title="CRM leads service", blueprints=[blp])
+    return create_service_app(context=context(), title="CRM leads service", blueprints=[blp, rules_blp])
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import JSON, Index, Integer, Numeric, String, Text, Uuid, func, or_, select
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, Numeric, String, Text, Uuid, func, or_, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from crmkit.auth import Principal
@@ -51,6 +51,17 @@ class Lead(Base):
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
     deleted_at = mapped_column(UTCDateTime, nullable=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Dedupe keys (see dedupe.py), kept in step with the fields they come from.
+    email_key: Mapped[str | None] = mapped_column(String(320))
+    phone_key: Mapped[str | None] = mapped_column(String(32))
+    company_contact_key: Mapped[str | None] = mapped_column(String(420))
+    activities: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    assigned_by_rule: Mapped[str | None] = mapped_column(String(200))
+    assigned_at = mapped_column(UTCDateTime, nullable=True)
+    converted_at = mapped_column(UTCDateTime, nullable=True)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    contact_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    opportunity_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     # version_id_col: every UPDATE is "... WHERE id=:id AND version=:seen", so a concurrent
     # change is detected (StaleDataError → 412) instead of silently overwritten.
@@ -63,7 +74,102 @@ class Lead(Base):
         Index("ix_leads_created", "created_at", "id"),
         Index("ix_leads_status", "status"),
         Index("ix_leads_external_id", "external_id"),
+        Index("ix_leads_email_key", "email_key"),
+        Index("ix_leads_phone_key", "phone_key"),
+        Index("ix_leads_company_contact_key", "company_contact_key"),
+        Index("ix_leads_owner_status", "owner_id", "status"),
     )
+
+
+class LeadActivity(Base):
+    __tablename__ = "lead_activities"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    lead_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    summary: Mapped[str | None] = mapped_column(Text)
+    occurred_at = mapped_column(UTCDateTime, nullable=False)
+    next_contact_at = mapped_column(UTCDateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class RuleDocument(Base):
+    """The scoring and the assignment rules, each one versioned document (ETag/If-Match)."""
+
+    __tablename__ = "rule_documents"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    body: Mapped[dict] = mapped_column(JSON)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class DirectoryUser(Base):
+    """Replica of the gateway's users, from crm.directory.v1: rules never call another service."""
+
+    __tablename__ = "directory_users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    team_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    region: Mapped[str | None] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class DirectoryTeam(Base):
+    __tablename__ = "directory_teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    manager_id: Mapped[str | None] = mapped_column(String(64))
+    parent_team_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class AssignmentCursor(Base):
+    """Where round robin stands in each team (the last rep given a lead)."""
+
+    __tablename__ = "assignment_cursors"
+
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_user_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class LeadImport(Base):
+    """A CSV import: the file, where the worker has got to, and the counts so far. The worker
+    commits each chunk's leads together with `rows_done`, so a killed import resumes exactly."""
+
+    __tablename__ = "lead_imports"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|completed|failed
+    filename: Mapped[str | None] = mapped_column(String(300))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_role: Mapped[str] = mapped_column(String(20))
+    requested_team: Mapped[str | None] = mapped_column(String(64))
+    rows: Mapped[int | None] = mapped_column(Integer)
+    rows_done: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    merged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    failure: Mapped[str | None] = mapped_column(Text)
+    created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    finished_at = mapped_column(UTCDateTime, nullable=True)
+
+
+class LeadImportError(Base):
+    __tablename__ = "lead_import_errors"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("lead_imports.id"), primary_key=True)
+    row: Mapped[int] = mapped_column(Integer, primary_key=True)
+    errors: Mapped[dict] = mapped_column(JSON)
 
 
 LEAD_VISIBILITY = VisibilityRule(

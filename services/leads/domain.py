@@ -7,6 +7,7 @@ from crmkit.auth import Principal
 from crmkit.errors import Conflict, Forbidden
 
 STATUSES = ("new", "contacted", "qualified", "converted", "disqualified")
+ACTIVITY_KINDS = ("call", "visit", "email", "meeting", "demo", "note")
 SOURCES = ("web", "phone", "referral", "event", "marketing", "import", "other")
 OPEN_STATUSES = ("new", "contacted", "qualified")
 
@@ -41,11 +42,42 @@ def check_may_modify(principal: Principal) -> None:
         raise Forbidden(f"role {principal.role!r} may read leads but not change them")
 
 
+# Leads these roles bring in (by hand or by import) are routed by the assignment rules; a rep's or
+# manager's own leads stay theirs (CONTRACT §2: "theirs ... unless assignment rules ... say otherwise").
+ROUTED_ROLES = ("marketing", "admin")
+# Who may hand a lead to someone else (CONTRACT §2: reassign is a manager's action).
+REASSIGNING_ROLES = ("manager", "executive", "admin")
+
+
 def initial_ownership(principal: Principal) -> tuple[str | None, str | None]:
-    """A lead belongs to its creator and their first team; marketing's go to the unassigned queue."""
-    if principal.role == "marketing":
+    """A lead belongs to its creator and their first team; marketing's and admin's go to the rules."""
+    if principal.role in ROUTED_ROLES:
         return None, None
     return principal.user_id, principal.primary_team
+
+
+def check_may_reassign(principal: Principal) -> None:
+    if principal.role not in REASSIGNING_ROLES:
+        raise Forbidden("only managers, executives and admins reassign leads")
+
+
+def check_convertible(status: str) -> None:
+    if status == "converted":
+        raise Conflict("this lead was converted already")
+    if status == "disqualified":
+        raise Conflict("a disqualified lead cannot be converted; re-open it first")
+
+
+def status_after_activity(status: str, kind: str) -> str:
+    """Any real contact (not a note) moves a new lead to contacted."""
+    return "contacted" if status == "new" and kind != "note" else status
+
+
+def next_follow_up(status: str, next_contact_at, now: dt.datetime, sla: dt.timedelta = DEFAULT_FOLLOW_UP_SLA):
+    """After an activity: the agreed next contact, or a fresh SLA window; closed leads have none."""
+    if status not in OPEN_STATUSES:
+        return None
+    return next_contact_at or now + sla
 
 
 def follow_up_due(owner_id: str | None, now: dt.datetime, sla: dt.timedelta = DEFAULT_FOLLOW_UP_SLA):

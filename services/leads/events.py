@@ -9,9 +9,10 @@ from .schemas import lead_schema
 
 LEADS_TOPIC = "crm.leads.v1"
 MARKETING_INBOUND_TOPIC = "marketing.leads.inbound.v1"
+DIRECTORY_TOPIC = "crm.directory.v1"  # the gateway's; the leads service keeps a replica of users and teams
 
 # Partitions bound how many worker replicas can consume in parallel (see docs/operations).
-TOPIC_PARTITIONS = {LEADS_TOPIC: 6, MARKETING_INBOUND_TOPIC: 6}
+TOPIC_PARTITIONS = {LEADS_TOPIC: 6, MARKETING_INBOUND_TOPIC: 6, DIRECTORY_TOPIC: 3}
 
 
 def lead_event(settings: Settings, event_type: str, lead, *, actor, extra: dict | None = None) -> tuple[str, dict]:

@@ -6,7 +6,9 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from crmkit.fields import Money, Text, Timestamp
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
-from .domain import SOURCES, STATUSES
+from .assignment import STRATEGIES
+from .domain import ACTIVITY_KINDS, SOURCES, STATUSES
+from .scoring import OPS, SCORABLE_FIELDS
 
 # Marketing sees every lead but no money (CONTRACT §2).
 LeadMoney = lambda **kw: Money(hidden_from=("marketing",), **kw)  # noqa: E731
@@ -91,10 +93,17 @@ class LeadSchema(Schema):
     created_at = fields.AwareDateTime()
     updated_at = fields.AwareDateTime()
     version = fields.Integer()
+    assigned_by_rule = fields.String(allow_none=True)
+    converted_at = fields.AwareDateTime(allow_none=True)
+    account_id = fields.UUID(allow_none=True)
+    contact_id = fields.UUID(allow_none=True)
+    opportunity_id = fields.UUID(allow_none=True)
 
 
 class LeadCreatedSchema(LeadSchema):
     merged = fields.Boolean()
+    # Merged into a lead the caller may not see: only its id comes back, never its contents.
+    owned_elsewhere = fields.Boolean()
 
 
 class LeadPageSchema(Schema):
@@ -128,6 +137,185 @@ class MarketingLeadSubmittedSchema(_ProspectFields):
     external_id = Text(200, min_length=1, required=True)
     source = fields.String(load_default="marketing", validate=validate.OneOf(SOURCES))
     occurred_at = Timestamp(allow_none=True)
+
+    @validates_schema
+    def _someone_to_call(self, data, **_):
+        _needs_someone_to_call(data)
+
+
+class ActivityCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    kind = fields.String(required=True, validate=validate.OneOf(ACTIVITY_KINDS))
+    summary = Text(4000, allow_none=True)
+    occurred_at = Timestamp()
+    next_contact_at = Timestamp(allow_none=True)
+
+
+class ActivitySchema(Schema):
+    id = fields.UUID()
+    lead_id = fields.UUID()
+    kind = fields.String()
+    summary = fields.String(allow_none=True)
+    occurred_at = fields.AwareDateTime()
+    next_contact_at = fields.AwareDateTime(allow_none=True)
+    created_by = fields.String()
+    created_at = fields.AwareDateTime()
+
+
+class ActivityPageSchema(Schema):
+    items = fields.List(fields.Nested(ActivitySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ScoringRuleSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Text(200, min_length=1, required=True)
+    field = fields.String(required=True, validate=validate.OneOf(SCORABLE_FIELDS))
+    op = fields.String(required=True, validate=validate.OneOf(OPS))
+    value = fields.Raw(load_default=None, allow_none=True)
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(min=-100, max=100))
+
+    @validates_schema
+    def _value_fits_op(self, data, **_):
+        op, value = data["op"], data.get("value")
+        if op == "in" and not (isinstance(value, list) and value and all(isinstance(v, str | int) for v in value)):
+            raise ValidationError("'in' needs a non-empty list of strings or numbers", "value")
+        if op in ("gte", "lte") and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValidationError(f"'{op}' needs a number", "value")
+        if op == "eq" and not isinstance(value, str | int | float):
+            raise ValidationError("'eq' needs a string or a number", "value")
+
+
+def _unique_names(rules: list[dict]) -> None:
+    names = [r["name"] for r in rules]
+    if len(names) != len(set(names)):
+        raise ValidationError("rule names must be unique", "rules")
+
+
+class ScoringRulesSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    rules = fields.List(fields.Nested(ScoringRuleSchema), required=True, validate=validate.Length(max=200))
+    version = fields.Integer(dump_only=True)
+
+    @validates_schema
+    def _unique(self, data, **_):
+        _unique_names(data["rules"])
+
+
+class AssignmentMatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    region = fields.Raw(allow_none=True)  # a value or a list of values
+    industry = fields.Raw(allow_none=True)
+    source = fields.Raw(allow_none=True)
+    min_score = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=100))
+
+    @validates_schema
+    def _strings(self, data, **_):
+        for name in ("region", "industry", "source"):
+            value = data.get(name)
+            values = value if isinstance(value, list) else [value]
+            if value is not None and not all(isinstance(v, str) and 0 < len(v) <= 100 for v in values):
+                raise ValidationError("a string or a list of strings", name)
+
+
+class AssignToSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    team_id = Text(64, min_length=1)
+    user_id = Text(64, min_length=1)
+
+    @validates_schema
+    def _exactly_one(self, data, **_):
+        if len(data) != 1:
+            raise ValidationError("give exactly one of team_id or user_id")
+
+
+class AssignmentRuleSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Text(200, min_length=1, required=True)
+    match = fields.Nested(AssignmentMatchSchema, load_default=dict)
+    assign_to = fields.Nested(AssignToSchema, required=True)
+    strategy = fields.String(load_default="round_robin", validate=validate.OneOf(STRATEGIES))
+
+
+class AssignmentRulesSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    rules = fields.List(fields.Nested(AssignmentRuleSchema), required=True, validate=validate.Length(max=200))
+    version = fields.Integer(dump_only=True)
+
+    @validates_schema
+    def _unique(self, data, **_):
+        _unique_names(data["rules"])
+
+
+class ReassignSchema(AssignToSchema):
+    pass
+
+
+class ConvertSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    opportunity_name = Text(200, min_length=1, required=True)
+    amount = Money(required=True)
+    currency = fields.String(validate=CURRENCY)
+    expected_close_date = fields.Date(required=True)
+    account_id = fields.UUID(allow_none=True)
+
+
+class ConvertedSchema(Schema):
+    account_id = fields.UUID()
+    contact_id = fields.UUID()
+    opportunity_id = fields.UUID()
+
+
+class ImportAcceptedSchema(Schema):
+    job_id = fields.UUID()
+
+
+class ImportRowErrorSchema(Schema):
+    row = fields.Integer()
+    errors = fields.Dict()
+
+
+class ImportJobSchema(Schema):
+    job_id = fields.UUID(attribute="id")
+    status = fields.String()
+    filename = fields.String(allow_none=True)
+    rows = fields.Integer(allow_none=True)
+    rows_done = fields.Integer()
+    created = fields.Integer()
+    merged = fields.Integer()
+    rejected = fields.Integer()
+    errors = fields.List(fields.Nested(ImportRowErrorSchema))
+    error_count = fields.Integer()
+    failure = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+    finished_at = fields.AwareDateTime(allow_none=True)
+
+
+class ImportRowSchema(_ProspectFields):
+    """One CSV row, after its headers were mapped to field names (see imports.py)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    source = fields.String(load_default="import", validate=validate.OneOf(SOURCES))
+    quoted_price = Money(allow_none=True)
+    external_id = Text(200, allow_none=True)
 
     @validates_schema
     def _someone_to_call(self, data, **_):

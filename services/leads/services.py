@@ -1,24 +1,39 @@
 """Lead use cases. Each takes a unit of work and leaves the commit to its caller: the API commits
-one request, the consumer commits a whole batch of events with their processed ids."""
+one request, the consumer commits a whole batch of events with their processed ids, the import
+runner commits one chunk of rows with its progress."""
 from __future__ import annotations
 
+import datetime as dt
+import os
 import uuid
+from dataclasses import dataclass
 
 from marshmallow import ValidationError
+from sqlalchemy import func, or_, select, text
 
 from crmkit.auth import Principal
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
-from crmkit.errors import NotFound
+from crmkit.errors import Forbidden, NotFound, ValidationFailed
+from crmkit.events import new_event
 from crmkit.pagination import parse_sort
 from crmkit.settings import Settings
 
-from . import domain
-from .db import SORTABLE, Lead, LeadRepository
-from .events import lead_event
+from . import SERVICE, assignment, domain, scoring
+from .db import SORTABLE, AssignmentCursor, DirectoryTeam, DirectoryUser, Lead, LeadActivity, LeadRepository, RuleDocument
+from .dedupe import keys_for
+from .events import LEADS_TOPIC, lead_event
 from .schemas import MarketingLeadSubmittedSchema
 
 _marketing_schema = MarketingLeadSubmittedSchema()
+SCORING, ASSIGNMENT = "scoring", "assignment"
+DEFAULT_RULES = {SCORING: scoring.DEFAULT_RULES, ASSIGNMENT: []}
+# Fields that, when they change, change what the dedupe keys or the score say.
+_KEYED = ("company", "contact_name", "email", "phone")
+
+
+def follow_up_sla() -> dt.timedelta:
+    return dt.timedelta(hours=float(os.environ.get("LEADS_FOLLOW_UP_SLA_HOURS", "24")))
 
 
 def _publish(uow: UnitOfWork, settings: Settings, event_type: str, lead: Lead, actor, extra=None) -> None:
@@ -28,28 +43,249 @@ def _publish(uow: UnitOfWork, settings: Settings, event_type: str, lead: Lead, a
 def _new_lead(**fields) -> Lead:
     # A new row's version is always 1 (version_id_col); setting it here lets the lead.created
     # event be built without a flush, so a batch of creates is one multi-row INSERT.
-    return Lead(id=uuid.uuid4(), version=1, status="new", score=0, score_reasons=[], touches=1, **fields)
+    return Lead(id=uuid.uuid4(), version=1, status="new", score=0, score_reasons=[], touches=1, activities=0,
+                **fields)
 
 
-def create_lead(uow: UnitOfWork, settings: Settings, principal: Principal, fields: dict) -> Lead:
+# ---- rules -------------------------------------------------------------------------------------
+# Reads of rules and of the directory replica never flush: a flush in the middle of a change would
+# write the lead twice and bump its version twice for one request.
+def rules(uow: UnitOfWork, name: str) -> list[dict]:
+    key = ("rules", name)
+    if key not in uow.cache:
+        with uow.session.no_autoflush:
+            doc = uow.session.get(RuleDocument, name)
+        uow.cache[key] = doc.body["rules"] if doc else DEFAULT_RULES[name]
+    return uow.cache[key]
+
+
+def get_rule_document(uow: UnitOfWork, name: str) -> dict:
+    doc = uow.session.get(RuleDocument, name)
+    return {"rules": doc.body["rules"] if doc else DEFAULT_RULES[name], "version": doc.version if doc else 0}
+
+
+def put_rule_document(uow: UnitOfWork, settings: Settings, principal: Principal, name: str, body: dict,
+                      check_version) -> dict:
+    doc = uow.session.get(RuleDocument, name, with_for_update=True)
+    check_version(doc.version if doc else 0)
+    if doc is None:
+        doc = RuleDocument(name=name, body=body, version=1, updated_by=principal.user_id, updated_at=utcnow())
+        uow.session.add(doc)
+    else:
+        doc.body, doc.updated_by, doc.updated_at = body, principal.user_id, utcnow()
+    uow.session.flush()
+    uow.publish(settings.topic(LEADS_TOPIC), new_event(
+        f"{name}_rules.updated", f"rules:{name}", {"rules": body["rules"], "version": doc.version},
+        source=SERVICE, actor=principal.user_id))
+    return {"rules": body["rules"], "version": doc.version}
+
+
+def _rescore(uow: UnitOfWork, lead: Lead) -> None:
+    facts = {f: getattr(lead, f, None) for f in scoring.SCORABLE_FIELDS}
+    lead.score, lead.score_reasons = scoring.score(facts, rules(uow, SCORING))
+
+
+def _refresh_keys(lead: Lead) -> None:
+    for column, value in keys_for({f: getattr(lead, f) for f in _KEYED}).items():
+        setattr(lead, column, value)
+
+
+# ---- directory replica ---------------------------------------------------------------------------
+def _directory_user(uow: UnitOfWork, user_id: str) -> DirectoryUser | None:
+    with uow.session.no_autoflush:
+        return uow.session.get(DirectoryUser, user_id)
+
+
+def _team_of(uow: UnitOfWork, user_id: str) -> str | None:
+    user = _directory_user(uow, user_id)
+    return user.team_id if user else None
+
+
+def _active_reps(uow: UnitOfWork, team_id: str) -> list[str]:
+    key = ("reps", team_id)
+    if key not in uow.cache:
+        with uow.session.no_autoflush:
+            uow.cache[key] = list(uow.session.execute(select(DirectoryUser.id).where(
+                DirectoryUser.team_id == team_id, DirectoryUser.role == "rep", DirectoryUser.active.is_(True))
+            ).scalars())
+    return uow.cache[key]
+
+
+def _is_active(uow: UnitOfWork, user_id: str) -> bool:
+    user = _directory_user(uow, user_id)
+    return bool(user and user.active)
+
+
+def _open_loads(uow: UnitOfWork, team_id: str) -> dict[str, int]:
+    """Open leads per active rep of a team, read once per transaction and kept current in memory."""
+    key = ("loads", team_id)
+    if key not in uow.cache:
+        reps = _active_reps(uow, team_id)
+        loads = dict.fromkeys(reps, 0)
+        if reps:
+            uow.session.flush()
+            rows = uow.session.execute(select(Lead.owner_id, func.count()).where(
+                Lead.owner_id.in_(reps), Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
+            ).group_by(Lead.owner_id)).all()
+            loads.update(dict(rows))
+        uow.cache[key] = loads
+    return uow.cache[key]
+
+
+# ---- assignment ----------------------------------------------------------------------------------
+def _give(uow: UnitOfWork, lead: Lead, owner_id: str | None, team_id: str | None, rule: str | None) -> str | None:
+    previous = lead.owner_id
+    if previous and ("loads", lead.team_id) in uow.cache and previous in uow.cache[("loads", lead.team_id)]:
+        uow.cache[("loads", lead.team_id)][previous] -= 1
+    lead.owner_id, lead.team_id, lead.assigned_by_rule = owner_id, team_id, rule
+    lead.assigned_at = utcnow()
+    if owner_id and ("loads", team_id) in uow.cache and owner_id in uow.cache[("loads", team_id)]:
+        uow.cache[("loads", team_id)][owner_id] += 1
+    if owner_id and lead.status in domain.OPEN_STATUSES:
+        lead.follow_up_due_at = lead.assigned_at + follow_up_sla()
+    return previous
+
+
+def _route(uow: UnitOfWork, lead: Lead) -> str | None:
+    """Apply the assignment rules to an unowned lead; returns the rule that matched, if any."""
+    facts = {"region": lead.region, "industry": lead.industry, "source": lead.source, "score": lead.score}
+    candidates = {r["assign_to"]["user_id"] for r in rules(uow, ASSIGNMENT) if "user_id" in r["assign_to"]}
+    active = {u for u in candidates if _is_active(uow, u)}
+    target = assignment.pick_rule(rules(uow, ASSIGNMENT), facts, active)
+    if target.rule is None:
+        return None
+    if target.user_id:
+        _give(uow, lead, target.user_id, _team_of(uow, target.user_id), target.rule)
+        return target.rule
+    owner = _pick_in_team(uow, target.team_id, target.strategy)
+    _give(uow, lead, owner, target.team_id, target.rule)  # no active rep: the team's own queue
+    return target.rule
+
+
+def _pick_in_team(uow: UnitOfWork, team_id: str, strategy: str) -> str | None:
+    reps = _active_reps(uow, team_id)
+    if not reps:
+        return None
+    if strategy == "least_loaded":
+        return assignment.least_loaded(_open_loads(uow, team_id))
+    cursor = uow.session.get(AssignmentCursor, team_id, with_for_update=True)
+    if cursor is None:
+        cursor = AssignmentCursor(team_id=team_id, last_user_id=None)
+        uow.session.add(cursor)
+    cursor.last_user_id = assignment.next_round_robin(reps, cursor.last_user_id)
+    return cursor.last_user_id
+
+
+def reassign(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID, target: dict) -> Lead:
+    lead = _visible_lead(uow, principal, lead_id, for_update=True)
+    domain.check_may_reassign(principal)
+    if "user_id" in target:
+        if not _is_active(uow, target["user_id"]):
+            raise ValidationFailed("no active user with that id", errors={"user_id": ["unknown or inactive user"]})
+        owner, team = target["user_id"], _team_of(uow, target["user_id"])
+    else:
+        owner, team = None, target["team_id"]
+    if principal.role == "manager" and team not in principal.manages:
+        raise Forbidden("managers hand leads only to their own teams")
+    previous = _give(uow, lead, owner, team, None)
+    lead.updated_at = utcnow()
+    uow.session.flush()
+    _publish(uow, settings, "lead.assigned", lead, principal.user_id,
+             extra={"previous_owner_id": previous, "reason": "reassigned"})
+    return lead
+
+
+# ---- intake: every way a lead comes in -----------------------------------------------------------
+@dataclass
+class Intake:
+    lead: Lead
+    merged: bool
+
+
+def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
+    conditions = [getattr(Lead, column) == value for column, value in keys.items() if value]
+    if not conditions:
+        return None
+    if uow.session.get_bind().dialect.name == "postgresql":
+        # Two requests for the same new prospect must not both find "no duplicate" and both insert:
+        # lock the keys (sorted, so two intakes never wait on each other crosswise) until commit.
+        # SQLite needs nothing: a writing unit of work holds the database's only write lock.
+        for value in sorted(v for v in keys.values() if v):
+            uow.session.execute(text("select pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": value})
+    # The oldest lead wins, so a merge always keeps the older id.
+    return uow.session.execute(select(Lead).where(Lead.deleted_at.is_(None), or_(*conditions))
+                               .order_by(Lead.created_at, Lead.id).limit(1).with_for_update()).scalar_one_or_none()
+
+
+def _merge(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, actor, via: str) -> Lead:
+    """A duplicate adds a touch and fills what the existing lead lacks; it overwrites nothing."""
+    filled = sorted(name for name, value in fields.items()
+                    if value not in (None, "") and getattr(existing, name, None) in (None, ""))
+    for name in filled:
+        setattr(existing, name, fields[name])
+    existing.touches += 1
+    existing.updated_at = utcnow()
+    _refresh_keys(existing)
+    _rescore(uow, existing)
+    uow.session.flush()
+    _publish(uow, settings, "lead.merged", existing, actor, extra={"filled": filled, "via": via})
+    return existing
+
+
+def intake(uow: UnitOfWork, settings: Settings, fields: dict, *, owner_id: str | None, team_id: str | None,
+           created_by: str, actor, via: str) -> Intake:
+    """Dedupe, score and route one incoming lead (from the API, the marketing topic or an import)."""
+    keys = keys_for(fields)
+    existing = _find_duplicate(uow, keys)
+    if existing is not None:
+        return Intake(_merge(uow, settings, existing, fields, actor, via), merged=True)
     now = utcnow()
-    owner_id, team_id = domain.initial_ownership(principal)
     lead = _new_lead(currency=settings.default_currency, source="other", owner_id=owner_id, team_id=team_id,
-                     created_by=principal.user_id, created_at=now, updated_at=now)
+                     created_by=created_by, created_at=now, updated_at=now, **keys)
     for name, value in fields.items():
         setattr(lead, name, value)
+    _rescore(uow, lead)
+    rule = _route(uow, lead) if owner_id is None else None
     if lead.follow_up_due_at is None:
-        lead.follow_up_due_at = domain.follow_up_due(owner_id, now)
-    LeadRepository(uow.session, principal).add(lead)
-    _publish(uow, settings, "lead.created", lead, principal.user_id)
+        lead.follow_up_due_at = domain.follow_up_due(lead.owner_id, now, follow_up_sla())
+    uow.session.add(lead)
+    _publish(uow, settings, "lead.created", lead, actor)
+    if rule is not None:
+        _publish(uow, settings, "lead.assigned", lead, actor, extra={"previous_owner_id": None, "reason": "rule"})
+    return Intake(lead, merged=False)
+
+
+def create_lead(uow: UnitOfWork, settings: Settings, principal: Principal, fields: dict) -> Intake:
+    owner_id, team_id = domain.initial_ownership(principal)
+    return intake(uow, settings, fields, owner_id=owner_id, team_id=team_id, created_by=principal.user_id,
+                  actor=principal.user_id, via="api")
+
+
+def ingest_marketing_lead(uow: UnitOfWork, settings: Settings, envelope: dict) -> Intake:
+    """Handler of marketing.lead.submitted: validate, dedupe, score, route."""
+    if envelope["type"] != "marketing.lead.submitted":
+        raise Reject(f"unexpected event type {envelope['type']!r} on the marketing topic")
+    if envelope["version"] != 1:
+        raise Reject(f"unsupported version {envelope['version']} of marketing.lead.submitted")
+    try:
+        data = _marketing_schema.load(envelope["data"])
+    except ValidationError as exc:
+        raise Reject(f"invalid marketing lead: {exc.messages}") from None
+    data.pop("occurred_at", None)
+    return intake(uow, settings, data, owner_id=None, team_id=None, created_by=f"marketing:{envelope['source']}",
+                  actor=envelope.get("actor") or envelope["source"], via="marketing")
+
+
+# ---- reading and changing one lead ---------------------------------------------------------------
+def _visible_lead(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID, *, for_update: bool = False) -> Lead:
+    lead = LeadRepository(uow.session, principal).get(lead_id, for_update=for_update)
+    if lead is None:
+        raise NotFound(f"lead {lead_id} not found")
     return lead
 
 
 def get_lead(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID) -> Lead:
-    lead = LeadRepository(uow.session, principal).get(lead_id)
-    if lead is None:
-        raise NotFound(f"lead {lead_id} not found")
-    return lead
+    return _visible_lead(uow, principal, lead_id)
 
 
 def list_leads(uow: UnitOfWork, principal: Principal, args: dict):
@@ -61,19 +297,21 @@ def list_leads(uow: UnitOfWork, principal: Principal, args: dict):
 def update_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID, changes: dict,
                 check_version) -> Lead:
     """`check_version(current_version)` raises 412/428 unless the caller saw this version."""
-    lead = LeadRepository(uow.session, principal).get(lead_id, for_update=True)
-    if lead is None:
-        raise NotFound(f"lead {lead_id} not found")
+    lead = _visible_lead(uow, principal, lead_id, for_update=True)
     domain.check_may_modify(principal)
     check_version(lead.version)
     if "status" in changes:
         domain.check_status_change(lead.status, changes["status"])
-    before = {name: getattr(lead, name) for name in changes}
-    changed = {name: value for name, value in changes.items() if before[name] != value}
+    changed = {name: value for name, value in changes.items() if getattr(lead, name) != value}
     if not changed:
         return lead
     for name, value in changed.items():
         setattr(lead, name, value)
+    if set(changed) & set(_KEYED):
+        _refresh_keys(lead)
+    _rescore(uow, lead)
+    if changed.get("status") in ("disqualified",):
+        lead.follow_up_due_at = None
     lead.updated_at = utcnow()
     uow.session.flush()  # the UPDATE bumps the version the event carries
     _publish(uow, settings, "lead.updated", lead, principal.user_id, extra={"changed": sorted(changed)})
@@ -84,29 +322,121 @@ def update_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_
 
 def delete_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID) -> None:
     """Soft delete: the row stays for audit and undo, and disappears from every read."""
-    lead = LeadRepository(uow.session, principal).get(lead_id, for_update=True)
-    if lead is None:
-        raise NotFound(f"lead {lead_id} not found")
+    lead = _visible_lead(uow, principal, lead_id, for_update=True)
     domain.check_may_modify(principal)
     lead.deleted_at = lead.updated_at = utcnow()
     uow.session.flush()
     _publish(uow, settings, "lead.deleted", lead, principal.user_id)
 
 
-def ingest_marketing_lead(uow: UnitOfWork, settings: Settings, envelope: dict) -> Lead:
-    """Handler of marketing.lead.submitted: a valid message becomes a lead in the unassigned queue."""
-    if envelope["type"] != "marketing.lead.submitted":
-        raise Reject(f"unexpected event type {envelope['type']!r} on the marketing topic")
-    if envelope["version"] != 1:
-        raise Reject(f"unsupported version {envelope['version']} of marketing.lead.submitted")
-    try:
-        data = _marketing_schema.load(envelope["data"])
-    except ValidationError as exc:
-        raise Reject(f"invalid marketing lead: {exc.messages}") from None
+# ---- activities and follow-up --------------------------------------------------------------------
+def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID,
+                 data: dict) -> LeadActivity:
+    lead = _visible_lead(uow, principal, lead_id, for_update=True)
+    domain.check_may_modify(principal)
     now = utcnow()
-    data.pop("occurred_at", None)
-    lead = _new_lead(currency=settings.default_currency, owner_id=None, team_id=None,
-                     created_by=f"marketing:{envelope['source']}", created_at=now, updated_at=now, **data)
-    uow.session.add(lead)
-    _publish(uow, settings, "lead.created", lead, envelope.get("actor") or envelope["source"])
-    return lead
+    activity = LeadActivity(id=uuid.uuid4(), lead_id=lead.id, kind=data["kind"], summary=data.get("summary"),
+                            occurred_at=data.get("occurred_at") or now, next_contact_at=data.get("next_contact_at"),
+                            created_by=principal.user_id, created_at=now)
+    uow.session.add(activity)
+    lead.activities += 1
+    lead.last_activity_at = max(filter(None, [lead.last_activity_at, activity.occurred_at]))
+    lead.status = domain.status_after_activity(lead.status, activity.kind)
+    lead.follow_up_due_at = domain.next_follow_up(lead.status, activity.next_contact_at, now, follow_up_sla())
+    _rescore(uow, lead)
+    lead.updated_at = now
+    uow.session.flush()
+    uow.publish(settings.topic(LEADS_TOPIC), new_event("activity.logged", lead.id, {
+        "lead_id": str(lead.id), "activity_id": str(activity.id), "kind": activity.kind, "summary": activity.summary,
+        "occurred_at": activity.occurred_at.isoformat(),
+        "next_contact_at": activity.next_contact_at.isoformat() if activity.next_contact_at else None,
+        "follow_up_due_at": lead.follow_up_due_at.isoformat() if lead.follow_up_due_at else None,
+        "owner_id": lead.owner_id, "team_id": lead.team_id, "company": lead.company,
+    }, source=SERVICE, actor=principal.user_id))
+    _publish(uow, settings, "lead.updated", lead, principal.user_id, extra={"changed": ["activities"]})
+    return activity
+
+
+def list_activities(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID) -> list[LeadActivity]:
+    lead = _visible_lead(uow, principal, lead_id)
+    return list(uow.session.execute(select(LeadActivity).where(LeadActivity.lead_id == lead.id)
+                                    .order_by(LeadActivity.occurred_at.desc(), LeadActivity.id.desc())
+                                    .limit(200)).scalars())
+
+
+# ---- conversion -----------------------------------------------------------------------------------
+def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID, data: dict) -> dict:
+    """Decide the ids now, so the caller can use them at once; the opportunities service creates
+    the account, contact and opportunity under these ids when it consumes lead.converted."""
+    lead = _visible_lead(uow, principal, lead_id, for_update=True)
+    domain.check_may_modify(principal)
+    domain.check_convertible(lead.status)
+    if lead.owner_id is None:  # converting a queued lead makes it the converter's
+        lead.owner_id, lead.team_id = principal.user_id, principal.primary_team
+    existing_account = data.get("account_id")
+    ids = {"account_id": existing_account or uuid.uuid4(), "contact_id": uuid.uuid4(), "opportunity_id": uuid.uuid4()}
+    lead.account_id, lead.contact_id, lead.opportunity_id = ids["account_id"], ids["contact_id"], ids["opportunity_id"]
+    lead.status, lead.converted_at, lead.follow_up_due_at = "converted", utcnow(), None
+    lead.updated_at = lead.converted_at
+    uow.session.flush()
+    _publish(uow, settings, "lead.converted", lead, principal.user_id, extra={
+        "owner_id": lead.owner_id, "team_id": lead.team_id,
+        "account": {"id": str(ids["account_id"]), "existing": existing_account is not None,
+                    "name": lead.company or lead.contact_name, "type": "b2b" if lead.company else "b2c",
+                    "industry": lead.industry, "region": lead.region},
+        "contact": {"id": str(ids["contact_id"]), "name": lead.contact_name or lead.company, "email": lead.email,
+                    "phone": lead.phone, "is_primary": True},
+        "opportunity": {"id": str(ids["opportunity_id"]), "name": data["opportunity_name"],
+                        "amount": str(data["amount"]), "currency": data.get("currency") or lead.currency,
+                        "expected_close_date": data["expected_close_date"].isoformat(), "region": lead.region,
+                        "source_lead_id": str(lead.id), "products": []},
+    })
+    return ids
+
+
+# ---- directory replica and handover (crm.directory.v1) --------------------------------------------
+def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
+    kind, data = envelope["type"], envelope["data"]
+    if kind in ("user.created", "user.updated", "user.deactivated"):
+        _upsert(uow, DirectoryUser, data.get("user") or {}, ("name", "role", "team_id", "region", "active"))
+    elif kind in ("team.created", "team.updated"):
+        _upsert(uow, DirectoryTeam, data.get("team") or {}, ("name", "manager_id", "parent_team_id"))
+    elif kind == "handover.requested":
+        hand_over(uow, settings, envelope)
+    # Other directory events are not this service's business.
+
+
+def _upsert(uow: UnitOfWork, model, record: dict, columns: tuple[str, ...]) -> None:
+    if not record.get("id"):
+        raise Reject(f"{model.__tablename__} event without an id")
+    row = uow.session.get(model, str(record["id"])) or model(id=str(record["id"]))
+    for column in columns:
+        if column in record:
+            setattr(row, column, record[column])
+    row.updated_at = utcnow()
+    uow.session.add(row)
+    uow.cache.clear()  # team membership may have changed
+
+
+def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
+    data = envelope["data"]
+    try:
+        handover_id, from_user, to_user = data["handover_id"], str(data["from_user_id"]), str(data["to_user_id"])
+    except KeyError as exc:
+        raise Reject(f"handover.requested without {exc}") from None
+    to_team = _team_of(uow, to_user)
+    leads = uow.session.execute(select(Lead).where(
+        Lead.owner_id == from_user, Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
+    ).with_for_update()).scalars().all()
+    for lead in leads:
+        _give(uow, lead, to_user, to_team, None)
+        lead.updated_at = utcnow()
+    uow.session.flush()
+    for lead in leads:
+        _publish(uow, settings, "lead.assigned", lead, envelope.get("actor"),
+                 extra={"previous_owner_id": from_user, "reason": "handover", "handover_id": handover_id})
+    uow.publish(settings.topic(LEADS_TOPIC), new_event(
+        "handover.completed", handover_id, {"handover_id": handover_id, "service": SERVICE, "moved": len(leads),
+                                            "from_user_id": from_user, "to_user_id": to_user},
+        source=SERVICE, actor=envelope.get("actor")))
+    return len(leads)

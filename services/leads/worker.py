@@ -1,24 +1,33 @@
-"""Leads worker: the outbox relay and the consumer of the marketing inbound topic."""
+"""Leads worker: the outbox relay, the consumers of the marketing and directory topics, and the
+CSV import runner."""
 from __future__ import annotations
+
+from functools import partial
 
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import services
+from . import imports, services
 from .bootstrap import context
-from .events import MARKETING_INBOUND_TOPIC, TOPIC_PARTITIONS
+from .events import DIRECTORY_TOPIC, MARKETING_INBOUND_TOPIC, TOPIC_PARTITIONS
 
 
 def worker_spec() -> WorkerSpec:
     ctx = context()
     settings = ctx.settings
+    prefix = settings.topic_prefix
+    import_loop = partial(imports.run_imports, ctx.db, settings)
+    import_loop.__name__ = "lead-imports"
     return WorkerSpec(
         settings=settings, db=ctx.db, tables=ctx.tables,
         topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
-        consumers=[ConsumerSpec(
-            group_id=f"{settings.topic_prefix}leads-marketing-inbound",
-            handlers={settings.topic(MARKETING_INBOUND_TOPIC):
-                      lambda uow, event: services.ingest_marketing_lead(uow, settings, event)},
-        )],
+        consumers=[
+            ConsumerSpec(group_id=f"{prefix}leads-marketing-inbound", handlers={
+                settings.topic(MARKETING_INBOUND_TOPIC):
+                    lambda uow, event: services.ingest_marketing_lead(uow, settings, event)}),
+            ConsumerSpec(group_id=f"{prefix}leads-directory", handlers={
+                settings.topic(DIRECTORY_TOPIC): lambda uow, event: services.handle_directory_event(uow, settings, event)}),
+        ],
+        loops=[import_loop],
     )
 
 

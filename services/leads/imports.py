@@ -1,0 +1,185 @@
+"""CSV lead import: the upload becomes a job; the worker works through it in chunks.
+
+Each chunk's leads, its rejected rows and the job's progress (`rows_done`) commit in one
+transaction, so a worker killed mid-import resumes exactly where the last chunk ended: nothing is
+imported twice and nothing half. Rows go through the same intake as every other lead (dedupe,
+scoring, assignment).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+import uuid
+from functools import lru_cache
+
+from marshmallow import ValidationError
+from sqlalchemy import select
+
+from crmkit.auth import Principal
+from crmkit.db import Database, utcnow
+from crmkit.errors import NotFound, ValidationFailed
+from crmkit.settings import Settings
+
+from . import domain
+from .db import LeadImport, LeadImportError
+from .schemas import ImportRowSchema
+from .services import intake
+
+log = logging.getLogger(__name__)
+CHUNK_ROWS = 1000
+ERRORS_SHOWN = 1000
+
+# Header → field. Matching ignores case, spaces, underscores and hyphens.
+_HEADERS = {
+    "company": ["company", "companyname", "公司", "公司名称", "企业", "企业名称", "单位"],
+    "contact_name": ["contactname", "contact", "name", "联系人", "姓名", "联系人姓名"],
+    "phone": ["phone", "tel", "telephone", "mobile", "电话", "手机", "联系电话", "手机号"],
+    "email": ["email", "mail", "emailaddress", "邮箱", "电子邮箱", "邮件"],
+    "region": ["region", "area", "地区", "区域", "省份"],
+    "industry": ["industry", "行业"],
+    "source": ["source", "来源", "线索来源"],
+    "interest": ["interest", "兴趣", "意向", "需求", "意向产品"],
+    "quoted_price": ["quotedprice", "quote", "price", "报价"],
+    "estimated_value": ["estimatedvalue", "value", "预计金额", "预估金额", "金额"],
+    "campaign": ["campaign", "活动", "市场活动"],
+    "external_id": ["externalid", "外部编号"],
+}
+_HEADER_LOOKUP = {alias: field for field, aliases in _HEADERS.items() for alias in aliases}
+# Sources as people write them in Chinese spreadsheets.
+_SOURCES_ZH = {"网站": "web", "官网": "web", "电话": "phone", "推荐": "referral", "转介绍": "referral",
+               "展会": "event", "活动": "event", "会议": "event", "市场": "marketing", "营销": "marketing",
+               "导入": "import", "其他": "other"}
+_row_schema = ImportRowSchema()
+
+
+def _header_key(header: str) -> str:
+    return "".join(ch for ch in header.strip().casefold() if ch not in " _-\ufeff")
+
+
+def decode(content: bytes) -> str:
+    """UTF-8 (with or without Excel's BOM), else GB18030, which Chinese Excel writes."""
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            return content.decode("gb18030")
+        except UnicodeDecodeError:
+            raise ValidationFailed("the file is neither UTF-8 nor GB18030 text",
+                                   errors={"file": ["not a text CSV"]}) from None
+
+
+def read_header(text: str) -> dict[int, str]:
+    """Column index → field, for the columns we know; 422 when none is known."""
+    try:
+        header = next(csv.reader(io.StringIO(text)), None)
+    except csv.Error as exc:
+        raise ValidationFailed(f"not a CSV file: {exc}", errors={"file": [str(exc)]}) from None
+    mapping = {i: _HEADER_LOOKUP[_header_key(h)] for i, h in enumerate(header or []) if _header_key(h) in _HEADER_LOOKUP}
+    if "company" not in mapping.values() and "contact_name" not in mapping.values():
+        raise ValidationFailed("the header names no company or contact column",
+                               errors={"file": [f"known headers: {sorted(_HEADERS)} or their Chinese names"]})
+    return mapping
+
+
+@lru_cache(maxsize=2)
+def _parsed(job_id: uuid.UUID, content: bytes) -> list[tuple[int, dict]]:
+    """(line number, raw fields) of every data row. Cached: a job's chunks share one parse."""
+    text = decode(content)
+    mapping = read_header(text)
+    reader = csv.reader(io.StringIO(text))
+    next(reader)
+    rows = []
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue  # blank lines are not rows anyone meant
+        raw = {mapping[i]: v.strip() for i, v in enumerate(values) if i in mapping}
+        rows.append((reader.line_num, {k: v for k, v in raw.items() if v != ""}))
+    return rows
+
+
+def _clean(raw: dict) -> dict:
+    if "source" in raw:
+        raw["source"] = _SOURCES_ZH.get(raw["source"], raw["source"].casefold())
+    for money in ("quoted_price", "estimated_value"):
+        if money in raw:
+            raw[money] = raw[money].replace(",", "").replace("¥", "").replace("￥", "").strip()
+    return raw
+
+
+# ---- API side ----------------------------------------------------------------------------------------
+def create_job(uow, principal: Principal, filename: str | None, content: bytes) -> LeadImport:
+    read_header(decode(content))  # reject a file we cannot read now, not in the worker
+    job = LeadImport(id=uuid.uuid4(), status="queued", filename=(filename or "")[:300] or None, content=content,
+                     requested_by=principal.user_id, requested_role=principal.role,
+                     requested_team=principal.primary_team, rows_done=0, created=0, merged=0, rejected=0,
+                     created_at=utcnow(), updated_at=utcnow())
+    uow.session.add(job)
+    return job
+
+
+def get_job(uow, principal: Principal, job_id: uuid.UUID) -> dict:
+    job = uow.session.get(LeadImport, job_id)
+    if job is None or (job.requested_by != principal.user_id and principal.role not in ("admin", "executive")):
+        raise NotFound(f"import {job_id} not found")
+    errors = uow.session.execute(select(LeadImportError).where(LeadImportError.job_id == job.id)
+                                 .order_by(LeadImportError.row).limit(ERRORS_SHOWN)).scalars().all()
+    return {**{c: getattr(job, c) for c in ("id", "status", "filename", "rows", "rows_done", "created", "merged",
+                                              "rejected", "failure", "created_at", "finished_at")},
+            "errors": [{"row": e.row, "errors": e.errors} for e in errors], "error_count": job.rejected}
+
+
+# ---- worker side --------------------------------------------------------------------------------------
+def process_next_chunk(db: Database, settings: Settings) -> bool:
+    """Work one chunk of the oldest unfinished job; False when there is nothing to do."""
+    with db.uow() as uow:
+        stmt = (select(LeadImport).where(LeadImport.status.in_(("queued", "running")))
+                .order_by(LeadImport.created_at).limit(1))
+        if uow.session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)  # several workers share the queue
+        job = uow.session.execute(stmt).scalar_one_or_none()
+        if job is None:
+            return False
+        try:
+            rows = _parsed(job.id, job.content)
+        except ValidationFailed as exc:
+            job.status, job.failure, job.finished_at = "failed", exc.detail, utcnow()
+            uow.commit()
+            return True
+        job.rows, job.status = len(rows), "running"
+        requester = Principal(user_id=job.requested_by, role=job.requested_role,
+                              teams=(job.requested_team,) if job.requested_team else ())
+        owner_id, team_id = domain.initial_ownership(requester)
+        for line, raw in rows[job.rows_done:job.rows_done + CHUNK_ROWS]:
+            try:
+                fields = _row_schema.load(_clean(raw))
+            except ValidationError as exc:
+                uow.session.add(LeadImportError(job_id=job.id, row=line, errors=exc.messages))
+                job.rejected += 1
+                continue
+            result = intake(uow, settings, fields, owner_id=owner_id, team_id=team_id,
+                            created_by=job.requested_by, actor=job.requested_by, via="import")
+            if result.merged:
+                job.merged += 1
+            else:
+                job.created += 1
+        job.rows_done = min(len(rows), job.rows_done + CHUNK_ROWS)
+        job.updated_at = utcnow()
+        if job.rows_done >= len(rows):
+            job.status, job.finished_at = "completed", utcnow()
+        uow.commit()
+        return True
+
+
+def run_imports(db: Database, settings: Settings, stop: threading.Event, *, idle_wait: float = 1.0) -> None:
+    """The worker's import loop: chunks back to back while there is work, a short nap when not."""
+    while not stop.is_set():
+        try:
+            busy = process_next_chunk(db, settings)
+        except Exception:
+            log.exception("import chunk failed; retrying")
+            stop.wait(5.0)
+            continue
+        if not busy:
+            stop.wait(idle_wait)
