@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import datetime as dt
+
 from marshmallow import ValidationError, fields, missing, validate
 
 MONEY_MAX = 10**12  # Numeric(14, 2) holds up to 999,999,999,999.99
@@ -26,8 +28,17 @@ def Text(max_length: int, *, min_length: int | None = None, **kwargs) -> fields.
     return fields.String(validate=[validate.Length(min=min_length, max=max_length), _no_nul], **kwargs)
 
 
+class _UTCDateTime(fields.AwareDateTime):
+    """Any offset in, UTC out: the API answers in UTC (CONTRACT §3) even before a reload from the database."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        _sane_year(parsed)  # before converting: extreme years overflow in astimezone
+        return parsed.astimezone(dt.UTC)
+
+
 def Timestamp(**kwargs) -> fields.AwareDateTime:  # noqa: N802
-    return fields.AwareDateTime(validate=_sane_year, **kwargs)
+    return _UTCDateTime(**kwargs)
 
 
 def _viewer_role() -> str | None:

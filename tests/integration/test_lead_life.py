@@ -1,0 +1,335 @@
+"""The lead life on SQLite and PostgreSQL, in-process: dedupe and merge, scoring, assignment,
+follow-up, conversion, handover and CSV import. Events are checked in the outbox, where they
+commit with the change (the relay and Kafka are covered by the kit and e2e tests)."""
+from __future__ import annotations
+
+import collections
+import io
+import json
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from crmkit.events import new_event
+from services.leads import bootstrap, imports, services
+from services.leads.db import KIT_TABLES, Lead
+from tests.integration.test_leads_api import Client, leads  # noqa: F401 - the fixture
+
+OUTBOX = KIT_TABLES["outbox"]
+
+
+def events(of_type: str) -> list[dict]:
+    with bootstrap.context().db.engine.connect() as conn:
+        rows = conn.execute(select(OUTBOX.c.payload).where(OUTBOX.c.event_type == of_type).order_by(OUTBOX.c.id))
+        return [json.loads(r.payload) for r in rows]
+
+
+def directory(*records: tuple[str, dict]) -> None:
+    """Feed the directory replica as the worker's consumer does, through the same handler."""
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        for kind, record in records:
+            key = "team" if kind.startswith("team") else "user"
+            services.handle_directory_event(uow, ctx.settings, new_event(kind, record["id"], {key: record},
+                                                                         source="gateway"))
+        uow.commit()
+
+
+def user(uid: str, team: str, role: str = "rep", active: bool = True) -> tuple[str, dict]:
+    return ("user.updated", {"id": uid, "name": uid, "role": role, "team_id": team, "region": "east", "active": active})
+
+
+def put_rules(client, path: str, rules: list[dict]) -> None:
+    current = client.get(path)
+    r = client.put(path, json={"rules": rules}, headers={"If-Match": current.headers["ETag"]})
+    assert r.status_code == 200, r.json
+
+
+# ---- dedupe and merge ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("first", "second"), [
+    ({"company": "Acme", "email": "Buyer@ACME.cn"}, {"company": "Other name", "email": "buyer@acme.cn"}),
+    ({"contact_name": "Li Lei", "phone": "+86 138-0013-8000"}, {"contact_name": "Lei Li", "phone": "0086 13800138000"}),
+    ({"contact_name": "Li Lei", "phone": "13800138000"}, {"company": "X", "phone": "+86 (138) 0013 8000"}),
+    ({"company": "Acme Co., Ltd.", "contact_name": "Wang Fang"}, {"company": "ACME Limited", "contact_name": "wang  fang"}),
+    ({"company": "华东机械有限公司", "contact_name": "王芳"}, {"company": "华东机械股份有限公司", "contact_name": "王芳"}),
+    # full-width brackets, as typed with a Chinese input method
+    ({"company": "华东机械\uff08上海\uff09有限公司", "contact_name": "王芳"}, {"company": "华东机械", "contact_name": "王 芳"}),
+])
+def test_each_dedupe_rule_merges_into_the_older_lead(leads, first, second):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    older = ann.post("/leads", json={**first, "interest": None})
+    assert older.status_code == 201
+    again = ann.post("/leads", json={**second, "interest": "five-axis lathes", "estimated_value": "80000"})
+    assert again.status_code == 200 and again.json["merged"] is True
+    merged = again.json
+    assert merged["id"] == older.json["id"]  # the older id survives
+    assert merged["touches"] == 2
+    for name, value in first.items():  # nothing the older lead had is overwritten
+        assert merged[name] == value
+    assert merged["interest"] == "five-axis lathes" and merged["estimated_value"] == "80000.00"  # gaps filled
+    assert len(ann.get("/leads").json["items"]) == 1
+    [event] = events("lead.merged")
+    assert event["subject"] == older.json["id"] and "interest" in event["data"]["filled"]
+
+
+def test_different_people_at_one_company_are_not_duplicates(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    assert ann.post("/leads", json={"company": "Acme Ltd.", "contact_name": "Wang Fang"}).status_code == 201
+    assert ann.post("/leads", json={"company": "Acme Ltd.", "contact_name": "Zhang Wei"}).status_code == 201
+    assert ann.post("/leads", json={"company": "Acme Industrial", "contact_name": "Wang Fang"}).status_code == 201
+    assert len(ann.get("/leads").json["items"]) == 3
+
+
+def test_a_duplicate_of_someone_elses_lead_merges_without_revealing_it(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    bob = leads.as_("bob", "rep", teams=["west"])
+    original = ann.post("/leads", json={"company": "Secret Deal Co", "email": "ceo@secret.cn", "quoted_price": "1"})
+    r = bob.post("/leads", json={"company": "Secret Deal", "email": "CEO@secret.cn", "phone": "+86 21 5555 0101"})
+    assert r.status_code == 200
+    assert r.json == {"id": original.json["id"], "merged": True, "owned_elsewhere": True}
+    assert ann.get(f"/leads/{original.json['id']}").json["phone"] == "+86 21 5555 0101"  # no lead is lost
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+def test_default_scoring_explains_itself_and_rescores_on_change(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    lead = ann.post("/leads", json={"company": "A", "email": "a@a.cn", "source": "referral",
+                                    "estimated_value": "150000"}).json
+    assert lead["score"] == 10 + 20 + 10 + 15
+    assert {r["rule"] for r in lead["score_reasons"]} == {"reachable by email", "warm source", "sizeable deal",
+                                                          "large deal"}
+    patched = ann.patch(f"/leads/{lead['id']}", json={"phone": "13800000000"}, headers={"If-Match": '"v1"'}).json
+    assert patched["score"] == lead["score"] + 10
+    ann.post(f"/leads/{lead['id']}/activities", json={"kind": "call", "summary": "intro"})
+    assert ann.get(f"/leads/{lead['id']}").json["score"] == lead["score"] + 10 + 15
+
+
+def test_scoring_rules_are_a_versioned_document(leads):  # noqa: F811
+    marketing = leads.as_("mk", "marketing")
+    rules = [{"name": "steel", "field": "industry", "op": "eq", "value": "Steel", "points": 60},
+             {"name": "big", "field": "estimated_value", "op": "gte", "value": 1000, "points": 70},
+             {"name": "spam", "field": "campaign", "op": "in", "value": ["junk"], "points": -50}]
+    assert marketing.put("/lead-scoring-rules", json={"rules": rules}).status_code == 428
+    assert marketing.put("/lead-scoring-rules", json={"rules": rules}, headers={"If-Match": '"v9"'}).status_code == 412
+    put_rules(marketing, "/lead-scoring-rules", rules)
+    assert marketing.get("/lead-scoring-rules").json == {"rules": rules, "version": 1}
+    scored = marketing.post("/leads", json={"company": "S", "industry": "steel", "estimated_value": "5000"}).json
+    assert scored["score"] == 100  # clamped
+    low = marketing.post("/leads", json={"company": "J", "campaign": "junk"}).json
+    assert low["score"] == 0 and low["score_reasons"] == [{"rule": "spam", "points": -50}]
+    bad = marketing.put("/lead-scoring-rules", json={"rules": [{"name": "x", "field": "password", "op": "eq",
+                                                                "value": 1, "points": 5}]},
+                        headers={"If-Match": '"v1"'})
+    assert bad.status_code == 422
+    assert leads.as_("ann", "rep").put("/lead-scoring-rules", json={"rules": []}, headers={"If-Match": '"v1"'}
+                                       ).status_code == 403
+
+
+# ---- assignment ---------------------------------------------------------------------------------
+def _route_many(n: int, **fields) -> list[Lead]:
+    ctx = bootstrap.context()
+    made = []
+    with ctx.db.uow() as uow:
+        for _ in range(n):
+            made.append(services.intake(uow, ctx.settings, {"company": f"Prospect {uuid.uuid4().hex}", **fields},
+                                        owner_id=None, team_id=None, created_by="mk", actor="mk", via="test").lead)
+        uow.commit()
+    return made
+
+
+def test_round_robin_is_fair_over_1000_leads_and_skips_inactive_reps(leads):  # noqa: F811
+    directory(user("r1", "east"), user("r2", "east"), user("r3", "east"), user("r4", "east"),
+              user("gone", "east", active=False), user("boss", "east", role="manager"), user("w1", "west"))
+    put_rules(leads.as_("admin", "admin"), "/lead-assignment-rules", [
+        {"name": "east machines", "match": {"region": "east"}, "assign_to": {"team_id": "east"},
+         "strategy": "round_robin"}])
+    routed = _route_many(1000, region="east")
+    counts = collections.Counter(lead.owner_id for lead in routed)
+    assert counts == {"r1": 250, "r2": 250, "r3": 250, "r4": 250}
+    assert {lead.team_id for lead in routed} == {"east"}
+    assert {lead.assigned_by_rule for lead in routed} == {"east machines"}
+    assert len(events("lead.assigned")) == 1000
+
+
+def test_least_loaded_fills_the_emptiest_rep_first(leads):  # noqa: F811
+    directory(user("a", "north"), user("b", "north"), user("c", "north"))
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:  # a already holds 5 open leads, b holds 2 (and 3 closed that do not count)
+        for owner, status, n in (("a", "new", 5), ("b", "contacted", 2), ("b", "converted", 3)):
+            for _ in range(n):
+                uow.session.add(Lead(id=uuid.uuid4(), version=1, status=status, score=0, score_reasons=[], touches=1,
+                                     activities=0, company=f"x{uuid.uuid4().hex}", currency="CNY", source="other",
+                                     owner_id=owner, team_id="north", created_by="t", created_at=services.utcnow(),
+                                     updated_at=services.utcnow()))
+        uow.commit()
+    put_rules(leads.as_("admin", "admin"), "/lead-assignment-rules", [
+        {"name": "north", "match": {}, "assign_to": {"team_id": "north"}, "strategy": "least_loaded"}])
+    owners = [lead.owner_id for lead in _route_many(9)]
+    # c (0) takes 2 to reach b (2); then c and b alternate by id up to a (5); then round the three.
+    assert owners == ["c", "c", "b", "c", "b", "c", "b", "c", "a"]
+    final = collections.Counter(owners)
+    assert {"a": 5 + final["a"], "b": 2 + final["b"], "c": final["c"]} == {"a": 6, "b": 5, "c": 5}
+
+
+def test_first_matching_rule_wins_and_unmatched_leads_wait_in_the_queue(leads):  # noqa: F811
+    directory(user("vip-rep", "key-accounts"), user("retired", "key-accounts", active=False), user("s1", "south"))
+    put_rules(leads.as_("admin", "admin"), "/lead-assignment-rules", [
+        {"name": "retired person", "match": {"min_score": 0}, "assign_to": {"user_id": "retired"}},
+        {"name": "hot", "match": {"min_score": 30}, "assign_to": {"user_id": "vip-rep"}},
+        {"name": "south events", "match": {"region": ["south", "southwest"], "source": "event"},
+         "assign_to": {"team_id": "south"}},
+        {"name": "empty team", "match": {"industry": "mining"}, "assign_to": {"team_id": "nobody-home"}},
+    ])
+    marketing = leads.as_("mk", "marketing")
+    hot = marketing.post("/leads", json={"company": "Hot", "email": "h@h.cn", "source": "event",
+                                         "region": "south"}).json
+    assert (hot["owner_id"], hot["assigned_by_rule"]) == ("vip-rep", "hot")  # inactive user's rule passed over
+    south = marketing.post("/leads", json={"company": "South", "source": "event", "region": "southwest"}).json
+    assert (south["owner_id"], south["team_id"]) == ("s1", "south")
+    mine = marketing.post("/leads", json={"company": "Mine", "industry": "mining"}).json
+    assert (mine["owner_id"], mine["team_id"]) == (None, "nobody-home")  # that team's own queue
+    stray = marketing.post("/leads", json={"company": "Stray", "region": "north"}).json
+    assert (stray["owner_id"], stray["team_id"], stray["assigned_by_rule"]) == (None, None, None)
+    manager = leads.as_("m", "manager", teams=["x"], manages=["x"])
+    assert {i["company"] for i in manager.get("/leads").json["items"]} == {"Stray"}  # the shared queue
+    assert stray["follow_up_due_at"] is None and hot["follow_up_due_at"] is not None
+
+
+def test_reassignment_by_a_manager(leads):  # noqa: F811
+    directory(user("ann", "east"), user("amy", "east"), user("bob", "west"))
+    ann = leads.as_("ann", "rep", teams=["east"])
+    lead = ann.post("/leads", json={"company": "Handoff"}).json
+    manager = leads.as_("mgr", "manager", teams=["east"], manages=["east"])
+    assert ann.post(f"/leads/{lead['id']}/assign", json={"user_id": "amy"}).status_code == 403
+    moved = manager.post(f"/leads/{lead['id']}/assign", json={"user_id": "amy"})
+    assert moved.status_code == 200 and (moved.json["owner_id"], moved.json["team_id"]) == ("amy", "east")
+    assert manager.post(f"/leads/{lead['id']}/assign", json={"user_id": "bob"}).status_code == 403  # not his team
+    assert manager.post(f"/leads/{lead['id']}/assign", json={"user_id": "ghost"}).status_code == 422
+    assert ann.get(f"/leads/{lead['id']}").status_code == 404
+    [event] = events("lead.assigned")
+    assert event["data"]["previous_owner_id"] == "ann" and event["data"]["lead"]["owner_id"] == "amy"
+
+
+# ---- follow-up and activities --------------------------------------------------------------------
+def test_activities_move_the_follow_up_and_the_status(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    lead = ann.post("/leads", json={"company": "Follow Me"}).json
+    assert lead["follow_up_due_at"] is not None  # owned: due within the SLA
+    note = ann.post(f"/leads/{lead['id']}/activities", json={"kind": "note", "summary": "found on LinkedIn"})
+    assert note.status_code == 201
+    assert ann.get(f"/leads/{lead['id']}").json["status"] == "new"  # a note is not contact
+    call = ann.post(f"/leads/{lead['id']}/activities", json={
+        "kind": "call", "summary": "asked for a demo", "occurred_at": "2026-11-20T09:00:00Z",
+        "next_contact_at": "2026-11-27T09:00:00+08:00"})
+    assert call.status_code == 201
+    after = ann.get(f"/leads/{lead['id']}").json
+    assert after["status"] == "contacted"
+    assert after["follow_up_due_at"] == "2026-11-27T01:00:00+00:00"
+    assert after["last_activity_at"] == note.json["occurred_at"]  # the latest activity, not the latest logged
+    listed = ann.get(f"/leads/{lead['id']}/activities").json["items"]
+    assert [a["kind"] for a in listed] == ["note", "call"] or [a["kind"] for a in listed] == ["call", "note"]
+    logged = events("activity.logged")
+    assert logged[-1]["data"]["follow_up_due_at"] == "2026-11-27T01:00:00+00:00"
+    assert logged[-1]["data"]["owner_id"] == "ann"
+    assert leads.as_("bob", "rep").post(f"/leads/{lead['id']}/activities", json={"kind": "call"}).status_code == 404
+    assert ann.post(f"/leads/{lead['id']}/activities", json={"kind": "carrier pigeon"}).status_code == 422
+
+
+# ---- conversion ----------------------------------------------------------------------------------
+def test_conversion_returns_the_ids_at_once_and_only_once(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    lead = ann.post("/leads", json={"company": "Buyer Ltd.", "contact_name": "Zhao Lei", "email": "z@buyer.cn",
+                                    "region": "east"}).json
+    body = {"opportunity_name": "Buyer lathes", "amount": "250000", "expected_close_date": "2026-12-31"}
+    converted = ann.post(f"/leads/{lead['id']}/convert", json=body)
+    assert converted.status_code == 202
+    ids = converted.json
+    assert set(ids) == {"account_id", "contact_id", "opportunity_id"}
+    again = ann.post(f"/leads/{lead['id']}/convert", json=body)
+    assert again.status_code == 409 and again.content_type == "application/problem+json"
+    after = ann.get(f"/leads/{lead['id']}").json
+    assert after["status"] == "converted" and after["opportunity_id"] == ids["opportunity_id"]
+    [event] = events("lead.converted")
+    assert event["data"]["account"]["id"] == ids["account_id"] and event["data"]["account"]["type"] == "b2b"
+    assert event["data"]["contact"] == {"id": ids["contact_id"], "name": "Zhao Lei", "email": "z@buyer.cn",
+                                        "phone": None, "is_primary": True}
+    assert event["data"]["opportunity"]["amount"] == "250000.00"
+    assert event["data"]["opportunity"]["source_lead_id"] == lead["id"]
+    assert event["data"]["owner_id"] == "ann" and event["data"]["team_id"] == "east"
+    existing = ann.post("/leads", json={"company": "Second"}).json
+    account = str(uuid.uuid4())
+    onto = ann.post(f"/leads/{existing['id']}/convert", json={**body, "account_id": account}).json
+    assert onto["account_id"] == account and events("lead.converted")[-1]["data"]["account"]["existing"] is True
+
+
+# ---- handover ------------------------------------------------------------------------------------
+def test_handover_moves_only_the_open_leads_of_that_user(leads):  # noqa: F811
+    directory(user("leaver", "east"), user("heir", "west"), user("other", "east"))
+    leaver = leads.as_("leaver", "rep", teams=["east"])
+    open_ids = [leaver.post("/leads", json={"company": f"Open {i}"}).json["id"] for i in range(3)]
+    won = leaver.post("/leads", json={"company": "Won"}).json
+    leaver.post(f"/leads/{won['id']}/convert", json={"opportunity_name": "w", "amount": "1",
+                                                    "expected_close_date": "2026-12-01"})
+    lost = leaver.post("/leads", json={"company": "Lost"}).json
+    leaver.patch(f"/leads/{lost['id']}", json={"status": "disqualified"}, headers={"If-Match": '"v1"'})
+    others = leads.as_("other", "rep", teams=["east"]).post("/leads", json={"company": "Not his"}).json
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        services.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "h1", {
+            "handover_id": "h1", "from_user_id": "leaver", "to_user_id": "heir"}, source="gateway"))
+        uow.commit()
+    with ctx.db.engine.connect() as conn:
+        owners = dict(conn.execute(select(Lead.company, Lead.owner_id)).all())
+        heir_team = conn.execute(select(func.count()).where(Lead.team_id == "west")).scalar_one()
+    assert owners == {"Open 0": "heir", "Open 1": "heir", "Open 2": "heir", "Won": "leaver", "Lost": "leaver",
+                      "Not his": "other"}
+    assert heir_team == 3
+    [done] = events("handover.completed")
+    assert done["data"] == {"handover_id": "h1", "service": "leads", "moved": 3, "from_user_id": "leaver",
+                            "to_user_id": "heir"}
+    assert sorted(e["subject"] for e in events("lead.assigned")) == sorted(open_ids)
+    assert others["owner_id"] == "other"
+
+
+# ---- CSV import ----------------------------------------------------------------------------------
+def _run_import(job_id: str) -> None:
+    ctx = bootstrap.context()
+    while imports.process_next_chunk(ctx.db, ctx.settings):
+        pass
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "gb18030"])
+def test_csv_import_with_chinese_headers_and_bad_rows(leads, encoding):  # noqa: F811
+    csv_text = ("公司,联系人,电话,邮箱,地区,行业,来源,兴趣,报价\n"
+                "华东机械有限公司,王芳,13800138000,wf@hd.cn,华东,机械,展会,数控机床,\"128,000\"\n"
+                ",,,,,,,,\n"
+                "没有联系人的行,,,bad-email,华北,,,,\n"
+                "华东机械股份有限公司,王芳,,,,,,,\n"
+                ",,13900000000,,,,网站,,\n"
+                "深圳电子,李雷,+86 755 8888 0000,ll@sz.cn,华南,电子,推荐,,abc\n")
+    marketing = leads.as_("mk", "marketing")
+    r = marketing.post("/leads/import", data={"file": (io.BytesIO(csv_text.encode(encoding)), "l.csv")},
+                       content_type="multipart/form-data")
+    assert r.status_code == 202
+    job_id = r.json["job_id"]
+    assert marketing.get(f"/lead-imports/{job_id}").json["status"] == "queued"
+    _run_import(job_id)
+    job = marketing.get(f"/lead-imports/{job_id}").json
+    assert (job["status"], job["rows"], job["created"], job["merged"], job["rejected"]) == ("completed", 5, 1, 1, 3)
+    assert [e["row"] for e in job["errors"]] == [4, 6, 7]  # file line numbers; line 3 was blank
+    assert "email" in job["errors"][0]["errors"]
+    assert "company" in job["errors"][1]["errors"]  # a phone alone names nobody
+    assert "quoted_price" in job["errors"][2]["errors"]
+    [lead] = marketing.get("/leads").json["items"]
+    assert (lead["company"], lead["source"], lead["touches"], lead["interest"]) == ("华东机械有限公司", "event", 2,
+                                                                                   "数控机床")
+    assert leads.as_("bob", "rep").get(f"/lead-imports/{job_id}").status_code == 404
+
+
+def test_import_rejects_what_it_cannot_read(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    for content in (b"colour,size\nred,XL\n", b"\xff\xfe\x00\x01garbage\x80", b""):
+        r = ann.post("/leads/import", data={"file": (io.BytesIO(content), "x.csv")}, content_type="multipart/form-data")
+        assert r.status_code == 422, content
+    assert ann.post("/leads/import", data={"other": "x"}, content_type="multipart/form-data").status_code == 422
