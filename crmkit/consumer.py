@@ -55,7 +55,8 @@ def _is_infrastructure(exc: BaseException) -> bool:
 class IdempotentConsumer:
     def __init__(self, *, db: Database, processed_table, consumer, producer, service: str, group_id: str,
                  handlers: dict[str, Handler], max_attempts: int = 3, retry_backoff: float = 0.2,
-                 dlq_timeout: float = 30.0, stall_after: float = 180.0, lag_interval: float = 10.0):
+                 dlq_timeout: float = 30.0, stall_after: float = 180.0, lag_interval: float = 10.0,
+                 prepare: dict[str, Callable[[UnitOfWork, list[dict]], None]] | None = None):
         self.db = db
         self.processed = processed_table
         self.consumer = consumer
@@ -63,6 +64,9 @@ class IdempotentConsumer:
         self.service = service
         self.group_id = group_id
         self.handlers = handlers
+        # Optional per topic: prepare(uow, envelopes) runs once before a batch's handlers, in the same
+        # transaction (e.g. to look up all of a batch's duplicates in one query).
+        self.prepare = prepare or {}
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.dlq_timeout = dlq_timeout
@@ -185,6 +189,13 @@ class IdempotentConsumer:
         outcomes, processed = [], []
         with self.db.uow() as uow:
             seen = self._already_processed(uow, [env["id"] for _, env in parsed])
+            fresh: dict[str, list[dict]] = {}
+            for msg, envelope in parsed:
+                if envelope["id"] not in seen:
+                    fresh.setdefault(msg.topic, []).append(envelope)
+            for topic, envelopes in fresh.items():
+                if topic in self.prepare:
+                    self.prepare[topic](uow, envelopes)
             for msg, envelope in parsed:
                 try:
                     outcomes.append((msg.topic, self._apply(uow, msg, envelope, seen, processed)))

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 class ConsumerSpec:
     group_id: str
     handlers: dict[str, Handler]  # topic -> handler(uow, envelope)
+    prepare: dict[str, Callable] = field(default_factory=dict)  # topic -> prepare(uow, envelopes), per batch
     max_poll_records: int = 500
     max_attempts: int = 3
 
@@ -67,7 +68,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         kafka_consumers.append(kc)
         consumer = IdempotentConsumer(db=spec.db, processed_table=spec.tables["processed_events"], consumer=kc,
                                       producer=producer, service=settings.service, group_id=c.group_id,
-                                      handlers=c.handlers, max_attempts=c.max_attempts)
+                                      handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare)
         threads.append(threading.Thread(target=_guarded, args=(consumer.run, stop), name=c.group_id, daemon=True))
     for loop in spec.loops:
         threads.append(threading.Thread(target=_guarded, args=(loop, stop), name=getattr(loop, "__name__", "loop"),

@@ -25,7 +25,7 @@ from crmkit.settings import Settings
 from . import domain
 from .db import LeadImport, LeadImportError
 from .schemas import ImportRowSchema
-from .services import intake
+from .services import intake, prefetch_duplicates
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 1000
@@ -151,13 +151,15 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         requester = Principal(user_id=job.requested_by, role=job.requested_role,
                               teams=(job.requested_team,) if job.requested_team else ())
         owner_id, team_id = domain.initial_ownership(requester)
+        valid = []
         for line, raw in rows[job.rows_done:job.rows_done + CHUNK_ROWS]:
             try:
-                fields = _row_schema.load(_clean(raw))
+                valid.append(_row_schema.load(_clean(raw)))
             except ValidationError as exc:
                 uow.session.add(LeadImportError(job_id=job.id, row=line, errors=exc.messages))
                 job.rejected += 1
-                continue
+        prefetch_duplicates(uow, valid)
+        for fields in valid:
             result = intake(uow, settings, fields, owner_id=owner_id, team_id=team_id,
                             created_by=job.requested_by, actor=job.requested_by, via="import")
             if result.merged:

@@ -202,19 +202,70 @@ class Intake:
     merged: bool
 
 
-def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
-    conditions = [getattr(Lead, column) == value for column, value in keys.items() if value]
+def _pending(uow: UnitOfWork) -> dict[str, Lead]:
+    """Dedupe keys of the leads this transaction created or merged, so a batch (a consumer poll,
+    an import chunk) finds its own new leads without flushing before every lookup."""
+    return uow.cache.setdefault("intake_index", {})
+
+
+def _index(uow: UnitOfWork, lead: Lead) -> None:
+    index = _pending(uow)
+    for column in ("email_key", "phone_key", "company_contact_key"):
+        value = getattr(lead, column)
+        if value:
+            index.setdefault(f"{column}:{value}", lead)
+
+
+def _lock_keys(uow: UnitOfWork, values: list[str]) -> None:
+    """Two intakes of the same new prospect must not both find "no duplicate" and both insert: lock
+    the keys until commit (one sorted statement, so two intakes never wait on each other crosswise).
+    SQLite needs nothing: a writing unit of work holds its only write lock."""
+    if values and uow.session.get_bind().dialect.name == "postgresql":
+        uow.session.execute(text("select pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                                 "from unnest(cast(:keys as text[])) as k order by k"), {"keys": sorted(set(values))})
+
+
+def _existing_with_keys(uow: UnitOfWork, values: dict[str, set[str]]) -> list[Lead]:
+    conditions = [getattr(Lead, column).in_(sorted(vals)) for column, vals in values.items() if vals]
     if not conditions:
+        return []
+    # The oldest lead first, so a merge always keeps the older id.
+    return list(uow.session.execute(select(Lead).where(Lead.deleted_at.is_(None), or_(*conditions))
+                                    .order_by(Lead.created_at, Lead.id).with_for_update()).scalars())
+
+
+def prefetch_duplicates(uow: UnitOfWork, candidates: list[dict]) -> None:
+    """Before a batch (an import chunk, a consumer poll): lock every key it carries and load every
+    existing lead that shares one, in two statements instead of two per lead."""
+    values: dict[str, set[str]] = {"email_key": set(), "phone_key": set(), "company_contact_key": set()}
+    for fields in candidates:
+        for column, value in keys_for(fields).items():
+            if value:
+                values[column].add(value)
+    all_values = [v for vals in values.values() for v in vals]
+    # No flush first: a flush here would write the batch's leads one statement at a time.
+    with uow.session.no_autoflush:
+        _lock_keys(uow, all_values)
+        for lead in _existing_with_keys(uow, values):
+            _index(uow, lead)
+    uow.cache.setdefault("prefetched", set()).update(f"{c}:{v}" for c, vals in values.items() for v in vals)
+
+
+def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
+    wanted = {f"{column}:{value}" for column, value in keys.items() if value}
+    if not wanted:
         return None
-    if uow.session.get_bind().dialect.name == "postgresql":
-        # Two requests for the same new prospect must not both find "no duplicate" and both insert:
-        # lock the keys (sorted, so two intakes never wait on each other crosswise) until commit.
-        # SQLite needs nothing: a writing unit of work holds the database's only write lock.
-        for value in sorted(v for v in keys.values() if v):
-            uow.session.execute(text("select pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": value})
-    # The oldest lead wins, so a merge always keeps the older id.
-    return uow.session.execute(select(Lead).where(Lead.deleted_at.is_(None), or_(*conditions))
-                               .order_by(Lead.created_at, Lead.id).limit(1).with_for_update()).scalar_one_or_none()
+    index = _pending(uow)
+    found = [index[k] for k in wanted if k in index]
+    if found:
+        return min(found, key=lambda lead: (lead.created_at, str(lead.id)))
+    if wanted <= uow.cache.get("prefetched", set()):
+        return None  # prefetch_duplicates already looked these keys up, and locked them
+    values = {column: {value} for column, value in keys.items() if value}
+    with uow.session.no_autoflush:  # this transaction's own leads are in the index
+        _lock_keys(uow, [v for vals in values.values() for v in vals])
+        existing = _existing_with_keys(uow, values)
+    return existing[0] if existing else None
 
 
 def _merge(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, actor, via: str) -> Lead:
@@ -227,7 +278,11 @@ def _merge(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, ac
     existing.updated_at = utcnow()
     _refresh_keys(existing)
     _rescore(uow, existing)
-    uow.session.flush()
+    _index(uow, existing)
+    if existing in uow.session.new:  # merged into a lead this batch created: still version 1
+        _publish(uow, settings, "lead.merged", existing, actor, extra={"filled": filled, "via": via})
+        return existing
+    uow.session.flush()  # the UPDATE bumps the version the event carries
     _publish(uow, settings, "lead.merged", existing, actor, extra={"filled": filled, "via": via})
     return existing
 
@@ -249,6 +304,7 @@ def intake(uow: UnitOfWork, settings: Settings, fields: dict, *, owner_id: str |
     if lead.follow_up_due_at is None:
         lead.follow_up_due_at = domain.follow_up_due(lead.owner_id, now, follow_up_sla())
     uow.session.add(lead)
+    _index(uow, lead)
     _publish(uow, settings, "lead.created", lead, actor)
     if rule is not None:
         _publish(uow, settings, "lead.assigned", lead, actor, extra={"previous_owner_id": None, "reason": "rule"})
@@ -259,6 +315,17 @@ def create_lead(uow: UnitOfWork, settings: Settings, principal: Principal, field
     owner_id, team_id = domain.initial_ownership(principal)
     return intake(uow, settings, fields, owner_id=owner_id, team_id=team_id, created_by=principal.user_id,
                   actor=principal.user_id, via="api")
+
+
+def prepare_marketing_batch(uow: UnitOfWork, envelopes: list[dict]) -> None:
+    """Batch hook of the marketing consumer: dedupe lookups for the whole poll at once."""
+    candidates = []
+    for envelope in envelopes:
+        try:
+            candidates.append(_marketing_schema.load(envelope["data"]))
+        except (ValidationError, TypeError):
+            continue  # its own handler call rejects it with the reason
+    prefetch_duplicates(uow, candidates)
 
 
 def ingest_marketing_lead(uow: UnitOfWork, settings: Settings, envelope: dict) -> Intake:

@@ -23,7 +23,8 @@ def worker_spec() -> WorkerSpec:
         consumers=[
             ConsumerSpec(group_id=f"{prefix}leads-marketing-inbound", handlers={
                 settings.topic(MARKETING_INBOUND_TOPIC):
-                    lambda uow, event: services.ingest_marketing_lead(uow, settings, event)}),
+                    lambda uow, event: services.ingest_marketing_lead(uow, settings, event)},
+                prepare={settings.topic(MARKETING_INBOUND_TOPIC): services.prepare_marketing_batch}),
             ConsumerSpec(group_id=f"{prefix}leads-directory", handlers={
                 settings.topic(DIRECTORY_TOPIC): lambda uow, event: services.handle_directory_event(uow, settings, event)}),
         ],
