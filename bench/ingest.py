@@ -3,6 +3,7 @@ lead.created events published, against a plain kafka-python consumer reading the
 from the same broker in the same run, and Kafka's own ProducerPerformance as the broker ceiling."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -50,24 +51,39 @@ def producer_performance(bootstrap: str, records: int = 500_000) -> dict:
             "mb_per_s": float(match.group(2)), "raw": out}
 
 
-def pipeline_rate(broker, pg, topic_prefix: str, total: int, tmp) -> dict:
+def _with_assignment(dsn: str) -> None:
+    """Assignment rules and a directory of 20 reps in two teams, as the worker would have them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(20):
+            conn.execute("insert into directory_users (id, name, role, team_id, region, active, updated_at) "
+                         "values (%s, %s, 'rep', %s, 'east', true, now())", (f"rep-{i}", f"rep {i}", f"team-{i % 2}"))
+        rules = {"rules": [
+            {"name": "east", "match": {"region": "east"}, "assign_to": {"team_id": "team-0"}, "strategy": "round_robin"},
+            {"name": "rest", "match": {}, "assign_to": {"team_id": "team-1"}, "strategy": "least_loaded"}]}
+        conn.execute("insert into rule_documents (name, body, version, updated_at) values ('assignment', %s, 1, now())",
+                     (json.dumps(rules),))
+
+
+def pipeline_rate(broker, pg, topic_prefix: str, total: int, tmp, *, with_rules: bool = False) -> dict:
     url = pg.create_database()
     env = service_env({"LEADS_DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                        "CRM_TOPIC_PREFIX": topic_prefix, "CRM_JWT_SECRET": "x" * 40}, state_dir=tmp)
     migrate(LEADS, env)
     dsn = url.replace("postgresql+psycopg", "postgresql")
+    if with_rules:
+        _with_assignment(dsn)
     started = time.perf_counter()
     worker = worker_process(LEADS, env, state_dir=tmp, metrics_port=19501).start()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             while True:
-                leads, pending = conn.execute(
-                    "select (select count(*) from leads), (select count(*) from outbox where published_at is null)"
-                ).fetchone()
-                if leads >= total and pending == 0:
+                applied, pending = conn.execute(
+                    "select (select coalesce(sum(touches), 0) from leads), "
+                    "(select count(*) from outbox where published_at is null)").fetchone()
+                if applied >= total and pending == 0:
                     break
                 if time.perf_counter() - started > 900:
-                    raise RuntimeError(f"only {leads} leads after 900 s")
+                    raise RuntimeError(f"only {applied} messages applied after 900 s")
                 time.sleep(0.2)
             wall = time.perf_counter() - started
             first, last = conn.execute(
@@ -75,12 +91,16 @@ def pipeline_rate(broker, pg, topic_prefix: str, total: int, tmp) -> dict:
             window = (last - first).total_seconds()
             latency = conn.execute(
                 "select extract(epoch from published_at - created_at) from outbox").fetchall()
+            leads, merged, assigned = conn.execute(
+                "select count(*), count(*) filter (where touches > 1), count(owner_id) from leads").fetchone()
         relay = relay_wake_latency(url, topic_prefix)
     finally:
         worker.stop()
         pg.drop_database(url)
-    return {"leads": total, "wall_seconds_incl_startup": round(wall, 2), "processing_seconds": round(window, 2),
-            "leads_per_s": round(total / window, 1), "leads_per_s_incl_startup": round(total / wall, 1),
+    return {"messages": total, "leads": leads, "merged_leads": merged, "assigned_leads": assigned,
+            "wall_seconds_incl_startup": round(wall, 2), "processing_seconds": round(window, 2),
+            "messages_per_s": round(total / window, 1), "leads_per_s": round(total / window, 1),
+            "leads_per_s_incl_startup": round(total / wall, 1),
             "commit_to_publish_under_load": summary_ms([r[0] for r in latency]),
             "relay_wake_latency_idle": relay}
 
@@ -114,6 +134,17 @@ def relay_wake_latency(url: str, topic_prefix: str, events: int = 200) -> dict:
     return summary_ms([(r.published_at - r.created_at).total_seconds() for r in rows])
 
 
+def _with_duplicates(total: int):
+    """Every tenth message repeats an earlier prospect (same email, new external id)."""
+    for i in range(total):
+        if i % 10 == 9:
+            original = i - 5
+            yield marketing_event(i, email=f"c{original}@example.com", phone=None, company=f"Company {original} Ltd.",
+                                  contact_name=f"Contact {original}", region="west")
+        else:
+            yield marketing_event(i)
+
+
 def run(total: int = 100_000) -> dict:
     import tempfile
     from pathlib import Path
@@ -128,13 +159,25 @@ def run(total: int = 100_000) -> dict:
     baseline = plain_consumer_rate(broker.bootstrap, topic, total)
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = pipeline_rate(broker, pg, prefix, total, Path(tmp))
+    # Issue 3: the full pipeline (dedupe + score + assign by rules) with 10% duplicates.
+    dup_prefix = f"d{uuid.uuid4().hex[:8]}."
+    dup_topic = f"{dup_prefix}marketing.leads.inbound.v1"
+    ensure_topics(broker.bootstrap, {dup_topic: 6, f"{dup_prefix}crm.leads.v1": 6})
+    produce(broker.bootstrap, dup_topic, _with_duplicates(total))
+    dup_baseline = plain_consumer_rate(broker.bootstrap, dup_topic, total)
+    with tempfile.TemporaryDirectory() as tmp:
+        dedupe = pipeline_rate(broker, pg, dup_prefix, total, Path(tmp), with_rules=True)
     ceiling = producer_performance(broker.bootstrap)
     result = {
         "messages": total,
         "produce_seconds_python": round(produce_seconds, 2),
         "baseline_plain_consumer": baseline,
         "pipeline_worker_to_postgres_and_kafka": pipeline,
-        "ratio_pipeline_to_plain_consumer": round(pipeline["leads_per_s"] / baseline["messages_per_s"], 4),
+        "ratio_pipeline_to_plain_consumer": round(pipeline["messages_per_s"] / baseline["messages_per_s"], 4),
+        "baseline_plain_consumer_dedupe_run": dup_baseline,
+        "pipeline_with_10pct_duplicates_and_assignment": dedupe,
+        "ratio_dedupe_pipeline_to_plain_consumer": round(
+            dedupe["messages_per_s"] / dup_baseline["messages_per_s"], 4),
         "broker_ceiling_producer_performance": ceiling,
     }
     print(write_result("ingest", result))

@@ -4,18 +4,20 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest
+from bench import ingest, leads_list
 
-BENCHMARKS = {"ingest": ingest.run}
+BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("names", nargs="*", default=list(BENCHMARKS), help=f"any of {sorted(BENCHMARKS)}")
-    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=100_000, help="ingest: inbound messages")
+    parser.add_argument("--leads", type=int, default=1_000_000, help="leads_list: leads in the table")
     args = parser.parse_args()
+    sizes = {"ingest": args.messages, "leads_list": args.leads}
     for name in args.names:
-        result = BENCHMARKS[name](args.messages)
+        result = BENCHMARKS[name](sizes[name])
         print(json.dumps(result, indent=2))
 
 

@@ -168,10 +168,17 @@ def _pick_in_team(uow: UnitOfWork, team_id: str, strategy: str) -> str | None:
         return None
     if strategy == "least_loaded":
         return assignment.least_loaded(_open_loads(uow, team_id))
-    cursor = uow.session.get(AssignmentCursor, team_id, with_for_update=True)
-    if cursor is None:
-        cursor = AssignmentCursor(team_id=team_id, last_user_id=None)
-        uow.session.add(cursor)
+    key = ("cursor", team_id)
+    if key not in uow.cache:
+        # Locked once per transaction: a get() with FOR UPDATE goes to the database every time
+        # (and flushes first), which made round robin cost half of a consumer batch.
+        with uow.session.no_autoflush:
+            cursor = uow.session.get(AssignmentCursor, team_id, with_for_update=True)
+        if cursor is None:
+            cursor = AssignmentCursor(team_id=team_id, last_user_id=None)
+            uow.session.add(cursor)
+        uow.cache[key] = cursor
+    cursor = uow.cache[key]
     cursor.last_user_id = assignment.next_round_robin(reps, cursor.last_user_id)
     return cursor.last_user_id
 
