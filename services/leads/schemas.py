@@ -196,16 +196,25 @@ def _unique_names(rules: list[dict]) -> None:
         raise ValidationError("rule names must be unique", "rules")
 
 
-class ScoringRulesSchema(Schema):
-    class Meta:
-        unknown = RAISE
+def _rules_document(rule_schema: type[Schema], name: str) -> type[Schema]:
+    """A rules document (PUT whole, with If-Match): an ordered list of uniquely named rules."""
 
-    rules = fields.List(fields.Nested(ScoringRuleSchema), required=True, validate=validate.Length(max=200))
-    version = fields.Integer(dump_only=True)
+    class RulesDocument(Schema):
+        class Meta:
+            unknown = RAISE
 
-    @validates_schema
-    def _unique(self, data, **_):
-        _unique_names(data["rules"])
+        rules = fields.List(fields.Nested(rule_schema), required=True, validate=validate.Length(max=200))
+        version = fields.Integer(dump_only=True)
+
+        @validates_schema
+        def _unique(self, data, **_):
+            _unique_names(data["rules"])
+
+    RulesDocument.__name__ = RulesDocument.__qualname__ = name  # the name in the OpenAPI spec
+    return RulesDocument
+
+
+ScoringRulesSchema = _rules_document(ScoringRuleSchema, "ScoringRulesSchema")
 
 
 class AssignmentMatchSchema(Schema):
@@ -249,16 +258,7 @@ class AssignmentRuleSchema(Schema):
     strategy = fields.String(load_default="round_robin", validate=validate.OneOf(STRATEGIES))
 
 
-class AssignmentRulesSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    rules = fields.List(fields.Nested(AssignmentRuleSchema), required=True, validate=validate.Length(max=200))
-    version = fields.Integer(dump_only=True)
-
-    @validates_schema
-    def _unique(self, data, **_):
-        _unique_names(data["rules"])
+AssignmentRulesSchema = _rules_document(AssignmentRuleSchema, "AssignmentRulesSchema")
 
 
 class ReassignSchema(AssignToSchema):
