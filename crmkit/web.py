@@ -17,8 +17,10 @@ from functools import wraps
 from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api
 from flask_smorest import Blueprint as _SmorestBlueprint
+from marshmallow import missing
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
@@ -108,15 +110,24 @@ def _drain_oversized_body() -> None:
             remaining -= len(chunk)
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
 class _JsonParser(FlaskParser):
-    """webargs turns only JSONDecodeError into a 400; bodies that are valid-looking but undecodable
-    (integers past Python's digit limit, absurd nesting) raised and became 500s."""
+    """Strict JSON bodies. webargs turns only JSONDecodeError into a 400, so bodies that look valid
+    but cannot be decoded (integers past Python's digit limit, absurd nesting) became 500s; and
+    Python's json accepts NaN and Infinity, which are not JSON and break every comparison."""
 
     def _raw_load_json(self, req):
+        if not is_json_request(req):
+            return missing
         try:
-            return super()._raw_load_json(req)
+            return json.loads(req.get_data(cache=True).decode("utf-8"), parse_constant=_not_json)
         except json.JSONDecodeError:
             raise
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", doc="?", pos=exc.start) from None
         except (ValueError, RecursionError) as exc:
             raise json.JSONDecodeError(f"undecodable JSON: {str(exc)[:100]}", doc="?", pos=0) from None
 
@@ -212,6 +223,12 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
     @app.errorhandler(Problem)
     def _problem(exc: Problem):
         return problem_response(exc)
+
+    @app.errorhandler(IntegrityError)
+    def _integrity(_exc):
+        # Two requests raced to create the same row (a first rules document, a first cursor).
+        return problem_response(Problem("a concurrent change conflicted with this one; read again and retry",
+                                        status=409))
 
     @app.errorhandler(StaleDataError)
     def _stale(_exc):

@@ -29,6 +29,7 @@ from .schemas import (
     LeadPageSchema,
     LeadPatchSchema,
     LeadSchema,
+    PageArgsSchema,
     ReassignSchema,
     ScoringRulesSchema,
 )
@@ -117,12 +118,13 @@ def log_activity(data, lead_id: uuid.UUID):
 
 
 @blp.route("/leads/<uuid:lead_id>/activities", methods=["GET"])
+@blp.arguments(PageArgsSchema, location="query", unknown=RAISE)
 @blp.response(200, ActivityPageSchema)
 @roles(*LEAD_ROLES)
-def list_activities(lead_id: uuid.UUID):
+def list_activities(args, lead_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        items = services.list_activities(uow, principal(), lead_id)
-    return {"items": items, "next_cursor": None}
+        items, next_cursor = services.list_activities(uow, principal(), lead_id, args)
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @blp.route("/leads/<uuid:lead_id>/convert", methods=["POST"])

@@ -7,6 +7,7 @@ punctuation, width differences and legal suffixes in English and Chinese, so
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -50,7 +51,7 @@ def phone_key(phone: str | None, default_country: str = "86") -> str | None:
         # already starts with it was written in international form without the "+".
         if len(digits) <= 11 or not digits.startswith(default_country):
             digits = default_country + digits
-    return digits if len(digits) >= 8 else None
+    return digits if 8 <= len(digits) <= 20 else None  # E.164 has at most 15 digits; longer is noise
 
 
 def company_key(company: str | None) -> str | None:
@@ -78,11 +79,19 @@ def contact_key(name: str | None) -> str | None:
     return key or None
 
 
+def _fit(key: str | None, limit: int) -> str | None:
+    """Folding can lengthen text (NFKC, 'ß' → 'ss'); a key longer than its column is stored as a
+    digest, which still matches the same key and nothing else."""
+    if key is None or len(key) <= limit:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
 def keys_for(fields: dict) -> dict:
-    """The dedupe columns of a lead with these fields."""
+    """The dedupe columns of a lead with these fields (each fits its column: see db.Lead)."""
     company, contact = company_key(fields.get("company")), contact_key(fields.get("contact_name"))
     return {
-        "email_key": email_key(fields.get("email")),
+        "email_key": _fit(email_key(fields.get("email")), 320),
         "phone_key": phone_key(fields.get("phone")),
-        "company_contact_key": f"{company}|{contact}" if company and contact else None,
+        "company_contact_key": _fit(f"{company}|{contact}" if company and contact else None, 420),
     }

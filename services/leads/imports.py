@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from marshmallow import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from crmkit.auth import Principal
 from crmkit.db import Database, utcnow
@@ -91,11 +92,17 @@ def _parsed(job_id: uuid.UUID, content: bytes) -> list[tuple[int, dict]]:
     reader = csv.reader(io.StringIO(text))
     next(reader)
     rows = []
-    for values in reader:
-        if not any(v.strip() for v in values):
-            continue  # blank lines are not rows anyone meant
-        raw = {mapping[i]: v.strip() for i, v in enumerate(values) if i in mapping}
-        rows.append((reader.line_num, {k: v for k, v in raw.items() if v != ""}))
+    try:
+        for values in reader:
+            raw: dict[str, str] = {}
+            for i, value in enumerate(values):
+                # Two headers may name one field (电话 and 手机): the first non-empty value wins.
+                if i in mapping and value.strip() and mapping[i] not in raw:
+                    raw[mapping[i]] = value.strip()
+            if any(v.strip() for v in values):  # blank lines are not rows anyone meant
+                rows.append((reader.line_num, raw))
+    except csv.Error as exc:  # e.g. a cell over the csv module's 128 KiB limit, a stray CR
+        raise ValidationFailed(f"line {reader.line_num}: {exc}") from None
     return rows
 
 
@@ -174,14 +181,36 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         return True
 
 
-def run_imports(db: Database, settings: Settings, stop: threading.Event, *, idle_wait: float = 1.0) -> None:
-    """The worker's import loop: chunks back to back while there is work, a short nap when not."""
+def _fail_current_job(db: Database, reason: str) -> None:
+    with db.uow() as uow:
+        job = uow.session.execute(select(LeadImport).where(LeadImport.status.in_(("queued", "running")))
+                                  .order_by(LeadImport.created_at).limit(1)).scalar_one_or_none()
+        if job is not None:
+            job.status, job.failure, job.finished_at = "failed", reason[:2000], utcnow()
+            uow.commit()
+
+
+def run_imports(db: Database, settings: Settings, stop: threading.Event, *, idle_wait: float = 1.0,
+                max_failures: int = 3) -> None:
+    """The worker's import loop: chunks back to back while there is work, a short nap when not.
+    A chunk that keeps failing fails its job (with the reason), so one file never blocks the queue;
+    a database outage is not the file's fault and is simply waited out."""
+    failures = 0
     while not stop.is_set():
         try:
             busy = process_next_chunk(db, settings)
-        except Exception:
-            log.exception("import chunk failed; retrying")
+            failures = 0
+        except OperationalError:
+            log.warning("database unavailable; import waits", exc_info=True)
             stop.wait(5.0)
+            continue
+        except Exception as exc:
+            failures += 1
+            log.exception("import chunk failed (%d of %d)", failures, max_failures)
+            if failures >= max_failures:
+                _fail_current_job(db, f"{type(exc).__name__}: {exc}")
+                failures = 0
+            stop.wait(1.0)
             continue
         if not busy:
             stop.wait(idle_wait)

@@ -1,6 +1,8 @@
 """marshmallow schemas: what the leads API accepts and returns, and what inbound events carry."""
 from __future__ import annotations
 
+import math
+
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from crmkit.fields import Money, Text, Timestamp
@@ -164,6 +166,14 @@ class ActivitySchema(Schema):
     created_at = fields.AwareDateTime()
 
 
+class PageArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    cursor = Text(1000)
+
+
 class ActivityPageSchema(Schema):
     items = fields.List(fields.Nested(ActivitySchema))
     next_cursor = fields.String(allow_none=True)
@@ -184,10 +194,13 @@ class ScoringRuleSchema(Schema):
         op, value = data["op"], data.get("value")
         if op == "in" and not (isinstance(value, list) and value and all(isinstance(v, str | int) for v in value)):
             raise ValidationError("'in' needs a non-empty list of strings or numbers", "value")
-        if op in ("gte", "lte") and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ValidationError(f"'{op}' needs a number", "value")
-        if op == "eq" and not isinstance(value, str | int | float):
-            raise ValidationError("'eq' needs a string or a number", "value")
+        if op in ("gte", "lte") and (isinstance(value, bool) or not isinstance(value, int | float)
+                                     or not math.isfinite(value)):
+            raise ValidationError(f"'{op}' needs a finite number", "value")
+        if op == "eq" and not (isinstance(value, str) or (isinstance(value, int | float) and math.isfinite(value))):
+            raise ValidationError("'eq' needs a string or a finite number", "value")
+        if op == "in" and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ValidationError("'in' needs finite numbers", "value")
 
 
 def _unique_names(rules: list[dict]) -> None:

@@ -23,9 +23,10 @@ DEFAULT_RULES = [
 
 def _number(value):
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
+    return number if number.is_finite() else None  # "NaN" in a lead's field compares as nothing
 
 
 def _matches(rule: dict, value) -> bool:

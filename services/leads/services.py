@@ -16,7 +16,7 @@ from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.errors import Forbidden, NotFound, ValidationFailed
 from crmkit.events import new_event
-from crmkit.pagination import parse_sort
+from crmkit.pagination import SortSpec, paginate, parse_sort
 from crmkit.settings import Settings
 
 from . import SERVICE, assignment, domain, scoring
@@ -236,8 +236,10 @@ def _existing_with_keys(uow: UnitOfWork, values: dict[str, set[str]]) -> list[Le
     conditions = [getattr(Lead, column).in_(sorted(vals)) for column, vals in values.items() if vals]
     if not conditions:
         return []
-    # The oldest lead first, so a merge always keeps the older id.
-    return list(uow.session.execute(select(Lead).where(Lead.deleted_at.is_(None), or_(*conditions))
+    # The oldest lead first, so a merge always keeps the older id. A converted lead is a customer
+    # now: someone coming back through the funnel is new business and gets a lead of its own.
+    return list(uow.session.execute(select(Lead).where(Lead.deleted_at.is_(None), Lead.status != "converted",
+                                                       or_(*conditions))
                                     .order_by(Lead.created_at, Lead.id).with_for_update()).scalars())
 
 
@@ -276,11 +278,19 @@ def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
 
 
 def _merge(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, actor, via: str) -> Lead:
-    """A duplicate adds a touch and fills what the existing lead lacks; it overwrites nothing."""
+    """A duplicate adds a touch and fills what the existing lead lacks; it overwrites nothing.
+    A disqualified lead whose prospect comes back is re-opened: interest returned, and no lead may
+    sit unseen in a closed pile."""
     filled = sorted(name for name, value in fields.items()
-                    if value not in (None, "") and getattr(existing, name, None) in (None, ""))
+                    if value not in (None, "") and getattr(existing, name, None) in (None, "")
+                    and name != "follow_up_due_at")
     for name in filled:
         setattr(existing, name, fields[name])
+    if existing.status == "disqualified":
+        existing.status = "new"
+        filled.append("status")
+    if existing.status in domain.OPEN_STATUSES and existing.owner_id and existing.follow_up_due_at is None:
+        existing.follow_up_due_at = utcnow() + follow_up_sla()
     existing.touches += 1
     existing.updated_at = utcnow()
     _refresh_keys(existing)
@@ -381,11 +391,16 @@ def update_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_
         return lead
     for name, value in changed.items():
         setattr(lead, name, value)
+    if not (lead.company or lead.contact_name):
+        raise ValidationFailed("a lead needs a company or a contact name",
+                               errors={"company": ["company and contact_name cannot both be empty"]})
     if set(changed) & set(_KEYED):
         _refresh_keys(lead)
     _rescore(uow, lead)
-    if changed.get("status") in ("disqualified",):
+    if changed.get("status") == "disqualified":
         lead.follow_up_due_at = None
+    elif lead.status in domain.OPEN_STATUSES and lead.owner_id and lead.follow_up_due_at is None:
+        lead.follow_up_due_at = utcnow() + follow_up_sla()  # re-opened: due again
     lead.updated_at = utcnow()
     uow.session.flush()  # the UPDATE bumps the version the event carries
     _publish(uow, settings, "lead.updated", lead, principal.user_id, extra={"changed": sorted(changed)})
@@ -409,6 +424,7 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, lead
     lead = _visible_lead(uow, principal, lead_id, for_update=True)
     domain.check_may_modify(principal)
     now = utcnow()
+    before = {f: getattr(lead, f) for f in ("status", "follow_up_due_at", "score", "last_activity_at")}
     activity = LeadActivity(id=uuid.uuid4(), lead_id=lead.id, kind=data["kind"], summary=data.get("summary"),
                             occurred_at=data.get("occurred_at") or now, next_contact_at=data.get("next_contact_at"),
                             created_by=principal.user_id, created_at=now)
@@ -427,15 +443,16 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, lead
         "follow_up_due_at": lead.follow_up_due_at.isoformat() if lead.follow_up_due_at else None,
         "owner_id": lead.owner_id, "team_id": lead.team_id, "company": lead.company,
     }, source=SERVICE, actor=principal.user_id))
-    _publish(uow, settings, "lead.updated", lead, principal.user_id, extra={"changed": ["activities"]})
+    changed = ["activities", *sorted(f for f, value in before.items() if getattr(lead, f) != value)]
+    _publish(uow, settings, "lead.updated", lead, principal.user_id, extra={"changed": changed})
     return activity
 
 
-def list_activities(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID) -> list[LeadActivity]:
+def list_activities(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID, args: dict):
+    """A lead's activities, newest first, one cursor page at a time."""
     lead = _visible_lead(uow, principal, lead_id)
-    return list(uow.session.execute(select(LeadActivity).where(LeadActivity.lead_id == lead.id)
-                                    .order_by(LeadActivity.occurred_at.desc(), LeadActivity.id.desc())
-                                    .limit(200)).scalars())
+    return paginate(uow.session, select(LeadActivity).where(LeadActivity.lead_id == lead.id), model=LeadActivity,
+                    sort=SortSpec("occurred_at", descending=True), limit=args["limit"], cursor=args.get("cursor"))
 
 
 # ---- conversion -----------------------------------------------------------------------------------
@@ -498,6 +515,10 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
         handover_id, from_user, to_user = data["handover_id"], str(data["from_user_id"]), str(data["to_user_id"])
     except KeyError as exc:
         raise Reject(f"handover.requested without {exc}") from None
+    if _directory_user(uow, to_user) is None:
+        # Not Reject: the user.created event may still be on its way (another key, another
+        # partition). Retried, and dead-lettered with this reason if it never comes.
+        raise LookupError(f"handover to user {to_user}, who is not in the directory (yet)")
     to_team = _team_of(uow, to_user)
     leads = uow.session.execute(select(Lead).where(
         Lead.owner_id == from_user, Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)

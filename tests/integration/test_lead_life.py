@@ -227,8 +227,10 @@ def test_activities_move_the_follow_up_and_the_status(leads):  # noqa: F811
     assert after["status"] == "contacted"
     assert after["follow_up_due_at"] == "2026-11-27T01:00:00+00:00"
     assert after["last_activity_at"] == note.json["occurred_at"]  # the latest activity, not the latest logged
-    listed = ann.get(f"/leads/{lead['id']}/activities").json["items"]
-    assert [a["kind"] for a in listed] == ["note", "call"] or [a["kind"] for a in listed] == ["call", "note"]
+    first = ann.get(f"/leads/{lead['id']}/activities?limit=1").json
+    second = ann.get(f"/leads/{lead['id']}/activities?limit=1&cursor={first['next_cursor']}").json
+    assert [a["kind"] for a in first["items"] + second["items"]] == ["note", "call"]  # newest first
+    assert second["next_cursor"] is None
     logged = events("activity.logged")
     assert logged[-1]["data"]["follow_up_due_at"] == "2026-11-27T01:00:00+00:00"
     assert logged[-1]["data"]["owner_id"] == "ann"
@@ -333,3 +335,61 @@ def test_import_rejects_what_it_cannot_read(leads):  # noqa: F811
         r = ann.post("/leads/import", data={"file": (io.BytesIO(content), "x.csv")}, content_type="multipart/form-data")
         assert r.status_code == 422, content
     assert ann.post("/leads/import", data={"other": "x"}, content_type="multipart/form-data").status_code == 422
+
+
+# ---- edges found in review ------------------------------------------------------------------------
+def test_a_broken_csv_fails_its_job_with_the_line_and_does_not_block_the_queue(leads):  # noqa: F811
+    marketing = leads.as_("mk", "marketing")
+    huge = "x" * 200_000  # past the csv module's 128 KiB field limit
+    broken = f"company,contact_name\nFine Co,A\nBig Co,\"{huge}\"\nAfter Co,B\n".encode()
+    fine = "company,电话,手机\nPhone Co,010-5555-0101,\n".encode()
+    jobs = [marketing.post("/leads/import", data={"file": (io.BytesIO(c), "f.csv")},
+                           content_type="multipart/form-data").json["job_id"] for c in (broken, fine)]
+    ctx = bootstrap.context()
+    while imports.process_next_chunk(ctx.db, ctx.settings):
+        pass
+    failed, done = (marketing.get(f"/lead-imports/{j}").json for j in jobs)
+    assert failed["status"] == "failed" and "line 3" in failed["failure"]
+    assert done["status"] == "completed" and done["created"] == 1
+    [lead] = marketing.get("/leads").json["items"]
+    assert lead["phone"] == "010-5555-0101"  # an empty 手机 column does not blank 电话
+
+
+def test_odd_values_are_4xx_not_500(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    long_phone = ann.post("/leads", json={"company": "P", "phone": "1" * 45})
+    assert long_phone.status_code == 201  # too long to identify anyone: no dedupe key, but kept
+    long_email = ann.post("/leads", json={"company": "E", "email": "ß" * 150 + "@example.com"})
+    assert long_email.status_code == 201
+    again = ann.post("/leads", json={"company": "E2", "email": "ß" * 150 + "@example.com"})
+    assert again.status_code == 200 and again.json["id"] == long_email.json["id"]  # the digest still matches
+    admin = leads.as_("admin", "admin")
+    for body in ('{"rules": [{"name": "n", "field": "touches", "op": "gte", "value": NaN, "points": 5}]}',
+                 '{"rules": [{"name": "n", "field": "touches", "op": "gte", "value": Infinity, "points": 5}]}'):
+        r = admin.put("/lead-scoring-rules", data=body, content_type="application/json", headers={"If-Match": '"v0"'})
+        assert r.status_code == 400, r.json
+    lead = ann.post("/leads", json={"company": "Named", "contact_name": "Someone"}).json
+    emptied = ann.patch(f"/leads/{lead['id']}", json={"company": None, "contact_name": None},
+                        headers={"If-Match": '"v1"'})
+    assert emptied.status_code == 422
+
+
+def test_merging_reopens_a_disqualified_lead_and_skips_converted_ones(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    dropped = ann.post("/leads", json={"company": "Came Back", "email": "back@x.cn"}).json
+    ann.patch(f"/leads/{dropped['id']}", json={"status": "disqualified"}, headers={"If-Match": '"v1"'})
+    reopened = ann.post("/leads", json={"company": "Came Back Ltd", "email": "BACK@x.cn"})
+    assert reopened.status_code == 200 and reopened.json["status"] == "new"
+    assert reopened.json["follow_up_due_at"] is not None
+    customer = ann.post("/leads", json={"company": "Customer", "email": "buyer@c.cn"}).json
+    ann.post(f"/leads/{customer['id']}/convert", json={"opportunity_name": "o", "amount": "1",
+                                                      "expected_close_date": "2026-12-01"})
+    repeat = ann.post("/leads", json={"company": "Customer", "email": "buyer@c.cn"})
+    assert repeat.status_code == 201 and repeat.json["id"] != customer["id"]  # new business, new lead
+
+
+def test_handover_to_a_user_the_replica_does_not_know_yet_is_retried(leads):  # noqa: F811
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow, pytest.raises(LookupError, match="not in the directory"):
+        services.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "h9", {
+            "handover_id": "h9", "from_user_id": "a", "to_user_id": "nobody-yet"}, source="gateway"))
