@@ -151,6 +151,7 @@ def up(db: str) -> None:
     PIDS.write_text(json.dumps({p.name: p.pid for p in procs}))
     for p in procs:
         p.wait_healthy()
+    seed_directory(env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     print_welcome(env)
 
 
@@ -166,6 +167,36 @@ def down() -> None:
     PIDS.unlink()
 
 
+# The demo organisation (CONTRACT §2): an executive, two teams each with a manager and reps,
+# marketing and service users. Until the gateway (which owns the directory) lands, make run
+# publishes it on crm.directory.v1 itself, so the services' replicas know who is who.
+DEMO_TEAMS = [("team-east", "East", "mgr-east"), ("team-west", "West", "mgr-west")]
+DEMO_USERS = [("rep-ann", "rep", ["team-east"], []), ("rep-amy", "rep", ["team-east"], []),
+              ("rep-bo", "rep", ["team-west"], []), ("rep-ben", "rep", ["team-west"], []),
+              ("mgr-east", "manager", ["team-east"], ["team-east"]), ("mgr-west", "manager", ["team-west"], ["team-west"]),
+              ("exec", "executive", [], []), ("mkt", "marketing", [], []), ("svc", "service", [], [])]
+
+
+def seed_directory(bootstrap: str) -> None:
+    from crmkit.events import encode, headers_for, new_event
+    from crmkit.kafka import make_producer
+
+    producer = make_producer(bootstrap, client_id="make-run-seed")
+    events = [new_event("team.created", tid, {"team": {"id": tid, "name": name, "manager_id": manager,
+                                                       "parent_team_id": None}}, source="make-run")
+              for tid, name, manager in DEMO_TEAMS]
+    events += [new_event("user.created", uid, {"user": {"id": uid, "name": uid, "role": role,
+                                                        "team_id": teams[0] if teams else None,
+                                                        "region": "east" if "east" in "".join(teams) else "west",
+                                                        "active": True}}, source="make-run")
+               for uid, role, teams, _ in DEMO_USERS]
+    for event in events:
+        producer.send("crm.directory.v1", key=event["subject"].encode(), value=encode(event),
+                      headers=headers_for(event))
+    producer.flush()
+    producer.close()
+
+
 def print_welcome(env: dict) -> None:
     from crmkit.auth import issue_token
 
@@ -174,10 +205,7 @@ def print_welcome(env: dict) -> None:
         print(f"  {s.name:<8} API  http://127.0.0.1:{s.api_port}/api/v1   docs http://127.0.0.1:{s.api_port}/docs")
     print(f"  logs     {RUN_DIR / 'logs'}")
     print("\nUntil the gateway lands, these development tokens (valid 12 h) act as the demo users:")
-    demo = [("rep-ann", "rep", ["team-east"], []), ("rep-bo", "rep", ["team-west"], []),
-            ("mgr-east", "manager", ["team-east"], ["team-east"]), ("exec", "executive", [], []),
-            ("mkt", "marketing", [], [])]
-    for user, role, teams, manages in demo:
+    for user, role, teams, manages in DEMO_USERS:
         token = issue_token(secret=env["CRM_JWT_SECRET"], user_id=user, name=user, role=role, teams=teams,
                             manages=manages, ttl_seconds=12 * 3600)
         print(f"  {user:<9} ({role}): {token}")
