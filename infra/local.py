@@ -40,6 +40,11 @@ class Postgres:
         self.dsn = f"postgresql://crm:crm@127.0.0.1:{port}"
 
     def start(self) -> None:
+        try:  # a cluster already serving this port with our credentials (another checkout's) will do
+            with psycopg.connect(f"{self.dsn}/postgres", connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            pass
         subprocess.run([str(REPO / "infra/postgres/postgres.sh"), "start"], env=self.env, check=True)
 
     def create_database(self) -> str:

@@ -107,6 +107,9 @@ answers() {
 start() {
   fetch
   if running; then log "already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return 0; fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && answers; then
+    log "a broker of another state folder already serves 127.0.0.1:$port; using it"; return 0
+  fi
   write_config
   format_once
   log "starting on 127.0.0.1:$port (state $state)"
