@@ -18,9 +18,3 @@ def require_if_match(current_version: int) -> None:
     if "*" not in tags and etag_for(current_version) not in tags:
         raise PreconditionFailed("the record changed since you read it; read it again and retry")
 
-
-def expected_version(header_value: str | None) -> int | None:
-    if not header_value:
-        return None
-    tag = header_value.split(",")[0].strip().removeprefix("W/").strip('"')
-    return int(tag[1:]) if tag.startswith("v") and tag[1:].isdigit() else None

@@ -12,6 +12,7 @@ worker out cannot reorder or double-send events.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -188,11 +189,9 @@ class OutboxRelay:
         if time.monotonic() - self._last_cleanup < 300:
             return
         self._last_cleanup = time.monotonic()
-        cutoff = utcnow().timestamp() - self.retention_seconds
-        import datetime as dt
+        cutoff = utcnow() - dt.timedelta(seconds=self.retention_seconds)
         with self.engine.begin() as conn:
-            conn.execute(delete(self.table).where(
-                self.table.c.published_at < dt.datetime.fromtimestamp(cutoff, dt.UTC)))
+            conn.execute(delete(self.table).where(self.table.c.published_at < cutoff))
 
     def run(self, stop: threading.Event, *, idle_wait: float = 1.0) -> None:
         """Publish until stopped. Kafka trouble: back off and retry the same rows. Trouble with the

@@ -59,8 +59,7 @@ def create_lead(fields):
         lead.merged = result.merged
         if not result.merged:
             return lead, 201, {**_headers(lead), "Location": f"/api/v1/leads/{lead.id}"}
-        with ctx().db.uow(readonly=True) as check:
-            visible = LeadRepository(check.session, principal()).get(lead.id) is not None
+        visible = LeadRepository(uow.session, principal()).get(lead.id) is not None
     if not visible:  # merged into someone else's lead: say so, show nothing of it
         return {"id": lead.id, "merged": True, "owned_elsewhere": True}, 200
     return lead, 200, _headers(lead)

@@ -33,7 +33,8 @@ _KEYED = ("company", "contact_name", "email", "phone")
 
 
 def follow_up_sla() -> dt.timedelta:
-    return dt.timedelta(hours=float(os.environ.get("LEADS_FOLLOW_UP_SLA_HOURS", "24")))
+    hours = os.environ.get("LEADS_FOLLOW_UP_SLA_HOURS")
+    return dt.timedelta(hours=float(hours)) if hours else domain.DEFAULT_FOLLOW_UP_SLA
 
 
 def _publish(uow: UnitOfWork, settings: Settings, event_type: str, lead: Lead, actor, extra=None) -> None:
