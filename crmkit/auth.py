@@ -31,6 +31,8 @@ class Principal:
     name: str = ""
     teams: tuple[str, ...] = ()
     manages: tuple[str, ...] = field(default=())
+    token_version: int | None = None  # the `ver` claim: the gateway refuses tokens made stale since
+
 
     @property
     def primary_team(self) -> str | None:
@@ -65,16 +67,19 @@ class TokenVerifier:
         teams, manages = claims.get("teams", []), claims.get("manages", [])
         if role not in ROLES or not isinstance(teams, list) or not isinstance(manages, list):
             raise Unauthorized("invalid token: bad role or team claims")
+        ver = claims.get("ver")
         return Principal(user_id=str(claims["sub"]), role=role, name=str(claims.get("name", "")),
-                         teams=tuple(map(str, teams)), manages=tuple(map(str, manages)))
+                         teams=tuple(map(str, teams)), manages=tuple(map(str, manages)),
+                         token_version=ver if isinstance(ver, int) and not isinstance(ver, bool) else None)
 
 
 def issue_token(*, secret: str, user_id: str, role: str, name: str = "", teams=(), manages=(),
                 issuer: str = "sfa-crm", audience: str = "sfa-crm-api", ttl_seconds: int = 900,
-                algorithm: str = "HS256") -> str:
+                algorithm: str = "HS256", key_id: str | None = None, extra: dict | None = None) -> str:
+    """`secret` is the HMAC secret for HS256 or the PEM private key for RS256."""
     now = dt.datetime.now(dt.UTC)
     return jwt.encode({
         "sub": str(user_id), "name": name, "role": role, "teams": [str(t) for t in teams],
         "manages": [str(t) for t in manages], "iss": issuer, "aud": audience,
-        "iat": now, "exp": now + dt.timedelta(seconds=ttl_seconds),
-    }, secret, algorithm=algorithm)
+        "iat": now, "exp": now + dt.timedelta(seconds=ttl_seconds), **(extra or {}),
+    }, secret, algorithm=algorithm, headers={"kid": key_id} if key_id else None)

@@ -56,7 +56,8 @@ class IdempotentConsumer:
     def __init__(self, *, db: Database, processed_table, consumer, producer, service: str, group_id: str,
                  handlers: dict[str, Handler], max_attempts: int = 3, retry_backoff: float = 0.2,
                  dlq_timeout: float = 30.0, stall_after: float = 180.0, lag_interval: float = 10.0,
-                 prepare: dict[str, Callable[[UnitOfWork, list[dict]], None]] | None = None):
+                 prepare: dict[str, Callable[[UnitOfWork, list[dict]], None]] | None = None,
+                 event_types: dict[str, frozenset[str]] | None = None):
         self.db = db
         self.processed = processed_table
         self.consumer = consumer
@@ -67,6 +68,10 @@ class IdempotentConsumer:
         # Optional per topic: prepare(uow, envelopes) runs once before a batch's handlers, in the same
         # transaction (e.g. to look up all of a batch's duplicates in one query).
         self.prepare = prepare or {}
+        # Optional per topic: the only event types this consumer cares about. Others on a busy topic
+        # (the gateway reads crm.leads.v1 for handover.completed alone) are skipped unparsed and
+        # leave no processed_events row.
+        self.event_types = event_types or {}
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.dlq_timeout = dlq_timeout
@@ -129,13 +134,28 @@ class IdempotentConsumer:
                                   f"and none consumed for {self.stall_after:.0f}s")
 
     # ---- one batch --------------------------------------------------------------------------
+    def _wanted(self, msg, envelope: dict | None = None) -> bool:
+        wanted = self.event_types.get(msg.topic)
+        if wanted is None:
+            return True
+        if envelope is not None:
+            return envelope["type"] in wanted
+        header = next((v for k, v in (msg.headers or []) if k == "type"), None)
+        return header is None or header.decode("utf-8", "replace") in wanted  # no header: decide once parsed
+
     def process(self, messages: list, stop: threading.Event | None = None) -> None:
         parsed = []
         for msg in messages:
+            if not self._wanted(msg):
+                metrics.EVENTS_CONSUMED.labels(self.service, msg.topic, "ignored").inc()
+                continue
             try:
-                parsed.append((msg, parse_envelope(msg.value)))
+                envelope = parse_envelope(msg.value)
             except BadEnvelope as exc:
                 self._dead_letter(msg, exc, attempts=1)
+                continue
+            if self._wanted(msg, envelope):
+                parsed.append((msg, envelope))
         if not parsed:
             return
         failed_id = None

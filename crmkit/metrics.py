@@ -34,6 +34,9 @@ EVENTS_DEAD_LETTERED = Counter("crm_events_dead_lettered_total", "Events sent to
                                ["service", "topic"])
 CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of the partition", ["service", "group", "topic"],
                      multiprocess_mode="livemostrecent")
+UPSTREAM_FAILURES = Counter("crm_gateway_upstream_failures_total", "Gateway calls to a service that failed",
+                            ["upstream", "reason"])
+RATE_LIMITED = Counter("crm_gateway_rate_limited_total", "Requests refused with 429", ["scope"])
 BUSINESS_EVENTS = Counter("crm_business_events_total", "Domain events by type (leads created, orders confirmed...)",
                           ["service", "type"])
 

@@ -18,7 +18,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api
 from flask_smorest import Blueprint as _SmorestBlueprint
 from marshmallow import missing
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
 PROBLEM_JSON = "application/problem+json"
+SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist/"
 
 
 @dataclass
@@ -46,6 +47,12 @@ class ServiceContext:
     tables: dict
     verifier: TokenVerifier
     readiness: list[Callable[[], bool]] = field(default_factory=list)
+    # Paths (prefixes) that need no token besides the health, metrics and docs endpoints.
+    public_paths: tuple[str, ...] = ()
+    # Called on every request but health/metrics/docs, before authentication (e.g. a per-address
+    # rate limit), and after it with the caller (e.g. route policy); both raise a Problem to refuse.
+    admit: Callable[[], None] | None = None
+    authorize: Callable[[Principal], None] | None = None
 
 
 def ctx() -> ServiceContext:
@@ -168,12 +175,25 @@ def large_body(view):
     return view
 
 
-def create_service_app(*, context: ServiceContext, title: str, blueprints: list, version: str = "1.0.0") -> Flask:
+def passthrough(body_limit: Callable[[], int]):
+    """Marks a route that takes any body unparsed (the gateway's forwarding route), with a size limit
+    decided per request."""
+
+    def deco(view):
+        view.crm_passthrough = True
+        view.crm_body_limit = body_limit
+        return view
+
+    return deco
+
+
+def create_service_app(*, context: ServiceContext, title: str, blueprints: list, version: str = "1.0.0",
+                       openapi_json_path: str = "openapi.json", docs_path: str | None = "docs") -> Flask:
     app = Flask(context.settings.service)
     app.config.update(
         API_TITLE=title, API_VERSION=version, OPENAPI_VERSION="3.1.0",
-        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH=openapi_json_path,
+        OPENAPI_SWAGGER_UI_PATH=docs_path, OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_URL,
         MAX_CONTENT_LENGTH=context.settings.max_import_bytes,
         JSON_SORT_KEYS=False,
     )
@@ -183,6 +203,7 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         "security": [{"bearer": []}]})
     for bp in blueprints:
         api.register_blueprint(bp, url_prefix="/api/v1")
+    app.extensions["crm_api"] = api
 
     @app.before_request
     def _begin():
@@ -190,15 +211,29 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         rid = request.headers.get("X-Request-ID", "")[:200] or str(uuid.uuid4())
         g.request_id = rid
         g.request_id_token = request_id_var.set(rid)
+        if request.method == "OPTIONS":
+            return None  # CORS preflight carries no token; it is answered without touching a route
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
         large = bool(view and getattr(view, "crm_large_body", False))
-        request.max_content_length = context.settings.max_import_bytes if large else context.settings.max_body_bytes
+        passthrough_body = bool(view and getattr(view, "crm_passthrough", False))
+        if passthrough_body:
+            request.max_content_length = view.crm_body_limit()
+        else:
+            request.max_content_length = context.settings.max_import_bytes if large else context.settings.max_body_bytes
         if request.path.startswith(PUBLIC_PATHS) or request.endpoint is None:
+            return None
+        if context.admit is not None:
+            context.admit()
+        if request.path.startswith(context.public_paths):
             return None
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith("bearer "):
             raise Unauthorized("missing bearer token")
         g.principal = context.verifier.verify(header[7:].strip())
+        if context.authorize is not None:
+            context.authorize(g.principal)
+        if passthrough_body:
+            return None
         if request.method in ("POST", "PUT", "PATCH") and not large and (request.content_length or request.data):
             if not request.is_json:
                 raise Problem("send a JSON body with Content-Type: application/json", status=415)
@@ -229,6 +264,13 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         # Two requests raced to create the same row (a first rules document, a first cursor).
         return problem_response(Problem("a concurrent change conflicted with this one; read again and retry",
                                         status=409))
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc):
+        # The database is unreachable or overloaded: the service's trouble, not the client's.
+        log.warning("database unavailable: %r", exc)
+        return problem_response(Problem("the service's database is unavailable; retry shortly", status=503,
+                                        headers={"Retry-After": "5"}))
 
     @app.errorhandler(StaleDataError)
     def _stale(_exc):

@@ -28,6 +28,7 @@ class ConsumerSpec:
     group_id: str
     handlers: dict[str, Handler]  # topic -> handler(uow, envelope)
     prepare: dict[str, Callable] = field(default_factory=dict)  # topic -> prepare(uow, envelopes), per batch
+    event_types: dict[str, frozenset[str]] = field(default_factory=dict)  # topic -> the only types handled
     max_poll_records: int = 500
     max_attempts: int = 3
 
@@ -68,7 +69,8 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         kafka_consumers.append(kc)
         consumer = IdempotentConsumer(db=spec.db, processed_table=spec.tables["processed_events"], consumer=kc,
                                       producer=producer, service=settings.service, group_id=c.group_id,
-                                      handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare)
+                                      handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare,
+                                      event_types=c.event_types)
         threads.append(threading.Thread(target=_guarded, args=(consumer.run, stop), name=c.group_id, daemon=True))
     for loop in spec.loops:
         threads.append(threading.Thread(target=_guarded, args=(loop, stop), name=getattr(loop, "__name__", "loop"),

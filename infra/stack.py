@@ -30,14 +30,27 @@ class ServiceDef:
     name: str
     api_port: int
     worker_metrics_port: int
+    package_name: str | None = None
 
     @property
     def package(self) -> str:
-        return f"services.{self.name}"
+        return self.package_name or f"services.{self.name}"
 
 
-# The services that exist so far; the gateway and the other services join this list as they land.
+# The services that exist so far; the others join this list as they land.
 SERVICES = [ServiceDef("leads", 8001, 9101)]
+GATEWAY = ServiceDef("gateway", 8080, 9100, package_name="gateway")
+RECORD_SERVICES = ("leads", "opportunities", "orders")  # those that move records on a handover
+DEV_ADMIN_PASSWORD = "admin-dev-password"  # noqa: S105 - make run only, printed
+
+
+def gateway_env(env: dict, services: list[ServiceDef], ports: dict[str, int] | None = None) -> dict:
+    """The gateway in front of whichever services run: their URLs, and which of them answer handovers."""
+    ports = ports or {}
+    env = {**env, **{f"{s.name.upper()}_URL": f"http://127.0.0.1:{ports.get(s.name, s.api_port)}" for s in services}}
+    env.setdefault("CRM_HANDOVER_SERVICES", ",".join(s.name for s in services if s.name in RECORD_SERVICES))
+    env.setdefault("CRM_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD)
+    return env
 
 
 @dataclass
@@ -139,20 +152,24 @@ def up(db: str) -> None:
         down()
     overrides = {}
     if db == "postgres":
-        for s in SERVICES:
+        for s in [*SERVICES, GATEWAY]:
             url = subprocess.run([str(REPO / "infra/postgres/postgres.sh"), "url", s.name], capture_output=True,
                                  text=True, check=True).stdout.strip()
             overrides[f"{s.name.upper()}_DATABASE_URL"] = url
     env = service_env(overrides, state_dir=REPO / ".state")
+    gw_env = gateway_env(env, SERVICES)
     procs = []
     for s in SERVICES:
         migrate(s, env)
         procs += [api_process(s, env, state_dir=RUN_DIR).start(), worker_process(s, env, state_dir=RUN_DIR).start()]
+    migrate(GATEWAY, gw_env)  # also creates the admin user in an empty directory
+    subprocess.run([str(VENV_BIN / "python"), "-m", "gateway", "seed-demo"], env=gw_env, cwd=REPO, check=True)
+    procs += [api_process(GATEWAY, gw_env, state_dir=RUN_DIR).start(),
+              worker_process(GATEWAY, gw_env, state_dir=RUN_DIR).start()]
     PIDS.write_text(json.dumps({p.name: p.pid for p in procs}))
     for p in procs:
         p.wait_healthy()
-    seed_directory(env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    print_welcome(env)
+    print_welcome(gw_env)
 
 
 def down() -> None:
@@ -167,49 +184,23 @@ def down() -> None:
     PIDS.unlink()
 
 
-# The demo organisation (CONTRACT §2): an executive, two teams each with a manager and reps,
-# marketing and service users. Until the gateway (which owns the directory) lands, make run
-# publishes it on crm.directory.v1 itself, so the services' replicas know who is who.
-DEMO_TEAMS = [("team-east", "East", "mgr-east"), ("team-west", "West", "mgr-west")]
-DEMO_USERS = [("rep-ann", "rep", ["team-east"], []), ("rep-amy", "rep", ["team-east"], []),
-              ("rep-bo", "rep", ["team-west"], []), ("rep-ben", "rep", ["team-west"], []),
-              ("mgr-east", "manager", ["team-east"], ["team-east"]), ("mgr-west", "manager", ["team-west"], ["team-west"]),
-              ("exec", "executive", [], []), ("mkt", "marketing", [], []), ("svc", "service", [], [])]
-
-
-def seed_directory(bootstrap: str) -> None:
-    from crmkit.events import encode, headers_for, new_event
-    from crmkit.kafka import make_producer
-
-    producer = make_producer(bootstrap, client_id="make-run-seed")
-    events = [new_event("team.created", tid, {"team": {"id": tid, "name": name, "manager_id": manager,
-                                                       "parent_team_id": None}}, source="make-run")
-              for tid, name, manager in DEMO_TEAMS]
-    events += [new_event("user.created", uid, {"user": {"id": uid, "name": uid, "role": role,
-                                                        "team_id": teams[0] if teams else None,
-                                                        "region": "east" if "east" in "".join(teams) else "west",
-                                                        "active": True}}, source="make-run")
-               for uid, role, teams, _ in DEMO_USERS]
-    for event in events:
-        producer.send("crm.directory.v1", key=event["subject"].encode(), value=encode(event),
-                      headers=headers_for(event))
-    producer.flush()
-    producer.close()
-
-
 def print_welcome(env: dict) -> None:
-    from crmkit.auth import issue_token
+    from gateway.demo import DEMO_PASSWORD, DEMO_USERS
 
     print("\nThe CRM is running.")
+    print(f"  gateway   http://127.0.0.1:{GATEWAY.api_port}/api/v1    API docs http://127.0.0.1:{GATEWAY.api_port}/docs")
     for s in SERVICES:
-        print(f"  {s.name:<8} API  http://127.0.0.1:{s.api_port}/api/v1   docs http://127.0.0.1:{s.api_port}/docs")
-    print(f"  logs     {RUN_DIR / 'logs'}")
-    print("\nUntil the gateway lands, these development tokens (valid 12 h) act as the demo users:")
-    for user, role, teams, manages in DEMO_USERS:
-        token = issue_token(secret=env["CRM_JWT_SECRET"], user_id=user, name=user, role=role, teams=teams,
-                            manages=manages, ttl_seconds=12 * 3600)
-        print(f"  {user:<9} ({role}): {token}")
-    print("\n  e.g. curl -H 'Authorization: Bearer <token>' http://127.0.0.1:8001/api/v1/leads\n")
+        print(f"  {s.name:<9} http://127.0.0.1:{s.api_port} (behind the gateway; services verify tokens too)")
+    print(f"  logs      {RUN_DIR / 'logs'}")
+    print(f"\nSign in as admin / {env['CRM_ADMIN_PASSWORD']}, or as a demo user with the password {DEMO_PASSWORD}:")
+    for username, name, role, team, _region in DEMO_USERS:
+        print(f"  {username:<5} {role:<10} {team or '':<5} {name}")
+    print(f"""
+  TOKEN=$(curl -s -X POST http://127.0.0.1:{GATEWAY.api_port}/api/v1/auth/token -H 'Content-Type: application/json' \\
+          -d '{{"username":"ann","password":"{DEMO_PASSWORD}"}}' \\
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{GATEWAY.api_port}/api/v1/leads
+""")
 
 
 def main() -> None:

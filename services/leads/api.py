@@ -9,6 +9,7 @@ from marshmallow import RAISE
 from crmkit.errors import ValidationFailed
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
+from crmkit.periods import current_period
 from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
 
 from . import imports, services
@@ -21,10 +22,12 @@ from .schemas import (
     AssignmentRulesSchema,
     ConvertedSchema,
     ConvertSchema,
+    FunnelArgsSchema,
     ImportAcceptedSchema,
     ImportJobSchema,
     LeadCreatedSchema,
     LeadCreateSchema,
+    LeadFunnelSchema,
     LeadListArgsSchema,
     LeadPageSchema,
     LeadPatchSchema,
@@ -173,6 +176,16 @@ def import_leads():
 def get_import(job_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
         return imports.get_job(uow, principal(), job_id)
+
+
+@blp.route("/reports/lead-funnel", methods=["GET"])
+@blp.arguments(FunnelArgsSchema, location="query", unknown=RAISE)
+@blp.response(200, LeadFunnelSchema)
+@roles(*LEAD_ROLES)
+def lead_funnel(args):
+    """The lead half of the funnel, over the leads the caller may see."""
+    with ctx().db.uow(readonly=True) as uow:
+        return services.lead_funnel(uow, principal(), args.get("period") or current_period())
 
 
 def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> None:

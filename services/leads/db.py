@@ -13,6 +13,8 @@ from crmkit.pagination import SortSpec, paginate
 from crmkit.tables import add_kit_tables
 from crmkit.visibility import VisibilityRule, visible
 
+from .dedupe import company_key
+
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
@@ -55,6 +57,7 @@ class Lead(Base):
     email_key: Mapped[str | None] = mapped_column(String(320))
     phone_key: Mapped[str | None] = mapped_column(String(32))
     company_contact_key: Mapped[str | None] = mapped_column(String(420))
+    company_key: Mapped[str | None] = mapped_column(String(200))  # a customer's leads, by company
     activities: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     assigned_by_rule: Mapped[str | None] = mapped_column(String(200))
     assigned_at = mapped_column(UTCDateTime, nullable=True)
@@ -78,6 +81,8 @@ class Lead(Base):
         Index("ix_leads_phone_key", "phone_key"),
         Index("ix_leads_company_contact_key", "company_contact_key"),
         Index("ix_leads_owner_status", "owner_id", "status"),
+        Index("ix_leads_company_key", "company_key"),
+        Index("ix_leads_account_id", "account_id"),
     )
 
 
@@ -203,6 +208,10 @@ class LeadRepository:
         for name in ("status", "owner_id", "team_id", "region", "industry", "source"):
             if filters.get(name) is not None:
                 stmt = stmt.where(getattr(Lead, name) == filters[name])
+        if filters.get("account_id") is not None:
+            stmt = stmt.where(Lead.account_id == filters["account_id"])
+        if filters.get("company"):
+            stmt = stmt.where(Lead.company_key == company_key(filters["company"]))
         if filters.get("min_score") is not None:
             stmt = stmt.where(Lead.score >= filters["min_score"])
         if filters.get("q"):
@@ -210,6 +219,14 @@ class LeadRepository:
             stmt = stmt.where(or_(func.lower(Lead.company).like(needle), func.lower(Lead.contact_name).like(needle),
                                   func.lower(Lead.email).like(needle), Lead.phone.like(needle)))
         return paginate(self.session, stmt, model=Lead, sort=sort, limit=limit, cursor=cursor)
+
+    def count_by_status(self, start, end) -> dict[str, int]:
+        """Visible leads created in [start, end), per status: the lead half of the funnel."""
+        stmt = (select(Lead.status, func.count()).where(Lead.deleted_at.is_(None), Lead.created_at >= start,
+                                                        Lead.created_at < end,
+                                                        visible(self.principal, LEAD_VISIBILITY))
+                .group_by(Lead.status))
+        return {row[0]: row[1] for row in self.session.execute(stmt)}
 
     def add(self, lead: Lead) -> None:
         self.session.add(lead)

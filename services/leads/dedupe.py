@@ -87,11 +87,17 @@ def _fit(key: str | None, limit: int) -> str | None:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+# The keys that make two leads duplicates; company_key alone does not (different people at one
+# company are different leads) but finds a customer's leads by company name.
+DEDUPE_KEYS = ("email_key", "phone_key", "company_contact_key")
+
+
 def keys_for(fields: dict) -> dict:
-    """The dedupe columns of a lead with these fields (each fits its column: see db.Lead)."""
+    """The key columns of a lead with these fields (each fits its column: see db.Lead)."""
     company, contact = company_key(fields.get("company")), contact_key(fields.get("contact_name"))
     return {
         "email_key": _fit(email_key(fields.get("email")), 320),
         "phone_key": phone_key(fields.get("phone")),
         "company_contact_key": _fit(f"{company}|{contact}" if company and contact else None, 420),
+        "company_key": _fit(company, 200),
     }

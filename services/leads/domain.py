@@ -82,3 +82,11 @@ def next_follow_up(status: str, next_contact_at, now: dt.datetime, sla: dt.timed
 
 def follow_up_due(owner_id: str | None, now: dt.datetime, sla: dt.timedelta = DEFAULT_FOLLOW_UP_SLA):
     return now + sla if owner_id else None
+
+
+def funnel_stages(counts_by_status: dict[str, int]) -> dict[str, int]:
+    """How far leads got, from their current status: a converted lead was qualified and contacted."""
+    c = {status: counts_by_status.get(status, 0) for status in STATUSES}
+    return {"contacted": c["contacted"] + c["qualified"] + c["converted"],
+            "qualified": c["qualified"] + c["converted"], "converted": c["converted"],
+            "disqualified": c["disqualified"]}

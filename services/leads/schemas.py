@@ -7,6 +7,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from crmkit.fields import Money, Text, Timestamp
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from crmkit.periods import PeriodField
 
 from .assignment import STRATEGIES
 from .domain import ACTIVITY_KINDS, SOURCES, STATUSES
@@ -125,6 +126,9 @@ class LeadListArgsSchema(Schema):
     source = fields.String(validate=validate.OneOf(SOURCES))
     min_score = fields.Integer(validate=validate.Range(min=0, max=100))
     q = Text(200)
+    account_id = fields.UUID(metadata={"description": "leads converted into this account"})
+    company = Text(200, metadata={"description": "same company, as dedupe normalizes names (legal suffixes, "
+                                                 "branch markers, width and case ignored)"})
     sort = Text(40, load_default="-created_at")
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
     cursor = Text(1000)
@@ -336,3 +340,23 @@ class ImportRowSchema(_ProspectFields):
 
 
 lead_schema = LeadSchema()
+
+
+class FunnelArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    period = PeriodField(metadata={"description": "YYYY, YYYY-MM or YYYY-Qn; the current month by default"})
+
+
+class LeadFunnelSchema(Schema):
+    """Leads created in the period and visible to the caller, by how far they got."""
+
+    period = fields.String()
+    start = fields.DateTime()
+    end = fields.DateTime()
+    leads = fields.Integer(metadata={"description": "created in the period (deleted ones excluded)"})
+    contacted = fields.Integer(metadata={"description": "got past new: contacted, qualified or converted"})
+    qualified = fields.Integer(metadata={"description": "qualified or converted"})
+    converted = fields.Integer()
+    disqualified = fields.Integer()

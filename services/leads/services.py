@@ -21,7 +21,7 @@ from crmkit.settings import Settings
 
 from . import SERVICE, assignment, domain, scoring
 from .db import SORTABLE, AssignmentCursor, DirectoryTeam, DirectoryUser, Lead, LeadActivity, LeadRepository, RuleDocument
-from .dedupe import keys_for
+from .dedupe import DEDUPE_KEYS, keys_for
 from .events import LEADS_TOPIC, lead_event
 from .schemas import MarketingLeadSubmittedSchema
 
@@ -218,7 +218,7 @@ def _pending(uow: UnitOfWork) -> dict[str, Lead]:
 
 def _index(uow: UnitOfWork, lead: Lead) -> None:
     index = _pending(uow)
-    for column in ("email_key", "phone_key", "company_contact_key"):
+    for column in DEDUPE_KEYS:
         value = getattr(lead, column)
         if value:
             index.setdefault(f"{column}:{value}", lead)
@@ -247,10 +247,10 @@ def _existing_with_keys(uow: UnitOfWork, values: dict[str, set[str]]) -> list[Le
 def prefetch_duplicates(uow: UnitOfWork, candidates: list[dict]) -> None:
     """Before a batch (an import chunk, a consumer poll): lock every key it carries and load every
     existing lead that shares one, in two statements instead of two per lead."""
-    values: dict[str, set[str]] = {"email_key": set(), "phone_key": set(), "company_contact_key": set()}
+    values: dict[str, set[str]] = {column: set() for column in DEDUPE_KEYS}
     for fields in candidates:
         for column, value in keys_for(fields).items():
-            if value:
+            if value and column in values:
                 values[column].add(value)
     all_values = [v for vals in values.values() for v in vals]
     # No flush first: a flush here would write the batch's leads one statement at a time.
@@ -262,6 +262,7 @@ def prefetch_duplicates(uow: UnitOfWork, candidates: list[dict]) -> None:
 
 
 def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
+    keys = {column: value for column, value in keys.items() if column in DEDUPE_KEYS}
     wanted = {f"{column}:{value}" for column, value in keys.items() if value}
     if not wanted:
         return None
@@ -420,6 +421,12 @@ def delete_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_
 
 
 # ---- activities and follow-up --------------------------------------------------------------------
+def lead_funnel(uow: UnitOfWork, principal: Principal, period) -> dict:
+    counts = LeadRepository(uow.session, principal).count_by_status(period.start, period.end)
+    return {"period": period.label, "start": period.start, "end": period.end, "leads": sum(counts.values()),
+            **domain.funnel_stages(counts)}
+
+
 def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID,
                  data: dict) -> LeadActivity:
     lead = _visible_lead(uow, principal, lead_id, for_update=True)

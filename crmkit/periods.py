@@ -1,0 +1,64 @@
+"""Reporting periods as users write them (CONTRACT §4: `2026-11`, `2026-Q4`, `2026`), as half-open
+UTC ranges [start, end)."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from marshmallow import ValidationError, fields
+
+_PERIOD = re.compile(r"^(?P<year>\d{4})(?:-(?:(?P<month>\d{2})|Q(?P<quarter>[1-4])))?$")
+
+
+@dataclass(frozen=True)
+class Period:
+    label: str
+    start: dt.datetime
+    end: dt.datetime
+
+    def contains(self, moment: dt.datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+def _month_start(year: int, month: int) -> dt.datetime:
+    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+    return dt.datetime(year, month, 1, tzinfo=dt.UTC)
+
+
+def parse_period(text: str) -> Period:
+    match = _PERIOD.match(text or "")
+    if not match:
+        raise ValueError("a period is YYYY, YYYY-MM or YYYY-Qn (e.g. 2026, 2026-11, 2026-Q4)")
+    year = int(match["year"])
+    if not 1900 <= year <= 2999:
+        raise ValueError("year out of range")
+    if match["month"]:
+        month = int(match["month"])
+        if not 1 <= month <= 12:
+            raise ValueError("month must be 01 to 12")
+        return Period(text, _month_start(year, month), _month_start(year, month + 1))
+    if match["quarter"]:
+        first = (int(match["quarter"]) - 1) * 3 + 1
+        return Period(text, _month_start(year, first), _month_start(year, first + 3))
+    return Period(text, _month_start(year, 1), _month_start(year + 1, 1))
+
+
+def current_period(kind: str = "month", now: dt.datetime | None = None) -> Period:
+    now = now or dt.datetime.now(dt.UTC)
+    label = {"month": f"{now.year}-{now.month:02d}", "quarter": f"{now.year}-Q{(now.month - 1) // 3 + 1}",
+             "year": str(now.year)}[kind]
+    return parse_period(label)
+
+
+class PeriodField(fields.String):
+    """A query or body field holding a period; loads as a Period."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return parse_period(super()._deserialize(value, attr, data, **kwargs))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value.label if isinstance(value, Period) else value

@@ -1,0 +1,61 @@
+"""Builds the gateway's settings, database, policy, upstream pools and limits once per process."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from crmkit.auth import TokenVerifier
+from crmkit.db import Database
+from crmkit.logging import configure_logging
+from crmkit.migrations import upgrade
+from crmkit.outbox import OutboxWriter
+from crmkit.settings import load_settings
+from crmkit.web import ServiceContext
+
+from . import SERVICE
+from .config import GatewayConfig, load_config
+from .db import KIT_TABLES
+from .policy import RoutePolicy
+from .ratelimit import RateLimits
+from .upstream import Upstreams
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class Gateway:
+    """What the gateway has beyond a service's context."""
+
+    config: GatewayConfig
+    policy: RoutePolicy
+    upstreams: Upstreams
+    limits: RateLimits
+    parts_pool: ThreadPoolExecutor  # composition fetches run here, in parallel
+
+
+@lru_cache(maxsize=1)
+def gateway() -> Gateway:
+    config = load_config()
+    return Gateway(config=config, policy=RoutePolicy.load(), upstreams=Upstreams(config),
+                   limits=RateLimits(config), parts_pool=ThreadPoolExecutor(max_workers=32,
+                                                                           thread_name_prefix="compose"))
+
+
+@lru_cache(maxsize=1)
+def context() -> ServiceContext:
+    from .gate import admit, authorize  # the per-request checks, which need the context themselves
+
+    settings = load_settings(SERVICE)
+    configure_logging(SERVICE)
+    # urllib3 logs every connection retry; the gateway reports the outcome (and counts it) itself.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    db = Database(settings.database_url, OutboxWriter(KIT_TABLES["outbox"], SERVICE))
+    return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings),
+                          public_paths=("/api/v1/auth/",), admit=admit, authorize=authorize)
+
+
+def migrate() -> None:
+    upgrade(MIGRATIONS, load_settings(SERVICE).database_url)

@@ -1,0 +1,71 @@
+"""Directory rules, free of I/O: who manages which teams, what a token says, who may hand over whom."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from crmkit.auth import Principal
+
+# Roles that may lead a team (be its manager_id).
+TEAM_LEADER_ROLES = frozenset({"manager", "executive", "admin"})
+MIN_PASSWORD_LENGTH = 10
+
+
+@dataclass(frozen=True)
+class TeamNode:
+    id: uuid.UUID
+    manager_id: uuid.UUID | None
+    parent_team_id: uuid.UUID | None
+
+
+def descendants(root_ids: Iterable[uuid.UUID], teams: Iterable[TeamNode]) -> set[uuid.UUID]:
+    """The teams given and every team below them (a cycle, which the directory refuses, cannot loop)."""
+    children: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for team in teams:
+        if team.parent_team_id is not None:
+            children.setdefault(team.parent_team_id, []).append(team.id)
+    found: set[uuid.UUID] = set()
+    stack = list(root_ids)
+    while stack:
+        team_id = stack.pop()
+        if team_id in found:
+            continue
+        found.add(team_id)
+        stack.extend(children.get(team_id, ()))
+    return found
+
+
+def managed_teams(user_id: uuid.UUID, teams: list[TeamNode]) -> set[uuid.UUID]:
+    """CONTRACT §2: `manages` lists the teams a user manages, sub-teams included."""
+    return descendants((t.id for t in teams if t.manager_id == user_id), teams)
+
+
+def would_cycle(team_id: uuid.UUID, new_parent_id: uuid.UUID | None, teams: list[TeamNode]) -> bool:
+    """Whether making new_parent_id the parent of team_id puts a team under itself."""
+    if new_parent_id is None:
+        return False
+    return new_parent_id in descendants([team_id], teams)
+
+
+def token_claims(*, user_id: uuid.UUID, name: str, role: str, team_id: uuid.UUID | None,
+                 manages: set[uuid.UUID], token_version: int) -> dict:
+    return {"sub": str(user_id), "name": name, "role": role,
+            "teams": [str(team_id)] if team_id else [],
+            "manages": sorted(str(t) for t in manages), "ver": token_version}
+
+
+def may_hand_over(caller: Principal, leaver_team_id: uuid.UUID | None) -> bool:
+    """The leaver's manager (their team is among the caller's `manages`), an executive, or an admin."""
+    if caller.role in ("executive", "admin"):
+        return True
+    return caller.role == "manager" and leaver_team_id is not None and str(leaver_team_id) in caller.manages
+
+
+def stale_claims(changes: dict) -> bool:
+    """A change after which tokens already issued must stop working at once."""
+    return bool({"password", "role", "team_id"} & set(changes)) or changes.get("active") is False
+
+
+def handover_answered(expected: list[str], answers: dict) -> bool:
+    return all(service in answers for service in expected)
