@@ -32,6 +32,7 @@ from .logging import request_id_var
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("crm.access")
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
 PROBLEM_JSON = "application/problem+json"
@@ -245,8 +246,14 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.HTTP_REQUESTS.labels(context.settings.service, route, request.method, str(resp.status_code)).inc()
         if "started" in g:
-            metrics.HTTP_LATENCY.labels(context.settings.service, route, request.method).observe(
-                time.perf_counter() - g.started)
+            elapsed = time.perf_counter() - g.started
+            metrics.HTTP_LATENCY.labels(context.settings.service, route, request.method).observe(elapsed)
+            # One access line per request, carrying the request id (the JSON formatter adds it), so a
+            # request can be followed from the gateway into every service it touched.
+            if not request.path.startswith(("/healthz", "/readyz", "/metrics")):
+                access_log.info("%s %s %s", request.method, request.path, resp.status_code, extra={
+                    "status": resp.status_code, "duration_ms": round(elapsed * 1000, 1),
+                    "user": g.principal.user_id if "principal" in g else None})
         return resp
 
     @app.teardown_request

@@ -76,3 +76,15 @@ def leads_stack(kafka, postgres, topic_prefix, tmp_path):
         stack.api.stop()
         stack.worker.stop()
         postgres.drop_database(database_url)
+
+
+@pytest.fixture(scope="module")
+def crm(kafka, postgres, tmp_path_factory):
+    """The gateway in front of the leads service, with an organisation (tests/e2e/gateway_stack.py)."""
+    from tests.e2e.gateway_stack import start_crm, stop_crm
+
+    stack = start_crm(kafka, postgres, tmp_path_factory.mktemp("crm"))
+    try:
+        yield stack
+    finally:
+        stop_crm(stack, postgres)

@@ -1,0 +1,143 @@
+"""The CRM as deployed, for tests through the gateway: the gateway and the leads service, each an
+API under gunicorn plus a worker, on their own PostgreSQL databases and the test Kafka broker, and
+an organisation created through the gateway's own directory API."""
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import requests
+
+from infra.stack import GATEWAY, SERVICES, ManagedProcess, api_process, gateway_env, migrate, service_env, worker_process
+from tests.infra import JWT_SECRET, wait_for
+
+LEADS = next(s for s in SERVICES if s.name == "leads")
+ADMIN_PASSWORD = "admin-password-for-tests"
+PASSWORD = "password-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Crm:
+    state_dir: Path
+    env: dict  # the services' environment
+    gateway_env: dict
+    ports: dict[str, int]
+    procs: dict[str, ManagedProcess] = field(default_factory=dict)
+    databases: tuple[str, str] = ("", "")  # leads, gateway
+    topic_prefix: str = ""
+    users: dict[str, dict] = field(default_factory=dict)  # name -> the user as the directory returned it
+    teams: dict[str, dict] = field(default_factory=dict)
+
+    def sql(self, database: str, query: str, *params):
+        url = self.databases[0 if database == "leads" else 1]
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+            return conn.execute(query, params).fetchall()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    @property
+    def leads_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['leads']}"
+
+    def start(self, name: str) -> None:
+        service = GATEWAY if name.startswith("gateway") else LEADS
+        env = self.gateway_env if service is GATEWAY else self.env
+        if name.endswith("-worker"):
+            proc = worker_process(service, env, state_dir=self.state_dir, metrics_port=free_port())
+        else:
+            proc = api_process(service, env, state_dir=self.state_dir, port=self.ports[service.name])
+        self.procs[name] = proc.start()
+        proc.wait_healthy()
+
+    def stop(self, name: str) -> None:
+        self.procs[name].stop()
+
+    def session(self, token: str | None = None) -> requests.Session:
+        s = requests.Session()
+        if token:
+            s.headers["Authorization"] = f"Bearer {token}"
+        return s
+
+    def token(self, username: str, password: str = PASSWORD) -> str:
+        r = requests.post(f"{self.url}/api/v1/auth/token", json={"username": username, "password": password}, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()["access_token"]
+
+    def as_(self, name: str) -> requests.Session:
+        return self.session(self.token(name, ADMIN_PASSWORD if name == "admin" else PASSWORD))
+
+    def api(self, path: str) -> str:
+        return f"{self.url}/api/v1{path}"
+
+
+# name, role, team (by name); "north" sits below "east", so east's manager manages both.
+ORG_TEAMS = [("east", None), ("north", "east"), ("west", None)]
+ORG_USERS = [("exec", "executive", None), ("mgr-east", "manager", "east"), ("mgr-west", "manager", "west"),
+             ("ann", "rep", "east"), ("amy", "rep", "east"), ("nora", "rep", "north"), ("bo", "rep", "west"),
+             ("mkt", "marketing", None), ("svc", "service", None)]
+TEAM_MANAGERS = {"east": "mgr-east", "west": "mgr-west"}
+
+
+def build_org(crm: Crm) -> None:
+    admin = crm.as_("admin")
+    crm.users["admin"] = admin.get(crm.api("/me")).json()
+    for name, parent in ORG_TEAMS:
+        body = {"name": f"{name}-{uuid.uuid4().hex[:6]}", "parent_team_id": crm.teams[parent]["id"] if parent else None}
+        r = admin.post(crm.api("/teams"), json=body)
+        assert r.status_code == 201, r.text
+        crm.teams[name] = r.json()
+    for name, role, team in ORG_USERS:
+        r = admin.post(crm.api("/users"), json={"username": name, "password": PASSWORD, "name": name.title(),
+                                                 "role": role, "team_id": crm.teams[team]["id"] if team else None})
+        assert r.status_code == 201, r.text
+        crm.users[name] = r.json()
+    for team, manager in TEAM_MANAGERS.items():
+        current = admin.get(crm.api(f"/teams/{crm.teams[team]['id']}"))
+        r = admin.patch(crm.api(f"/teams/{crm.teams[team]['id']}"), json={"manager_id": crm.users[manager]["id"]},
+                        headers={"If-Match": current.headers["ETag"]})
+        assert r.status_code == 200, r.text
+
+
+def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None) -> Crm:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    leads_db, gateway_db = postgres.create_database(), postgres.create_database()
+    ports = {"leads": free_port(), "gateway": free_port()}
+    env = service_env({"LEADS_DATABASE_URL": leads_db, "GATEWAY_DATABASE_URL": gateway_db,
+                       "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CRM_TOPIC_PREFIX": prefix,
+                       "CRM_JWT_SECRET": JWT_SECRET}, state_dir=state_dir)
+    gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD, "CRM_BREAKER_RESET_SECONDS": "2",
+                          "CRM_RATE_LIMIT_PER_USER": "100000/minute", "CRM_RATE_LIMIT_PER_ADDRESS": "100000/minute",
+                          "CRM_RATE_LIMIT_LOGIN": "1000/minute",
+                          "CRM_CORS_ORIGINS": "https://crm.example.com", **(extra_env or {})}, [LEADS], ports)
+    crm = Crm(state_dir=state_dir, env=env, gateway_env=gw_env, ports=ports, databases=(leads_db, gateway_db),
+              topic_prefix=prefix)
+    migrate(LEADS, env)
+    migrate(GATEWAY, gw_env)
+    for name in ("leads-api", "leads-worker", "gateway-api", "gateway-worker"):
+        crm.start(name)
+    build_org(crm)
+    return crm
+
+
+def stop_crm(crm: Crm, postgres) -> None:
+    for proc in crm.procs.values():
+        proc.stop()
+    for url in crm.databases:
+        postgres.drop_database(url)
+
+
+def wait_replicated(crm: Crm, *user_ids: str) -> None:
+    """Until the leads service's directory replica knows the users (crm.directory.v1 is asynchronous)."""
+    wait_for(lambda: crm.sql("leads", "select count(*) from directory_users where id = any(%s)",
+                             list(user_ids))[0][0] == len(user_ids), what=f"users {user_ids} replicated to leads")

@@ -1,0 +1,149 @@
+"""The gateway as operations sees it, with real processes: handover across services through Kafka,
+directory events, a stopped service (503, circuit breaker, degraded customer view), rate limits,
+request ids, CORS and size limits."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+import requests
+
+from infra.stack import GATEWAY, api_process
+from tests.e2e.gateway_stack import free_port, wait_replicated
+from tests.infra import read_topic, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+def test_directory_changes_are_published_without_secrets(crm, kafka):
+    def all_relayed():
+        found = read_topic(kafka.bootstrap, f"{crm.topic_prefix}crm.directory.v1", timeout_ms=1000)
+        updated = [m for m in found if dict(m.headers)["type"] == b"team.updated"]
+        return found if len(updated) == 2 else None
+
+    messages = wait_for(all_relayed, what="directory events")
+    events = [json.loads(m.value) for m in messages]
+    ann = next(e for e in events if e["type"] == "user.created" and e["subject"] == crm.users["ann"]["id"])
+    assert ann["data"]["user"] == {"id": crm.users["ann"]["id"], "username": "ann", "name": "Ann", "role": "rep",
+                                   "team_id": crm.teams["east"]["id"], "region": None, "active": True}
+    assert "password" not in json.dumps(events)
+    north = next(e for e in events if e["type"] == "team.created" and e["subject"] == crm.teams["north"]["id"])
+    assert north["data"]["team"]["parent_team_id"] == crm.teams["east"]["id"]
+    managed = [e for e in events if e["type"] == "team.updated" and e["subject"] == crm.teams["east"]["id"]]
+    assert managed[-1]["data"]["team"]["manager_id"] == crm.users["mgr-east"]["id"]
+
+
+def test_handover_moves_the_leavers_open_leads_and_reports_completion(crm):
+    admin, ann, mgr_east = crm.as_("admin"), crm.as_("ann"), crm.as_("mgr-east")
+    r = admin.post(crm.api("/users"), json={"username": f"leaving{uuid.uuid4().hex[:5]}", "password": "password-for-tests",
+                                            "name": "Leaving Rep", "role": "rep", "team_id": crm.teams["east"]["id"]})
+    leaver = r.json()
+    wait_replicated(crm, leaver["id"], crm.users["ann"]["id"])
+    leaving = crm.session(crm.token(leaver["username"]))
+    ids = [leaving.post(crm.api("/leads"), json={"company": f"Handover {i} {uuid.uuid4().hex[:5]}"}).json()["id"]
+           for i in range(3)]
+    closed = leaving.post(crm.api("/leads"), json={"company": f"Closed {uuid.uuid4().hex[:5]}"}).json()
+    leaving.patch(crm.api(f"/leads/{closed['id']}"), json={"status": "disqualified"}, headers={"If-Match": '"v1"'})
+
+    r = mgr_east.post(crm.api(f"/users/{leaver['id']}/handover"), json={"to_user_id": crm.users["ann"]["id"]},
+                      headers={"Idempotency-Key": "handover-1"})
+    assert r.status_code == 202, r.text
+    handover_id = r.json()["handover_id"]
+    replay = mgr_east.post(crm.api(f"/users/{leaver['id']}/handover"), json={"to_user_id": crm.users["ann"]["id"]},
+                           headers={"Idempotency-Key": "handover-1"})
+    assert replay.json()["handover_id"] == handover_id  # the same handover, not a second one
+
+    status = wait_for(lambda: (lambda h: h if h["status"] == "completed" else None)(
+        mgr_east.get(crm.api(f"/handovers/{handover_id}")).json()), timeout=60, what="handover completed")
+    assert status["services"]["leads"]["moved"] == 3 and status["waiting_for"] == []
+    for lead_id in ids:
+        lead = ann.get(crm.api(f"/leads/{lead_id}")).json()
+        assert lead["owner_id"] == crm.users["ann"]["id"] and lead["team_id"] == crm.teams["east"]["id"]
+    assert ann.get(crm.api(f"/leads/{closed['id']}")).status_code == 404  # a closed lead stays with its owner
+
+
+def test_request_ids_are_returned_and_reach_the_service(crm):
+    rid = f"trace-{uuid.uuid4().hex}"
+    r = crm.as_("ann").get(crm.api("/leads"), headers={"X-Request-ID": rid})
+    assert r.headers["X-Request-ID"] == rid
+    wait_for(lambda: rid in (crm.state_dir / "logs" / "leads-api.log").read_text(), timeout=10,
+             what="the request id in the leads service's log")
+    made = crm.as_("ann").get(crm.api("/leads")).headers["X-Request-ID"]
+    assert uuid.UUID(made)
+
+
+def test_body_limits_and_json_only(crm):
+    ann = crm.as_("ann")
+    r = ann.post(crm.api("/leads"), data=b"{" + b" " * (1024 * 1024 + 10) + b"}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.headers["Content-Type"] == "application/problem+json"
+    r = ann.post(crm.api("/users"), data="username=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 403  # role first: a rep may not use the route at all
+    r = crm.as_("admin").post(crm.api("/users"), data="username=x",
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    r = crm.as_("admin").post(crm.api("/users"), data="{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_cors_preflight_and_headers(crm):
+    origin = "https://crm.example.com"
+    r = requests.options(crm.api("/leads"), headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                                     "Access-Control-Request-Headers": "authorization,content-type"},
+                         timeout=10)
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == origin
+    r = crm.as_("ann").get(crm.api("/leads"), headers={"Origin": "https://evil.example.org"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_rate_limits_answer_429_with_retry_after(crm):
+    port = free_port()
+    env = {**crm.gateway_env, "CRM_RATE_LIMIT_PER_USER": "5/minute", "CRM_RATE_LIMIT_PER_ADDRESS": "9/minute",
+           "CRM_RATE_LIMIT_LOGIN": "100/minute"}
+    ann, bo = crm.token("ann"), crm.token("bo")
+    limited = api_process(GATEWAY, env, state_dir=crm.state_dir / "limited", port=port, workers=1).start()
+    try:
+        limited.wait_healthy()
+        url = f"http://127.0.0.1:{port}/api/v1/me"
+        statuses = [requests.get(url, headers={"Authorization": f"Bearer {ann}"}, timeout=10) for _ in range(6)]
+        assert [r.status_code for r in statuses] == [200] * 5 + [429]
+        refused = statuses[-1]
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        # Another user from the same address has their own allowance, until the address's runs out.
+        statuses = [requests.get(url, headers={"Authorization": f"Bearer {bo}"}, timeout=10).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+    finally:
+        limited.stop()
+
+
+def test_a_stopped_service_is_503_then_the_breaker_opens_and_recovers(crm):
+    ann = crm.as_("ann")
+    account_id = str(uuid.uuid4())
+    view = ann.get(crm.api(f"/customers/{account_id}"))
+    assert view.status_code == 200, view.text
+    assert view.json()["leads"] == [] and view.json()["degraded"] == ["notifications", "opportunities", "orders"]
+
+    crm.stop("leads-api")
+    try:
+        first = ann.get(crm.api("/leads"))
+        assert first.status_code == 503 and first.headers["Content-Type"] == "application/problem+json"
+        assert int(first.headers["Retry-After"]) >= 1
+        details = [ann.get(crm.api("/leads")).json()["detail"] for _ in range(8)]
+        assert any("failing" in d for d in details), details  # the breaker opened: no more waiting on connects
+        assert ann.get(crm.api(f"/customers/{account_id}")).status_code == 503  # no part left to show
+        assert ann.get(crm.api("/me")).status_code == 200  # the gateway's own routes do not depend on it
+    finally:
+        crm.start("leads-api")
+    time.sleep(2.5)  # the breaker's reset timeout in this stack
+    wait_for(lambda: ann.get(crm.api("/leads")).status_code == 200, timeout=30, what="leads back through the gateway")
+
+
+def test_the_merged_openapi_document_lists_gateway_and_service_routes(crm):
+    doc = requests.get(f"{crm.url}/openapi.json", timeout=10).json()
+    assert {"/api/v1/leads", "/api/v1/leads/{lead_id}", "/api/v1/users", "/api/v1/customers/{account_id}",
+            "/api/v1/reports/funnel"} <= set(doc["paths"])
+    assert doc["x-unavailable"] == ["notifications", "opportunities", "orders"]
+    assert "Lead" in doc["components"]["schemas"] and "User" in doc["components"]["schemas"]
+    assert "swagger-ui" in requests.get(f"{crm.url}/docs", timeout=10).text
