@@ -50,10 +50,19 @@ def _viewer_role() -> str | None:
     return None
 
 
+def _money_range(value) -> None:
+    # Not validate.Range: apispec would publish its bounds as decimal strings ("1000000000000.00"),
+    # which is not valid OpenAPI for a `maximum`. The documented pattern below says the same.
+    if not 0 <= value < MONEY_MAX:
+        raise ValidationError(f"must be at least 0 and below {MONEY_MAX}")
+
+
 class Money(fields.Decimal):
     def __init__(self, *, hidden_from: tuple[str, ...] = (), **kwargs):
-        kwargs.setdefault("validate", validate.Range(min=0, max=MONEY_MAX, max_inclusive=False))
-        super().__init__(as_string=True, places=2, **kwargs)
+        kwargs.setdefault("validate", _money_range)
+        metadata = {"type": "string", "format": "decimal", "pattern": r"^\d{1,12}(\.\d{1,2})?$",
+                    "example": "12500.00", **kwargs.pop("metadata", {})}
+        super().__init__(as_string=True, places=2, metadata=metadata, **kwargs)
         self.hidden_from = frozenset(hidden_from)
 
     def serialize(self, attr, obj, accessor=None, **kwargs):
