@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest, leads_list
+from bench import gateway, ingest, leads_list
 
-BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run}
+BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run, "gateway": gateway.run}
 
 
 def main() -> None:
@@ -14,8 +14,9 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=list(BENCHMARKS), help=f"any of {sorted(BENCHMARKS)}")
     parser.add_argument("--messages", type=int, default=100_000, help="ingest: inbound messages")
     parser.add_argument("--leads", type=int, default=1_000_000, help="leads_list: leads in the table")
+    parser.add_argument("--gateway-leads", type=int, default=200_000, help="gateway: leads in the table")
     args = parser.parse_args()
-    sizes = {"ingest": args.messages, "leads_list": args.leads}
+    sizes = {"ingest": args.messages, "leads_list": args.leads, "gateway": args.gateway_leads}
     for name in args.names:
         result = BENCHMARKS[name](sizes[name])
         print(json.dumps(result, indent=2))

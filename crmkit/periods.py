@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from marshmallow import ValidationError, fields
 
-_PERIOD = re.compile(r"^(?P<year>\d{4})(?:-(?:(?P<month>\d{2})|Q(?P<quarter>[1-4])))?$")
+_PERIOD = re.compile(r"(?P<year>[0-9]{4})(?:-(?:(?P<month>[0-9]{2})|Q(?P<quarter>[1-4])))?")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def _month_start(year: int, month: int) -> dt.datetime:
 
 
 def parse_period(text: str) -> Period:
-    match = _PERIOD.match(text or "")
+    match = _PERIOD.fullmatch(text or "")
     if not match:
         raise ValueError("a period is YYYY, YYYY-MM or YYYY-Qn (e.g. 2026, 2026-11, 2026-Q4)")
     year = int(match["year"])

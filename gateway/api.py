@@ -3,7 +3,7 @@ docs, and the forwarding route behind which every service's API sits (CONTRACT Â
 from __future__ import annotations
 
 import uuid
-from urllib.parse import quote
+from urllib.parse import quote, quote_from_bytes
 
 from flask import Response, g, request
 from flask_cors import CORS
@@ -39,7 +39,6 @@ from .schemas import (
     UserPatchSchema,
     UserSchema,
 )
-from .upstream import IDEMPOTENT_METHODS
 
 auth_blp = Blueprint("auth", __name__, description="Sign in, and who am I")
 directory_blp = Blueprint("directory", __name__, description="Users and teams (admin), and handovers")
@@ -52,7 +51,9 @@ views_blp = Blueprint("views", __name__, description="Views composed from severa
 @auth_blp.response(200, TokenSchema)
 def token(credentials):
     """Exchange a username and password for a short-lived bearer token."""
+    # Per address and name (guessing one password), and per address (each attempt costs a KDF run).
     gateway().limits.hit("login", f"{client_address()}|{credentials['username'].lower()}")
+    gateway().limits.hit("login_address", client_address())
     with ctx().db.uow(readonly=True) as uow:
         user = services.authenticate(uow, credentials["username"], credentials["password"])
         return services.issue_for(uow, ctx().settings, gateway().config, user), 200, {"Cache-Control": "no-store"}
@@ -215,11 +216,10 @@ def forward(rest: str):
     body = request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
     target = quote(request.path, safe="/:@!$&'()*+,;=-._~")
     if request.query_string:
-        target += "?" + request.query_string.decode("latin-1")
-    idempotent_call = request.method in IDEMPOTENT_METHODS or (
-        request.method == "POST" and "Idempotency-Key" in request.headers)
+        # As the client sent it, escaping only what is not valid in a URL (raw UTF-8, spaces).
+        target += "?" + quote_from_bytes(request.query_string, safe="/:@!$&'()*+,;=-._~?%")
     answer = gateway().upstreams[route.service].request(request.method, target, headers=headers, body=body,
-                                                        timeout=route.timeout, idempotent=idempotent_call)
+                                                        timeout=route.timeout)
     kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in NOT_RETURNED]
     return Response(answer.body, status=answer.status, headers=kept)
 

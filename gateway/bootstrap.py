@@ -21,6 +21,7 @@ from .db import KIT_TABLES
 from .policy import RoutePolicy
 from .ratelimit import RateLimits
 from .upstream import Upstreams
+from .user_status import UserStatusCache
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -34,14 +35,16 @@ class Gateway:
     upstreams: Upstreams
     limits: RateLimits
     parts_pool: ThreadPoolExecutor  # composition fetches run here, in parallel
+    user_statuses: UserStatusCache
 
 
 @lru_cache(maxsize=1)
 def gateway() -> Gateway:
     config = load_config()
     return Gateway(config=config, policy=RoutePolicy.load(), upstreams=Upstreams(config),
-                   limits=RateLimits(config), parts_pool=ThreadPoolExecutor(max_workers=32,
-                                                                           thread_name_prefix="compose"))
+                   limits=RateLimits(config),
+                   parts_pool=ThreadPoolExecutor(max_workers=32, thread_name_prefix="compose"),
+                   user_statuses=UserStatusCache(context().db.engine))
 
 
 @lru_cache(maxsize=1)

@@ -45,7 +45,9 @@ class Fetcher:
     def get(self, service: str, path: str, params: dict | None = None) -> Future:
         query = f"?{urlencode(params)}" if params else ""
         # In the caller's context, so the request id follows into the pool's threads and their logs.
-        return self.pool.submit(contextvars.copy_context().run, self._get, service, path + query)
+        future = self.pool.submit(contextvars.copy_context().run, self._get, service, path + query)
+        future.service = service
+        return future
 
     def _get(self, service: str, path: str) -> Outcome:
         try:
@@ -62,8 +64,9 @@ class Fetcher:
         try:
             return future.result(timeout=PART_TIMEOUT + 1)
         except Exception as exc:  # noqa: BLE001 - a part that failed in any way is a degraded part
-            log.warning("composition part failed: %r", exc)
-            return Outcome("unknown", None, str(exc))
+            future.cancel()
+            log.warning("composition part from %s failed: %r", future.service, exc)
+            return Outcome(future.service, None, str(exc))
 
 
 def _items(outcome: Outcome) -> list | None:

@@ -28,6 +28,7 @@ class GatewayConfig:
     rate_limit_per_user: str
     rate_limit_per_address: str
     rate_limit_login: str
+    rate_limit_login_address: str
     cors_origins: tuple[str, ...]
     connect_timeout: float
     read_timeout: float
@@ -52,6 +53,7 @@ def load_config() -> GatewayConfig:
         rate_limit_per_user=env.get("CRM_RATE_LIMIT_PER_USER", "1200/minute"),
         rate_limit_per_address=env.get("CRM_RATE_LIMIT_PER_ADDRESS", "6000/minute"),
         rate_limit_login=env.get("CRM_RATE_LIMIT_LOGIN", "10/minute"),
+        rate_limit_login_address=env.get("CRM_RATE_LIMIT_LOGIN_ADDRESS", "60/minute"),
         cors_origins=tuple(o.strip() for o in env.get("CRM_CORS_ORIGINS", "").split(",") if o.strip()),
         connect_timeout=_float("CRM_UPSTREAM_CONNECT_TIMEOUT", 2.0),
         read_timeout=_float("CRM_UPSTREAM_READ_TIMEOUT", 10.0),

@@ -62,6 +62,18 @@ def may_hand_over(caller: Principal, leaver_team_id: uuid.UUID | None) -> bool:
     return caller.role == "manager" and leaver_team_id is not None and str(leaver_team_id) in caller.manages
 
 
+RECORD_OWNER_ROLES = frozenset({"rep", "manager"})
+
+
+def may_receive_handover(caller: Principal, role: str, team_id: uuid.UUID | None) -> bool:
+    """Records go to someone who works them (a rep or manager); a manager keeps them in their teams."""
+    if role not in RECORD_OWNER_ROLES:
+        return False
+    if caller.role == "manager":
+        return team_id is not None and str(team_id) in caller.manages
+    return True
+
+
 def stale_claims(changes: dict) -> bool:
     """A change after which tokens already issued must stop working at once."""
     return bool({"password", "role", "team_id"} & set(changes)) or changes.get("active") is False

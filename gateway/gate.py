@@ -24,6 +24,5 @@ def admit() -> None:
 def authorize(principal: Principal) -> None:
     gw = gateway()
     gw.limits.hit("user", principal.user_id)
-    with context().db.uow(readonly=True) as uow:
-        services.check_current(uow, principal)
+    services.check_current(lambda: context().db.uow(readonly=True), gw.user_statuses, principal)
     g.route = gw.policy.decide(request.method, request.path, principal.role)

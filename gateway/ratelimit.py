@@ -13,7 +13,7 @@ import time
 
 import limits
 from limits.storage import storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.strategies import FixedWindowRateLimiter
 
 from crmkit import metrics
 from crmkit.errors import Problem
@@ -30,10 +30,14 @@ class TooManyRequests(Problem):
 class RateLimits:
     def __init__(self, config: GatewayConfig):
         self.storage = storage_from_string(config.rate_limit_storage)
-        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
+        # Fixed windows: one counter per key and window, half the work of a sliding window on every
+        # request; a client can burst up to twice the limit across a window boundary, which is fine
+        # for what these limits are for (abuse, runaway scripts).
+        self.limiter = FixedWindowRateLimiter(self.storage)
         self.rules = {"user": limits.parse(config.rate_limit_per_user),
                       "address": limits.parse(config.rate_limit_per_address),
-                      "login": limits.parse(config.rate_limit_login)}
+                      "login": limits.parse(config.rate_limit_login),
+                      "login_address": limits.parse(config.rate_limit_login_address)}
 
     def hit(self, scope: str, key: str) -> None:
         rule = self.rules[scope]

@@ -18,6 +18,7 @@ from . import domain
 from .config import GatewayConfig
 from .db import DirectoryRepository, Handover, Team, User
 from .events import directory_event, team_data, user_data
+from .user_status import UserStatusCache, announce_change
 
 # werkzeug's default KDF (scrypt, n=2**15, r=8, p=1), salted per password.
 _DUMMY_HASH = generate_password_hash("not-a-password-anyone-has")
@@ -57,17 +58,17 @@ def issue_for(uow: UnitOfWork, settings: Settings, config: GatewayConfig, user: 
     return {"access_token": token, "token_type": "Bearer", "expires_in": config.token_ttl_seconds}
 
 
-def check_current(uow: UnitOfWork, principal: Principal) -> None:
+def check_current(open_uow: Callable[[], UnitOfWork], statuses: UserStatusCache, principal: Principal) -> None:
     """A token of a deactivated user, or one whose claims went stale (password, role or team changed),
     stops working at once, not when it expires."""
     try:
         user_id = uuid.UUID(principal.user_id)
     except ValueError:
         raise Unauthorized("token subject is not a user of this directory") from None
-    row = uow.session.execute(select(User.active, User.token_version).where(User.id == user_id)).first()
-    if row is None or not row.active:
+    status = statuses.status(open_uow, user_id)
+    if status is None or not status[0]:
         raise Unauthorized("this user is not active")
-    if principal.token_version != row.token_version:
+    if principal.token_version != status[1]:
         raise Unauthorized("token is no longer valid (password, role or team changed); sign in again")
 
 
@@ -130,6 +131,7 @@ def update_user(uow: UnitOfWork, settings: Settings, actor: str, user_id: uuid.U
     if domain.stale_claims(changes):
         user.token_version += 1
     uow.session.flush()
+    announce_change(uow, user.id)
     _publish_user(uow, settings, "user.deactivated" if changes.get("active") is False else "user.updated", user, actor)
     return user
 
@@ -184,12 +186,25 @@ def update_team(uow: UnitOfWork, settings: Settings, actor: str, team_id: uuid.U
     if "name" in changes and changes["name"].strip() != team.name and uow.session.execute(
             select(Team.id).where(Team.name == changes["name"].strip())).first():
         raise Conflict("a team with that name exists", errors={"name": ["taken"]})
+    before = _managers_scope(repo)
     for name in ("name", "manager_id", "parent_team_id", "region"):
         if name in changes:
             setattr(team, name, changes[name].strip() if name == "name" else changes[name])
     uow.session.flush()
+    after = _managers_scope(repo)
+    # Whoever gained or lost a managed team holds a token with a stale `manages`: end it now.
+    for user_id in {u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}:
+        manager = repo.user(user_id)
+        if manager is not None:
+            manager.token_version += 1
+            announce_change(uow, manager.id)
     uow.publish(*directory_event(settings, "team.updated", team.id, team_data(team), actor=actor))
     return team
+
+
+def _managers_scope(repo: DirectoryRepository) -> dict[uuid.UUID, set[uuid.UUID]]:
+    nodes = _nodes(repo.all_teams())
+    return {t.manager_id: domain.managed_teams(t.manager_id, nodes) for t in nodes if t.manager_id is not None}
 
 
 def list_teams(uow: UnitOfWork, args: dict):
@@ -216,8 +231,10 @@ def request_handover(uow: UnitOfWork, settings: Settings, config: GatewayConfig,
     if leaver is None or not domain.may_hand_over(principal, leaver.team_id):
         raise NotFound("no such user among the teams you manage")
     successor = repo.user(to_user_id)
-    if successor is None or not successor.active:
-        raise ValidationFailed("hand over to an active user", errors={"to_user_id": ["no such active user"]})
+    if successor is None or not successor.active or not domain.may_receive_handover(principal, successor.role,
+                                                                                     successor.team_id):
+        raise ValidationFailed("hand over to an active rep or manager (for a manager: one of the teams you manage)",
+                               errors={"to_user_id": ["not an active rep or manager you may hand records to"]})
     if successor.id == leaver.id:
         raise ValidationFailed("a user cannot hand over to themselves", errors={"to_user_id": ["same user"]})
     now = utcnow()
@@ -252,6 +269,8 @@ def record_handover_answer(uow: UnitOfWork, envelope: dict) -> None:
     handover = DirectoryRepository(uow.session).handover(handover_id, for_update=True)
     if handover is None:
         raise Reject(f"handover {handover_id} is not one of ours")
+    if service not in handover.expected or service in handover.services:
+        return  # a service we did not ask, or a second answer: the first one stands
     handover.services = {**handover.services, service: {"moved": moved, "at": envelope["time"].isoformat()}}
     if handover.status == "pending" and domain.handover_answered(handover.expected, handover.services):
         handover.status = "completed"

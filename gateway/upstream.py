@@ -1,6 +1,7 @@
 """Calling the services: one pooled keep-alive connection pool per upstream (urllib3), timeouts,
-retries only where a retry cannot apply a change twice, and a circuit breaker (pybreaker) per
-upstream so a dead service costs callers one fast 503 instead of a timeout each.
+a retry only when the connection was refused (the request never reached the service, so nothing can
+be applied twice), and a circuit breaker per upstream so a dead service costs callers one fast 503
+instead of a connect timeout each.
 
 Failures become problems a client can act on: 503 unreachable or breaker open, 504 too slow,
 502 an answer that is not HTTP.
@@ -10,11 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
+import time
 from dataclasses import dataclass
 
-import pybreaker
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, ProtocolError, TimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    EmptyPoolError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    TimeoutError,
+)
 from urllib3.util import Retry, Timeout
 
 from crmkit import metrics
@@ -25,8 +35,11 @@ from .config import GatewayConfig
 log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# Answers that mean the service (not the request) is in trouble: they count against the breaker.
-UPSTREAM_TROUBLE = frozenset({502, 503, 504})
+# Answers that mean the service itself is in trouble (not this request): they count against the breaker.
+UPSTREAM_TROUBLE = frozenset({502, 503})
+# Retry only refused or failed connects: such a request never reached the service.
+CONNECT_RETRIES = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.05,
+                        raise_on_status=False)
 
 
 class UpstreamUnavailable(Problem):
@@ -41,12 +54,57 @@ class BadGateway(Problem):
     status = 502
 
 
-class _TroubleAnswer(Exception):
-    """Raised inside the breaker so a 502/503/504 answer counts as a failure; carries the answer."""
+class CircuitBreaker:
+    """Closed until `fail_max` failures in a row; then open (calls refused at once) for `reset_seconds`;
+    then one trial call at a time (half-open) whose success closes it again.
 
-    def __init__(self, response):
-        super().__init__(f"upstream answered {response.status}")
-        self.response = response
+    Written here rather than taken from pybreaker: pybreaker 1.4 holds its lock for the whole call,
+    which serialized every request to a service through one gateway process."""
+
+    def __init__(self, fail_max: int, reset_seconds: float):
+        self.fail_max = fail_max
+        self.reset_seconds = reset_seconds
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_running = False
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            if time.monotonic() - self._opened_at < self.reset_seconds or self._trial_running:
+                return False
+            self._trial_running = True  # half-open: this caller tries; the others still get 503
+            return True
+
+    def retry_after(self) -> int:
+        with self._lock:
+            waited = time.monotonic() - (self._opened_at or time.monotonic())
+        return max(1, math.ceil(self.reset_seconds - waited))
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures, self._opened_at, self._trial_running = 0, None, False
+
+    def inconclusive(self) -> None:
+        """The call says nothing about the service's health (our pool was full, the request was slow)."""
+        with self._lock:
+            self._trial_running = False
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._trial_running or self._failures >= self.fail_max:
+                self._opened_at = time.monotonic()
+            self._trial_running = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._opened_at is None:
+                return "closed"
+            return "open" if time.monotonic() - self._opened_at < self.reset_seconds else "half-open"
 
 
 @dataclass
@@ -64,50 +122,47 @@ class Upstream:
         self.name = name
         self.base_url = base_url
         self.config = config
-        # block=True: at most pool_size connections per process; a burst waits for a free one
-        # (bounded by the timeout) instead of opening and throwing away extra sockets.
+        # block=True: at most pool_size connections per process; a burst waits (up to the connect
+        # timeout) for a free one instead of opening and throwing away extra sockets.
         self.pool = urllib3.connection_from_url(base_url, maxsize=config.pool_size, block=True, retries=False)
-        self.breaker = pybreaker.CircuitBreaker(fail_max=config.breaker_failures,
-                                                reset_timeout=config.breaker_reset_seconds, name=name)
-
-    def _retry(self, method: str, idempotent: bool) -> Retry:
-        # A refused connection never reached the service, so any request may be tried again. Once
-        # sent, only requests that cannot apply twice are (GET/PUT/DELETE, or POST with an Idempotency-Key).
-        return Retry(total=2, connect=2, read=2 if idempotent else 0, status=2 if idempotent else 0,
-                     other=0, allowed_methods=None if idempotent else frozenset(), backoff_factor=0.05,
-                     status_forcelist=UPSTREAM_TROUBLE if idempotent else (), raise_on_status=False,
-                     respect_retry_after_header=False)
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
 
     def request(self, method: str, path: str, *, headers: dict, body: bytes | None = None,
-                timeout: float | None = None, idempotent: bool | None = None) -> UpstreamResponse:
-        if idempotent is None:
-            idempotent = method in IDEMPOTENT_METHODS
-        read_timeout = timeout or self.config.read_timeout
-
-        def call():
-            response = self.pool.urlopen(method, path, body=body, headers=headers, redirect=False,
-                                         retries=self._retry(method, idempotent), preload_content=True,
-                                         timeout=Timeout(connect=self.config.connect_timeout, read=read_timeout))
-            answer = UpstreamResponse(response.status, response.headers, response.data)
-            if answer.status in UPSTREAM_TROUBLE:
-                raise _TroubleAnswer(answer)
-            return answer
-
-        try:
-            return self.breaker.call(call)
-        except _TroubleAnswer as trouble:
-            return trouble.response  # the service's own problem+json, passed on as it is
-        except pybreaker.CircuitBreakerError:
+                timeout: float | None = None) -> UpstreamResponse:
+        if not self.breaker.allow():
             metrics.UPSTREAM_FAILURES.labels(self.name, "circuit_open").inc()
-            retry_after = max(1, math.ceil(self.config.breaker_reset_seconds))
             raise UpstreamUnavailable(f"the {self.name} service is failing; try again shortly",
-                                      headers={"Retry-After": str(retry_after)}) from None
+                                      headers={"Retry-After": str(self.breaker.retry_after())})
+        try:
+            response = self.pool.urlopen(method, path, body=body, headers=headers, redirect=False,
+                                         retries=CONNECT_RETRIES, preload_content=True,
+                                         pool_timeout=self.config.connect_timeout,
+                                         timeout=Timeout(connect=self.config.connect_timeout,
+                                                         read=timeout or self.config.read_timeout))
+        except EmptyPoolError:
+            # Our own pool is exhausted: the gateway is busy, the service is not at fault.
+            self.breaker.inconclusive()
+            metrics.UPSTREAM_FAILURES.labels(self.name, "pool_exhausted").inc()
+            raise UpstreamUnavailable(f"too many requests in flight to the {self.name} service",
+                                      headers={"Retry-After": "1"}) from None
         except (TimeoutError, MaxRetryError, NewConnectionError, ProtocolError, HTTPError) as exc:
-            raise self._problem(exc) from None
+            problem = self._problem(exc)
+            if problem.status == 504:
+                # A slow answer may be this request's doing (a huge search); only a service that
+                # cannot be reached trips the breaker for everyone.
+                self.breaker.inconclusive()
+            else:
+                self.breaker.failed()
+            raise problem from None
+        if response.status in UPSTREAM_TROUBLE:
+            self.breaker.failed()
+        else:
+            self.breaker.succeeded()
+        return UpstreamResponse(response.status, response.headers, response.data)
 
     def _problem(self, exc: Exception) -> Problem:
         cause = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
-        if isinstance(cause, TimeoutError) and not isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+        if isinstance(cause, TimeoutError) and not isinstance(cause, ConnectTimeoutError):
             metrics.UPSTREAM_FAILURES.labels(self.name, "timeout").inc()
             return UpstreamTimeout(f"the {self.name} service did not answer in time")
         if isinstance(cause, ProtocolError):

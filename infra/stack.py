@@ -50,6 +50,9 @@ def gateway_env(env: dict, services: list[ServiceDef], ports: dict[str, int] | N
     env = {**env, **{f"{s.name.upper()}_URL": f"http://127.0.0.1:{ports.get(s.name, s.api_port)}" for s in services}}
     env.setdefault("CRM_HANDOVER_SERVICES", ",".join(s.name for s in services if s.name in RECORD_SERVICES))
     env.setdefault("CRM_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD)
+    # The gateway mostly waits on the services: more threads per worker keep it from being the
+    # narrowest point (each thread costs little while it waits on a socket).
+    env.setdefault("GUNICORN_THREADS", "16")
     return env
 
 

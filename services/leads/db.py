@@ -4,7 +4,22 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, Numeric, String, Text, Uuid, func, or_, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+    Uuid,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from crmkit.auth import Principal
@@ -13,7 +28,7 @@ from crmkit.pagination import SortSpec, paginate
 from crmkit.tables import add_kit_tables
 from crmkit.visibility import VisibilityRule, visible
 
-from .dedupe import company_key
+from .dedupe import keys_for
 
 
 class Base(DeclarativeBase):
@@ -211,7 +226,9 @@ class LeadRepository:
         if filters.get("account_id") is not None:
             stmt = stmt.where(Lead.account_id == filters["account_id"])
         if filters.get("company"):
-            stmt = stmt.where(Lead.company_key == company_key(filters["company"]))
+            key = keys_for({"company": filters["company"]})["company_key"]
+            # A name that normalizes to nothing ("-", "(China)") matches no company, not every blank one.
+            stmt = stmt.where(Lead.company_key == key) if key else stmt.where(false())
         if filters.get("min_score") is not None:
             stmt = stmt.where(Lead.score >= filters["min_score"])
         if filters.get("q"):

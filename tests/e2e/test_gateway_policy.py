@@ -12,7 +12,7 @@ import requests
 
 from crmkit.auth import issue_token
 from gateway.policy import RoutePolicy
-from tests.infra import JWT_SECRET
+from tests.infra import JWT_SECRET, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -239,7 +239,10 @@ def test_a_deactivated_user_is_refused_at_once(crm):
     assert crm.session(token).get(crm.api("/leads")).status_code == 200
     r = admin.patch(crm.api(f"/users/{leaver['id']}"), json={"active": False}, headers={"If-Match": r.headers["ETag"]})
     assert r.status_code == 200 and r.json()["active"] is False
-    assert crm.session(token).get(crm.api("/leads")).status_code == 401
+    # The gateway process that made the change forgets the user at commit, the other processes on
+    # PostgreSQL's NOTIFY a few milliseconds later; a second is a generous bound.
+    wait_for(lambda: all(crm.session(token).get(crm.api("/leads")).status_code == 401 for _ in range(4)), timeout=1,
+             interval=0.05, what="the deactivated user's token refused by every gateway process")
     assert crm.session(token).get(crm.api("/me")).status_code == 401
     r = requests.post(crm.api("/auth/token"), json={"username": leaver["username"], "password": "password-for-tests"},
                       timeout=10)

@@ -1,0 +1,118 @@
+"""Pure gateway rules: the route policy, who manages what, who may hand over to whom, the breaker,
+and reporting periods."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+
+import pytest
+
+from crmkit.auth import Principal
+from crmkit.errors import Problem
+from crmkit.periods import parse_period
+from gateway import domain
+from gateway.policy import PolicyError, RoutePolicy
+from gateway.upstream import CircuitBreaker
+
+
+@pytest.fixture(scope="module")
+def policy() -> RoutePolicy:
+    return RoutePolicy.load()
+
+
+def test_literal_paths_win_over_patterns(policy):
+    assert policy.decide("POST", "/api/v1/leads/import", "rep").path == "/api/v1/leads/import"
+    assert policy.decide("GET", "/api/v1/leads/abc", "rep").path == "/api/v1/leads/{id}"
+    assert policy.decide("POST", "/api/v1/notifications/read-all", "rep").path == "/api/v1/notifications/read-all"
+
+
+@pytest.mark.parametrize(("method", "path", "role", "status"), [
+    ("GET", "/api/v1/nothing", "admin", 404),
+    ("GET", "/api/v1/leads/a/b/c", "admin", 404),
+    ("DELETE", "/api/v1/leads", "admin", 405),
+    ("GET", "/api/v1/leads", "service", 403),
+    ("GET", "/api/v1/users", "manager", 403),
+    ("PUT", "/api/v1/lead-assignment-rules", "marketing", 403),
+])
+def test_refusals(policy, method, path, role, status):
+    with pytest.raises(Problem) as refused:
+        policy.decide(method, path, role)
+    assert refused.value.status == status
+
+
+def test_head_is_checked_as_get_and_public_routes_need_no_role(policy):
+    assert policy.decide("HEAD", "/api/v1/leads", "rep").service == "leads"
+    assert policy.decide("POST", "/api/v1/auth/token", None).public
+
+
+def test_a_malformed_policy_refuses_to_load(tmp_path):
+    for text in ('[[route]]\npath = "/x"\nservice = "s"\nGET = ["boss"]\n',
+                 '[[route]]\npath = "/x"\nservice = "s"\nGET = ["@nobody"]\n',
+                 '[[route]]\npath = "/x"\nservice = "s"\nGETT = ["rep"]\n',
+                 '[[route]]\npath = "/x"\nservice = "s"\n[[route]]\npath = "/x"\nservice = "s"\n'):
+        f = tmp_path / "p.toml"
+        f.write_text(text)
+        with pytest.raises(PolicyError):
+            RoutePolicy.load(f)
+
+
+def _team(parent=None, manager=None):
+    return domain.TeamNode(uuid.uuid4(), manager, parent)
+
+
+def test_manages_includes_every_level_below_and_survives_a_cycle():
+    boss = uuid.uuid4()
+    top = _team(manager=boss)
+    mid = _team(parent=top.id)
+    low = _team(parent=mid.id)
+    other = _team()
+    assert domain.managed_teams(boss, [top, mid, low, other]) == {top.id, mid.id, low.id}
+    assert domain.would_cycle(top.id, low.id, [top, mid, low]) is True
+    assert domain.would_cycle(low.id, other.id, [top, mid, low, other]) is False
+    a, b = uuid.uuid4(), uuid.uuid4()
+    looped = [domain.TeamNode(a, boss, b), domain.TeamNode(b, None, a)]
+    assert domain.descendants([a], looped) == {a, b}
+
+
+def test_handover_rules():
+    team, elsewhere = uuid.uuid4(), uuid.uuid4()
+    manager = Principal("m", "manager", manages=(str(team),))
+    assert domain.may_hand_over(manager, team) and not domain.may_hand_over(manager, elsewhere)
+    assert not domain.may_hand_over(Principal("r", "rep", teams=(str(team),)), team)
+    assert domain.may_hand_over(Principal("e", "executive"), None)
+    assert domain.may_receive_handover(manager, "rep", team)
+    assert not domain.may_receive_handover(manager, "rep", elsewhere)
+    assert not domain.may_receive_handover(Principal("a", "admin"), "marketing", team)
+
+
+def test_stale_claims():
+    assert domain.stale_claims({"role": "manager"}) and domain.stale_claims({"active": False})
+    assert not domain.stale_claims({"name": "x"}) and not domain.stale_claims({"active": True})
+
+
+def test_breaker_opens_after_failures_and_lets_one_trial_through():
+    breaker = CircuitBreaker(fail_max=3, reset_seconds=0.2)
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.failed()
+    assert not breaker.allow() and breaker.state == "open" and breaker.retry_after() == 1
+    time.sleep(0.25)
+    assert breaker.allow()          # the trial
+    assert not breaker.allow()      # everyone else waits for it
+    breaker.failed()                # the trial failed: open again
+    assert not breaker.allow()
+    time.sleep(0.25)
+    assert breaker.allow()
+    breaker.succeeded()
+    assert breaker.state == "closed" and breaker.allow() and breaker.allow()
+
+
+def test_periods():
+    q4 = parse_period("2026-Q4")
+    assert (q4.start, q4.end) == (dt.datetime(2026, 10, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+    assert parse_period("2026-12").end == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert parse_period("2026").start == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for bad in ("2026-13", "2026-Q5", "26", "2026-11\n", "٢٠٢٦", "", "3000"):
+        with pytest.raises(ValueError):
+            parse_period(bad)
