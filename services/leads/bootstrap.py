@@ -4,8 +4,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from sqlalchemy import select
+
 from crmkit.auth import TokenVerifier
 from crmkit.db import Database
+from crmkit.directory import InactiveUsers
 from crmkit.logging import configure_logging
 from crmkit.migrations import upgrade
 from crmkit.outbox import OutboxWriter
@@ -13,7 +16,7 @@ from crmkit.settings import load_settings
 from crmkit.web import ServiceContext
 
 from . import SERVICE
-from .db import KIT_TABLES
+from .db import KIT_TABLES, DirectoryUser
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -23,7 +26,13 @@ def context() -> ServiceContext:
     settings = load_settings(SERVICE)
     configure_logging(SERVICE)
     db = Database(settings.database_url, OutboxWriter(KIT_TABLES["outbox"], SERVICE))
-    return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings))
+
+    def deactivated() -> set[str]:
+        with db.uow(readonly=True) as uow:
+            return set(uow.session.execute(select(DirectoryUser.id).where(DirectoryUser.active.is_(False))).scalars())
+
+    return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings),
+                          authorize=InactiveUsers(deactivated).check)
 
 
 def migrate() -> None:

@@ -244,6 +244,9 @@ def test_a_deactivated_user_is_refused_at_once(crm):
     wait_for(lambda: all(crm.session(token).get(crm.api("/leads")).status_code == 401 for _ in range(4)), timeout=1,
              interval=0.05, what="the deactivated user's token refused by every gateway process")
     assert crm.session(token).get(crm.api("/me")).status_code == 401
+    # Bypassing the gateway gains nothing: the service learns it from crm.directory.v1 (its replica).
+    wait_for(lambda: requests.get(f"{crm.leads_url}/api/v1/leads", headers={"Authorization": f"Bearer {token}"},
+                                  timeout=10).status_code == 401, timeout=30, what="the leads service refusing the token")
     r = requests.post(crm.api("/auth/token"), json={"username": leaver["username"], "password": "password-for-tests"},
                       timeout=10)
     assert r.status_code == 401
