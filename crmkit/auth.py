@@ -7,6 +7,9 @@ never verifies.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import jwt
@@ -40,7 +43,12 @@ class Principal:
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, cache_size: int = 0):
+        # cache_size > 0: remember tokens already verified (until they expire), so a client sending
+        # the same token on every request pays for the signature check once. The gateway does.
+        self._cache: OrderedDict[str, tuple[Principal, float]] | None = OrderedDict() if cache_size else None
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self._jwks = None
@@ -55,6 +63,20 @@ class TokenVerifier:
             raise RuntimeError("set CRM_JWT_SECRET, CRM_JWT_PUBLIC_KEY or CRM_JWT_JWKS_URL")
 
     def verify(self, token: str) -> Principal:
+        if self._cache is None:
+            return self._verify(token)[0]
+        with self._cache_lock:
+            hit = self._cache.get(token)
+        if hit is not None and time.time() < hit[1]:
+            return hit[0]
+        principal, expires_at = self._verify(token)
+        with self._cache_lock:
+            self._cache[token] = (principal, expires_at)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
             claims = jwt.decode(token, key, algorithms=self.algorithms, audience=self.audience, issuer=self.issuer,
@@ -70,7 +92,8 @@ class TokenVerifier:
         ver = claims.get("ver")
         return Principal(user_id=str(claims["sub"]), role=role, name=str(claims.get("name", "")),
                          teams=tuple(map(str, teams)), manages=tuple(map(str, manages)),
-                         token_version=ver if isinstance(ver, int) and not isinstance(ver, bool) else None)
+                         token_version=ver if isinstance(ver, int) and not isinstance(ver, bool) else None
+                         ), float(claims["exp"])
 
 
 def issue_token(*, secret: str, user_id: str, role: str, name: str = "", teams=(), manages=(),

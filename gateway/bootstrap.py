@@ -56,7 +56,7 @@ def context() -> ServiceContext:
     # urllib3 logs every connection retry; the gateway reports the outcome (and counts it) itself.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     db = Database(settings.database_url, OutboxWriter(KIT_TABLES["outbox"], SERVICE))
-    return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings),
+    return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings, cache_size=10_000),
                           public_paths=("/api/v1/auth/",), admit=admit, authorize=authorize)
 
 

@@ -118,6 +118,24 @@ def test_rate_limits_answer_429_with_retry_after(crm):
         limited.stop()
 
 
+def test_gateway_replicas_share_limits_through_redis(crm, redis):
+    env = {**crm.gateway_env, "CRM_RATE_LIMIT_PER_USER": "6/minute", "CRM_RATE_LIMIT_STORAGE": redis.url}
+    token = crm.token("amy")
+    replicas = [api_process(GATEWAY, env, state_dir=crm.state_dir / f"replica{i}", port=free_port(), workers=1)
+                for i in range(2)]
+    try:
+        for replica in replicas:
+            replica.start().wait_healthy()
+        urls = [f"http://127.0.0.1:{r.env['BIND'].rsplit(':', 1)[1]}/api/v1/me" for r in replicas]
+        statuses = [requests.get(urls[i % 2], headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+                    for i in range(8)]
+        # Six in all, whichever replica answered: the count is shared, not six each.
+        assert statuses == [200] * 6 + [429, 429]
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
 def test_a_stopped_service_is_503_then_the_breaker_opens_and_recovers(crm):
     ann = crm.as_("ann")
     account_id = str(uuid.uuid4())
