@@ -156,7 +156,10 @@ class ProblemApi(Api):
 
 
 def roles(*allowed: str):
-    """Route-level role policy; a role outside it gets 403 (rows are filtered separately)."""
+    """Route-level role policy; a role outside it gets 403 (rows are filtered separately).
+
+    The app checks it right after authentication, before the body is parsed (so a role that may not
+    use the route gets 403, not a 422 about its body); the wrapper checks again where it runs."""
 
     def deco(view):
         @wraps(view)
@@ -165,6 +168,7 @@ def roles(*allowed: str):
                 raise Forbidden(f"role {principal().role!r} may not use this route")
             return view(*args, **kwargs)
 
+        wrapper.crm_roles = frozenset(allowed)  # functools.wraps carries it out to the registered view
         return wrapper
 
     return deco
@@ -233,6 +237,9 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         g.principal = context.verifier.verify(header[7:].strip())
         if context.authorize is not None:
             context.authorize(g.principal)
+        allowed = getattr(view, "crm_roles", None)
+        if allowed is not None and g.principal.role not in allowed:
+            raise Forbidden(f"role {g.principal.role!r} may not use this route")
         if passthrough_body:
             return None
         if request.method in ("POST", "PUT", "PATCH") and not large and (request.content_length or request.data):

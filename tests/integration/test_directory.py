@@ -3,6 +3,9 @@ tokens and what makes them stale, sub-team management, handover bookkeeping, eve
 Forwarding and composition need the services running and are covered end to end (tests/e2e)."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import uuid
 
@@ -231,3 +234,36 @@ def test_handover_bookkeeping(gw):
     assert status["status"] == "completed" and status["completed_at"] and status["waiting_for"] == []
     with bootstrap.context().db.uow(readonly=True) as uow:
         assert uow.session.get(Handover, uuid.UUID(handover_id)).services.keys() == {"leads", "orders"}
+
+
+def test_rs256_tokens_verify_with_the_public_key_only(database_url, request, monkeypatch):
+    """With CRM_JWT_PRIVATE_KEY the gateway signs RS256 (with a kid); services verify with the public
+    key; an HS256 token whose secret is the public key (key confusion) is refused."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from crmkit.auth import TokenVerifier, Unauthorized
+    from crmkit.settings import load_settings
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    monkeypatch.setenv("CRM_JWT_PRIVATE_KEY", private_pem)
+    monkeypatch.setenv("CRM_JWT_KEY_ID", "key-2026-11")
+    monkeypatch.setenv("CRM_JWT_PUBLIC_KEY", public_pem)
+    gw = request.getfixturevalue("gw")
+    admin = gw.as_("admin")
+    assert jwt.get_unverified_header(admin.token) == {"alg": "RS256", "kid": "key-2026-11", "typ": "JWT"}
+    assert admin.get("/me").status_code == 200  # the gateway verifies its own tokens with the public key
+    service_verifier = TokenVerifier(load_settings("leads"))
+    assert service_verifier.verify(admin.token).role == "admin"
+    # PyJWT will not even sign this; forge it by hand, as an attacker would.
+    signing_input = ".".join(base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+                             for part in ({"alg": "HS256", "typ": "JWT"}, admin.claims))
+    mac = hmac.new(public_pem.encode(), signing_input.encode(), hashlib.sha256).digest()
+    confused = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    with pytest.raises(Unauthorized):
+        service_verifier.verify(confused)
+    assert admin.client.get("/api/v1/me", headers={"Authorization": f"Bearer {confused}"}).status_code == 401

@@ -246,3 +246,12 @@ def test_idempotency_key_states_after_crashes(leads):
     assert ann.post("/leads", json={"company": 5}, headers={"Idempotency-Key": "fix-me"}).status_code == 422
     with engine.connect() as conn:
         assert conn.execute(table.select().where(table.c.key == "fix-me")).first() is None
+
+
+def test_a_role_outside_the_route_gets_403_before_its_body_is_read(leads):
+    rep = leads.as_("ann", "rep", teams=["east"])
+    service = leads.as_("svc", "service")
+    assert rep.post(f"/leads/{uuid.uuid4()}/assign", json={"nonsense": True}).status_code == 403
+    assert service.post("/leads", json={}).status_code == 403
+    assert service.post("/leads", data="{not json", headers={"Content-Type": "application/json"}).status_code == 403
+    assert rep.put("/lead-assignment-rules", json={"rules": "bad"}).status_code == 403
