@@ -1,6 +1,7 @@
-"""What a service knows of the directory on its own: which users are deactivated, from its replica
-of crm.directory.v1. The gateway refuses a deactivated user's token at once; a service called
-directly (bypassing the gateway) refuses it too, within `refresh_seconds` of the replica learning it.
+"""What a service knows of the directory on its own, from its replica of crm.directory.v1: who is
+deactivated, and each user's current role. The gateway refuses a stale token at once; a service
+called directly (bypassing the gateway) refuses it too, within `refresh_seconds` of its replica
+learning of the change: a deactivated user, or a token whose role the directory no longer gives.
 """
 from __future__ import annotations
 
@@ -11,23 +12,34 @@ from collections.abc import Callable
 from .auth import Principal, Unauthorized
 
 
-class InactiveUsers:
-    def __init__(self, load: Callable[[], set[str]], refresh_seconds: float = 2.0):
-        self._load = load  # returns the ids of deactivated users (a small set)
+class DirectoryGuard:
+    def __init__(self, load: Callable[[], dict[str, tuple[str, bool]]], refresh_seconds: float = 2.0):
+        self._load = load  # user id -> (role, active), for every user the replica knows
         self.refresh_seconds = refresh_seconds
-        self._ids: set[str] = set()
+        self._users: dict[str, tuple[str, bool]] | None = None
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
 
-    def _current(self) -> set[str]:
-        if time.monotonic() - self._loaded_at >= self.refresh_seconds and self._lock.acquire(blocking=False):
+    def _current(self) -> dict[str, tuple[str, bool]]:
+        if time.monotonic() - self._loaded_at < self.refresh_seconds and self._users is not None:
+            return self._users
+        # Until the first load has succeeded every request waits for it (an empty answer would let
+        # everyone through); after that, one thread refreshes while the others use the last answer.
+        if self._lock.acquire(blocking=self._users is None):
             try:
-                self._ids = self._load()
-                self._loaded_at = time.monotonic()
+                if time.monotonic() - self._loaded_at >= self.refresh_seconds or self._users is None:
+                    self._users = self._load()
+                    self._loaded_at = time.monotonic()
             finally:
                 self._lock.release()
-        return self._ids
+        return self._users
 
     def check(self, principal: Principal) -> None:
-        if principal.user_id in self._current():
+        known = self._current().get(principal.user_id)
+        if known is None:
+            return  # not replicated (yet): the signature and the gateway's own check stand
+        role, active = known
+        if not active:
             raise Unauthorized("this user is not active")
+        if role != principal.role:
+            raise Unauthorized("the token's role is no longer the user's role; sign in again")

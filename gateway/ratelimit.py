@@ -35,24 +35,28 @@ class _LocalFixedWindows:
     per-request work. Same semantics as limits' FixedWindowRateLimiter."""
 
     def __init__(self):
-        self._counts: dict[tuple[str, int], int] = {}
+        self._counts: dict[tuple[str, int], int] = {}  # (rule and identifiers, end of window) -> hits
         self._lock = threading.Lock()
-        self._swept_window = 0
+        self._swept_at = 0
+
+    @staticmethod
+    def _window_end(rule: limits.RateLimitItem, now: float) -> int:
+        period = rule.get_expiry()
+        return (int(now) // period + 1) * period
 
     def hit(self, rule: limits.RateLimitItem, *identifiers: str) -> bool:
-        window = int(time.time()) // rule.get_expiry()
-        key = (rule.key_for(*identifiers), window)
+        now = time.time()
+        key = (rule.key_for(*identifiers), self._window_end(rule, now))
         with self._lock:
-            if window != self._swept_window:  # forget past windows, once per window
-                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
-                self._swept_window = window
+            if int(now) != self._swept_at:  # at most once a second, forget windows that have ended
+                self._counts = {k: v for k, v in self._counts.items() if k[1] > now}
+                self._swept_at = int(now)
             count = self._counts.get(key, 0) + 1
             self._counts[key] = count
         return count <= rule.amount
 
     def get_window_stats(self, rule: limits.RateLimitItem, *identifiers: str) -> WindowStats:
-        window = int(time.time()) // rule.get_expiry()
-        return WindowStats((window + 1) * rule.get_expiry(), 0)
+        return WindowStats(self._window_end(rule, time.time()), 0)
 
 
 class RateLimits:
@@ -63,7 +67,9 @@ class RateLimits:
         if config.rate_limit_storage.startswith("memory://"):
             self.limiter = _LocalFixedWindows()
         else:
-            self.limiter = FixedWindowRateLimiter(storage_from_string(config.rate_limit_storage))
+            # Short socket timeouts: a Redis that hangs must fail fast (and open), not hold every thread.
+            self.limiter = FixedWindowRateLimiter(storage_from_string(
+                config.rate_limit_storage, socket_connect_timeout=0.2, socket_timeout=0.2))
         self.rules = {"user": limits.parse(config.rate_limit_per_user),
                       "address": limits.parse(config.rate_limit_per_address),
                       "login": limits.parse(config.rate_limit_login),

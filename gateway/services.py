@@ -194,7 +194,7 @@ def update_team(uow: UnitOfWork, settings: Settings, actor: str, team_id: uuid.U
     after = _managers_scope(repo)
     # Whoever gained or lost a managed team holds a token with a stale `manages`: end it now.
     for user_id in {u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}:
-        manager = repo.user(user_id)
+        manager = repo.user(user_id, for_update=True)
         if manager is not None:
             manager.token_version += 1
             announce_change(uow, manager.id)

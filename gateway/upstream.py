@@ -54,9 +54,13 @@ class BadGateway(Problem):
     status = 502
 
 
+TRIAL, NORMAL = "trial", "normal"  # how a call was let through the breaker
+
+
 class CircuitBreaker:
     """Closed until `fail_max` failures in a row; then open (calls refused at once) for `reset_seconds`;
-    then one trial call at a time (half-open) whose success closes it again.
+    then one trial call at a time (half-open) whose success closes it again. Only the trial's outcome
+    moves a half-open breaker: calls let through before it opened may still be finishing.
 
     Written here rather than taken from pybreaker: pybreaker 1.4 holds its lock for the whole call,
     which serialized every request to a service through one gateway process."""
@@ -69,35 +73,40 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._trial_running = False
 
-    def allow(self) -> bool:
+    def allow(self) -> str | None:
+        """TRIAL or NORMAL if the call may go ahead (report its outcome with that), None if refused."""
         with self._lock:
             if self._opened_at is None:
-                return True
+                return NORMAL
             if time.monotonic() - self._opened_at < self.reset_seconds or self._trial_running:
-                return False
+                return None
             self._trial_running = True  # half-open: this caller tries; the others still get 503
-            return True
+            return TRIAL
 
     def retry_after(self) -> int:
         with self._lock:
             waited = time.monotonic() - (self._opened_at or time.monotonic())
         return max(1, math.ceil(self.reset_seconds - waited))
 
-    def succeeded(self) -> None:
+    def succeeded(self, admission: str) -> None:
         with self._lock:
-            self._failures, self._opened_at, self._trial_running = 0, None, False
+            if admission == TRIAL or self._opened_at is None:
+                self._failures, self._opened_at, self._trial_running = 0, None, False
 
-    def inconclusive(self) -> None:
+    def failed(self, admission: str) -> None:
+        with self._lock:
+            if admission == TRIAL:
+                self._opened_at, self._trial_running = time.monotonic(), False
+            elif self._opened_at is None:
+                self._failures += 1
+                if self._failures >= self.fail_max:
+                    self._opened_at = time.monotonic()
+
+    def inconclusive(self, admission: str) -> None:
         """The call says nothing about the service's health (our pool was full, the request was slow)."""
         with self._lock:
-            self._trial_running = False
-
-    def failed(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._trial_running or self._failures >= self.fail_max:
-                self._opened_at = time.monotonic()
-            self._trial_running = False
+            if admission == TRIAL:
+                self._trial_running = False
 
     @property
     def state(self) -> str:
@@ -129,10 +138,19 @@ class Upstream:
 
     def request(self, method: str, path: str, *, headers: dict, body: bytes | None = None,
                 timeout: float | None = None) -> UpstreamResponse:
-        if not self.breaker.allow():
+        admission = self.breaker.allow()
+        if admission is None:
             metrics.UPSTREAM_FAILURES.labels(self.name, "circuit_open").inc()
             raise UpstreamUnavailable(f"the {self.name} service is failing; try again shortly",
                                       headers={"Retry-After": str(self.breaker.retry_after())})
+        try:
+            return self._call(admission, method, path, headers, body, timeout)
+        except BaseException:
+            self.breaker.inconclusive(admission)  # anything unforeseen must not leave a trial pending
+            raise
+
+    def _call(self, admission: str, method: str, path: str, headers: dict, body: bytes | None,
+              timeout: float | None) -> UpstreamResponse:
         try:
             response = self.pool.urlopen(method, path, body=body, headers=headers, redirect=False,
                                          retries=CONNECT_RETRIES, preload_content=True,
@@ -141,7 +159,7 @@ class Upstream:
                                                          read=timeout or self.config.read_timeout))
         except EmptyPoolError:
             # Our own pool is exhausted: the gateway is busy, the service is not at fault.
-            self.breaker.inconclusive()
+            self.breaker.inconclusive(admission)
             metrics.UPSTREAM_FAILURES.labels(self.name, "pool_exhausted").inc()
             raise UpstreamUnavailable(f"too many requests in flight to the {self.name} service",
                                       headers={"Retry-After": "1"}) from None
@@ -150,14 +168,14 @@ class Upstream:
             if problem.status == 504:
                 # A slow answer may be this request's doing (a huge search); only a service that
                 # cannot be reached trips the breaker for everyone.
-                self.breaker.inconclusive()
+                self.breaker.inconclusive(admission)
             else:
-                self.breaker.failed()
+                self.breaker.failed(admission)
             raise problem from None
         if response.status in UPSTREAM_TROUBLE:
-            self.breaker.failed()
+            self.breaker.failed(admission)
         else:
-            self.breaker.succeeded()
+            self.breaker.succeeded(admission)
         return UpstreamResponse(response.status, response.headers, response.data)
 
     def _problem(self, exc: Exception) -> Problem:

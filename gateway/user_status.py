@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from .db import User
 log = logging.getLogger(__name__)
 
 CHANNEL = "crm_directory_users"
+ENTRY_TTL = 60.0  # a backstop: even a listener that silently lost its connection is stale at most this long
+PING_EVERY = 15.0  # the listener proves its connection alive this often
 
 
 _caches: weakref.WeakSet[UserStatusCache] = weakref.WeakSet()  # this process's (one, outside tests)
@@ -45,7 +48,7 @@ def announce_change(uow: UnitOfWork, user_id: uuid.UUID) -> None:
 class UserStatusCache:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._known: dict[uuid.UUID, tuple[bool, int]] = {}
+        self._known: dict[uuid.UUID, tuple[tuple[bool, int], float]] = {}
         self._lock = threading.Lock()
         self._generation = 0
         self._listening = False
@@ -60,8 +63,8 @@ class UserStatusCache:
         with self._lock:
             cached = self._known.get(user_id) if self._listening else None
             generation = self._generation
-        if cached is not None:
-            return cached
+        if cached is not None and time.monotonic() - cached[1] < ENTRY_TTL:
+            return cached[0]
         with open_uow() as uow:
             row = uow.session.execute(select(User.active, User.token_version).where(User.id == user_id)).first()
         if row is None:
@@ -69,7 +72,7 @@ class UserStatusCache:
         found = (bool(row.active), int(row.token_version))
         with self._lock:
             if self._listening and generation == self._generation:
-                self._known[user_id] = found
+                self._known[user_id] = (found, time.monotonic())
         return found
 
     def _forget(self, user_id: str | None) -> None:
@@ -89,14 +92,22 @@ class UserStatusCache:
         url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         while True:
             try:
-                with psycopg.connect(url, autocommit=True, application_name="crm-gateway-user-status") as conn:
+                # TCP keepalives and a periodic ping: a connection dropped silently (a NAT or load
+                # balancer idle timeout) must end in an error, not in a listener that hears nothing.
+                with psycopg.connect(url, autocommit=True, application_name="crm-gateway-user-status",
+                                     keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                                     tcp_user_timeout=20000) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._forget(None)  # whatever changed while we were not listening
                     with self._lock:
                         self._listening = True
+                    pinged = time.monotonic()
                     while not self._stop.is_set():
                         for notice in conn.notifies(timeout=1.0):
                             self._forget(notice.payload)
+                        if time.monotonic() - pinged > PING_EVERY:
+                            conn.execute("select 1")
+                            pinged = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - reconnect; meanwhile every request asks the database
                 log.warning("user status listener lost its connection (%r); not caching until it is back", exc)
             with self._lock:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from crmkit.auth import TokenVerifier
 from crmkit.db import Database
-from crmkit.directory import InactiveUsers
+from crmkit.directory import DirectoryGuard
 from crmkit.logging import configure_logging
 from crmkit.migrations import upgrade
 from crmkit.outbox import OutboxWriter
@@ -27,12 +27,13 @@ def context() -> ServiceContext:
     configure_logging(SERVICE)
     db = Database(settings.database_url, OutboxWriter(KIT_TABLES["outbox"], SERVICE))
 
-    def deactivated() -> set[str]:
+    def directory() -> dict[str, tuple[str, bool]]:
         with db.uow(readonly=True) as uow:
-            return set(uow.session.execute(select(DirectoryUser.id).where(DirectoryUser.active.is_(False))).scalars())
+            rows = uow.session.execute(select(DirectoryUser.id, DirectoryUser.role, DirectoryUser.active))
+            return {row.id: (row.role, bool(row.active)) for row in rows}
 
     return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings),
-                          authorize=InactiveUsers(deactivated).check)
+                          authorize=DirectoryGuard(directory).check)
 
 
 def migrate() -> None:

@@ -93,19 +93,25 @@ def test_stale_claims():
 
 def test_breaker_opens_after_failures_and_lets_one_trial_through():
     breaker = CircuitBreaker(fail_max=3, reset_seconds=0.2)
+    in_flight = breaker.allow()     # a call that started before the trouble
     for _ in range(3):
-        assert breaker.allow()
-        breaker.failed()
-    assert not breaker.allow() and breaker.state == "open" and breaker.retry_after() == 1
+        breaker.failed(breaker.allow())
+    assert breaker.allow() is None and breaker.state == "open" and breaker.retry_after() == 1
     time.sleep(0.25)
-    assert breaker.allow()          # the trial
-    assert not breaker.allow()      # everyone else waits for it
-    breaker.failed()                # the trial failed: open again
-    assert not breaker.allow()
+    trial = breaker.allow()
+    assert trial == "trial" and breaker.allow() is None  # everyone else waits for the trial
+    breaker.succeeded(in_flight)    # an old call finishing does not decide for the trial
+    breaker.inconclusive(in_flight)
+    assert breaker.state == "half-open" and breaker.allow() is None
+    breaker.failed(trial)           # the trial failed: open again
+    assert breaker.allow() is None
     time.sleep(0.25)
-    assert breaker.allow()
-    breaker.succeeded()
-    assert breaker.state == "closed" and breaker.allow() and breaker.allow()
+    trial = breaker.allow()
+    breaker.inconclusive(trial)     # a trial that proved nothing lets another try
+    trial = breaker.allow()
+    assert trial == "trial"
+    breaker.succeeded(trial)
+    assert breaker.state == "closed" and breaker.allow() == "normal"
 
 
 def test_periods():
@@ -116,3 +122,22 @@ def test_periods():
     for bad in ("2026-13", "2026-Q5", "26", "2026-11\n", "٢٠٢٦", "", "3000"):
         with pytest.raises(ValueError):
             parse_period(bad)
+
+
+def test_a_service_refuses_tokens_its_directory_replica_contradicts():
+    from crmkit.auth import Unauthorized
+    from crmkit.directory import DirectoryGuard
+
+    replica = {"ann": ("rep", True), "old-admin": ("rep", True), "gone": ("rep", False)}
+    loads = []
+    guard = DirectoryGuard(lambda: loads.append(1) or dict(replica), refresh_seconds=0.1)
+    guard.check(Principal("ann", "rep"))
+    guard.check(Principal("not-replicated-yet", "manager"))
+    for principal in (Principal("gone", "rep"), Principal("old-admin", "admin")):
+        with pytest.raises(Unauthorized):
+            guard.check(principal)
+    assert len(loads) == 1  # one load serves every check until it is due again
+    replica["ann"] = ("rep", False)
+    time.sleep(0.15)
+    with pytest.raises(Unauthorized):
+        guard.check(Principal("ann", "rep"))
