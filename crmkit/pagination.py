@@ -12,9 +12,11 @@ import json
 import uuid
 from dataclasses import dataclass
 
+from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import Select, tuple_
 
 from .errors import Problem
+from .fields import Text
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 
@@ -95,3 +97,13 @@ def paginate(session, stmt: Select, *, model, sort: SortSpec, limit: int, cursor
         last = rows[-1]
         next_cursor = encode_cursor(sort, getattr(last, sort.field), last.id)
     return rows, next_cursor
+
+
+class PageArgsSchema(Schema):
+    """`?limit=&cursor=` of every list (CONTRACT §3); list schemas with filters extend it."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    cursor = Text(1000)

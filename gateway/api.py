@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from crmkit.errors import NotFound
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
+from crmkit.pagination import PageArgsSchema
 from crmkit.periods import current_period
 from crmkit.web import SWAGGER_UI_URL, Blueprint, create_service_app, ctx, passthrough, principal
 
@@ -28,7 +29,6 @@ from .schemas import (
     HandoverRequestSchema,
     HandoverSchema,
     MeSchema,
-    PageArgsSchema,
     TeamPageSchema,
     TeamPatchSchema,
     TeamSchema,

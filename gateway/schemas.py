@@ -5,7 +5,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from crmkit.auth import ROLES
 from crmkit.fields import Text
-from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodField
 
 from .domain import MIN_PASSWORD_LENGTH
@@ -67,25 +67,12 @@ class UserPatchSchema(Schema):
             raise ValidationError("must not be blank")
 
 
-class UserListArgsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class UserListArgsSchema(PageArgsSchema):
     role = fields.String(validate=validate.OneOf(ROLES))
     team_id = fields.UUID()
     region = Text(100)
     active = fields.Boolean()
     q = Text(100)
-    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
-    cursor = Text(1000)
-
-
-class PageArgsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
-    cursor = Text(1000)
 
 
 class UserPageSchema(Schema):

@@ -9,6 +9,7 @@ from marshmallow import RAISE
 from crmkit.errors import ValidationFailed
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
+from crmkit.pagination import PageArgsSchema
 from crmkit.periods import current_period
 from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
 
@@ -32,7 +33,6 @@ from .schemas import (
     LeadPageSchema,
     LeadPatchSchema,
     LeadSchema,
-    PageArgsSchema,
     ReassignSchema,
     ScoringRulesSchema,
 )

@@ -170,14 +170,6 @@ class ActivitySchema(Schema):
     created_at = fields.AwareDateTime()
 
 
-class PageArgsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
-    cursor = Text(1000)
-
-
 class ActivityPageSchema(Schema):
     items = fields.List(fields.Nested(ActivitySchema))
     next_cursor = fields.String(allow_none=True)

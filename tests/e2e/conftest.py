@@ -2,7 +2,6 @@
 fresh PostgreSQL database, the test Kafka broker and topics of their own."""
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 import psycopg
@@ -11,15 +10,10 @@ import requests
 
 from crmkit.auth import issue_token
 from infra.stack import SERVICES, ManagedProcess, api_process, migrate, service_env, worker_process
+from tests.e2e.gateway_stack import free_port
 from tests.infra import JWT_SECRET
 
 LEADS = next(s for s in SERVICES if s.name == "leads")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
