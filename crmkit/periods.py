@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from marshmallow import ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields
 
 _PERIOD = re.compile(r"(?P<year>[0-9]{4})(?:-(?:(?P<month>[0-9]{2})|Q(?P<quarter>[1-4])))?")
 
@@ -16,9 +16,6 @@ class Period:
     label: str
     start: dt.datetime
     end: dt.datetime
-
-    def contains(self, moment: dt.datetime) -> bool:
-        return self.start <= moment < self.end
 
 
 def _month_start(year: int, month: int) -> dt.datetime:
@@ -62,3 +59,13 @@ class PeriodField(fields.String):
 
     def _serialize(self, value, attr, obj, **kwargs):
         return value.label if isinstance(value, Period) else value
+
+
+class PeriodArgsSchema(Schema):
+    """`?period=` of a report; the current month when left out."""
+
+    class Meta:
+        unknown = RAISE
+
+    period = PeriodField(load_default=current_period,
+                         metadata={"description": "YYYY, YYYY-MM or YYYY-Qn; the current month by default"})

@@ -14,7 +14,7 @@ from crmkit.errors import NotFound
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
-from crmkit.periods import current_period
+from crmkit.periods import PeriodArgsSchema
 from crmkit.web import SWAGGER_UI_URL, Blueprint, create_service_app, ctx, passthrough, principal
 
 from . import compose, services
@@ -23,7 +23,6 @@ from .gate import client_address
 from .openapi import DOCS_HTML, SpecMerger
 from .schemas import (
     CustomerSchema,
-    FunnelArgsSchema,
     FunnelSchema,
     HandoverAcceptedSchema,
     HandoverRequestSchema,
@@ -183,11 +182,11 @@ def customer(account_id: uuid.UUID):
 
 
 @views_blp.route("/reports/funnel", methods=["GET"])
-@views_blp.arguments(FunnelArgsSchema, location="query", unknown=RAISE)
+@views_blp.arguments(PeriodArgsSchema, location="query", unknown=RAISE)
 @views_blp.response(200, FunnelSchema)
 def funnel(args):
     """Leads → qualified → opportunities → won in a period, with conversion rates."""
-    return compose.funnel(_fetcher(), (args.get("period") or current_period()).label)
+    return compose.funnel(_fetcher(), args["period"].label)
 
 
 # ---- forwarding -----------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from crmkit.auth import ROLES
 from crmkit.fields import Text
 from crmkit.pagination import PageArgsSchema
-from crmkit.periods import PeriodField
 
 from .domain import MIN_PASSWORD_LENGTH
 
@@ -142,13 +141,6 @@ class HandoverSchema(Schema):
     waiting_for = fields.List(fields.String())
     created_at = fields.DateTime()
     completed_at = fields.DateTime(allow_none=True)
-
-
-class FunnelArgsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    period = PeriodField(metadata={"description": "YYYY, YYYY-MM or YYYY-Qn; the current month by default"})
 
 
 class FunnelSchema(Schema):

@@ -10,7 +10,7 @@ from crmkit.errors import ValidationFailed
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
-from crmkit.periods import current_period
+from crmkit.periods import PeriodArgsSchema
 from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
 
 from . import imports, services
@@ -23,7 +23,6 @@ from .schemas import (
     AssignmentRulesSchema,
     ConvertedSchema,
     ConvertSchema,
-    FunnelArgsSchema,
     ImportAcceptedSchema,
     ImportJobSchema,
     LeadCreatedSchema,
@@ -179,13 +178,13 @@ def get_import(job_id: uuid.UUID):
 
 
 @blp.route("/reports/lead-funnel", methods=["GET"])
-@blp.arguments(FunnelArgsSchema, location="query", unknown=RAISE)
+@blp.arguments(PeriodArgsSchema, location="query", unknown=RAISE)
 @blp.response(200, LeadFunnelSchema)
 @roles(*LEAD_ROLES)
 def lead_funnel(args):
     """The lead half of the funnel, over the leads the caller may see."""
     with ctx().db.uow(readonly=True) as uow:
-        return services.lead_funnel(uow, principal(), args.get("period") or current_period())
+        return services.lead_funnel(uow, principal(), args["period"])
 
 
 def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> None:

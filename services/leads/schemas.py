@@ -7,7 +7,6 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from crmkit.fields import Money, Text, Timestamp
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from crmkit.periods import PeriodField
 
 from .assignment import STRATEGIES
 from .domain import ACTIVITY_KINDS, SOURCES, STATUSES
@@ -332,13 +331,6 @@ class ImportRowSchema(_ProspectFields):
 
 
 lead_schema = LeadSchema()
-
-
-class FunnelArgsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    period = PeriodField(metadata={"description": "YYYY, YYYY-MM or YYYY-Qn; the current month by default"})
 
 
 class LeadFunnelSchema(Schema):
