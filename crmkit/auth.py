@@ -36,7 +36,6 @@ class Principal:
     manages: tuple[str, ...] = field(default=())
     token_version: int | None = None  # the `ver` claim: the gateway refuses tokens made stale since
 
-
     @property
     def primary_team(self) -> str | None:
         return self.teams[0] if self.teams else None

@@ -16,7 +16,6 @@ from .upstream import Upstreams
 log = logging.getLogger(__name__)
 
 PART_TIMEOUT = 5.0  # seconds a part may take before it counts as degraded
-DOWN = "down"
 
 
 @dataclass

@@ -34,7 +34,6 @@ from .config import GatewayConfig
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Answers that mean the service itself is in trouble (not this request): they count against the breaker.
 UPSTREAM_TROUBLE = frozenset({502, 503})
 # Retry only refused or failed connects: such a request never reached the service.
@@ -197,6 +196,3 @@ class Upstreams:
 
     def __getitem__(self, name: str) -> Upstream:
         return self.by_name[name]
-
-    def __iter__(self):
-        return iter(self.by_name.values())
