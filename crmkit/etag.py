@@ -18,3 +18,9 @@ def require_if_match(current_version: int) -> None:
     if "*" not in tags and etag_for(current_version) not in tags:
         raise PreconditionFailed("the record changed since you read it; read it again and retry")
 
+
+
+def check_if_match_if_given(current_version: int) -> None:
+    """For actions (POST .../stage, /win): If-Match is optional there, but honoured when sent."""
+    if request.headers.get("If-Match"):
+        require_if_match(current_version)

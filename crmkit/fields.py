@@ -69,3 +69,7 @@ class Money(fields.Decimal):
         if self.hidden_from and _viewer_role() in self.hidden_from:
             return missing  # marshmallow leaves the key out
         return super().serialize(attr, obj, accessor, **kwargs)
+
+
+PHONE = validate.Regexp(r"^[0-9+()\-\s.]{3,50}$", error="digits, spaces and + ( ) - . only")
+CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="an ISO 4217 code such as CNY or USD")

@@ -6,6 +6,7 @@ import uuid
 from flask import request
 from marshmallow import RAISE
 
+from crmkit.activities import ActivityCreateSchema
 from crmkit.errors import ValidationFailed
 from crmkit.etag import etag_for, require_if_match
 from crmkit.idempotency import idempotent
@@ -17,7 +18,6 @@ from . import imports, services
 from .bootstrap import context
 from .db import LeadRepository
 from .schemas import (
-    ActivityCreateSchema,
     ActivityPageSchema,
     ActivitySchema,
     AssignmentRulesSchema,

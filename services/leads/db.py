@@ -6,7 +6,6 @@ from decimal import Decimal
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -24,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from crmkit.auth import Principal
 from crmkit.db import UTCDateTime, new_metadata, utcnow
+from crmkit.directory import DirectoryTeamColumns, DirectoryUserColumns
 from crmkit.pagination import SortSpec, paginate
 from crmkit.tables import add_kit_tables
 from crmkit.visibility import VisibilityRule, visible
@@ -127,28 +127,12 @@ class RuleDocument(Base):
     __mapper_args__ = {"version_id_col": version}
 
 
-class DirectoryUser(Base):
+class DirectoryUser(DirectoryUserColumns, Base):
     """Replica of the gateway's users, from crm.directory.v1: rules never call another service."""
 
-    __tablename__ = "directory_users"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(20))
-    team_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    region: Mapped[str | None] = mapped_column(String(100))
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-
-
-class DirectoryTeam(Base):
-    __tablename__ = "directory_teams"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    manager_id: Mapped[str | None] = mapped_column(String(64))
-    parent_team_id: Mapped[str | None] = mapped_column(String(64))
-    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+class DirectoryTeam(DirectoryTeamColumns, Base):
+    pass
 
 
 class AssignmentCursor(Base):

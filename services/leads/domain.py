@@ -7,7 +7,6 @@ from crmkit.auth import Principal
 from crmkit.errors import Conflict, Forbidden
 
 STATUSES = ("new", "contacted", "qualified", "converted", "disqualified")
-ACTIVITY_KINDS = ("call", "visit", "email", "meeting", "demo", "note")
 SOURCES = ("web", "phone", "referral", "event", "marketing", "import", "other")
 OPEN_STATUSES = ("new", "contacted", "qualified")
 

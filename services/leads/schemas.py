@@ -5,17 +5,16 @@ import math
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from crmkit.fields import Money, Text, Timestamp
+from crmkit.activities import ActivityFields
+from crmkit.fields import CURRENCY, PHONE, Money, Text, Timestamp
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 from .assignment import STRATEGIES
-from .domain import ACTIVITY_KINDS, SOURCES, STATUSES
+from .domain import SOURCES, STATUSES
 from .scoring import OPS, SCORABLE_FIELDS
 
 # Marketing sees every lead but no money (CONTRACT §2).
 LeadMoney = lambda **kw: Money(hidden_from=("marketing",), **kw)  # noqa: E731
-PHONE = validate.Regexp(r"^[0-9+()\-\s.]{3,50}$", error="digits, spaces and + ( ) - . only")
-CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="an ISO 4217 code such as CNY or USD")
 
 
 class _ProspectFields(Schema):
@@ -148,25 +147,8 @@ class MarketingLeadSubmittedSchema(_ProspectFields):
         _needs_someone_to_call(data)
 
 
-class ActivityCreateSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    kind = fields.String(required=True, validate=validate.OneOf(ACTIVITY_KINDS))
-    summary = Text(4000, allow_none=True)
-    occurred_at = Timestamp()
-    next_contact_at = Timestamp(allow_none=True)
-
-
-class ActivitySchema(Schema):
-    id = fields.UUID()
+class ActivitySchema(ActivityFields):
     lead_id = fields.UUID()
-    kind = fields.String()
-    summary = fields.String(allow_none=True)
-    occurred_at = fields.AwareDateTime()
-    next_contact_at = fields.AwareDateTime(allow_none=True)
-    created_by = fields.String()
-    created_at = fields.AwareDateTime()
 
 
 class ActivityPageSchema(Schema):

@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select, text
 from crmkit.auth import Principal
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
+from crmkit.directory import HANDOVER_REQUESTED, apply_directory_event, handover_request
 from crmkit.errors import Forbidden, NotFound, ValidationFailed
 from crmkit.events import new_event
 from crmkit.pagination import SortSpec, paginate, parse_sort
@@ -495,34 +496,14 @@ def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead
 
 # ---- directory replica and handover (crm.directory.v1) --------------------------------------------
 def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
-    kind, data = envelope["type"], envelope["data"]
-    if kind in ("user.created", "user.updated", "user.deactivated"):
-        _upsert(uow, DirectoryUser, data.get("user") or {}, ("name", "role", "team_id", "region", "active"))
-    elif kind in ("team.created", "team.updated"):
-        _upsert(uow, DirectoryTeam, data.get("team") or {}, ("name", "manager_id", "parent_team_id"))
-    elif kind == "handover.requested":
+    if envelope["type"] == HANDOVER_REQUESTED:
         hand_over(uow, settings, envelope)
-    # Other directory events are not this service's business.
-
-
-def _upsert(uow: UnitOfWork, model, record: dict, columns: tuple[str, ...]) -> None:
-    if not record.get("id"):
-        raise Reject(f"{model.__tablename__} event without an id")
-    row = uow.session.get(model, str(record["id"])) or model(id=str(record["id"]))
-    for column in columns:
-        if column in record:
-            setattr(row, column, record[column])
-    row.updated_at = utcnow()
-    uow.session.add(row)
-    uow.cache.clear()  # team membership may have changed
+    else:
+        apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam)
 
 
 def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
-    data = envelope["data"]
-    try:
-        handover_id, from_user, to_user = data["handover_id"], str(data["from_user_id"]), str(data["to_user_id"])
-    except KeyError as exc:
-        raise Reject(f"handover.requested without {exc}") from None
+    handover_id, from_user, to_user = handover_request(envelope)
     if _directory_user(uow, to_user) is None:
         # Not Reject: the user.created event may still be on its way (another key, another
         # partition). Retried, and dead-lettered with this reason if it never comes.

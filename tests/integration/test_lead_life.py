@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from crmkit.events import new_event
 from services.leads import bootstrap, imports, services
 from services.leads.db import KIT_TABLES, Lead
-from tests.integration.test_leads_api import Client, leads  # noqa: F401 - the fixture
+from tests.integration.test_leads_api import leads  # noqa: F401 - the fixture
 
 OUTBOX = KIT_TABLES["outbox"]
 

@@ -13,47 +13,19 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from crmkit.auth import issue_token
 from crmkit.db import utcnow
 from crmkit.migrations import alembic_config
 from services.leads import bootstrap
 from services.leads.db import Base
-from tests.infra import JWT_SECRET
+from tests.integration.service_client import service_client
 
 PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
 def leads(database_url, topic_prefix, monkeypatch):
-    monkeypatch.setenv("LEADS_DATABASE_URL", database_url)
-    monkeypatch.setenv("CRM_TOPIC_PREFIX", topic_prefix)
-    monkeypatch.setenv("CRM_JWT_SECRET", JWT_SECRET)
-    bootstrap.context.cache_clear()
-    bootstrap.migrate()
-    from services.leads.api import create_app
-    app = create_app()
-    yield Client(app.test_client())
-    bootstrap.context().db.engine.dispose()
-    bootstrap.context.cache_clear()
-
-
-class Client:
-    def __init__(self, client):
-        self.client = client
-
-    def as_(self, user, role, teams=(), manages=()):
-        token = issue_token(secret=JWT_SECRET, user_id=user, role=role, teams=teams, manages=manages)
-        return _As(self.client, {"Authorization": f"Bearer {token}"})
-
-
-class _As:
-    def __init__(self, client, headers):
-        self.client, self.headers = client, headers
-
-    def __getattr__(self, method):
-        def call(path, headers=None, **kw):
-            return getattr(self.client, method)(f"/api/v1{path}", headers={**self.headers, **(headers or {})}, **kw)
-        return call
+    with service_client(bootstrap, "leads", database_url, topic_prefix, monkeypatch) as client:
+        yield client
 
 
 def test_migrations_match_the_models(database_url):

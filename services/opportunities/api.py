@@ -1,0 +1,451 @@
+"""Opportunities HTTP API: thin routes that parse, call the service layer, commit and render."""
+from __future__ import annotations
+
+import uuid
+
+from marshmallow import RAISE
+
+from crmkit.activities import ActivityCreateSchema
+from crmkit.etag import check_if_match_if_given, etag_for, require_if_match
+from crmkit.idempotency import idempotent
+from crmkit.pagination import PageArgsSchema
+from crmkit.periods import PeriodArgsSchema
+from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
+
+from . import reports, services
+from .bootstrap import context
+from .schemas import (
+    AccountCreateSchema,
+    AccountListArgsSchema,
+    AccountPageSchema,
+    AccountSchema,
+    AccountWriteSchema,
+    ActivityPageSchema,
+    ActivitySchema,
+    ChecklistTickSchema,
+    ClosedArgsSchema,
+    CollisionListSchema,
+    ContactCreateAnywhereSchema,
+    ContactCreateSchema,
+    ContactListArgsSchema,
+    ContactPageSchema,
+    ContactSchema,
+    ContactWriteSchema,
+    ExpenseCreateSchema,
+    ExpensePageSchema,
+    ExpenseSchema,
+    ForecastArgsSchema,
+    ForecastReportSchema,
+    LoseSchema,
+    OpportunityCreateSchema,
+    OpportunityFunnelSchema,
+    OpportunityListArgsSchema,
+    OpportunityPageSchema,
+    OpportunitySchema,
+    OpportunityWriteSchema,
+    PipelineArgsSchema,
+    PipelineReportSchema,
+    SalesCycleReportSchema,
+    StageMoveSchema,
+    StagesSchema,
+    TeamSchema,
+    WinRateReportSchema,
+    WinSchema,
+)
+
+accounts = Blueprint("accounts", __name__, description="Accounts (customers) and their contacts")
+deals = Blueprint("opportunities", __name__, description="Opportunities through the pipeline")
+report_blp = Blueprint("opportunity-reports", __name__, description="Pipeline, forecast, win rate, sales cycle")
+
+SELLERS = ("rep", "manager", "executive", "admin")
+DEAL_READERS = (*SELLERS, "service")
+FUNNEL_READERS = (*SELLERS, "marketing")
+
+
+def _tagged(record) -> dict:
+    return {"ETag": etag_for(record.version)}
+
+
+# ---- accounts ----------------------------------------------------------------------------------------
+@accounts.route("/accounts", methods=["POST"])
+@accounts.arguments(AccountCreateSchema)
+@idempotent
+@accounts.response(201, AccountSchema)
+@roles(*SELLERS)
+def create_account(fields):
+    with ctx().db.uow() as uow:
+        account = services.create_account(uow, ctx().settings, principal(), fields)
+        uow.commit()
+    return account, 201, {**_tagged(account), "Location": f"/api/v1/accounts/{account.id}"}
+
+
+@accounts.route("/accounts", methods=["GET"])
+@accounts.arguments(AccountListArgsSchema, location="query", unknown=RAISE)
+@accounts.response(200, AccountPageSchema)
+@roles(*DEAL_READERS)
+def list_accounts(args):
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_accounts(uow, principal(), args)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@accounts.route("/accounts/<uuid:account_id>", methods=["GET"])
+@accounts.response(200, AccountSchema)
+@roles(*DEAL_READERS)
+def get_account(account_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        account = services.render_accounts(uow, [services.visible_account(uow, principal(), account_id)])[0]
+    return account, 200, _tagged(account)
+
+
+@accounts.route("/accounts/<uuid:account_id>", methods=["PATCH"])
+@accounts.arguments(AccountWriteSchema)
+@accounts.response(200, AccountSchema)
+@roles(*SELLERS)
+def patch_account(changes, account_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        account = services.update_account(uow, ctx().settings, principal(), account_id, changes, require_if_match)
+        uow.commit()
+    return account, 200, _tagged(account)
+
+
+@accounts.route("/accounts/<uuid:account_id>", methods=["DELETE"])
+@accounts.response(204)
+@roles(*SELLERS)
+def delete_account(account_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        services.delete_account(uow, ctx().settings, principal(), account_id)
+        uow.commit()
+
+
+@accounts.route("/accounts/<uuid:account_id>/team", methods=["PUT"])
+@accounts.arguments(TeamSchema)
+@accounts.response(200, AccountSchema)
+@roles(*SELLERS)
+def put_account_team(body, account_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        account = services.set_account_team(uow, ctx().settings, principal(), account_id, body["members"])
+        uow.commit()
+    return account, 200, _tagged(account)
+
+
+@accounts.route("/accounts/<uuid:account_id>/contacts", methods=["POST"])
+@accounts.arguments(ContactCreateSchema)
+@idempotent
+@accounts.response(201, ContactSchema)
+@roles(*SELLERS)
+def add_contact(fields, account_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        contact = services.add_contact(uow, ctx().settings, principal(), account_id, fields)
+        uow.commit()
+    return contact, 201, {**_tagged(contact), "Location": f"/api/v1/contacts/{contact.id}"}
+
+
+@accounts.route("/accounts/<uuid:account_id>/contacts", methods=["GET"])
+@accounts.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@accounts.response(200, ContactPageSchema)
+@roles(*DEAL_READERS)
+def list_account_contacts(args, account_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_contacts(uow, principal(), args, account_id)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@accounts.route("/contacts", methods=["POST"])
+@accounts.arguments(ContactCreateAnywhereSchema)
+@idempotent
+@accounts.response(201, ContactSchema)
+@roles(*SELLERS)
+def create_contact(fields):
+    with ctx().db.uow() as uow:
+        contact = services.add_contact(uow, ctx().settings, principal(), fields.pop("account_id"), fields)
+        uow.commit()
+    return contact, 201, {**_tagged(contact), "Location": f"/api/v1/contacts/{contact.id}"}
+
+
+@accounts.route("/contacts", methods=["GET"])
+@accounts.arguments(ContactListArgsSchema, location="query", unknown=RAISE)
+@accounts.response(200, ContactPageSchema)
+@roles(*DEAL_READERS)
+def list_contacts(args):
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_contacts(uow, principal(), args)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@accounts.route("/contacts/<uuid:contact_id>", methods=["GET"])
+@accounts.response(200, ContactSchema)
+@roles(*DEAL_READERS)
+def get_contact(contact_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        contact = services.get_contact(uow, principal(), contact_id)
+    return contact, 200, _tagged(contact)
+
+
+@accounts.route("/contacts/<uuid:contact_id>", methods=["PATCH"])
+@accounts.arguments(ContactWriteSchema)
+@accounts.response(200, ContactSchema)
+@roles(*SELLERS)
+def patch_contact(changes, contact_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        contact = services.update_contact(uow, ctx().settings, principal(), contact_id, changes, require_if_match)
+        uow.commit()
+    return contact, 200, _tagged(contact)
+
+
+@accounts.route("/contacts/<uuid:contact_id>", methods=["DELETE"])
+@accounts.response(204)
+@roles(*SELLERS)
+def delete_contact(contact_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        services.delete_contact(uow, ctx().settings, principal(), contact_id)
+        uow.commit()
+
+
+@accounts.route("/accounts/<uuid:account_id>/activities", methods=["POST"])
+@accounts.arguments(ActivityCreateSchema)
+@idempotent
+@accounts.response(201, ActivitySchema)
+@roles(*DEAL_READERS)
+def log_account_activity(data, account_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        activity = services.log_activity(uow, ctx().settings, principal(), data, account_id=account_id)
+        uow.commit()
+    return activity
+
+
+@accounts.route("/accounts/<uuid:account_id>/activities", methods=["GET"])
+@accounts.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@accounts.response(200, ActivityPageSchema)
+@roles(*DEAL_READERS)
+def list_account_activities(args, account_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_activities(uow, principal(), args, account_id=account_id)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+# ---- opportunities ---------------------------------------------------------------------------------------
+@deals.route("/opportunities", methods=["POST"])
+@deals.arguments(OpportunityCreateSchema)
+@idempotent
+@deals.response(201, OpportunitySchema)
+@roles(*SELLERS)
+def create_opportunity(fields):
+    with ctx().db.uow() as uow:
+        opp = services.create_opportunity(uow, ctx().settings, principal(), fields)
+        uow.commit()
+        services.render_opportunities(uow, [opp])
+    return opp, 201, {**_tagged(opp), "Location": f"/api/v1/opportunities/{opp.id}"}
+
+
+@deals.route("/opportunities", methods=["GET"])
+@deals.arguments(OpportunityListArgsSchema, location="query", unknown=RAISE)
+@deals.response(200, OpportunityPageSchema)
+@roles(*DEAL_READERS)
+def list_opportunities(args):
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_opportunities(uow, principal(), args)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@deals.route("/opportunities/<uuid:opp_id>", methods=["GET"])
+@deals.response(200, OpportunitySchema)
+@roles(*DEAL_READERS)
+def get_opportunity(opp_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        opp = services.get_opportunity(uow, principal(), opp_id)
+    return opp, 200, _tagged(opp)
+
+
+def _changed(action):
+    """Run a change to one opportunity in a unit of work; answer it rendered, with its new ETag."""
+    with ctx().db.uow() as uow:
+        opp = action(uow)
+        uow.commit()
+        services.render_opportunities(uow, [opp])
+    return opp, 200, _tagged(opp)
+
+
+@deals.route("/opportunities/<uuid:opp_id>", methods=["PATCH"])
+@deals.arguments(OpportunityWriteSchema)
+@deals.response(200, OpportunitySchema)
+@roles(*SELLERS)
+def patch_opportunity(changes, opp_id: uuid.UUID):
+    return _changed(lambda uow: services.update_opportunity(uow, ctx().settings, principal(), opp_id, changes,
+                                                            require_if_match))
+
+
+@deals.route("/opportunities/<uuid:opp_id>", methods=["DELETE"])
+@deals.response(204)
+@roles(*SELLERS)
+def delete_opportunity(opp_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        services.delete_opportunity(uow, ctx().settings, principal(), opp_id)
+        uow.commit()
+
+
+@deals.route("/opportunities/<uuid:opp_id>/stage", methods=["POST"])
+@deals.arguments(StageMoveSchema)
+@deals.response(200, OpportunitySchema)
+@deals.alt_response(409, description="a required checklist item is not done (named in `errors.checklist`)")
+@roles(*SELLERS)
+def move_stage(body, opp_id: uuid.UUID):
+    return _changed(lambda uow: services.move_stage(uow, ctx().settings, principal(), opp_id, body["stage"],
+                                                    check_if_match_if_given))
+
+
+@deals.route("/opportunities/<uuid:opp_id>/checklist/<string(maxlength=40):key>", methods=["POST"])
+@deals.arguments(ChecklistTickSchema)
+@deals.response(200, OpportunitySchema)
+@roles(*SELLERS)
+def tick_checklist(body, opp_id: uuid.UUID, key: str):
+    return _changed(lambda uow: services.tick_checklist(uow, ctx().settings, principal(), opp_id, key, body["done"]))
+
+
+@deals.route("/opportunities/<uuid:opp_id>/win", methods=["POST"])
+@deals.arguments(WinSchema)
+@deals.response(200, OpportunitySchema)
+@roles(*SELLERS)
+def win(body, opp_id: uuid.UUID):
+    return _changed(lambda uow: services.win(uow, ctx().settings, principal(), opp_id, body, check_if_match_if_given))
+
+
+@deals.route("/opportunities/<uuid:opp_id>/lose", methods=["POST"])
+@deals.arguments(LoseSchema)
+@deals.response(200, OpportunitySchema)
+@roles(*SELLERS)
+def lose(body, opp_id: uuid.UUID):
+    return _changed(lambda uow: services.lose(uow, ctx().settings, principal(), opp_id, body["reason"],
+                                              check_if_match_if_given))
+
+
+@deals.route("/opportunities/<uuid:opp_id>/team", methods=["PUT"])
+@deals.arguments(TeamSchema)
+@deals.response(200, OpportunitySchema)
+@roles(*SELLERS)
+def put_opportunity_team(body, opp_id: uuid.UUID):
+    return _changed(lambda uow: services.set_opportunity_team(uow, ctx().settings, principal(), opp_id,
+                                                              body["members"]))
+
+
+@deals.route("/opportunities/<uuid:opp_id>/collisions", methods=["GET"])
+@deals.response(200, CollisionListSchema)
+@roles(*SELLERS)
+def list_collisions(opp_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        return {"items": services.list_collisions(uow, principal(), opp_id)}
+
+
+@deals.route("/opportunities/<uuid:opp_id>/activities", methods=["POST"])
+@deals.arguments(ActivityCreateSchema)
+@idempotent
+@deals.response(201, ActivitySchema)
+@roles(*DEAL_READERS)
+def log_opportunity_activity(data, opp_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        activity = services.log_activity(uow, ctx().settings, principal(), data, opp_id=opp_id)
+        uow.commit()
+    return activity
+
+
+@deals.route("/opportunities/<uuid:opp_id>/activities", methods=["GET"])
+@deals.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@deals.response(200, ActivityPageSchema)
+@roles(*DEAL_READERS)
+def list_opportunity_activities(args, opp_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_activities(uow, principal(), args, opp_id=opp_id)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@deals.route("/opportunities/<uuid:opp_id>/expenses", methods=["POST"])
+@deals.arguments(ExpenseCreateSchema)
+@idempotent
+@deals.response(201, ExpenseSchema)
+@roles(*SELLERS)
+def add_expense(data, opp_id: uuid.UUID):
+    with ctx().db.uow() as uow:
+        expense = services.add_expense(uow, ctx().settings, principal(), opp_id, data)
+        uow.commit()
+    return expense
+
+
+@deals.route("/opportunities/<uuid:opp_id>/expenses", methods=["GET"])
+@deals.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@deals.response(200, ExpensePageSchema)
+@roles(*SELLERS)
+def list_expenses(args, opp_id: uuid.UUID):
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_expenses(uow, principal(), opp_id, args)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@deals.route("/pipeline/stages", methods=["GET"])
+@deals.response(200, StagesSchema)
+@roles(*DEAL_READERS)
+def get_stages():
+    with ctx().db.uow(readonly=True) as uow:
+        doc = services.get_stages(uow)
+    return doc, 200, {"ETag": etag_for(doc["version"])}
+
+
+@deals.route("/pipeline/stages", methods=["PUT"])
+@deals.arguments(StagesSchema)
+@deals.response(200, StagesSchema)
+@roles("admin")
+def put_stages(body):
+    with ctx().db.uow() as uow:
+        doc = services.put_stages(uow, ctx().settings, principal(), body, require_if_match)
+        uow.commit()
+    return doc, 200, {"ETag": etag_for(doc["version"])}
+
+
+# ---- reports -------------------------------------------------------------------------------------------
+@report_blp.route("/reports/pipeline", methods=["GET"])
+@report_blp.arguments(PipelineArgsSchema, location="query", unknown=RAISE)
+@report_blp.response(200, PipelineReportSchema)
+@roles(*SELLERS)
+def pipeline_report(args):
+    with ctx().db.uow(readonly=True) as uow:
+        return reports.pipeline(uow.session, principal(), args["group_by"])
+
+
+@report_blp.route("/reports/forecast", methods=["GET"])
+@report_blp.arguments(ForecastArgsSchema, location="query", unknown=RAISE)
+@report_blp.response(200, ForecastReportSchema)
+@roles(*SELLERS)
+def forecast_report(args):
+    with ctx().db.uow(readonly=True) as uow:
+        return reports.forecast(uow.session, principal(), args["period"], args["group_by"])
+
+
+@report_blp.route("/reports/win-rate", methods=["GET"])
+@report_blp.arguments(ClosedArgsSchema, location="query", unknown=RAISE)
+@report_blp.response(200, WinRateReportSchema)
+@roles(*SELLERS)
+def win_rate_report(args):
+    with ctx().db.uow(readonly=True) as uow:
+        return reports.win_rate(uow.session, principal(), args.get("period"), args["group_by"])
+
+
+@report_blp.route("/reports/sales-cycle", methods=["GET"])
+@report_blp.arguments(ClosedArgsSchema, location="query", unknown=RAISE)
+@report_blp.response(200, SalesCycleReportSchema)
+@roles(*SELLERS)
+def sales_cycle_report(args):
+    with ctx().db.uow(readonly=True) as uow:
+        return reports.sales_cycle(uow.session, principal(), args.get("period"), args["group_by"])
+
+
+@report_blp.route("/reports/opportunity-funnel", methods=["GET"])
+@report_blp.arguments(PeriodArgsSchema, location="query", unknown=RAISE)
+@report_blp.response(200, OpportunityFunnelSchema)
+@roles(*FUNNEL_READERS)
+def opportunity_funnel(args):
+    with ctx().db.uow(readonly=True) as uow:
+        return reports.opportunity_funnel(uow.session, principal(), args["period"])
+
+
+def create_app():
+    return create_service_app(context=context(), title="CRM opportunities service",
+                              blueprints=[accounts, deals, report_blp])

@@ -1,0 +1,465 @@
+"""marshmallow schemas: what the opportunities API accepts and returns, and what it reads from
+other services' events. Server-kept fields (owner, team, stage, status, tier, version...) are not
+in the create/patch schemas, and unknown fields are refused, so nothing is mass-assigned."""
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from crmkit.activities import ActivityFields
+from crmkit.fields import CURRENCY, PHONE, Money, Text
+from crmkit.pagination import PageArgsSchema
+from crmkit.periods import PeriodField
+
+from .domain import ACCOUNT_TYPES, EXPENSE_CATEGORIES, MEMBER_ROLES, STATUSES, TIERS
+
+SKU = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$", error="letters, digits, . _ - (up to 64)")
+
+
+def _page(item_schema, name: str) -> type[Schema]:
+    page = type(name, (Schema,), {"items": fields.List(fields.Nested(item_schema)),
+                                  "next_cursor": fields.String(allow_none=True)})
+    return page
+
+
+# ---- accounts ---------------------------------------------------------------------------------------
+class AccountWriteSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Text(200, min_length=1)
+    type = fields.String(validate=validate.OneOf(ACCOUNT_TYPES))
+    industry = Text(100, allow_none=True)
+    region = Text(100, allow_none=True)
+
+
+class AccountCreateSchema(AccountWriteSchema):
+    name = Text(200, min_length=1, required=True)
+    owner_id = Text(64, metadata={"description": "managers, executives and admins only: give it to someone"})
+
+
+class MemberSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    user_id = Text(64, min_length=1, required=True)
+    role = fields.String(required=True, validate=validate.OneOf(MEMBER_ROLES))
+
+
+class TeamSchema(Schema):
+    """PUT /accounts/{id}/team and /opportunities/{id}/team: the whole virtual team."""
+
+    class Meta:
+        unknown = RAISE
+
+    members = fields.List(fields.Nested(MemberSchema), required=True, validate=validate.Length(max=50))
+
+
+class AccountSchema(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    type = fields.String()
+    industry = fields.String(allow_none=True)
+    region = fields.String(allow_none=True)
+    tier = fields.String(metadata={"enum": list(TIERS)})
+    owner_id = fields.String(allow_none=True)
+    team_id = fields.String(allow_none=True)
+    team = fields.List(fields.Nested(MemberSchema))
+    created_by = fields.String()
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    version = fields.Integer()
+
+
+class AccountListArgsSchema(PageArgsSchema):
+    type = fields.String(validate=validate.OneOf(ACCOUNT_TYPES))
+    tier = fields.String(validate=validate.OneOf(TIERS))
+    owner_id = Text(64)
+    team_id = Text(64)
+    region = Text(100)
+    industry = Text(100)
+    q = Text(200)
+    sort = Text(40, load_default="-created_at")
+
+
+# ---- contacts ---------------------------------------------------------------------------------------
+class ContactWriteSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Text(200, min_length=1)
+    title = Text(200, allow_none=True)
+    email = fields.Email(allow_none=True, validate=validate.Length(max=320))
+    phone = fields.String(allow_none=True, validate=PHONE)
+    is_primary = fields.Boolean()
+
+
+class ContactCreateSchema(ContactWriteSchema):
+    name = Text(200, min_length=1, required=True)
+
+
+class ContactCreateAnywhereSchema(ContactCreateSchema):
+    """POST /contacts names its account in the body."""
+
+    account_id = fields.UUID(required=True)
+
+
+class ContactSchema(Schema):
+    id = fields.UUID()
+    account_id = fields.UUID()
+    name = fields.String()
+    title = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    is_primary = fields.Boolean()
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    version = fields.Integer()
+
+
+class ContactListArgsSchema(PageArgsSchema):
+    account_id = fields.UUID()
+    q = Text(200)
+
+
+# ---- opportunities -----------------------------------------------------------------------------------
+class ProductLineSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    sku = fields.String(required=True, validate=SKU)
+    qty = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10**7))
+    unit_price = Money(required=True)
+
+
+def _unique_skus(products: list[dict]) -> None:
+    skus = [p["sku"] for p in products]
+    if len(skus) != len(set(skus)):
+        raise ValidationError("each product once; put the quantity in qty", "products")
+
+
+class OpportunityWriteSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Text(200, min_length=1)
+    amount = Money()
+    currency = fields.String(validate=CURRENCY)
+    expected_close_date = fields.Date(allow_none=True)
+    region = Text(100, allow_none=True)
+    products = fields.List(fields.Nested(ProductLineSchema), validate=validate.Length(max=100))
+
+    @validates_schema
+    def _products(self, data, **_):
+        _unique_skus(data.get("products") or [])
+
+
+class OpportunityCreateSchema(OpportunityWriteSchema):
+    account_id = fields.UUID(required=True)
+    name = Text(200, min_length=1, required=True)
+    amount = Money(required=True)
+    owner_id = Text(64, metadata={"description": "managers, executives and admins only: give it to someone"})
+
+
+class ChecklistItemSchema(Schema):
+    key = fields.String()
+    label = fields.String()
+    required = fields.Boolean()
+    done = fields.Boolean()
+
+
+class OpportunitySchema(Schema):
+    id = fields.UUID()
+    account_id = fields.UUID()
+    name = fields.String()
+    owner_id = fields.String(allow_none=True)
+    team_id = fields.String(allow_none=True)
+    stage = fields.String()
+    probability = fields.Integer()
+    amount = Money()
+    currency = fields.String()
+    expected_close_date = fields.Date(allow_none=True)
+    region = fields.String(allow_none=True)
+    products = fields.List(fields.Nested(ProductLineSchema))
+    status = fields.String(metadata={"enum": list(STATUSES)})
+    lost_reason = fields.String(allow_none=True)
+    source_lead_id = fields.UUID(allow_none=True)
+    team = fields.List(fields.Nested(MemberSchema))
+    checklist = fields.List(fields.Nested(ChecklistItemSchema))
+    collisions = fields.List(fields.UUID())
+    expense_total = Money()
+    stage_entered_at = fields.AwareDateTime()
+    closed_at = fields.AwareDateTime(allow_none=True)
+    created_by = fields.String()
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    version = fields.Integer()
+
+
+class OpportunityListArgsSchema(PageArgsSchema):
+    stage = Text(40)
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    owner_id = Text(64)
+    team_id = Text(64)
+    account_id = fields.UUID()
+    region = Text(100)
+    close_before = fields.Date(metadata={"description": "expected to close before this day"})
+    close_after = fields.Date(metadata={"description": "expected to close on or after this day"})
+    q = Text(200)
+    sort = Text(40, load_default="-created_at")
+
+
+class StageMoveSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    stage = Text(40, min_length=1, required=True)
+
+
+class ChecklistTickSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    done = fields.Boolean(load_default=True)
+
+
+class WinSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    amount = Money(metadata={"description": "the final amount, if it changed at signing"})
+
+
+class LoseSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    reason = Text(1000, min_length=1, required=True)
+
+
+class CollisionSchema(Schema):
+    opportunity_id = fields.UUID(metadata={"description": "the other opportunity"})
+    owner_id = fields.String(allow_none=True)
+    score = fields.Float()
+    signals = fields.Dict(keys=fields.String(), values=fields.Float())
+    reasons = fields.List(fields.String())
+    visible = fields.Boolean(metadata={"description": "whether you may open the other opportunity"})
+    account_name = fields.String(metadata={"description": "only when the other opportunity is visible to you"})
+    name = fields.String(metadata={"description": "only when the other opportunity is visible to you"})
+    detected_at = fields.AwareDateTime()
+
+
+class CollisionListSchema(Schema):
+    items = fields.List(fields.Nested(CollisionSchema))
+
+
+# ---- activities and expenses ------------------------------------------------------------------------
+class ActivitySchema(ActivityFields):
+    account_id = fields.UUID()
+    opportunity_id = fields.UUID(allow_none=True)
+
+
+class ExpenseCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    category = fields.String(required=True, validate=validate.OneOf(EXPENSE_CATEGORIES))
+    amount = Money(required=True)
+    incurred_on = fields.Date(required=True)
+    note = Text(2000, allow_none=True)
+
+    @validates_schema
+    def _sane_day(self, data, **_):
+        if not 1900 <= data["incurred_on"].year <= 2999:
+            raise ValidationError("year must be between 1900 and 2999", "incurred_on")
+
+
+class ExpenseSchema(Schema):
+    id = fields.UUID()
+    opportunity_id = fields.UUID()
+    category = fields.String()
+    amount = Money()
+    currency = fields.String()
+    incurred_on = fields.Date()
+    note = fields.String(allow_none=True)
+    created_by = fields.String()
+    created_at = fields.AwareDateTime()
+
+
+# ---- pipeline stages ---------------------------------------------------------------------------------
+class StageChecklistItemSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_]{1,40}$"))
+    label = Text(200, min_length=1, required=True)
+    required = fields.Boolean(load_default=False)
+
+
+class StageSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_]{1,40}$"))
+    label = Text(200, min_length=1, required=True)
+    probability = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100))
+    checklist = fields.List(fields.Nested(StageChecklistItemSchema), load_default=list,
+                            validate=validate.Length(max=50))
+
+
+class StagesSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    stages = fields.List(fields.Nested(StageSchema), required=True, validate=validate.Length(min=1, max=30))
+    version = fields.Integer(dump_only=True)
+
+
+# ---- reports -----------------------------------------------------------------------------------------
+class PipelineArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    group_by = fields.String(load_default="stage", validate=validate.OneOf(("stage", "owner", "team", "region", "month")))
+
+
+class ForecastArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    period = PeriodField(required=True, metadata={"description": "YYYY, YYYY-MM or YYYY-Qn"})
+    group_by = fields.String(load_default="owner", validate=validate.OneOf(("owner", "team")))
+
+
+class ClosedArgsSchema(Schema):
+    """Win rate and sales cycle: over deals closed in the period (all time when left out)."""
+
+    class Meta:
+        unknown = RAISE
+
+    period = PeriodField(metadata={"description": "YYYY, YYYY-MM or YYYY-Qn; all time when left out"})
+    group_by = fields.String(load_default="owner", validate=validate.OneOf(("owner", "team")))
+
+
+class PipelineRowSchema(Schema):
+    key = fields.String(allow_none=True)
+    currency = fields.String()
+    count = fields.Integer()
+    amount = Money()
+    weighted = Money()
+    expenses = Money()
+
+
+class PipelineReportSchema(Schema):
+    group_by = fields.String()
+    rows = fields.List(fields.Nested(PipelineRowSchema))
+
+
+class ForecastRowSchema(Schema):
+    key = fields.String(allow_none=True)
+    currency = fields.String()
+    closed_won = Money()
+    commit = Money()
+    best_case = Money()
+    pipeline = Money()
+    weighted = Money()
+
+
+class ForecastReportSchema(Schema):
+    period = fields.String()
+    group_by = fields.String()
+    rows = fields.List(fields.Nested(ForecastRowSchema))
+
+
+class WinRateRowSchema(Schema):
+    key = fields.String(allow_none=True)
+    won = fields.Integer()
+    lost = fields.Integer()
+    win_rate = fields.Float(allow_none=True)
+
+
+class SalesCycleRowSchema(Schema):
+    key = fields.String(allow_none=True)
+    won = fields.Integer()
+    average_days = fields.Float(allow_none=True)
+
+
+class WinRateReportSchema(Schema):
+    period = fields.String(allow_none=True)
+    group_by = fields.String()
+    rows = fields.List(fields.Nested(WinRateRowSchema))
+
+
+class SalesCycleReportSchema(Schema):
+    period = fields.String(allow_none=True)
+    group_by = fields.String()
+    rows = fields.List(fields.Nested(SalesCycleRowSchema))
+
+
+class OpportunityFunnelSchema(Schema):
+    period = fields.String()
+    opportunities = fields.Integer(metadata={"description": "created in the period"})
+    won = fields.Integer(metadata={"description": "of those, won"})
+
+
+# ---- what other services send --------------------------------------------------------------------------
+class _Part(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class ConvertedAccountSchema(_Part):
+    id = fields.UUID(required=True)
+    existing = fields.Boolean(load_default=False)
+    name = Text(200, min_length=1, required=True)
+    type = fields.String(load_default="b2b", validate=validate.OneOf(ACCOUNT_TYPES))
+    industry = Text(100, allow_none=True)
+    region = Text(100, allow_none=True)
+
+
+class ConvertedContactSchema(_Part):
+    id = fields.UUID(required=True)
+    name = Text(200, min_length=1, required=True)
+    email = Text(320, allow_none=True)
+    phone = Text(50, allow_none=True)
+    is_primary = fields.Boolean(load_default=True)
+
+
+class ConvertedOpportunitySchema(_Part):
+    id = fields.UUID(required=True)
+    name = Text(200, min_length=1, required=True)
+    amount = Money(required=True)
+    currency = fields.String(required=True, validate=CURRENCY)
+    expected_close_date = fields.Date(allow_none=True)
+    region = Text(100, allow_none=True)
+    source_lead_id = fields.UUID(allow_none=True)
+    products = fields.List(fields.Nested(ProductLineSchema), load_default=list)
+
+
+class LeadConvertedSchema(_Part):
+    """`data` of lead.converted (crm.leads.v1), as the leads service publishes it."""
+
+    owner_id = Text(64, allow_none=True)
+    team_id = Text(64, allow_none=True)
+    account = fields.Nested(ConvertedAccountSchema, required=True)
+    contact = fields.Nested(ConvertedContactSchema, required=True)
+    opportunity = fields.Nested(ConvertedOpportunitySchema, required=True)
+
+
+class OrderRevenueSchema(_Part):
+    """What tiering needs of order.confirmed / order.paid (crm.orders.v1)."""
+
+    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    account_id = fields.UUID(required=True)
+    total = Money(required=True)
+    currency = fields.String(load_default=None, allow_none=True)
+    counts_toward_quota = fields.Boolean(load_default=True)
+
+
+account_schema = AccountSchema()
+contact_schema = ContactSchema()
+opportunity_schema = OpportunitySchema()
+AccountPageSchema = _page(AccountSchema, "AccountPageSchema")
+ContactPageSchema = _page(ContactSchema, "ContactPageSchema")
+OpportunityPageSchema = _page(OpportunitySchema, "OpportunityPageSchema")
+ActivityPageSchema = _page(ActivitySchema, "ActivityPageSchema")
+ExpensePageSchema = _page(ExpenseSchema, "ExpensePageSchema")

@@ -1,0 +1,45 @@
+"""Opportunities worker: the outbox relay; the consumers of lead.converted, of the directory (replica
+and handovers) and of order revenue (tiers); and the tier schedule."""
+from __future__ import annotations
+
+from functools import partial
+
+from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
+
+from . import services, tiering
+from .bootstrap import context
+from .events import (
+    DIRECTORY_TOPIC,
+    LEAD_CONVERTED,
+    LEADS_TOPIC,
+    ORDER_CANCELLED,
+    ORDERS_TOPIC,
+    REVENUE_EVENTS,
+    TOPIC_PARTITIONS,
+)
+
+
+def worker_spec() -> WorkerSpec:
+    ctx = context()
+    settings = ctx.settings
+    prefix, leads, orders = settings.topic_prefix, settings.topic(LEADS_TOPIC), settings.topic(ORDERS_TOPIC)
+    tier_loop = partial(tiering.tier_loop, ctx.db, settings)
+    tier_loop.__name__ = "account-tiers"
+    return WorkerSpec(
+        settings=settings, db=ctx.db, tables=ctx.tables,
+        topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
+        consumers=[
+            ConsumerSpec(group_id=f"{prefix}opportunities-conversions",
+                         handlers={leads: lambda uow, e: services.apply_lead_converted(uow, settings, e)},
+                         event_types={leads: frozenset({LEAD_CONVERTED})}),
+            ConsumerSpec(group_id=f"{prefix}opportunities-directory", handlers={
+                settings.topic(DIRECTORY_TOPIC): lambda uow, e: services.handle_directory_event(uow, settings, e)}),
+            ConsumerSpec(group_id=f"{prefix}opportunities-revenue", handlers={orders: tiering.record_order},
+                         event_types={orders: REVENUE_EVENTS | {ORDER_CANCELLED}}),
+        ],
+        loops=[tier_loop],
+    )
+
+
+def main() -> None:
+    run_worker(worker_spec())
