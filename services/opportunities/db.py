@@ -144,12 +144,13 @@ class OpportunityMember(Base):
 
 
 class MatchKey(Base):
-    """Name bigrams of each open opportunity's account: where collision detection finds candidates
-    without scanning every open opportunity. Rows exist only while the opportunity is open."""
+    """Match keys of each open opportunity (collisions.stored_keys: bigrams of the customer's
+    distinctive name; product, region and close month): where collision detection finds its
+    candidates without scanning every open opportunity. Rows exist only while it is open."""
 
     __tablename__ = "opportunity_match_keys"
 
-    gram: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
     opportunity_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, index=True)
 
 

@@ -1,9 +1,8 @@
-"""Collision detection against the database: find candidates by shared name grams (an index
+"""Collision detection against the database: find candidates by shared match keys (an index
 lookup, never a scan of every open opportunity), score them (collisions.py), mark both sides and
 announce new collisions with both owners and their managers."""
 from __future__ import annotations
 
-import math
 import uuid
 
 from sqlalchemy import delete, func, or_, select
@@ -15,7 +14,7 @@ from . import collisions
 from .db import Account, Collision, DirectoryTeam, DirectoryUser, MatchKey, Opportunity
 from .events import event
 
-# How many of the best candidates (by shared name grams) are scored per write.
+# How many of the best candidates (by shared match keys) are scored per write.
 CANDIDATES = 100
 
 
@@ -33,14 +32,12 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
     """(Re)index one open opportunity and (re)compute its collisions; returns those newly found."""
     session = uow.session
     deal = deal_of(opportunity, account_name)
-    grams = sorted(collisions.name_grams(deal.normalized))
     forget(uow, opportunity.id)
     if opportunity.status != "open" or opportunity.deleted_at is not None:
         return []
-    if grams:
-        session.add_all([MatchKey(gram=g, opportunity_id=opportunity.id) for g in grams])
+    session.add_all([MatchKey(key=k, opportunity_id=opportunity.id) for k in sorted(collisions.stored_keys(deal))])
     matches = {}
-    for other, other_account in _candidates(uow, opportunity, grams):
+    for other, other_account in _candidates(uow, opportunity, sorted(collisions.probe_keys(deal))):
         match = collisions.compare(deal, deal_of(other, other_account))
         if match.is_collision:
             matches[other.id] = (other, match)
@@ -65,14 +62,12 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
     return found
 
 
-def _candidates(uow: UnitOfWork, opportunity: Opportunity, grams: list[str]) -> list[tuple[Opportunity, str]]:
-    if not grams:
+def _candidates(uow: UnitOfWork, opportunity: Opportunity, keys: list[str]) -> list[tuple[Opportunity, str]]:
+    if not keys:
         return []
-    # Dice similarity ≥ NAME_GATE needs at least this many shared grams: 2|A∩B| ≥ gate·(|A|+|B|) ≥ gate·|A|.
-    least = max(1, math.ceil(collisions.NAME_GATE * len(grams) / 2))
     shared = func.count().label("shared")
-    best = (select(MatchKey.opportunity_id).where(MatchKey.gram.in_(grams), MatchKey.opportunity_id != opportunity.id)
-            .group_by(MatchKey.opportunity_id).having(shared >= least).order_by(shared.desc()).limit(CANDIDATES))
+    best = (select(MatchKey.opportunity_id).where(MatchKey.key.in_(keys), MatchKey.opportunity_id != opportunity.id)
+            .group_by(MatchKey.opportunity_id).order_by(shared.desc()).limit(CANDIDATES))
     ids = list(uow.session.execute(best).scalars())
     if not ids:
         return []

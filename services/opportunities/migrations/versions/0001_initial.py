@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 07:29:02.520487
+Create Date: 2026-11-23 07:31:15.408818
 """
 from alembic import op
 import sqlalchemy as sa
@@ -95,9 +95,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_opportunity_collisions_other_id'), ['other_id'], unique=False)
 
     op.create_table('opportunity_match_keys',
-    sa.Column('gram', sa.String(length=8), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('opportunity_id', sa.Uuid(), nullable=False),
-    sa.PrimaryKeyConstraint('gram', 'opportunity_id', name=op.f('pk_opportunity_match_keys'))
+    sa.PrimaryKeyConstraint('key', 'opportunity_id', name=op.f('pk_opportunity_match_keys'))
     )
     with op.batch_alter_table('opportunity_match_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_opportunity_match_keys_opportunity_id'), ['opportunity_id'], unique=False)
