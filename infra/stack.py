@@ -38,7 +38,7 @@ class ServiceDef:
 
 
 # The services that exist so far; the others join this list as they land.
-SERVICES = [ServiceDef("leads", 8001, 9101)]
+SERVICES = [ServiceDef("leads", 8001, 9101), ServiceDef("opportunities", 8002, 9102)]
 GATEWAY = ServiceDef("gateway", 8080, 9100, package_name="gateway")
 RECORD_SERVICES = ("leads", "opportunities", "orders")  # those that move records on a handover
 DEV_ADMIN_PASSWORD = "admin-dev-password"  # noqa: S105 - make run only, printed

@@ -1,6 +1,6 @@
-"""The CRM as deployed, for tests through the gateway: the gateway and the leads service, each an
-API under gunicorn plus a worker, on their own PostgreSQL databases and the test Kafka broker, and
-an organisation created through the gateway's own directory API."""
+"""The CRM as deployed, for tests through the gateway: the gateway and every service built so far,
+each an API under gunicorn plus a worker, on their own PostgreSQL databases and the test Kafka
+broker, and an organisation created through the gateway's own directory API."""
 from __future__ import annotations
 
 import socket
@@ -15,6 +15,7 @@ from infra.stack import GATEWAY, SERVICES, ManagedProcess, api_process, gateway_
 from tests.infra import JWT_SECRET, wait_for
 
 LEADS = next(s for s in SERVICES if s.name == "leads")
+BY_NAME = {s.name: s for s in [*SERVICES, GATEWAY]}
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORD = "password-for-tests"
 
@@ -32,13 +33,13 @@ class Crm:
     gateway_env: dict
     ports: dict[str, int]
     procs: dict[str, ManagedProcess] = field(default_factory=dict)
-    databases: tuple[str, str] = ("", "")  # leads, gateway
+    databases: dict[str, str] = field(default_factory=dict)  # service name -> its database URL
     topic_prefix: str = ""
     users: dict[str, dict] = field(default_factory=dict)  # name -> the user as the directory returned it
     teams: dict[str, dict] = field(default_factory=dict)
 
     def sql(self, database: str, query: str, *params):
-        url = self.databases[0 if database == "leads" else 1]
+        url = self.databases[database]
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
             return conn.execute(query, params).fetchall()
 
@@ -50,8 +51,11 @@ class Crm:
     def leads_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['leads']}"
 
+    def service_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
     def start(self, name: str) -> None:
-        service = GATEWAY if name.startswith("gateway") else LEADS
+        service = BY_NAME[name.rsplit("-", 1)[0]]
         env = self.gateway_env if service is GATEWAY else self.env
         if name.endswith("-worker"):
             proc = worker_process(service, env, state_dir=self.state_dir, metrics_port=free_port())
@@ -111,21 +115,22 @@ def build_org(crm: Crm) -> None:
 
 def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None) -> Crm:
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    leads_db, gateway_db = postgres.create_database(), postgres.create_database()
-    ports = {"leads": free_port(), "gateway": free_port()}
-    env = service_env({"LEADS_DATABASE_URL": leads_db, "GATEWAY_DATABASE_URL": gateway_db,
+    databases = {s.name: postgres.create_database() for s in [*SERVICES, GATEWAY]}
+    ports = {s.name: free_port() for s in [*SERVICES, GATEWAY]}
+    env = service_env({**{f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()},
                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CRM_TOPIC_PREFIX": prefix,
-                       "CRM_JWT_SECRET": JWT_SECRET}, state_dir=state_dir)
+                       "CRM_JWT_SECRET": JWT_SECRET, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": "1"}, state_dir=state_dir)
     gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD, "CRM_BREAKER_RESET_SECONDS": "2",
                           "CRM_RATE_LIMIT_PER_USER": "100000/minute", "CRM_RATE_LIMIT_PER_ADDRESS": "100000/minute",
                           "CRM_RATE_LIMIT_LOGIN": "1000/minute",
-                          "CRM_CORS_ORIGINS": "https://crm.example.com", **(extra_env or {})}, [LEADS], ports)
-    crm = Crm(state_dir=state_dir, env=env, gateway_env=gw_env, ports=ports, databases=(leads_db, gateway_db),
-              topic_prefix=prefix)
-    migrate(LEADS, env)
+                          "CRM_CORS_ORIGINS": "https://crm.example.com", **(extra_env or {})}, SERVICES, ports)
+    crm = Crm(state_dir=state_dir, env=env, gateway_env=gw_env, ports=ports, databases=databases, topic_prefix=prefix)
+    for service in SERVICES:
+        migrate(service, env)
     migrate(GATEWAY, gw_env)
-    for name in ("leads-api", "leads-worker", "gateway-api", "gateway-worker"):
-        crm.start(name)
+    for service in [*SERVICES, GATEWAY]:
+        for part in ("api", "worker"):
+            crm.start(f"{service.name}-{part}")
     build_org(crm)
     return crm
 
@@ -133,11 +138,11 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
 def stop_crm(crm: Crm, postgres) -> None:
     for proc in crm.procs.values():
         proc.stop()
-    for url in crm.databases:
+    for url in crm.databases.values():
         postgres.drop_database(url)
 
 
-def wait_replicated(crm: Crm, *user_ids: str) -> None:
-    """Until the leads service's directory replica knows the users (crm.directory.v1 is asynchronous)."""
-    wait_for(lambda: crm.sql("leads", "select count(*) from directory_users where id = any(%s)",
-                             list(user_ids))[0][0] == len(user_ids), what=f"users {user_ids} replicated to leads")
+def wait_replicated(crm: Crm, *user_ids: str, service: str = "leads") -> None:
+    """Until a service's directory replica knows the users (crm.directory.v1 is asynchronous)."""
+    wait_for(lambda: crm.sql(service, "select count(*) from directory_users where id = any(%s)",
+                             list(user_ids))[0][0] == len(user_ids), what=f"users {user_ids} replicated to {service}")

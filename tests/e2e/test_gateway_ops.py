@@ -138,10 +138,12 @@ def test_gateway_replicas_share_limits_through_redis(crm, redis):
 
 def test_a_stopped_service_is_503_then_the_breaker_opens_and_recovers(crm):
     ann = crm.as_("ann")
-    account_id = str(uuid.uuid4())
-    view = ann.get(crm.api(f"/customers/{account_id}"))
+    account = ann.post(crm.api("/accounts"), json={"name": f"Breaker Test {uuid.uuid4().hex[:6]}"}).json()
+    view = ann.get(crm.api(f"/customers/{account['id']}"))
     assert view.status_code == 200, view.text
-    assert view.json()["leads"] == [] and view.json()["degraded"] == ["notifications", "opportunities", "orders"]
+    assert view.json()["account"]["name"] == account["name"] and view.json()["leads"] == []
+    assert view.json()["degraded"] == ["notifications", "orders"]  # not deployed in this stack
+    assert ann.get(crm.api(f"/customers/{uuid.uuid4()}")).status_code == 404  # no such account
 
     crm.stop("leads-api")
     try:
@@ -150,18 +152,28 @@ def test_a_stopped_service_is_503_then_the_breaker_opens_and_recovers(crm):
         assert int(first.headers["Retry-After"]) >= 1
         details = [ann.get(crm.api("/leads")).json()["detail"] for _ in range(8)]
         assert any("failing" in d for d in details), details  # the breaker opened: no more waiting on connects
-        assert ann.get(crm.api(f"/customers/{account_id}")).status_code == 503  # no part left to show
+        partial = ann.get(crm.api(f"/customers/{account['id']}"))
+        assert partial.status_code == 200 and partial.json()["degraded"] == ["leads", "notifications", "orders"]
+        assert partial.json()["account"]["id"] == account["id"] and partial.json()["leads"] is None
+        crm.stop("opportunities-api")
+        try:
+            assert ann.get(crm.api(f"/customers/{account['id']}")).status_code == 503  # no part left to show
+        finally:
+            crm.start("opportunities-api")
         assert ann.get(crm.api("/me")).status_code == 200  # the gateway's own routes do not depend on it
     finally:
         crm.start("leads-api")
     time.sleep(2.5)  # the breaker's reset timeout in this stack
     wait_for(lambda: ann.get(crm.api("/leads")).status_code == 200, timeout=30, what="leads back through the gateway")
+    wait_for(lambda: ann.get(crm.api(f"/accounts/{account['id']}")).status_code == 200, timeout=30,
+             what="opportunities back through the gateway")
 
 
 def test_the_merged_openapi_document_lists_gateway_and_service_routes(crm):
     doc = requests.get(f"{crm.url}/openapi.json", timeout=10).json()
     assert {"/api/v1/leads", "/api/v1/leads/{lead_id}", "/api/v1/users", "/api/v1/customers/{account_id}",
-            "/api/v1/reports/funnel"} <= set(doc["paths"])
-    assert doc["x-unavailable"] == ["notifications", "opportunities", "orders"]
+            "/api/v1/reports/funnel", "/api/v1/opportunities/{opp_id}/stage", "/api/v1/reports/forecast"} \
+        <= set(doc["paths"])
+    assert doc["x-unavailable"] == ["notifications", "orders"]
     assert "Lead" in doc["components"]["schemas"] and "User" in doc["components"]["schemas"]
     assert "swagger-ui" in requests.get(f"{crm.url}/docs", timeout=10).text

@@ -82,7 +82,7 @@ MATRIX = [
 ]
 USER_OF_ROLE = {"rep": "ann", "manager": "mgr-east", "executive": "exec", "marketing": "mkt", "service": "svc",
                 "admin": "admin"}
-RUNNING = {"gateway", "leads"}  # the other services are not deployed in this stack
+RUNNING = {"gateway", "leads", "opportunities"}  # the other services are not deployed in this stack
 
 
 def test_the_matrix_covers_every_route_and_method_of_the_policy():
@@ -164,7 +164,7 @@ def test_reports_count_only_what_the_caller_may_see(crm):
     assert after_bo["leads"] == before_bo["leads"]
     assert bo.get(crm.api("/reports/lead-funnel")).json()["leads"] == before_direct["leads"]
     amy_funnel = amy.get(crm.api("/reports/funnel")).json()
-    assert amy_funnel["leads"] >= 3 and amy_funnel["degraded"] == ["opportunities"]
+    assert amy_funnel["leads"] >= 3 and amy_funnel["degraded"] == [] and amy_funnel["opportunities"] is not None
 
 
 def test_handovers_are_visible_to_the_leavers_managers_only(crm):
