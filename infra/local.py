@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -55,8 +56,17 @@ class Postgres:
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
-        with psycopg.connect(f"{self.dsn}/postgres", autocommit=True) as conn:
-            conn.execute(f"drop database if exists {name} with (force)")
+        for attempt in range(5):
+            try:
+                with psycopg.connect(f"{self.dsn}/postgres", autocommit=True) as conn:
+                    conn.execute(f"drop database if exists {name} with (force)")
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                # FORCE cannot end a session of another role: an autovacuum worker that just started
+                # on the new database. It finishes in moments.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
 
 
 def read_topic(bootstrap: str, topic: str, *, timeout_ms: int = 3000) -> list:

@@ -173,7 +173,8 @@ def writable_account(uow: UnitOfWork, principal: Principal, account_id: uuid.UUI
 def create_account(uow: UnitOfWork, settings: Settings, principal: Principal, fields: dict) -> Account:
     owner_id, team_id = _ownership(uow, principal, fields.pop("owner_id", None))
     now = utcnow()
-    account = Account(id=uuid.uuid4(), version=1, tier="unranked", type="b2b", owner_id=owner_id, team_id=team_id,
+    fields.setdefault("type", "b2b")
+    account = Account(id=uuid.uuid4(), version=1, tier="unranked", owner_id=owner_id, team_id=team_id,
                       created_by=principal.user_id, created_at=now, updated_at=now, **fields)
     uow.session.add(account)
     _account_event(uow, settings, "account.created", account, principal.user_id)
