@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import gateway, ingest, leads_list
+from bench import gateway, ingest, leads_list, opportunities
 
-BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run, "gateway": gateway.run}
+BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run, "gateway": gateway.run,
+              "opportunities": opportunities.run}
 
 
 def main() -> None:
@@ -15,8 +16,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000, help="ingest: inbound messages")
     parser.add_argument("--leads", type=int, default=1_000_000, help="leads_list: leads in the table")
     parser.add_argument("--gateway-leads", type=int, default=200_000, help="gateway: leads in the table")
+    parser.add_argument("--opportunities", type=int, default=200_000, help="opportunities: open ones in the table")
     args = parser.parse_args()
-    sizes = {"ingest": args.messages, "leads_list": args.leads, "gateway": args.gateway_leads}
+    sizes = {"ingest": args.messages, "leads_list": args.leads, "gateway": args.gateway_leads,
+             "opportunities": args.opportunities}
     for name in args.names:
         result = BENCHMARKS[name](sizes[name])
         print(json.dumps(result, indent=2))

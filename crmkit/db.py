@@ -175,6 +175,17 @@ class UnitOfWork:
         self._outgoing = []
 
 
+def lock_keys(uow: UnitOfWork, values) -> None:
+    """Serialize transactions that touch the same business keys (dedupe keys, collision match keys)
+    until commit: PostgreSQL advisory locks, taken in one sorted statement so two transactions never
+    wait on each other crosswise. SQLite needs nothing: a writing unit of work holds its only write
+    lock (BEGIN IMMEDIATE)."""
+    values = sorted(set(values))
+    if values and uow.session.get_bind().dialect.name == "postgresql":
+        uow.session.execute(text("select pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                                 "from unnest(cast(:keys as text[])) as k order by k"), {"keys": values})
+
+
 class Database:
     """Engine + session factory + unit-of-work factory of one service."""
 

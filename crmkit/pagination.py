@@ -60,8 +60,17 @@ def encode_cursor(sort: SortSpec, value, row_id) -> str:
 
 
 def _of_type(value, expected: type) -> bool:
+    """Of the column's type, and a value the database can take: a crafted cursor must not reach
+    the database with a year-1 timestamp, a NaN, a 200,000-digit number or a NUL character."""
     if isinstance(value, dt.datetime):
-        return expected is dt.datetime and value.tzinfo is not None
+        return (expected is dt.datetime and value.tzinfo is not None and 1900 <= value.year <= 2999
+                and 1900 <= value.astimezone(dt.UTC).year <= 2999)
+    if isinstance(value, decimal.Decimal):
+        return expected is decimal.Decimal and value.is_finite() and abs(value) < 10**15
+    if isinstance(value, str):
+        return expected is str and len(value) <= 1000 and "\x00" not in value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return expected is int and abs(value) < 2**63
     return isinstance(value, expected) and not isinstance(value, bool)
 
 

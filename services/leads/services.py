@@ -9,11 +9,11 @@ import uuid
 from dataclasses import dataclass
 
 from marshmallow import ValidationError
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, or_, select
 
 from crmkit.auth import Principal
 from crmkit.consumer import Reject
-from crmkit.db import UnitOfWork, utcnow
+from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.directory import HANDOVER_REQUESTED, apply_directory_event, handover_request
 from crmkit.errors import Forbidden, NotFound, ValidationFailed
 from crmkit.events import new_event
@@ -225,15 +225,6 @@ def _index(uow: UnitOfWork, lead: Lead) -> None:
             index.setdefault(f"{column}:{value}", lead)
 
 
-def _lock_keys(uow: UnitOfWork, values: list[str]) -> None:
-    """Two intakes of the same new prospect must not both find "no duplicate" and both insert: lock
-    the keys until commit (one sorted statement, so two intakes never wait on each other crosswise).
-    SQLite needs nothing: a writing unit of work holds its only write lock."""
-    if values and uow.session.get_bind().dialect.name == "postgresql":
-        uow.session.execute(text("select pg_advisory_xact_lock(hashtextextended(k, 0)) "
-                                 "from unnest(cast(:keys as text[])) as k order by k"), {"keys": sorted(set(values))})
-
-
 def _existing_with_keys(uow: UnitOfWork, values: dict[str, set[str]]) -> list[Lead]:
     conditions = [getattr(Lead, column).in_(sorted(vals)) for column, vals in values.items() if vals]
     if not conditions:
@@ -256,7 +247,7 @@ def prefetch_duplicates(uow: UnitOfWork, candidates: list[dict]) -> None:
     all_values = [v for vals in values.values() for v in vals]
     # No flush first: a flush here would write the batch's leads one statement at a time.
     with uow.session.no_autoflush:
-        _lock_keys(uow, all_values)
+        lock_keys(uow, all_values)
         for lead in _existing_with_keys(uow, values):
             _index(uow, lead)
     uow.cache.setdefault("prefetched", set()).update(f"{c}:{v}" for c, vals in values.items() for v in vals)
@@ -275,7 +266,7 @@ def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
         return None  # prefetch_duplicates already looked these keys up, and locked them
     values = {column: {value} for column, value in keys.items() if value}
     with uow.session.no_autoflush:  # this transaction's own leads are in the index
-        _lock_keys(uow, [v for vals in values.values() for v in vals])
+        lock_keys(uow, [v for vals in values.values() for v in vals])
         existing = _existing_with_keys(uow, values)
     return existing[0] if existing else None
 

@@ -233,8 +233,8 @@ def list_account_activities(args, account_id: uuid.UUID):
 def create_opportunity(fields):
     with ctx().db.uow() as uow:
         opp = services.create_opportunity(uow, ctx().settings, principal(), fields)
-        uow.commit()
         services.render_opportunities(uow, [opp])
+        uow.commit()
     return opp, 201, {**_tagged(opp), "Location": f"/api/v1/opportunities/{opp.id}"}
 
 
@@ -261,8 +261,8 @@ def _changed(action):
     """Run a change to one opportunity in a unit of work; answer it rendered, with its new ETag."""
     with ctx().db.uow() as uow:
         opp = action(uow)
+        services.render_opportunities(uow, [opp])  # before commit: no second transaction to read it
         uow.commit()
-        services.render_opportunities(uow, [opp])
     return opp, 200, _tagged(opp)
 
 

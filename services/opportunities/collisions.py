@@ -103,10 +103,13 @@ def _strip_cjk(token: str) -> str:
 
 
 def name_grams(normalized: str) -> set[str]:
-    """Character bigrams: they work alike for Chinese (no spaces) and for Latin names."""
-    if len(normalized) < 2:
+    """Character bigrams of Chinese names (no spaces, two characters carry meaning) and trigrams of
+    Latin ones (Latin bigrams such as 'er' or 'an' are in half of all names, and would make every
+    name a candidate of every other)."""
+    size = 2 if _CJK.search(normalized) else 3
+    if len(normalized) <= size:
         return {normalized} if normalized else set()
-    return {normalized[i:i + 2] for i in range(len(normalized) - 1)}
+    return {normalized[i:i + size] for i in range(len(normalized) - size + 1)}
 
 
 def name_similarity(a: str, b: str) -> float:
@@ -180,9 +183,10 @@ def compare(new: Deal, other: Deal) -> Match:
 
 
 # ---- match keys: how candidates are found without a scan --------------------------------------------
-# A candidate shares at least one key: a bigram of the distinctive name, or a quoted product in the
-# same region expected to close in the same month. Looking up the neighbouring months too finds
-# deals within DATE_WINDOW_DAYS.
+# A candidate shares at least one key with the deal: a gram of its distinctive name, or a quoted
+# product in the same region. Product keys carry the close month ("-" when there is none), and a
+# dated deal looks up the months within DATE_WINDOW_DAYS and the undated deals; every deal also
+# stores a "*" key, which is what an undated deal looks up (it overlaps every date).
 _MONTHS_AROUND = range(-2, 3)
 
 
@@ -193,17 +197,22 @@ def _month(day: dt.date | None, shift: int = 0) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
+def _name_keys(deal: Deal) -> set[str]:
+    return {f"n:{g}" for g in name_grams(deal.distinctive)}
+
+
 def stored_keys(deal: Deal) -> set[str]:
-    keys = {f"n:{g}" for g in name_grams(deal.distinctive)}
+    keys = _name_keys(deal)
     if deal.region:
-        keys |= {f"p:{deal.region}:{sku}:{_month(deal.close_date)}" for sku in deal.skus}
+        for sku in deal.skus:
+            keys |= {f"p:{deal.region}:{sku}:{_month(deal.close_date)}", f"p:{deal.region}:{sku}:*"}
     return keys
 
 
 def probe_keys(deal: Deal) -> set[str]:
-    keys = {f"n:{g}" for g in name_grams(deal.distinctive)}
+    keys = _name_keys(deal)
     if deal.region:
-        months = {"-"} | ({_month(deal.close_date, s) for s in _MONTHS_AROUND} if deal.close_date else set())
+        months = {_month(deal.close_date, s) for s in _MONTHS_AROUND} | {"-"} if deal.close_date else {"*"}
         keys |= {f"p:{deal.region}:{sku}:{m}" for sku in deal.skus for m in months}
     return keys
 

@@ -7,7 +7,7 @@ import uuid
 
 from sqlalchemy import delete, func, or_, select
 
-from crmkit.db import UnitOfWork, utcnow
+from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.settings import Settings
 
 from . import collisions
@@ -35,9 +35,13 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
     forget(uow, opportunity.id)
     if opportunity.status != "open" or opportunity.deleted_at is not None:
         return []
-    session.add_all([MatchKey(key=k, opportunity_id=opportunity.id) for k in sorted(collisions.stored_keys(deal))])
+    stored, probed = collisions.stored_keys(deal), collisions.probe_keys(deal)
+    # Two reps saving the same deal at the same moment would each miss the other's uncommitted keys:
+    # the keys are locked until commit, so the second one waits and then finds the first.
+    lock_keys(uow, [f"collision:{k}" for k in stored | probed])
+    session.add_all([MatchKey(key=k, opportunity_id=opportunity.id) for k in sorted(stored)])
     matches = {}
-    for other, other_account in _candidates(uow, opportunity, sorted(collisions.probe_keys(deal))):
+    for other, other_account in _candidates(uow, opportunity, sorted(probed)):
         match = collisions.compare(deal, deal_of(other, other_account))
         if match.is_collision:
             matches[other.id] = (other, match)
@@ -65,16 +69,19 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
 def _candidates(uow: UnitOfWork, opportunity: Opportunity, keys: list[str]) -> list[tuple[Opportunity, str]]:
     if not keys:
         return []
+    # Only other owners' open deals compete for the CANDIDATES places: a rep with a hundred deals on
+    # one customer must not crowd out the one deal of another rep.
     shared = func.count().label("shared")
-    best = (select(MatchKey.opportunity_id).where(MatchKey.key.in_(keys), MatchKey.opportunity_id != opportunity.id)
-            .group_by(MatchKey.opportunity_id).order_by(shared.desc()).limit(CANDIDATES))
+    best = (select(MatchKey.opportunity_id)
+            .join(Opportunity, Opportunity.id == MatchKey.opportunity_id)
+            .where(MatchKey.key.in_(keys), Opportunity.status == "open", Opportunity.deleted_at.is_(None),
+                   Opportunity.owner_id.is_not(None), Opportunity.owner_id != opportunity.owner_id)
+            .group_by(MatchKey.opportunity_id).order_by(shared.desc(), MatchKey.opportunity_id).limit(CANDIDATES))
     ids = list(uow.session.execute(best).scalars())
     if not ids:
         return []
-    rows = uow.session.execute(
-        select(Opportunity, Account.name).join(Account, Account.id == Opportunity.account_id).where(
-            Opportunity.id.in_(ids), Opportunity.status == "open", Opportunity.deleted_at.is_(None),
-            Opportunity.owner_id.is_not(None), Opportunity.owner_id != opportunity.owner_id)).all()
+    rows = uow.session.execute(select(Opportunity, Account.name).join(Account, Account.id == Opportunity.account_id)
+                               .where(Opportunity.id.in_(ids))).all()
     return [(row[0], row[1]) for row in rows]
 
 

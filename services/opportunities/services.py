@@ -13,6 +13,7 @@ from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.directory import HANDOVER_REQUESTED, apply_directory_event, handover_request
 from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crmkit.fields import MONEY_MAX
 from crmkit.pagination import SortSpec, paginate, parse_sort
 from crmkit.settings import Settings
 
@@ -34,6 +35,7 @@ from .db import (
     OpportunityRepository,
     PipelineDocument,
     account_visible,
+    opportunity_visible,
 )
 from .events import LEAD_CONVERTED, event
 from .schemas import LeadConvertedSchema, account_schema, contact_schema, opportunity_schema
@@ -126,6 +128,10 @@ def render_accounts(uow: UnitOfWork, accounts: list[Account]) -> list[Account]:
     return accounts
 
 
+def _open_deals():
+    return select(Opportunity.id).where(Opportunity.status == "open", Opportunity.deleted_at.is_(None))
+
+
 def render_opportunities(uow: UnitOfWork, opportunities: list[Opportunity]) -> list[Opportunity]:
     ids = [o.id for o in opportunities]
     teams: dict = {i: [] for i in ids}
@@ -135,7 +141,8 @@ def render_opportunities(uow: UnitOfWork, opportunities: list[Opportunity]) -> l
                                      .order_by(OpportunityMember.user_id)).scalars():
             teams[m.opportunity_id].append({"user_id": m.user_id, "role": m.role})
         for c in uow.session.execute(select(Collision.opportunity_id, Collision.other_id).where(
-                Collision.opportunity_id.in_(ids)).order_by(Collision.score.desc())):
+                Collision.opportunity_id.in_(ids), Collision.other_id.in_(_open_deals()))
+                .order_by(Collision.score.desc(), Collision.other_id)):
             clashes[c.opportunity_id].append(c.other_id)
     pipeline = stages(uow)
     for o in opportunities:
@@ -491,13 +498,15 @@ def set_opportunity_team(uow: UnitOfWork, settings: Settings, principal: Princip
 
 
 def list_collisions(uow: UnitOfWork, principal: Principal, opp_id: uuid.UUID) -> list[dict]:
-    """Each match with its score and reasons. The other deal is usually another rep's: its owner is
-    named (that is the point), its contents only if the caller may see it anyway."""
+    """Each open deal it collides with, with the score and the reasons. The other deal is usually
+    another rep's: its owner is named (that is the point), its contents only if the caller may see
+    it anyway. A deal that was won, lost or deleted no longer collides."""
     opp = visible_opportunity(uow, principal, opp_id)
     rows = uow.session.execute(
         select(Collision, Opportunity, Account.name).join(Opportunity, Opportunity.id == Collision.other_id)
         .join(Account, Account.id == Opportunity.account_id)
-        .where(Collision.opportunity_id == opp.id).order_by(Collision.score.desc())).all()
+        .where(Collision.opportunity_id == opp.id, Opportunity.status == "open", Opportunity.deleted_at.is_(None))
+        .order_by(Collision.score.desc(), Collision.other_id)).all()
     seen = OpportunityRepository(uow.session, principal).visible_ids([r[1].id for r in rows])
     items = []
     for collision, other, account_name in rows:
@@ -516,10 +525,13 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, data
     """Anyone who sees the record may log what they did on it: a virtual-team member too (the
     service role exists for exactly this)."""
     if opp_id is not None:
-        opp = visible_opportunity(uow, principal, opp_id)
-        account_id, subject = opp.account_id, opp.id
+        record = visible_opportunity(uow, principal, opp_id)
+        account_id, members = record.account_id, OpportunityMember
     else:
-        subject = visible_account(uow, principal, account_id).id
+        record, members = visible_account(uow, principal, account_id), AccountMember
+    subject = record.id
+    member_key = members.opportunity_id if members is OpportunityMember else members.account_id
+    team = sorted(uow.session.execute(select(members.user_id).where(member_key == record.id)).scalars())
     now = utcnow()
     activity = Activity(id=uuid.uuid4(), account_id=account_id, opportunity_id=opp_id, kind=data["kind"],
                         summary=data.get("summary"), occurred_at=data.get("occurred_at") or now,
@@ -529,27 +541,35 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, data
         "activity_id": str(activity.id), "account_id": str(account_id), "opportunity_id": str(opp_id) if opp_id else None,
         "kind": activity.kind, "summary": activity.summary, "occurred_at": activity.occurred_at.isoformat(),
         "next_contact_at": activity.next_contact_at.isoformat() if activity.next_contact_at else None,
-        "logged_by": principal.user_id}, actor=principal.user_id))
+        "logged_by": principal.user_id, "owner_id": record.owner_id, "team_id": record.team_id,
+        "member_ids": team}, actor=principal.user_id))
     return activity
 
 
 def list_activities(uow: UnitOfWork, principal: Principal, args: dict, *, account_id: uuid.UUID | None = None,
                     opp_id: uuid.UUID | None = None):
-    """An account's activities include those on its opportunities; newest first."""
+    """An account's activities include those on its opportunities the caller sees; newest first."""
     if opp_id is not None:
         stmt = select(Activity).where(Activity.opportunity_id == visible_opportunity(uow, principal, opp_id).id)
     else:
-        stmt = select(Activity).where(Activity.account_id == visible_account(uow, principal, account_id).id)
+        # Seeing the account is not seeing every deal on it: another rep's deal keeps its history.
+        visible_deals = select(Opportunity.id).where(Opportunity.deleted_at.is_(None), opportunity_visible(principal))
+        stmt = select(Activity).where(Activity.account_id == visible_account(uow, principal, account_id).id,
+                                      Activity.opportunity_id.is_(None) | Activity.opportunity_id.in_(visible_deals))
     return paginate(uow.session, stmt, model=Activity, sort=SortSpec("occurred_at", descending=True),
                     limit=args["limit"], cursor=args.get("cursor"))
 
 
 def add_expense(uow: UnitOfWork, settings: Settings, principal: Principal, opp_id: uuid.UUID, data: dict) -> Expense:
     opp = writable_opportunity(uow, principal, opp_id)
+    total = (opp.expense_total or Decimal("0")) + data["amount"]
+    if total >= MONEY_MAX:
+        raise ValidationFailed("the opportunity's expenses would exceed what an amount can hold",
+                               errors={"amount": [f"the total must stay below {MONEY_MAX}"]})
     expense = Expense(id=uuid.uuid4(), opportunity_id=opp.id, currency=opp.currency, created_by=principal.user_id,
                       created_at=utcnow(), **data)
     uow.session.add(expense)
-    opp.expense_total = (opp.expense_total or Decimal("0")) + data["amount"]
+    opp.expense_total = total
     opp.updated_at = utcnow()
     uow.session.flush()
     _opportunity_event(uow, settings, "opportunity.updated", opp, principal.user_id, {
@@ -586,9 +606,17 @@ def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) ->
     actor, owner, team = envelope.get("actor"), data["owner_id"], data["team_id"]
     created_by = f"lead:{part_o.get('source_lead_id') or envelope['subject']}"
     account = uow.session.get(Account, part_a["id"])
-    if account is None:
-        # Also when the lead named an existing account we do not have (deleted, or never here):
-        # the customer is real, so the conversion is not lost.
+    if account is not None:
+        # The convert request named this account, and nothing checked it then (the leads service
+        # knows no accounts): the lead's owner must be someone who may see it, or anyone could hang
+        # a deal (and so gain sight of the customer) on any account whose id they learnt.
+        if account.deleted_at is not None:
+            raise Reject(f"lead.converted names account {account.id}, which was deleted")
+        if AccountRepository(uow.session, _principal_of(uow, owner, team)).get(account.id) is None:
+            raise Reject(f"lead.converted names account {account.id}, which its owner {owner} may not see")
+    else:
+        # Also when the lead named an existing account this service has never had: the customer is
+        # real, so the conversion is not lost.
         now = utcnow()
         account = Account(id=part_a["id"], name=part_a["name"], type=part_a["type"], industry=part_a.get("industry"),
                           region=part_a.get("region"), tier="unranked", owner_id=owner, team_id=team,
@@ -604,6 +632,28 @@ def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) ->
                                     "products") if k in part_o}
     return _new_opportunity(uow, settings, account, fields, owner_id=owner, team_id=team, created_by=created_by,
                             actor=actor, opp_id=part_o["id"])
+
+
+def _principal_of(uow: UnitOfWork, user_id: str, team_id: str | None) -> Principal:
+    """Someone as the directory replica knows them, for deciding what they may see where no token
+    is at hand (a consumer acting on their behalf)."""
+    user = _user(uow, user_id)
+    role = user.role if user else "rep"
+    team = (user.team_id if user else None) or team_id
+    return Principal(user_id=user_id, role=role, teams=(team,) if team else (),
+                     manages=_managed_teams(uow, user_id) if role == "manager" else ())
+
+
+def _managed_teams(uow: UnitOfWork, user_id: str) -> tuple[str, ...]:
+    """The teams a manager leads, and their sub-teams (as the gateway puts them in `manages`)."""
+    teams = uow.session.execute(select(DirectoryTeam.id, DirectoryTeam.manager_id, DirectoryTeam.parent_team_id)).all()
+    managed = {t.id for t in teams if t.manager_id == user_id}
+    grew = True
+    while grew:
+        below = {t.id for t in teams if t.parent_team_id in managed} - managed
+        managed |= below
+        grew = bool(below)
+    return tuple(sorted(managed))
 
 
 # ---- crm.directory.v1: the replica, and handovers ----------------------------------------------------------
@@ -635,6 +685,7 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> dict:
              "handover_id": handover_id}
     for opp in opps:
         _opportunity_event(uow, settings, "opportunity.updated", opp, actor, extra)
+        detection.detect(uow, settings, opp, _account_name(uow, opp.account_id), actor)
     for account in accounts:
         _account_event(uow, settings, "account.updated", account, actor, extra)
     moved = {"moved": len(opps) + len(accounts), "opportunities": len(opps), "accounts": len(accounts)}

@@ -31,8 +31,14 @@ TIERS = "tiers"
 _order_schema = OrderRevenueSchema()
 
 
+def _state(uow: UnitOfWork) -> TierState:
+    """The one state row, locked until commit: a recompute and new revenue never interleave, so the
+    "revenue arrived since" flag cannot be cleared by a recompute that did not see that revenue."""
+    return uow.session.get(TierState, TIERS, with_for_update=True) or TierState(name=TIERS)
+
+
 def _mark_stale(uow: UnitOfWork) -> None:
-    state = uow.session.get(TierState, TIERS) or TierState(name=TIERS)
+    state = _state(uow)
     state.dirty = True
     uow.session.add(state)
 
@@ -67,6 +73,7 @@ def recompute(uow: UnitOfWork, settings: Settings, now: dt.datetime | None = Non
     """Set every account's tier from the revenue in the window; returns {account_id: new tier} of
     those that changed."""
     now = now or utcnow()
+    state = _state(uow)
     in_window = AccountRevenue.occurred_at >= now - WINDOW
     revenue = {str(account_id): amount for account_id, amount in uow.session.execute(
         select(AccountRevenue.account_id, func.sum(AccountRevenue.amount)).where(in_window)
@@ -87,7 +94,6 @@ def recompute(uow: UnitOfWork, settings: Settings, now: dt.datetime | None = Non
                 "account_id": str(account.id), "from": previous, "to": tier,
                 "revenue_12m": str(revenue.get(str(account.id), Decimal("0"))),
                 "account": account_schema.dump(account)}, actor=None))
-    state = uow.session.get(TierState, TIERS) or TierState(name=TIERS)
     state.dirty, state.computed_at = False, now
     uow.session.add(state)
     return changed
@@ -99,7 +105,7 @@ def tier_loop(db: Database, settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
             with db.uow() as uow:
-                state = uow.session.get(TierState, TIERS)
+                state = uow.session.get(TierState, TIERS)  # a peek; recompute() locks it
                 due = state is None or state.dirty or state.computed_at is None \
                     or utcnow() - state.computed_at >= RECOMPUTE_EVERY
                 if due:

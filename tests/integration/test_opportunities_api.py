@@ -286,3 +286,52 @@ def test_revenue_sums_are_exact_decimals(opps):
     with _uow() as uow:
         total = uow.session.execute(select(func.sum(AccountRevenue.amount))).scalar_one()
     assert Decimal(str(total)).quantize(Decimal("0.01")) == Decimal("0.30")
+
+
+def test_a_conversion_cannot_hang_a_deal_on_an_account_its_owner_may_not_see(opps):
+    bob = opps.as_("bob", "rep", teams=["west"])
+    theirs = bob.post("/accounts", json={"name": "Bob's customer"}).json["id"]
+    with pytest.raises(Reject, match="may not see"), _uow() as uow:
+        services.apply_lead_converted(uow, bootstrap.context().settings, _converted(theirs, existing=True))
+    assert bob.delete(f"/accounts/{theirs}").status_code == 204
+    with pytest.raises(Reject, match="deleted"), _uow() as uow:
+        services.apply_lead_converted(uow, bootstrap.context().settings,
+                                      _converted(theirs, existing=True, owner_id="bob", team_id="west"))
+
+
+def test_an_accounts_activities_leave_out_deals_the_caller_does_not_see(opps):
+    _directory(("amy", "rep", "east"))
+    ann, amy = opps.as_("ann", "rep", teams=["east"]), opps.as_("amy", "rep", teams=["east"])
+    east = opps.as_("mgr-e", "manager", teams=["east"], manages=["east"])
+    account = ann.post("/accounts", json={"name": "Shared customer"}).json["id"]
+    amys = east.post("/opportunities", json={"account_id": account, "name": "Amy's deal", "amount": "5.00",
+                                             "owner_id": "amy"}).json
+    amy.post(f"/opportunities/{amys['id']}/activities", json={"kind": "call", "summary": "amy's negotiation"})
+    ann.post(f"/accounts/{account}/activities", json={"kind": "visit", "summary": "ann's visit"})
+    assert [a["summary"] for a in ann.get(f"/accounts/{account}/activities").json["items"]] == ["ann's visit"]
+    assert {a["summary"] for a in amy.get(f"/accounts/{account}/activities").json["items"]} == \
+        {"ann's visit", "amy's negotiation"}  # amy sees the account through her deal
+    assert {a["summary"] for a in east.get(f"/accounts/{account}/activities").json["items"]} == \
+        {"ann's visit", "amy's negotiation"}
+
+
+def test_expenses_cannot_push_the_total_past_what_an_amount_holds(opps):
+    ann = opps.as_("ann", "rep", teams=["east"])
+    deal = _deal(ann)
+    big = {"category": "other", "amount": "999999999999.00", "incurred_on": "2026-11-02"}
+    assert ann.post(f"/opportunities/{deal['id']}/expenses", json=big).status_code == 201
+    r = ann.post(f"/opportunities/{deal['id']}/expenses", json=big)
+    assert r.status_code == 422 and "exceed" in r.json["detail"]
+
+
+def test_another_reps_deal_is_found_however_many_deals_the_owner_has_on_the_customer(opps, monkeypatch):
+    from services.opportunities import detection
+
+    monkeypatch.setattr(detection, "CANDIDATES", 3)
+    ann, bob = opps.as_("ann", "rep", teams=["east"]), opps.as_("bob", "rep", teams=["west"])
+    deal = {"amount": "1000.00", "region": "East", "products": [{"sku": "SW-1", "qty": 1, "unit_price": "1000.00"}]}
+    bobs = _deal(bob, name="Acme Systems Co., Ltd.", **deal)
+    for _ in range(5):
+        _deal(ann, name="ACME System Integrators Ltd", **deal)  # ann's own deals all look alike too
+    newest = _deal(ann, name="Acme Systems Ltd", **deal)
+    assert bobs["id"] in newest["collisions"]

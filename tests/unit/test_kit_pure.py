@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import uuid
 
@@ -51,6 +52,21 @@ def test_cursor_round_trip_and_tampering():
             decode_cursor(bad, sort, *types)
     with pytest.raises(BadQuery):
         decode_cursor(encode_cursor(sort, when, row_id), SortSpec("created_at", False), *types)
+
+
+def test_crafted_cursor_values_that_the_database_cannot_take_are_refused():
+    """Well-typed but unstorable: each of these reached the database as a 500 before."""
+    row_id = uuid.uuid4()
+    cases = [(SortSpec("created_at", True), dt.datetime.fromisoformat("0001-01-01T00:00:00+14:00"), dt.datetime),
+             (SortSpec("amount", True), decimal.Decimal("sNaN"), decimal.Decimal),
+             (SortSpec("amount", True), decimal.Decimal("1E+200000"), decimal.Decimal),
+             (SortSpec("name", False), "a\x00b", str)]
+    for sort, value, value_type in cases:
+        with pytest.raises(BadQuery):
+            decode_cursor(encode_cursor(sort, value, row_id), sort, value_type, uuid.UUID)
+    fine = SortSpec("amount", True)
+    assert decode_cursor(encode_cursor(fine, decimal.Decimal("12.50"), row_id), fine, decimal.Decimal, uuid.UUID)[0] \
+        == decimal.Decimal("12.50")
 
 
 def test_sort_parsing():

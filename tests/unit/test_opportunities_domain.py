@@ -145,3 +145,9 @@ def test_tiers_do_not_depend_on_input_order():
     assert a_revenue / sum(revenue.values()) >= D("0.8")  # A makes at least 80%...
     smallest_a = min(v for k, v in revenue.items() if tiers[k] == "A")
     assert a_revenue - smallest_a < D("0.8") * sum(revenue.values())  # ...and no more accounts than that takes
+
+
+def test_an_undated_deal_and_a_dated_one_find_each_other_whichever_comes_first():
+    dated, undated = deal("Alpha", skus=("X-1",)), deal("Omega", skus=("X-1",), close=None)
+    assert collisions.probe_keys(undated) & collisions.stored_keys(dated)
+    assert collisions.probe_keys(dated) & collisions.stored_keys(undated)
