@@ -38,13 +38,14 @@ PORT = 18802
 TEAMS, REPS_PER_TEAM = 10, 20
 REGIONS = ["华东", "华北", "华南", "西南", "西北", "华中", "东北", "East", "West", "Central"]
 SKUS = [f"SKU-{i:03d}" for i in range(200)]
-SYLLABLES = list("华信智联东方新达汇通创博远中科天成恒泰金桥景卓越星鑫宏图正元海纳瑞丰鼎盛安国万永诚同神州长城浪潮南启明数码港")
+# Distinctive names drawn from 3,000 common characters: like real customers, few share a name.
+CHARACTERS = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
 TRADES = ["系统集成", "信息技术", "网络科技", "软件", "电子", "数据服务", "智能科技", "通信工程", "Systems", "Software"]
 FORMS = ["有限公司", "股份有限公司", "有限责任公司", "Co., Ltd."]
 
 
 def _name(rng: random.Random) -> str:
-    return "".join(rng.sample(SYLLABLES, rng.choice((2, 2, 3)))) + rng.choice(TRADES) + rng.choice(FORMS)
+    return "".join(rng.sample(CHARACTERS, rng.choice((2, 3, 4)))) + rng.choice(TRADES) + rng.choice(FORMS)
 
 
 def _generate(dsn: str, total: int) -> dict:
@@ -53,7 +54,7 @@ def _generate(dsn: str, total: int) -> dict:
     now = dt.datetime.now(dt.UTC)
     accounts = []
     started = time.perf_counter()
-    match_keys: list[tuple[str, uuid.UUID]] = []  # one COPY at a time per connection
+    match_keys: list[tuple[str, uuid.UUID, str]] = []  # one COPY at a time per connection
     with psycopg.connect(dsn) as conn:
         with conn.cursor().copy("copy accounts (id, name, type, region, tier, owner_id, team_id, created_by, "
                                 "created_at, updated_at, version) from stdin") as copy:
@@ -83,8 +84,8 @@ def _generate(dsn: str, total: int) -> dict:
                                 json.dumps(products), "open", "{}", created, Decimal(0), 1, owner, team, "bench",
                                 created, created))
                 deal = collisions.Deal.of(name, region, products, amount, close)
-                match_keys += [(key, oid) for key in collisions.stored_keys(deal)]
-        with conn.cursor().copy("copy opportunity_match_keys (key, opportunity_id) from stdin") as copy:
+                match_keys += [(key, oid, owner) for key in collisions.stored_keys(deal)]
+        with conn.cursor().copy("copy opportunity_match_keys (key, opportunity_id, owner_id) from stdin") as copy:
             for row in match_keys:
                 copy.write_row(row)
         with conn.cursor().copy("copy directory_users (id, role, team_id, active, updated_at) from stdin") as copy:

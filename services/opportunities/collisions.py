@@ -159,7 +159,7 @@ def compare(new: Deal, other: Deal) -> Match:
     signals = {
         "name": name_similarity(new.distinctive, other.distinctive),
         "region": 1.0 if new.region and new.region == other.region else 0.0,
-        "products": (len(new.skus & other.skus) / len(new.skus | other.skus)) if new.skus and other.skus else 0.0,
+        "products": _product_overlap(new.skus, other.skus),
         "amount": _closeness(new.amount, other.amount),
         "close_date": _date_closeness(new.close_date, other.close_date),
     }
@@ -215,6 +215,15 @@ def probe_keys(deal: Deal) -> set[str]:
         months = {_month(deal.close_date, s) for s in _MONTHS_AROUND} | {"-"} if deal.close_date else {"*"}
         keys |= {f"p:{deal.region}:{sku}:{m}" for sku in deal.skus for m in months}
     return keys
+
+
+def _product_overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    """Jaccard similarity of the quoted products, halved when the quotes share a single product:
+    one popular product in common says little about two deals being one, two or more say a lot."""
+    if not a or not b:
+        return 0.0
+    shared = len(a & b)
+    return shared / len(a | b) * min(1.0, shared / 2)
 
 
 def _closeness(a: Decimal | None, b: Decimal | None) -> float:

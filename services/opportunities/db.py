@@ -152,6 +152,10 @@ class MatchKey(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     opportunity_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, index=True)
+    # The deal's owner, so candidates of other owners are picked from this index alone. Kept
+    # current: every owner change runs detection again, which rewrites the keys.
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("ix_opportunity_match_keys_probe", "key", "owner_id", "opportunity_id"),)
 
 
 class Collision(Base):

@@ -2,7 +2,8 @@
 one customer written two ways by two reps, or one project reached through two differently named
 system integrators (same region, same products, same weeks). Not the same deal: the same
 products in the same region months apart, the same region and weeks with other products, the
-same products and weeks in another region, look-alike names, and a customer's later, unrelated deal.
+same products and weeks in another region, one popular product in common in the same region and
+weeks, look-alike names, and a customer's later, unrelated deal.
 
 Deterministic for a seed, so precision and recall are reproducible numbers."""
 from __future__ import annotations
@@ -127,11 +128,16 @@ def generate(n: int = 1000, seed: int = 7) -> list[Pair]:
             b = _deal(named(other), region, _other_products(rng, skus), int(amount * rng.uniform(0.8, 1.2)),
                       close + dt.timedelta(days=rng.randint(-20, 20)))
             pairs.append(Pair(a, b, False, "same region and time, other products"))
-        elif kind < 0.84:  # same products and weeks, another region
+        elif kind < 0.80:  # same region and weeks, one popular product in common, otherwise another quote
+            one = rng.choice(skus)
+            b = _deal(named(other), region, sorted({one, *_other_products(rng, skus)[:rng.randint(0, 2)]}),
+                      rng.randint(20_000, 2_000_000), close + dt.timedelta(days=rng.randint(-30, 30)))
+            pairs.append(Pair(a, b, False, "same region and weeks, one product in common"))
+        elif kind < 0.86:  # same products and weeks, another region
             b = _deal(named(other), rng.choice([r for r in REGIONS if r != region]), _near(rng, skus),
                       int(amount * rng.uniform(0.8, 1.2)), close + dt.timedelta(days=rng.randint(-20, 20)))
             pairs.append(Pair(a, b, False, "same products and time, another region"))
-        elif kind < 0.92:  # a look-alike name, nothing else in common
+        elif kind < 0.93:  # a look-alike name, nothing else in common
             alike = [x for x in brands if x != brand and (x[0] == brand[0] or x[-1] == brand[-1])] or [other]
             b = _deal(named(rng.choice(alike)), rng.choice(REGIONS), _other_products(rng, skus),
                       rng.randint(20_000, 2_000_000), base_day + dt.timedelta(days=rng.randint(0, 360)))

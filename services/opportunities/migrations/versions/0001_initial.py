@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 07:31:15.408818
+Create Date: 2026-11-23 07:57:46.026819
 """
 from alembic import op
 import sqlalchemy as sa
@@ -97,10 +97,12 @@ def upgrade() -> None:
     op.create_table('opportunity_match_keys',
     sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('opportunity_id', sa.Uuid(), nullable=False),
+    sa.Column('owner_id', sa.String(length=64), nullable=True),
     sa.PrimaryKeyConstraint('key', 'opportunity_id', name=op.f('pk_opportunity_match_keys'))
     )
     with op.batch_alter_table('opportunity_match_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_opportunity_match_keys_opportunity_id'), ['opportunity_id'], unique=False)
+        batch_op.create_index('ix_opportunity_match_keys_probe', ['key', 'owner_id', 'opportunity_id'], unique=False)
 
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -304,6 +306,7 @@ def downgrade() -> None:
 
     op.drop_table('outbox')
     with op.batch_alter_table('opportunity_match_keys', schema=None) as batch_op:
+        batch_op.drop_index('ix_opportunity_match_keys_probe')
         batch_op.drop_index(batch_op.f('ix_opportunity_match_keys_opportunity_id'))
 
     op.drop_table('opportunity_match_keys')
