@@ -5,12 +5,12 @@ write never scans every open opportunity; this module makes the keys, scores eac
 explains the score.
 
 Two open deals are the same deal when they overlap in time (expected close dates within
-DATE_WINDOW_DAYS), share the customer's name or the region, and enough of these agree: the
-customer's name (its distinctive part: the legal form, the place and the trade words such as
-系统集成 or "Systems Integration" say nothing about who it is), the region, the quoted products,
-the amount and the close date. A customer's
-name is not required to match: two reps often chase one project through two differently named
-system integrators, and then only the region, the products and the timing give it away.
+DATE_WINDOW_DAYS), have the same customer (by name) or the same quote in the same region (two or
+more products in common), and enough of these agree: the customer's name (its distinctive part:
+the legal form, the place and the trade words such as 系统集成 or "Systems Integration" say
+nothing about who it is), the region, the quoted products, the amount and the close date. The
+name need not match: two reps often chase one project through two differently named system
+integrators, and then only the region, the products and the timing give it away.
 """
 from __future__ import annotations
 
@@ -146,13 +146,16 @@ class Match:
     signals: dict[str, float]
     reasons: list[str]
     overlapping: bool  # the close dates are within the window (or one is unknown)
+    shared_products: int = 0
 
     @property
     def is_collision(self) -> bool:
-        # One deal happens in one place for one customer: another region *and* another name is
-        # another deal, however alike the quotes are.
-        same_customer_or_place = self.signals["name"] >= NAME_REASON_FROM or self.signals["region"] == 1.0
-        return self.overlapping and same_customer_or_place and self.score >= THRESHOLD
+        # The same customer (by name), or the same quote in the same place: a deal in another region
+        # under another name is another deal however alike the quotes, and one product in common is
+        # what every deal for a popular product has; two or more quoted together is a project.
+        same_customer = self.signals["name"] >= NAME_REASON_FROM
+        same_project = self.signals["region"] == 1.0 and self.shared_products >= 2
+        return self.overlapping and (same_customer or same_project) and self.score >= THRESHOLD
 
 
 def compare(new: Deal, other: Deal) -> Match:
@@ -179,7 +182,8 @@ def compare(new: Deal, other: Deal) -> Match:
     if signals["close_date"] > 0:
         days = abs((new.close_date - other.close_date).days)
         reasons.append(f"expected to close {days} days apart")
-    return Match(score, {k: round(v, 3) for k, v in signals.items()}, reasons, overlapping)
+    return Match(score, {k: round(v, 3) for k, v in signals.items()}, reasons, overlapping,
+                 len(new.skus & other.skus))
 
 
 # ---- match keys: how candidates are found without a scan --------------------------------------------
@@ -218,12 +222,8 @@ def probe_keys(deal: Deal) -> set[str]:
 
 
 def _product_overlap(a: frozenset[str], b: frozenset[str]) -> float:
-    """Jaccard similarity of the quoted products, halved when the quotes share a single product:
-    one popular product in common says little about two deals being one, two or more say a lot."""
-    if not a or not b:
-        return 0.0
-    shared = len(a & b)
-    return shared / len(a | b) * min(1.0, shared / 2)
+    """Jaccard similarity of the quoted products."""
+    return len(a & b) / len(a | b) if a and b else 0.0
 
 
 def _closeness(a: Decimal | None, b: Decimal | None) -> float:

@@ -59,8 +59,9 @@ def test_unrelated_deals_are_not_flagged(other):
 def test_precision_and_recall_on_generated_pairs(seed):
     """1,000 labelled pairs per seed (the weights were chosen on seed 7, so these are held out).
     What it misses, by design, are projects quoted with one single product and reached through two
-    differently named partners: one popular product in common is too weak to call two deals one
-    (the generated negatives include exactly that case), so those need a similar name."""
+    differently named partners: one popular product in common, in a region and a few weeks, is what
+    every deal for that product has (in the 200,000-deal benchmark, calling those collisions
+    flagged a third of all new deals), so without a similar name it takes two or more products."""
     pairs = generate(1000, seed=seed)
     flagged = [compare(p.a, p.b).is_collision for p in pairs]
     tp = sum(f and p.same_deal for f, p in zip(flagged, pairs, strict=True))
@@ -68,7 +69,7 @@ def test_precision_and_recall_on_generated_pairs(seed):
     fn = sum(not f and p.same_deal for f, p in zip(flagged, pairs, strict=True))
     precision, recall = tp / (tp + fp), tp / (tp + fn)
     print(f"seed {seed}: precision {precision:.3f} recall {recall:.3f} (tp {tp}, fp {fp}, fn {fn})")
-    assert precision >= 0.98 and recall >= 0.94
+    assert precision >= 0.98 and recall >= 0.80
 
 
 def test_every_collision_shares_a_candidate_key():
