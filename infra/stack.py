@@ -191,10 +191,10 @@ def print_welcome(env: dict) -> None:
     from gateway.demo import DEMO_PASSWORD, DEMO_USERS
 
     print("\nThe CRM is running.")
-    print(f"  gateway   http://127.0.0.1:{GATEWAY.api_port}/api/v1    API docs http://127.0.0.1:{GATEWAY.api_port}/docs")
+    print(f"  gateway       http://127.0.0.1:{GATEWAY.api_port}/api/v1    API docs http://127.0.0.1:{GATEWAY.api_port}/docs")
     for s in SERVICES:
-        print(f"  {s.name:<9} http://127.0.0.1:{s.api_port} (behind the gateway; services verify tokens too)")
-    print(f"  logs      {RUN_DIR / 'logs'}")
+        print(f"  {s.name:<13} http://127.0.0.1:{s.api_port} (behind the gateway; services verify tokens too)")
+    print(f"  logs          {RUN_DIR / 'logs'}")
     print(f"\nSign in as admin / {env['CRM_ADMIN_PASSWORD']}, or as a demo user with the password {DEMO_PASSWORD}:")
     for username, name, role, team, _region in DEMO_USERS:
         print(f"  {username:<5} {role:<10} {team or '':<5} {name}")
