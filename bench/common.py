@@ -51,3 +51,14 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def timed_gets(session, url: str, n: int, timeout: float = 60) -> list[float]:
+    """n sequential GETs of one URL; the seconds each took (every one must answer 200)."""
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = session.get(url, timeout=timeout)
+        times.append(time.perf_counter() - t)
+        assert r.status_code == 200, r.text
+    return times

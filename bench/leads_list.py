@@ -12,7 +12,7 @@ import psycopg
 import requests
 from sqlalchemy import event
 
-from bench.common import infrastructure, summary_ms, write_result
+from bench.common import infrastructure, summary_ms, timed_gets, write_result
 from crmkit.auth import Principal, issue_token
 from crmkit.db import Database
 from crmkit.outbox import OutboxWriter
@@ -44,28 +44,18 @@ def _generate(dsn: str, total: int) -> float:
     return time.perf_counter() - started
 
 
-def _timed(session: requests.Session, url: str, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        r = session.get(url, timeout=30)
-        times.append(time.perf_counter() - t)
-        assert r.status_code == 200, r.text
-    return times
-
-
 def _measure(base: str, token: str, n: int) -> dict:
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
-    _timed(s, f"{base}/leads?limit=50", 20)  # warm-up: connections, caches, plans
-    first = _timed(s, f"{base}/leads?limit=50", n)
+    timed_gets(s, f"{base}/leads?limit=50", 20)  # warm-up: connections, caches, plans
+    first = timed_gets(s, f"{base}/leads?limit=50", n)
     cursor, per_page = None, []
     for _ in range(49):  # walk to page 50, timing every page on the way
         t = time.perf_counter()
         page = s.get(f"{base}/leads?limit=50" + (f"&cursor={cursor}" if cursor else ""), timeout=30).json()
         per_page.append(time.perf_counter() - t)
         cursor = page["next_cursor"]
-    page50 = _timed(s, f"{base}/leads?limit=50&cursor={cursor}", n)
+    page50 = timed_gets(s, f"{base}/leads?limit=50&cursor={cursor}", n)
     one, fifty = summary_ms(first), summary_ms(page50)
     return {"first_page": one, "page_50": fifty, "pages_1_to_49_ms": [round(t * 1000, 1) for t in per_page],
             "ratio_page50_to_first_p50": round(fifty["p50_ms"] / one["p50_ms"], 3),

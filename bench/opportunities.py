@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import requests
 
-from bench.common import infrastructure, summary_ms, write_result
+from bench.common import infrastructure, summary_ms, timed_gets, write_result
 from crmkit.auth import Principal, issue_token
 from crmkit.db import Database
 from crmkit.outbox import OutboxWriter
@@ -102,16 +102,6 @@ def _generate(dsn: str, total: int) -> dict:
     return {"seconds": round(time.perf_counter() - started, 1), "accounts": len(accounts), "match_keys": len(match_keys)}
 
 
-def _timed(session: requests.Session, url: str, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        r = session.get(url, timeout=60)
-        times.append(time.perf_counter() - t)
-        assert r.status_code == 200, r.text
-    return times
-
-
 def _reports(base: str, n: int) -> dict:
     quarter = f"{dt.date.today().year}-Q{(dt.date.today().month - 1) // 3 + 1}"
     viewers = {"manager": issue_token(secret=SECRET, user_id="mgr-0", role="manager", teams=["team-0"],
@@ -123,8 +113,8 @@ def _reports(base: str, n: int) -> dict:
         s.headers["Authorization"] = f"Bearer {token}"
         for report, path in (("forecast", f"/reports/forecast?period={quarter}&group_by=owner"),
                              ("pipeline", "/reports/pipeline?group_by=stage")):
-            _timed(s, base + path, 3)  # warm-up
-            out[f"{report}_{viewer}"] = summary_ms(_timed(s, base + path, n))
+            timed_gets(s, base + path, 3)  # warm-up
+            out[f"{report}_{viewer}"] = summary_ms(timed_gets(s, base + path, n))
     return out
 
 

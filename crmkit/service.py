@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 from .auth import TokenVerifier
@@ -26,6 +28,18 @@ def build_context(service: str, tables: dict, directory_user) -> ServiceContext:
 
 def migrate(service: str, migrations: Path) -> None:
     upgrade(migrations, load_settings(service).database_url)
+
+
+def bootstrap(service: str, tables: dict, directory_user, migrations: Path
+              ) -> tuple[Callable[[], ServiceContext], Callable[[], None]]:
+    """A service's `context()` (built once per process; `context.cache_clear()` rebuilds it) and
+    its `migrate()`."""
+
+    @lru_cache(maxsize=1)
+    def context() -> ServiceContext:
+        return build_context(service, tables, directory_user)
+
+    return context, lambda: migrate(service, migrations)
 
 
 def command_line(package: str, argv: list[str], default_port: int) -> None:

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
 from crmkit.auth import issue_token
+from crmkit.db import make_engine
+from crmkit.migrations import alembic_config
 from tests.infra import JWT_SECRET
 
 
@@ -21,6 +27,16 @@ def service_client(bootstrap, service: str, database_url: str, topic_prefix: str
     finally:
         bootstrap.context().db.engine.dispose()
         bootstrap.context.cache_clear()
+
+
+def assert_migrations_match(migrations, metadata, database_url: str) -> None:
+    """Alembic's head creates exactly the tables the code maps (no drift on either backend)."""
+    command.upgrade(alembic_config(migrations, database_url), "head")
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
 
 
 class Client:

@@ -9,15 +9,11 @@ import json
 import uuid
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from crmkit.db import utcnow
-from crmkit.migrations import alembic_config
 from services.leads import bootstrap
 from services.leads.db import Base
-from tests.integration.service_client import service_client
+from tests.integration.service_client import assert_migrations_match, service_client
 
 PROBLEM = "application/problem+json"
 
@@ -29,14 +25,7 @@ def leads(database_url, topic_prefix, monkeypatch):
 
 
 def test_migrations_match_the_models(database_url):
-    """Alembic's head creates exactly the tables the code maps (no drift on either backend)."""
-    command.upgrade(alembic_config(bootstrap.MIGRATIONS, database_url), "head")
-    from crmkit.db import make_engine
-    engine = make_engine(database_url)
-    with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    engine.dispose()
-    assert diff == []
+    assert_migrations_match(bootstrap.MIGRATIONS, Base.metadata, database_url)
 
 
 def test_visibility_by_role(leads):

@@ -8,15 +8,11 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
 from crmkit.consumer import Reject
-from crmkit.db import make_engine, utcnow
+from crmkit.db import utcnow
 from crmkit.events import new_event
-from crmkit.migrations import alembic_config
 from services.opportunities import bootstrap, services, tiering
 from services.opportunities.db import (
     Account,
@@ -27,7 +23,7 @@ from services.opportunities.db import (
     DirectoryUser,
     Opportunity,
 )
-from tests.integration.service_client import service_client
+from tests.integration.service_client import assert_migrations_match, service_client
 
 CLOSE = "2026-12-15"
 
@@ -61,12 +57,7 @@ def _deal(client, *, name="Acme", amount="1000.00", **extra):
 
 
 def test_migrations_match_the_models(database_url):
-    command.upgrade(alembic_config(bootstrap.MIGRATIONS, database_url), "head")
-    engine = make_engine(database_url)
-    with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    engine.dispose()
-    assert diff == []
+    assert_migrations_match(bootstrap.MIGRATIONS, Base.metadata, database_url)
 
 
 def test_visibility_and_route_roles(opps):
