@@ -63,7 +63,17 @@ class UTCDateTime(TypeDecorator):
 WRITES = "crm_writes"  # execution option marking a connection whose transaction will write
 
 
+def normalize_url(url: str) -> str:
+    """`postgresql://...` (what CloudNativePG's secrets and most tools hand out) means psycopg 3 here,
+    the driver we ship, not SQLAlchemy's default psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -17,6 +17,10 @@ from prometheus_client import (
     multiprocess,
 )
 
+# In a container /tmp is an empty volume: the directory the samples go to must be made first.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 HTTP_REQUESTS = Counter("crm_http_requests_total", "HTTP requests", ["service", "route", "method", "status"])
 HTTP_LATENCY = Histogram("crm_http_request_duration_seconds", "HTTP request latency", ["service", "route", "method"],
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -1,0 +1,1 @@
+"""Deployment: the Dockerfile's deployables, compose and Kubernetes manifests (deploy/generate.py)."""

@@ -1,0 +1,3 @@
+CREATE DATABASE leads;
+CREATE DATABASE opportunities;
+CREATE DATABASE gateway;

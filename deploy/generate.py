@@ -1,0 +1,417 @@
+"""Writes the deployment from the code, so the two cannot drift apart:
+
+- `deploy/compose.yaml`: one laptop with Docker (Kafka in KRaft mode, PostgreSQL with a database
+  per service, every API and worker, Prometheus, Grafana);
+- `deploy/k8s/base/...` and the overlays `dev` and `prod` (kustomize): per deployable an API and a
+  worker Deployment, Service, ConfigMap, HPA (API, on CPU), KEDA ScaledObject (worker, on consumer
+  lag), PodDisruptionBudgets and NetworkPolicies; Strimzi Kafka with a KafkaTopic per topic;
+  a CloudNativePG Cluster per database; the gateway's Ingress; alert rules and the dashboard;
+- `deploy/grafana/crm-dashboard.json`.
+
+What it reads from the code: each deployable's worker spec (consumer groups and topics), every
+environment variable its packages read (deploy/inventory.py), and the topics of CONTRACT §5.
+`python -m deploy.generate` rewrites the files; `--check` fails if they are not current (a test runs it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from deploy.inventory import DEPLOYABLES, Deployable, env_for, topics
+
+ROOT = Path(__file__).resolve().parent
+K8S = ROOT / "k8s"
+PART_OF = "sfa-crm"
+API_PORT, METRICS_PORT = 8000, 9100
+KAFKA_CLUSTER = "crm-kafka"
+KAFKA_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:9092"
+SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+TMP = "/tmp"  # noqa: S108 - the container's own empty volume, not a shared host directory
+HEADER = "# Written by deploy/generate.py from the code; edit the generator, not this file.\n"
+
+
+def _labels(d: Deployable, component: str) -> dict:
+    return {"app.kubernetes.io/name": d.name, "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": PART_OF}
+
+
+def _env_list(d: Deployable, component: str) -> list[dict]:
+    out = []
+    for name, source in env_for(d, component, kafka=KAFKA_BOOTSTRAP).items():
+        if isinstance(source, dict):  # a secret reference ("compose" is the value compose uses instead)
+            ref = {k: v for k, v in source.items() if k != "compose"}
+            out.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
+        else:
+            out.append({"name": name, "valueFrom": {"configMapKeyRef": {"name": f"{d.name}-config", "key": name}}})
+    return out
+
+
+def _container(d: Deployable, component: str) -> dict:
+    probe_port = "http" if component == "api" else "metrics"
+    container = {
+        "name": component, "image": d.image, "imagePullPolicy": "IfNotPresent",
+        "env": _env_list(d, component),
+        "ports": [{"name": "http", "containerPort": API_PORT}] if component == "api"
+        else [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": probe_port}, "periodSeconds": 10,
+                          "timeoutSeconds": 3, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz" if component == "api" else "/healthz", "port": probe_port},
+                           "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+        "startupProbe": {"httpGet": {"path": "/healthz", "port": probe_port}, "periodSeconds": 2,
+                         "failureThreshold": 60},
+        "resources": d.resources[component],
+        "securityContext": SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP}],
+    }
+    if component == "worker":
+        container["command"] = ["python", "-m", d.package, "worker"]
+    return container
+
+
+def _deployment(d: Deployable, component: str) -> dict:
+    spec: dict = {
+        "serviceAccountName": d.name, "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY, "terminationGracePeriodSeconds": 30,
+        "containers": [_container(d, component)],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+    if component == "api":
+        # Migrations run before the API starts; Alembic takes a lock, so replicas starting together are safe.
+        migrate = {k: v for k, v in _container(d, "api").items()
+                   if k in ("image", "imagePullPolicy", "env", "resources", "securityContext", "volumeMounts")}
+        spec["initContainers"] = [{"name": "migrate", **migrate, "command": ["python", "-m", d.package, "migrate"]}]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"{d.name}-{component}", "labels": _labels(d, component)},
+            "spec": {"replicas": 2 if component == "api" else 1,
+                     "selector": {"matchLabels": _labels(d, component)},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                     "template": {"metadata": {"labels": _labels(d, component),
+                                               "annotations": {"prometheus.io/scrape": "true"}},
+                                  "spec": spec}}}
+
+
+def _network_policies(d: Deployable) -> list[dict]:
+    """Default deny is in base/platform; these open what each part needs, and nothing more."""
+    dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    kafka = {"to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": KAFKA_CLUSTER}}}],
+             "ports": [{"protocol": "TCP", "port": 9092}]}
+    database = {"to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": d.database}}}],
+                "ports": [{"protocol": "TCP", "port": 5432}]}
+    monitoring = {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
+    if d.name == "gateway":
+        callers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    else:
+        callers = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway",
+                                                    "app.kubernetes.io/component": "api"}}}]
+    upstreams = [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": u,
+                                                          "app.kubernetes.io/component": "api"}}}],
+                  "ports": [{"protocol": "TCP", "port": API_PORT}]} for u in d.upstreams]
+    policies = []
+    for component in ("api", "worker"):
+        ingress = [{**monitoring, "ports": [{"protocol": "TCP", "port": API_PORT if component == "api" else METRICS_PORT}]}]
+        if component == "api":
+            ingress.append({"from": callers, "ports": [{"protocol": "TCP", "port": API_PORT}]})
+        policies.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                         "metadata": {"name": f"{d.name}-{component}", "labels": _labels(d, component)},
+                         "spec": {"podSelector": {"matchLabels": _labels(d, component)},
+                                  "policyTypes": ["Ingress", "Egress"], "ingress": ingress,
+                                  "egress": [dns, kafka, database, *(upstreams if component == "api" else [])]}})
+    return policies
+
+
+def _scaled_object(d: Deployable) -> dict:
+    triggers = [{"type": "kafka", "metadata": {"bootstrapServers": KAFKA_BOOTSTRAP, "consumerGroup": group,
+                                               "topic": topic, "lagThreshold": "500", "offsetResetPolicy": "earliest"}}
+                for group, topic in d.consumed]
+    # A group's consumers beyond its topic's partitions sit idle: the busiest topic's partition count
+    # is as far as the worker usefully scales.
+    most = max(d.partitions_of(topic) for _, topic in d.consumed)
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": f"{d.name}-worker", "labels": _labels(d, "worker")},
+            "spec": {"scaleTargetRef": {"name": f"{d.name}-worker"}, "minReplicaCount": 1,
+                     "maxReplicaCount": most, "cooldownPeriod": 300, "triggers": triggers}}
+
+
+def _deployable_resources(d: Deployable) -> dict[str, list[dict] | dict]:
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{d.name}-config"},
+              "data": {k: str(v) for c in ("api", "worker")
+                       for k, v in env_for(d, c, kafka=KAFKA_BOOTSTRAP).items() if not isinstance(v, dict)}}
+    resources: dict[str, list[dict] | dict] = {
+        "serviceaccount.yaml": {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": d.name},
+                                "automountServiceAccountToken": False},
+        "configmap.yaml": config,
+        "api.yaml": _deployment(d, "api"),
+        "worker.yaml": _deployment(d, "worker"),
+        "service.yaml": {"apiVersion": "v1", "kind": "Service",
+                         "metadata": {"name": f"{d.name}-api", "labels": _labels(d, "api")},
+                         "spec": {"selector": _labels(d, "api"),
+                                  "ports": [{"name": "http", "port": API_PORT, "targetPort": "http"}]}},
+        "hpa.yaml": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                     "metadata": {"name": f"{d.name}-api", "labels": _labels(d, "api")},
+                     "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{d.name}-api"},
+                              "minReplicas": 2, "maxReplicas": 10,
+                              "metrics": [{"type": "Resource", "resource": {
+                                  "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}},
+        "scaledobject.yaml": _scaled_object(d),
+        "pdb.yaml": [{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                      "metadata": {"name": f"{d.name}-{c}", "labels": _labels(d, c)},
+                      "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _labels(d, c)}}}
+                     for c in ("api", "worker")],
+        "networkpolicy.yaml": _network_policies(d),
+        "database.yaml": {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+                          "metadata": {"name": d.database, "labels": _labels(d, "database")},
+                          "spec": {"instances": 3, "imageName": "ghcr.io/cloudnative-pg/postgresql:16.4",
+                                   "bootstrap": {"initdb": {"database": d.name, "owner": d.name}},
+                                   "storage": {"size": "20Gi"},
+                                   "monitoring": {"enablePodMonitor": True}}},
+    }
+    if d.name == "gateway":
+        resources["ingress.yaml"] = {
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "gateway", "labels": _labels(d, "api"),
+                         "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "20m"}},
+            "spec": {"ingressClassName": "nginx",
+                     "rules": [{"host": "crm.example.com", "http": {"paths": [{
+                         "path": "/", "pathType": "Prefix",
+                         "backend": {"service": {"name": "gateway-api", "port": {"number": API_PORT}}}}]}}]}}
+    return resources
+
+
+def _platform() -> dict[str, list[dict] | dict]:
+    kafka = [
+        {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaNodePool",
+         "metadata": {"name": "dual-role", "labels": {"strimzi.io/cluster": KAFKA_CLUSTER}},
+         "spec": {"replicas": 3, "roles": ["controller", "broker"],
+                  "storage": {"type": "jbod", "volumes": [{"id": 0, "type": "persistent-claim", "size": "100Gi",
+                                                           "deleteClaim": False, "kraftMetadata": "shared"}]}}},
+        {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "Kafka",
+         "metadata": {"name": KAFKA_CLUSTER, "annotations": {"strimzi.io/node-pools": "enabled",
+                                                            "strimzi.io/kraft": "enabled"}},
+         "spec": {"kafka": {"version": "4.1.0", "metadataVersion": "4.1-IV1",
+                            "listeners": [{"name": "plain", "port": 9092, "type": "internal", "tls": False}],
+                            "config": {"offsets.topic.replication.factor": 3,
+                                       "transaction.state.log.replication.factor": 3,
+                                       "transaction.state.log.min.isr": 2, "default.replication.factor": 3,
+                                       "min.insync.replicas": 2, "auto.create.topics.enable": False}},
+                  "entityOperator": {"topicOperator": {}, "userOperator": {}}}},
+    ]
+    kafka_topics = [{"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaTopic",
+                     "metadata": {"name": t.name.replace(".", "-"), "labels": {"strimzi.io/cluster": KAFKA_CLUSTER},
+                                  "annotations": {"crm/why": t.why}},
+                     "spec": {"topicName": t.name, "partitions": t.partitions, "replicas": 3,
+                              "config": {"retention.ms": t.retention_ms, "min.insync.replicas": 2}}}
+                    for t in topics()]
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny"},
+            "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF}},
+                     "policyTypes": ["Ingress", "Egress"]}}
+    rules = yaml.safe_load((ROOT / "prometheus" / "rules.yml").read_text())
+    monitoring = [
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+         "metadata": {"name": "crm", "labels": {"app.kubernetes.io/part-of": PART_OF}}, "spec": rules},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+         "metadata": {"name": "crm", "labels": {"app.kubernetes.io/part-of": PART_OF}},
+         "spec": {"selector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF}},
+                  "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}, {"port": "metrics", "path": "/metrics"}]}},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "crm-dashboard", "labels": {"grafana_dashboard": "1"}},
+         "data": {"crm-dashboard.json": json.dumps(dashboard(), indent=1)}},
+    ]
+    return {"kafka.yaml": kafka, "topics.yaml": kafka_topics, "networkpolicy.yaml": deny, "monitoring.yaml": monitoring}
+
+
+def dashboard() -> dict:
+    """Request rate, errors and latency per service; events per topic; lag; outbox; business counters."""
+    def panel(i, title, expr, unit="short", legend="{{service}}"):
+        return {"id": i, "type": "timeseries", "title": title, "datasource": {"type": "prometheus", "uid": "prometheus"},
+                "gridPos": {"h": 8, "w": 12, "x": (i - 1) % 2 * 12, "y": (i - 1) // 2 * 8},
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                "targets": [{"refId": "A", "expr": expr, "legendFormat": legend}]}
+    panels = [
+        panel(1, "Requests per second", "sum by (service) (rate(crm_http_requests_total[5m]))", "reqps"),
+        panel(2, "5xx share", 'sum by (service) (rate(crm_http_requests_total{status=~"5.."}[5m])) '
+                              "/ sum by (service) (rate(crm_http_requests_total[5m]))", "percentunit"),
+        panel(3, "p99 latency", "histogram_quantile(0.99, sum by (service, le) "
+                                "(rate(crm_http_request_duration_seconds_bucket[5m])))", "s"),
+        panel(4, "Events published per topic", "sum by (topic) (rate(crm_events_published_total[5m]))", "ops",
+              "{{topic}}"),
+        panel(5, "Consumer lag", "max by (group, topic) (crm_consumer_lag)", "short", "{{group}} {{topic}}"),
+        panel(6, "Outbox backlog", "max by (service) (crm_outbox_backlog)"),
+        panel(7, "Oldest unpublished event", "max by (service) (crm_outbox_oldest_age_seconds)", "s"),
+        panel(8, "Dead-lettered events", "sum by (service, topic) (increase(crm_events_dead_lettered_total[1h]))",
+              "short", "{{service}} {{topic}}"),
+        panel(9, "Business events (leads created, deals won, orders confirmed...)",
+              "sum by (type) (increase(crm_business_events_total[1h]))", "short", "{{type}}"),
+        panel(10, "Gateway: upstream failures and 429s",
+              "sum by (upstream, reason) (rate(crm_gateway_upstream_failures_total[5m]))", "ops",
+              "{{upstream}} {{reason}}"),
+    ]
+    return {"title": "SFA CRM", "uid": "sfa-crm", "schemaVersion": 39, "version": 1, "editable": True,
+            "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "tags": ["crm"], "panels": panels}
+
+
+def _kustomization(resources: list[str], **extra) -> dict:
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources, **extra}
+
+
+def _overlay(name: str) -> dict:
+    prod = name == "prod"
+    patches = []
+    for d in DEPLOYABLES:
+        patches.append({"target": {"kind": "HorizontalPodAutoscaler", "name": f"{d.name}-api"},
+                        "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/minReplicas", "value": 3 if prod else 1},
+                                                 {"op": "replace", "path": "/spec/maxReplicas",
+                                                  "value": 20 if prod else 2}])})
+        patches.append({"target": {"kind": "Deployment", "name": f"{d.name}-api"},
+                        "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/replicas", "value": 3 if prod else 1}])})
+        if not prod:
+            patches.append({"target": {"kind": "Cluster", "name": d.database},
+                            "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/instances", "value": 1},
+                                                     {"op": "replace", "path": "/spec/storage/size", "value": "2Gi"}])})
+    if not prod:
+        patches.append({"target": {"kind": "KafkaNodePool", "name": "dual-role"},
+                        "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/replicas", "value": 1}])})
+    extra = {}
+    if not prod:
+        # Development only: made-up secrets so the overlay runs as it is. Production creates crm-jwt
+        # and crm-admin itself (see docs/operations.md); the databases' come from CloudNativePG.
+        extra["secretGenerator"] = [
+            {"name": "crm-jwt", "literals": ["secret=dev-only-secret-change-me-in-production-0123456789"]},
+            {"name": "crm-admin", "literals": ["password=admin-dev-password"]}]
+        extra["generatorOptions"] = {"disableNameSuffixHash": True}
+    return _kustomization(["../../base"], namespace="crm" if prod else "crm-dev", **extra,
+                          labels=[{"pairs": {"crm/environment": name}, "includeSelectors": False}],
+                          images=[{"name": d.image, "newName": f"ghcr.io/sfa-crm/{d.image}",
+                                   "newTag": "1.0.0" if prod else "dev"} for d in DEPLOYABLES],
+                          patches=patches)
+
+
+def _compose() -> dict:
+    x_env = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+    services: dict = {
+        "kafka": {"image": "apache/kafka:4.1.0", "hostname": "kafka",
+                  "environment": {"KAFKA_NODE_ID": "1", "KAFKA_PROCESS_ROLES": "broker,controller",
+                                  "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+                                  "KAFKA_ADVERTISED_LISTENERS": "PLAINTEXT://kafka:9092",
+                                  "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+                                  "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                                  "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka:9093",
+                                  "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+                                  "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+                                  "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1"},
+                  "healthcheck": {"test": ["CMD-SHELL", "/opt/kafka/bin/kafka-broker-api-versions.sh "
+                                                        "--bootstrap-server localhost:9092 >/dev/null"],
+                                  "interval": "10s", "timeout": "10s", "retries": 12}},
+        "postgres": {"image": "postgres:16.4-bookworm",
+                     "environment": {"POSTGRES_USER": "crm", "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-crm-dev}"},
+                     "volumes": ["pgdata:/var/lib/postgresql/data",
+                                 "./compose/create-databases.sql:/docker-entrypoint-initdb.d/create-databases.sql:ro"],
+                     "healthcheck": {"test": ["CMD-SHELL", "pg_isready -U crm"], "interval": "5s", "retries": 20}},
+    }
+    for d in DEPLOYABLES:
+        base = {"build": {"context": "..", "target": d.name}, "image": d.image, "user": "10001:10001",
+                "read_only": True, "tmpfs": [TMP],
+                "depends_on": {"kafka": {"condition": "service_healthy"},
+                               "postgres": {"condition": "service_healthy"}}}
+        for component in ("api", "worker"):
+            env = {}
+            for name, source in env_for(d, component, kafka="kafka:9092").items():
+                env[name] = source["compose"] if isinstance(source, dict) else str(source)
+            service = {**base, "environment": {**env, **x_env}}
+            if component == "api":
+                migrated = {f"{d.name}-migrate": {"condition": "service_completed_successfully"}}
+                service["depends_on"] = {**base["depends_on"], **migrated}
+            else:
+                service["command"] = ["python", "-m", d.package, "worker"]
+            if d.name == "gateway" and component == "api":
+                service["ports"] = ["8080:8000"]
+                service["depends_on"].update({f"{u}-api": {"condition": "service_healthy"} for u in d.upstreams})
+            services[f"{d.name}-{component}"] = service
+        services[f"{d.name}-migrate"] = {**base, "environment": services[f"{d.name}-api"]["environment"],
+                                         "command": ["python", "-m", d.package, "migrate"], "restart": "no",
+                                         "healthcheck": {"disable": True}}
+    services["prometheus"] = {"image": "prom/prometheus:v2.55.1",
+                              "volumes": ["./compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+                                          "./prometheus/rules.yml:/etc/prometheus/rules.yml:ro"],
+                              "ports": ["9090:9090"]}
+    services["grafana"] = {"image": "grafana/grafana:11.3.0", "ports": ["3000:3000"],
+                           "volumes": ["./compose/grafana-provisioning:/etc/grafana/provisioning:ro",
+                                       "./grafana:/var/lib/grafana/dashboards:ro"],
+                           "depends_on": ["prometheus"]}
+    return {"name": "sfa-crm", "services": services, "volumes": {"pgdata": {}}}
+
+
+def _prometheus_config() -> dict:
+    targets = [f"{d.name}-{c}:{API_PORT if c == 'api' else METRICS_PORT}" for d in DEPLOYABLES for c in ("api", "worker")]
+    return {"global": {"scrape_interval": "15s"}, "rule_files": ["/etc/prometheus/rules.yml"],
+            "scrape_configs": [{"job_name": "crm", "static_configs": [{"targets": targets}]}]}
+
+
+def files() -> dict[Path, str]:
+    """Every generated file and its content."""
+    out: dict[Path, str] = {}
+
+    def put(path: Path, content) -> None:
+        if isinstance(content, str):
+            out[path] = content
+        elif isinstance(content, list):
+            out[path] = HEADER + yaml.safe_dump_all(content, sort_keys=False, allow_unicode=True)
+        else:
+            out[path] = HEADER + yaml.safe_dump(content, sort_keys=False, allow_unicode=True)
+
+    base = K8S / "base"
+    for d in DEPLOYABLES:
+        resources = _deployable_resources(d)
+        for name, content in resources.items():
+            put(base / d.name / name, content)
+        put(base / d.name / "kustomization.yaml", _kustomization(sorted(resources)))
+    platform = _platform()
+    for name, content in platform.items():
+        put(base / "platform" / name, content)
+    put(base / "platform" / "kustomization.yaml", _kustomization(sorted(platform)))
+    put(base / "kustomization.yaml", _kustomization(["platform", *[d.name for d in DEPLOYABLES]],
+                                                    labels=[{"pairs": {"app.kubernetes.io/part-of": PART_OF},
+                                                             "includeSelectors": False}]))
+    for overlay in ("dev", "prod"):
+        put(K8S / "overlays" / overlay / "kustomization.yaml", _overlay(overlay))
+    put(ROOT / "compose.yaml", _compose())
+    put(ROOT / "compose" / "prometheus.yml", _prometheus_config())
+    put(ROOT / "compose" / "grafana-provisioning" / "datasources" / "prometheus.yaml",
+        {"apiVersion": 1, "datasources": [{"name": "Prometheus", "uid": "prometheus", "type": "prometheus",
+                                           "url": "http://prometheus:9090", "isDefault": True}]})
+    put(ROOT / "compose" / "grafana-provisioning" / "dashboards" / "crm.yaml",
+        {"apiVersion": 1, "providers": [{"name": "crm", "type": "file",
+                                         "options": {"path": "/var/lib/grafana/dashboards"}}]})
+    out[ROOT / "compose" / "create-databases.sql"] = "".join(
+        f"CREATE DATABASE {d.name};\n" for d in DEPLOYABLES)
+    out[ROOT / "grafana" / "crm-dashboard.json"] = json.dumps(dashboard(), indent=1) + "\n"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check", action="store_true", help="fail if a generated file is missing or stale")
+    args = parser.parse_args()
+    stale = []
+    for path, content in files().items():
+        if path.exists() and path.read_text() == content:
+            continue
+        if args.check:
+            stale.append(str(path.relative_to(ROOT.parent)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+    if stale:
+        sys.exit("stale or missing (run python -m deploy.generate): " + ", ".join(stale))
+
+
+if __name__ == "__main__":
+    main()

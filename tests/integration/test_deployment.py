@@ -1,0 +1,254 @@
+"""The deployment (Dockerfile, compose, Kubernetes) checked with the tools that run here, and
+against the code, so that the two cannot drift apart: a topic, an environment variable or a
+service added to the code without its deployment fails here."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from deploy import generate
+from deploy.inventory import DEPLOYABLES, REPO, code_topics, env_read_by
+
+K8S_VERSION = "1.32.0"
+OVERLAYS = ("dev", "prod")
+BIN = Path(sys.executable).parent
+# Custom resources: kubernetes-validate knows only the built-in kinds, so these are checked here.
+CRD_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "Cluster", "ScaledObject", "PrometheusRule", "PodMonitor"}
+
+
+def _render(overlay: str) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy/k8s/overlays" / overlay)],
+                         capture_output=True, text=True, check=True).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request) -> list[dict]:
+    return _render(request.param)
+
+
+def _of(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO / "deploy/compose.yaml").read_text())
+
+
+def test_generated_files_are_current():
+    stale = [str(p) for p, content in generate.files().items() if not p.exists() or p.read_text() != content]
+    assert stale == [], "run python -m deploy.generate"
+
+
+def test_every_built_in_object_validates_against_the_kubernetes_schemas(rendered):
+    errors = []
+    for doc in rendered:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert errors == []
+    assert {d["kind"] for d in rendered} >= {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
+                                             "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceAccount"}
+
+
+def _require(doc, *paths):
+    missing = []
+    for path in paths:
+        node = doc
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node in (None, "", [], {}):
+            missing.append(path)
+    return [f"{doc['kind']}/{doc['metadata']['name']}: {m}" for m in missing]
+
+
+def test_custom_resources_have_what_their_operators_require(rendered):
+    problems = []
+    deployments = {d["metadata"]["name"] for d in _of(rendered, "Deployment")}
+    for doc in rendered:
+        kind = doc["kind"]
+        if kind == "Kafka":
+            problems += _require(doc, "spec.kafka.listeners", "spec.kafka.version", "spec.entityOperator")
+            assert "topicOperator" in doc["spec"]["entityOperator"]  # it turns the KafkaTopics into topics
+            assert doc["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
+        elif kind == "KafkaNodePool":
+            problems += _require(doc, "spec.replicas", "spec.roles", "spec.storage", "metadata.labels")
+            assert set(doc["spec"]["roles"]) <= {"controller", "broker"}
+        elif kind == "KafkaTopic":
+            problems += _require(doc, "spec.topicName", "spec.partitions", "spec.replicas", "metadata.labels")
+        elif kind == "Cluster":
+            problems += _require(doc, "spec.instances", "spec.storage.size", "spec.bootstrap.initdb.database")
+        elif kind == "ScaledObject":
+            problems += _require(doc, "spec.scaleTargetRef.name", "spec.triggers", "spec.maxReplicaCount")
+            assert doc["spec"]["scaleTargetRef"]["name"] in deployments
+            for trigger in doc["spec"]["triggers"]:
+                assert trigger["type"] == "kafka"
+                problems += [f"ScaledObject trigger: {k}" for k in ("bootstrapServers", "consumerGroup", "topic",
+                                                                    "lagThreshold") if not trigger["metadata"].get(k)]
+        elif kind == "PrometheusRule":
+            for group in doc["spec"]["groups"]:
+                problems += [f"rule without alert/expr in {group['name']}" for r in group["rules"]
+                             if not (r.get("alert") and r.get("expr"))]
+        elif kind == "PodMonitor":
+            problems += _require(doc, "spec.selector", "spec.podMetricsEndpoints")
+    kafka_labels = {d["metadata"]["labels"]["strimzi.io/cluster"] for d in rendered if d["kind"].startswith("Kafka")
+                    and d["kind"] != "Kafka"}
+    assert kafka_labels == {d["metadata"]["name"] for d in _of(rendered, "Kafka")}
+    assert problems == []
+
+
+def test_every_topic_the_code_produces_or_consumes_has_a_kafka_topic(rendered):
+    declared = {d["spec"]["topicName"]: d["spec"]["partitions"] for d in _of(rendered, "KafkaTopic")}
+    for topic, partitions in code_topics().items():
+        assert topic in declared, f"{topic} has no KafkaTopic"
+        assert f"{topic}.dlq" in declared, f"{topic}.dlq has no KafkaTopic"
+        assert declared[topic] >= partitions, f"{topic}: the code asks for {partitions} partitions"
+    for scaled in _of(rendered, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["metadata"]["topic"] in declared
+        assert scaled["spec"]["maxReplicaCount"] <= max(declared[t["metadata"]["topic"]]
+                                                        for t in scaled["spec"]["triggers"])
+
+
+def _containers(deployment: dict) -> list[dict]:
+    spec = deployment["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_every_environment_variable_a_service_reads_is_set_in_its_manifests_and_compose(rendered):
+    by_name = {d["metadata"]["name"]: d for d in _of(rendered, "Deployment")}
+    configmaps = {c["metadata"]["name"]: c["data"] for c in _of(rendered, "ConfigMap")}
+    compose = _compose()["services"]
+    for d in DEPLOYABLES:
+        reads = env_read_by(d)
+        for component in ("api", "worker"):
+            wanted = reads - ({"WORKER_METRICS_PORT"} if component == "api" else set())
+            for container in _containers(by_name[f"{d.name}-{component}"]):
+                env = {e["name"]: e for e in container["env"]}
+                assert wanted - set(env) == set(), f"{d.name}-{component}/{container['name']}"
+                for entry in env.values():
+                    ref = entry.get("valueFrom", {}).get("configMapKeyRef")
+                    if ref:  # the ConfigMap it points at has the key
+                        assert ref["key"] in configmaps[ref["name"]], entry
+            assert wanted - set(compose[f"{d.name}-{component}"]["environment"]) == set(), f"compose {d.name}-{component}"
+        assert reads - set(compose[f"{d.name}-migrate"]["environment"]) <= {"WORKER_METRICS_PORT"}
+
+
+def test_every_deployable_has_probes_limits_an_autoscaler_a_pdb_and_network_policies(rendered):
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in _of(rendered, "HorizontalPodAutoscaler")}
+    scaled = {s["spec"]["scaleTargetRef"]["name"] for s in _of(rendered, "ScaledObject")}
+    pdbs = [p["spec"]["selector"]["matchLabels"] for p in _of(rendered, "PodDisruptionBudget")]
+    policies = [p["spec"]["podSelector"]["matchLabels"] for p in _of(rendered, "NetworkPolicy")]
+    for d in DEPLOYABLES:
+        for component in ("api", "worker"):
+            name = f"{d.name}-{component}"
+            deployment = next(x for x in _of(rendered, "Deployment") if x["metadata"]["name"] == name)
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            for container in deployment["spec"]["template"]["spec"]["containers"]:
+                assert container.get("livenessProbe") and container.get("readinessProbe"), name
+                assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+                assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert name in (hpas if component == "api" else scaled), f"{name} has no autoscaler"
+            assert any(sel.items() <= labels.items() for sel in pdbs), f"{name} has no PodDisruptionBudget"
+            assert any(sel.items() <= labels.items() and "app.kubernetes.io/name" in sel for sel in policies), \
+                f"{name} has no NetworkPolicy of its own"
+            if component == "api":  # migrations run before the API starts
+                init = deployment["spec"]["template"]["spec"]["initContainers"]
+                assert init[0]["command"] == ["python", "-m", d.package, "migrate"]
+
+
+def test_only_the_gateway_is_reachable_from_outside_and_services_only_from_the_gateway(rendered):
+    ingresses = _of(rendered, "Ingress")
+    assert [b["backend"]["service"]["name"] for i in ingresses for r in i["spec"]["rules"]
+            for b in r["http"]["paths"]] == ["gateway-api"]
+    for policy in _of(rendered, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        if selector.get("app.kubernetes.io/component") != "api" or selector["app.kubernetes.io/name"] == "gateway":
+            continue
+        sources = [src for rule in policy["spec"]["ingress"] for src in rule["from"]]
+        pods = [s["podSelector"]["matchLabels"] for s in sources if "podSelector" in s]
+        assert pods == [{"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "api"}], policy
+        assert all("podSelector" in s or s["namespaceSelector"]["matchLabels"] ==
+                   {"kubernetes.io/metadata.name": "monitoring"} for s in sources)
+    deny = next(p for p in _of(rendered, "NetworkPolicy") if p["metadata"]["name"] == "default-deny")
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
+
+
+def test_no_container_runs_as_root(rendered):
+    for deployment in _of(rendered, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        for container in _containers(deployment):
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
+            assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+    for name, service in _compose()["services"].items():
+        if "build" in service:
+            assert service["user"] not in ("0", "root") and not service["user"].startswith("0:"), name
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    for d in DEPLOYABLES:
+        stage = next(s for s in stages if s.split()[2] == d.name)
+        users = re.findall(r"^USER (\S+)", stage, flags=re.M)
+        assert users and users[-1].split(":")[0] not in ("0", "root"), d.name
+
+
+def test_the_dockerfile_passes_hadolint():
+    result = subprocess.run([str(BIN / "hadolint"), str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {f"AS {d.name}" for d in DEPLOYABLES} <= set(re.findall(r"AS \w+", (REPO / "Dockerfile").read_text()))
+
+
+def test_the_compose_file_validates_against_the_compose_specification():
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                             str(REPO / "deploy/compose.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = _compose()["services"]
+    assert {"kafka", "postgres", "prometheus", "grafana"} <= set(services)
+    assert {f"{d.name}-{c}" for d in DEPLOYABLES for c in ("api", "worker", "migrate")} <= set(services)
+
+
+def _exported_metrics() -> set[str]:
+    source = (REPO / "crmkit/metrics.py").read_text()
+    names = set()
+    for kind, name in re.findall(r'(Counter|Gauge|Histogram)\("([a-z_]+)"', source):
+        names.add(name)
+        if kind == "Histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def _metrics_in(expr: str) -> set[str]:
+    return set(re.findall(r"\b((?:crm|kube)_[a-z_]+)\b", expr))
+
+
+def test_alert_rules_pass_promtool_and_name_only_exported_metrics():
+    rules = REPO / "deploy/prometheus/rules.yml"
+    promtool = subprocess.run([str(REPO / "infra/prometheus/promtool.sh")], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    exported = _exported_metrics()
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    alerts = {r["alert"]: _metrics_in(r["expr"]) for g in groups for r in g["rules"]}
+    for alert, metrics in alerts.items():
+        assert metrics and all(m in exported or m.startswith("kube_") for m in metrics), (alert, metrics)
+    # The issue's list: 5xx rate, p99 latency, outbox backlog age, consumer lag, DLQ growth, pod restarts.
+    used = set().union(*alerts.values())
+    assert {"crm_http_requests_total", "crm_http_request_duration_seconds_bucket", "crm_outbox_oldest_age_seconds",
+            "crm_consumer_lag", "crm_events_dead_lettered_total", "kube_pod_container_status_restarts_total"} <= used
+
+
+def test_the_dashboard_shows_only_exported_metrics():
+    panels = generate.dashboard()["panels"]
+    used = set().union(*(_metrics_in(t["expr"]) for p in panels for t in p["targets"]))
+    assert used <= _exported_metrics() and len(panels) >= 8
