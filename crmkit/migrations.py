@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 
 from .db import make_engine
 
@@ -35,6 +35,12 @@ def run_env(target_metadata: MetaData) -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together (each API pod migrates in an init container) take turns:
+                # the first applies the migrations, the others then find nothing to do. Held until
+                # the connection closes.
+                connection.execute(text("select pg_advisory_lock(hashtext('crm-alembic-migrations'))"))
+                connection.commit()
             context.configure(connection=connection, target_metadata=target_metadata,
                               render_as_batch=connection.dialect.name == "sqlite")
             with context.begin_transaction():

@@ -83,7 +83,8 @@ def _deployment(d: Deployable, component: str) -> dict:
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
     if component == "api":
-        # Migrations run before the API starts; Alembic takes a lock, so replicas starting together are safe.
+        # Migrations run before the API starts; they hold a PostgreSQL advisory lock (crmkit.migrations),
+        # so replicas starting together apply them once.
         migrate = {k: v for k, v in _container(d, "api").items()
                    if k in ("image", "imagePullPolicy", "env", "resources", "securityContext", "volumeMounts")}
         spec["initContainers"] = [{"name": "migrate", **migrate, "command": ["python", "-m", d.package, "migrate"]}]
@@ -128,7 +129,8 @@ def _network_policies(d: Deployable) -> list[dict]:
 
 
 def _scaled_object(d: Deployable) -> dict:
-    triggers = [{"type": "kafka", "metadata": {"bootstrapServers": KAFKA_BOOTSTRAP, "consumerGroup": group,
+    # KEDA's operator resolves the name from its own namespace: the full name, per overlay.
+    triggers = [{"type": "kafka", "metadata": {"bootstrapServers": _bootstrap_fqdn("crm"), "consumerGroup": group,
                                                "topic": topic, "lagThreshold": "500", "offsetResetPolicy": "earliest"}}
                 for group, topic in d.consumed]
     # A group's consumers beyond its topic's partitions sit idle: the busiest topic's partition count
@@ -138,6 +140,10 @@ def _scaled_object(d: Deployable) -> dict:
             "metadata": {"name": f"{d.name}-worker", "labels": _labels(d, "worker")},
             "spec": {"scaleTargetRef": {"name": f"{d.name}-worker"}, "minReplicaCount": 1,
                      "maxReplicaCount": most, "cooldownPeriod": 300, "triggers": triggers}}
+
+
+def _bootstrap_fqdn(namespace: str) -> str:
+    return f"{KAFKA_CLUSTER}-kafka-bootstrap.{namespace}.svc:9092"
 
 
 def _deployable_resources(d: Deployable) -> dict[str, list[dict] | dict]:
@@ -170,8 +176,7 @@ def _deployable_resources(d: Deployable) -> dict[str, list[dict] | dict]:
                           "metadata": {"name": d.database, "labels": _labels(d, "database")},
                           "spec": {"instances": 3, "imageName": "ghcr.io/cloudnative-pg/postgresql:16.4",
                                    "bootstrap": {"initdb": {"database": d.name, "owner": d.name}},
-                                   "storage": {"size": "20Gi"},
-                                   "monitoring": {"enablePodMonitor": True}}},
+                                   "storage": {"size": "20Gi"}}},
     }
     if d.name == "gateway":
         resources["ingress.yaml"] = {
@@ -179,9 +184,11 @@ def _deployable_resources(d: Deployable) -> dict[str, list[dict] | dict]:
             "metadata": {"name": "gateway", "labels": _labels(d, "api"),
                          "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "20m"}},
             "spec": {"ingressClassName": "nginx",
-                     "rules": [{"host": "crm.example.com", "http": {"paths": [{
-                         "path": "/", "pathType": "Prefix",
-                         "backend": {"service": {"name": "gateway-api", "port": {"number": API_PORT}}}}]}}]}}
+                     # The API and its docs only: /metrics and /readyz stay inside the cluster.
+                     "rules": [{"host": "crm.example.com", "http": {"paths": [
+                         {"path": path, "pathType": "Prefix",
+                          "backend": {"service": {"name": "gateway-api", "port": {"number": API_PORT}}}}
+                         for path in ("/api/", "/docs", "/openapi.json")]}}]}}
     return resources
 
 
@@ -209,9 +216,13 @@ def _platform() -> dict[str, list[dict] | dict]:
                      "spec": {"topicName": t.name, "partitions": t.partitions, "replicas": 3,
                               "config": {"retention.ms": t.retention_ms, "min.insync.replicas": 2}}}
                     for t in topics()]
+    # The CRM's own pods only: Strimzi and CloudNativePG pods carry the part-of label too (operators
+    # copy labels to their pods) and bring their own policies.
     deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "default-deny"},
-            "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF}},
+            "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF},
+                                     "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                                           "values": ["api", "worker"]}]},
                      "policyTypes": ["Ingress", "Egress"]}}
     rules = yaml.safe_load((ROOT / "prometheus" / "rules.yml").read_text())
     monitoring = [
@@ -276,9 +287,25 @@ def _overlay(name: str) -> dict:
             patches.append({"target": {"kind": "Cluster", "name": d.database},
                             "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/instances", "value": 1},
                                                      {"op": "replace", "path": "/spec/storage/size", "value": "2Gi"}])})
+        namespace = "crm" if prod else "crm-dev"
+        patches.append({"target": {"kind": "ScaledObject", "name": f"{d.name}-worker"},
+                        "patch": yaml.safe_dump([{"op": "replace", "path": f"/spec/triggers/{i}/metadata/bootstrapServers",
+                                                  "value": _bootstrap_fqdn(namespace)}
+                                                 for i in range(len(d.consumed))])})
     if not prod:
+        # One Kafka node: every replication factor and min ISR down to 1.
         patches.append({"target": {"kind": "KafkaNodePool", "name": "dual-role"},
                         "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/replicas", "value": 1}])})
+        single = {"offsets.topic.replication.factor": 1, "transaction.state.log.replication.factor": 1,
+                  "transaction.state.log.min.isr": 1, "default.replication.factor": 1, "min.insync.replicas": 1}
+        patches.append({"target": {"kind": "Kafka", "name": KAFKA_CLUSTER},
+                        "patch": yaml.safe_dump([{"op": "replace", "path": f"/spec/kafka/config/{k.replace('/', '~1')}",
+                                                  "value": v} for k, v in single.items()])})
+        for t in topics():
+            patches.append({"target": {"kind": "KafkaTopic", "name": t.name.replace(".", "-")},
+                            "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/replicas", "value": 1},
+                                                     {"op": "replace", "path": "/spec/config/min.insync.replicas",
+                                                      "value": 1}])})
     extra = {}
     if not prod:
         # Development only: made-up secrets so the overlay runs as it is. Production creates crm-jwt
@@ -314,7 +341,10 @@ def _compose() -> dict:
                      "environment": {"POSTGRES_USER": "crm", "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-crm-dev}"},
                      "volumes": ["pgdata:/var/lib/postgresql/data",
                                  "./compose/create-databases.sql:/docker-entrypoint-initdb.d/create-databases.sql:ro"],
-                     "healthcheck": {"test": ["CMD-SHELL", "pg_isready -U crm"], "interval": "5s", "retries": 20}},
+                     # Over TCP, on the last database the init script makes: the socket answers while the
+                     # init scripts still run on a local-only server.
+                     "healthcheck": {"test": ["CMD-SHELL", f"pg_isready -h 127.0.0.1 -U crm -d {DEPLOYABLES[-1].name}"],
+                                     "interval": "5s", "retries": 20}},
     }
     for d in DEPLOYABLES:
         base = {"build": {"context": "..", "target": d.name}, "image": d.image, "user": "10001:10001",
@@ -325,17 +355,19 @@ def _compose() -> dict:
             env = {}
             for name, source in env_for(d, component, kafka="kafka:9092").items():
                 env[name] = source["compose"] if isinstance(source, dict) else str(source)
-            service = {**base, "environment": {**env, **x_env}}
-            if component == "api":
-                migrated = {f"{d.name}-migrate": {"condition": "service_completed_successfully"}}
-                service["depends_on"] = {**base["depends_on"], **migrated}
-            else:
+            if "CRM_TRUSTED_PROXIES" in env:
+                env["CRM_TRUSTED_PROXIES"] = "0"  # no proxy in front of the gateway on a laptop
+            service = {**base, "environment": {**env, **x_env}, "restart": "unless-stopped"}
+            migrated = {f"{d.name}-migrate": {"condition": "service_completed_successfully"}}
+            service["depends_on"] = {**base["depends_on"], **migrated}
+            if component == "worker":
                 service["command"] = ["python", "-m", d.package, "worker"]
             if d.name == "gateway" and component == "api":
                 service["ports"] = ["8080:8000"]
                 service["depends_on"].update({f"{u}-api": {"condition": "service_healthy"} for u in d.upstreams})
             services[f"{d.name}-{component}"] = service
         services[f"{d.name}-migrate"] = {**base, "environment": services[f"{d.name}-api"]["environment"],
+                                         "depends_on": base["depends_on"],
                                          "command": ["python", "-m", d.package, "migrate"], "restart": "no",
                                          "healthcheck": {"disable": True}}
     services["prometheus"] = {"image": "prom/prometheus:v2.55.1",

@@ -158,7 +158,9 @@ def topics() -> list[Topic]:
 def worker_consumers(package: str) -> list[tuple[str, str]]:
     """The worker's (group, topic) pairs, from its own worker_spec() (no database is touched)."""
     scratch = {"CRM_STATE_DIR": tempfile.mkdtemp(prefix="crm-inventory-"), "CRM_TOPIC_PREFIX": "",
-               "CRM_JWT_SECRET": "inventory-only-never-verifies-anything-0123456789"}
+               "CRM_JWT_SECRET": "inventory-only-never-verifies-anything-0123456789",
+               # as deployed (env_for): the gateway waits for handover answers from these services only
+               "CRM_HANDOVER_SERVICES": ",".join(s.name for s in SERVICES)}
     previous = {k: os.environ.get(k) for k in scratch}
     os.environ.update(scratch)
     try:

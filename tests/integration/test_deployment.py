@@ -106,6 +106,18 @@ def test_custom_resources_have_what_their_operators_require(rendered):
                              if not (r.get("alert") and r.get("expr"))]
         elif kind == "PodMonitor":
             problems += _require(doc, "spec.selector", "spec.podMetricsEndpoints")
+    # What the operators would refuse or never get working: more replicas than Kafka nodes, a KEDA
+    # bootstrap name its operator cannot resolve from its own namespace.
+    nodes = sum(p["spec"]["replicas"] for p in _of(rendered, "KafkaNodePool"))
+    for topic in _of(rendered, "KafkaTopic"):
+        assert topic["spec"]["replicas"] <= nodes and topic["spec"]["config"]["min.insync.replicas"] <= nodes
+    for kafka in _of(rendered, "Kafka"):
+        config = kafka["spec"]["kafka"]["config"]
+        assert all(v <= nodes for k, v in config.items() if "replication.factor" in k or "isr" in k), config
+    for scaled in _of(rendered, "ScaledObject"):
+        namespace = scaled["metadata"]["namespace"]
+        assert {t["metadata"]["bootstrapServers"] for t in scaled["spec"]["triggers"]} == \
+            {f"crm-kafka-kafka-bootstrap.{namespace}.svc:9092"}
     kafka_labels = {d["metadata"]["labels"]["strimzi.io/cluster"] for d in rendered if d["kind"].startswith("Kafka")
                     and d["kind"] != "Kafka"}
     assert kafka_labels == {d["metadata"]["name"] for d in _of(rendered, "Kafka")}
@@ -174,8 +186,9 @@ def test_every_deployable_has_probes_limits_an_autoscaler_a_pdb_and_network_poli
 
 def test_only_the_gateway_is_reachable_from_outside_and_services_only_from_the_gateway(rendered):
     ingresses = _of(rendered, "Ingress")
-    assert [b["backend"]["service"]["name"] for i in ingresses for r in i["spec"]["rules"]
-            for b in r["http"]["paths"]] == ["gateway-api"]
+    paths = [p for i in ingresses for r in i["spec"]["rules"] for p in r["http"]["paths"]]
+    assert {p["backend"]["service"]["name"] for p in paths} == {"gateway-api"}
+    assert sorted(p["path"] for p in paths) == ["/api/", "/docs", "/openapi.json"]  # not /metrics, /readyz
     for policy in _of(rendered, "NetworkPolicy"):
         selector = policy["spec"]["podSelector"]["matchLabels"]
         if selector.get("app.kubernetes.io/component") != "api" or selector["app.kubernetes.io/name"] == "gateway":
@@ -187,6 +200,23 @@ def test_only_the_gateway_is_reachable_from_outside_and_services_only_from_the_g
                    {"kubernetes.io/metadata.name": "monitoring"} for s in sources)
     deny = next(p for p in _of(rendered, "NetworkPolicy") if p["metadata"]["name"] == "default-deny")
     assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
+    # The CRM's pods only: Kafka's and PostgreSQL's pods (which inherit the part-of label) keep talking.
+    assert deny["spec"]["podSelector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "worker"]}]
+    # Each app pod may reach DNS, Kafka and its own database; APIs of services are not reachable
+    # from workers, and only the gateway's API reaches the services' APIs.
+    for policy in _of(rendered, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"].get("matchLabels", {})
+        if "app.kubernetes.io/name" not in selector:
+            continue
+        targets = [t for rule in policy["spec"]["egress"] for t in rule["to"]]
+        databases = [t["podSelector"]["matchLabels"]["cnpg.io/cluster"] for t in targets
+                     if "cnpg.io/cluster" in t.get("podSelector", {}).get("matchLabels", {})]
+        assert databases == [f"{selector['app.kubernetes.io/name']}-db"], policy["metadata"]["name"]
+        apis = [t for t in targets if t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                == "api"]
+        if apis:
+            assert selector == {**selector, "app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "api"}
 
 
 def test_no_container_runs_as_root(rendered):
@@ -220,6 +250,11 @@ def test_the_compose_file_validates_against_the_compose_specification():
     assert result.returncode == 0, result.stdout + result.stderr
     services = _compose()["services"]
     assert {"kafka", "postgres", "prometheus", "grafana"} <= set(services)
+    for d in DEPLOYABLES:  # nothing runs against tables that do not exist yet, and what crashes comes back
+        for component in ("api", "worker"):
+            service = services[f"{d.name}-{component}"]
+            assert service["depends_on"][f"{d.name}-migrate"] == {"condition": "service_completed_successfully"}
+            assert service["restart"] == "unless-stopped"
     assert {f"{d.name}-{c}" for d in DEPLOYABLES for c in ("api", "worker", "migrate")} <= set(services)
 
 
