@@ -68,6 +68,8 @@ class Account(_Record, Base):
         Index("ix_accounts_owner_created", "owner_id", "created_at", "id"),
         Index("ix_accounts_team_created", "team_id", "created_at", "id"),
         Index("ix_accounts_created", "created_at", "id"),
+        Index("ix_accounts_name", "name", "id"),
+        Index("ix_accounts_updated", "updated_at", "id"),
     )
 
 
@@ -132,6 +134,9 @@ class Opportunity(_Record, Base):
         Index("ix_opportunities_owner_status", "owner_id", "status"),
         Index("ix_opportunities_team_status", "team_id", "status"),
         Index("ix_opportunities_source_lead", "source_lead_id"),
+        # The other sort orders of the list (keyset pages need (column, id)).
+        Index("ix_opportunities_amount", "amount", "id"),
+        Index("ix_opportunities_updated", "updated_at", "id"),
     )
 
 
