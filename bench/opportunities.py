@@ -1,7 +1,8 @@
 """Opportunities benchmark (issue 5), over 200,000 open opportunities in PostgreSQL:
 
-- p50/p99 of GET /reports/forecast and GET /reports/pipeline for a manager (one team of 20) and
-  for an executive (everything), through the opportunities API under gunicorn;
+- p50/p99 of GET /reports/forecast and GET /reports/pipeline (and of a list page, newest first and
+  by amount) for a rep, a manager (one team of 20) and an executive (everything), through the
+  opportunities API under gunicorn;
 - p50/p99 of creating an opportunity with collision detection on and off (the service layer's
   create in one transaction, as the API route runs it), alternating, and the ratio
   create-with-detection / create-without.
@@ -104,7 +105,8 @@ def _generate(dsn: str, total: int) -> dict:
 
 def _reports(base: str, n: int) -> dict:
     quarter = f"{dt.date.today().year}-Q{(dt.date.today().month - 1) // 3 + 1}"
-    viewers = {"manager": issue_token(secret=SECRET, user_id="mgr-0", role="manager", teams=["team-0"],
+    viewers = {"rep": issue_token(secret=SECRET, user_id="rep-0-0", role="rep", teams=["team-0"]),
+               "manager": issue_token(secret=SECRET, user_id="mgr-0", role="manager", teams=["team-0"],
                                       manages=["team-0"]),
                "executive": issue_token(secret=SECRET, user_id="ceo", role="executive")}
     out = {}
@@ -112,7 +114,9 @@ def _reports(base: str, n: int) -> dict:
         s = requests.Session()
         s.headers["Authorization"] = f"Bearer {token}"
         for report, path in (("forecast", f"/reports/forecast?period={quarter}&group_by=owner"),
-                             ("pipeline", "/reports/pipeline?group_by=stage")):
+                             ("pipeline", "/reports/pipeline?group_by=stage"),
+                             ("list_newest", "/opportunities?limit=50"),
+                             ("list_by_amount", "/opportunities?limit=50&sort=-amount")):
             timed_gets(s, base + path, 3)  # warm-up
             out[f"{report}_{viewer}"] = summary_ms(timed_gets(s, base + path, n))
     return out
