@@ -2,43 +2,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 from crmkit.auth import Principal
+from crmkit.teams import TeamNode, descendants
 
 # Roles that may lead a team (be its manager_id).
 TEAM_LEADER_ROLES = frozenset({"manager", "executive", "admin"})
 MIN_PASSWORD_LENGTH = 10
-
-
-@dataclass(frozen=True)
-class TeamNode:
-    id: uuid.UUID
-    manager_id: uuid.UUID | None
-    parent_team_id: uuid.UUID | None
-
-
-def descendants(root_ids: Iterable[uuid.UUID], teams: Iterable[TeamNode]) -> set[uuid.UUID]:
-    """The teams given and every team below them (a cycle, which the directory refuses, cannot loop)."""
-    children: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for team in teams:
-        if team.parent_team_id is not None:
-            children.setdefault(team.parent_team_id, []).append(team.id)
-    found: set[uuid.UUID] = set()
-    stack = list(root_ids)
-    while stack:
-        team_id = stack.pop()
-        if team_id in found:
-            continue
-        found.add(team_id)
-        stack.extend(children.get(team_id, ()))
-    return found
-
-
-def managed_teams(user_id: uuid.UUID, teams: list[TeamNode]) -> set[uuid.UUID]:
-    """CONTRACT §2: `manages` lists the teams a user manages, sub-teams included."""
-    return descendants((t.id for t in teams if t.manager_id == user_id), teams)
 
 
 def would_cycle(team_id: uuid.UUID, new_parent_id: uuid.UUID | None, teams: list[TeamNode]) -> bool:

@@ -13,6 +13,7 @@ from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.errors import Conflict, NotFound, ValidationFailed
 from crmkit.settings import Settings
+from crmkit.teams import TeamNode, managed_teams
 
 from . import domain
 from .config import GatewayConfig
@@ -28,12 +29,12 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password)
 
 
-def _nodes(teams: list[Team]) -> list[domain.TeamNode]:
-    return [domain.TeamNode(t.id, t.manager_id, t.parent_team_id) for t in teams]
+def _nodes(teams: list[Team]) -> list[TeamNode]:
+    return [TeamNode(t.id, t.manager_id, t.parent_team_id) for t in teams]
 
 
 def manages(uow: UnitOfWork, user_id: uuid.UUID) -> set[uuid.UUID]:
-    return domain.managed_teams(user_id, _nodes(DirectoryRepository(uow.session).all_teams()))
+    return managed_teams(user_id, _nodes(DirectoryRepository(uow.session).all_teams()))
 
 
 # ---- tokens ----------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def update_team(uow: UnitOfWork, settings: Settings, actor: str, team_id: uuid.U
 
 def _managers_scope(repo: DirectoryRepository) -> dict[uuid.UUID, set[uuid.UUID]]:
     nodes = _nodes(repo.all_teams())
-    return {t.manager_id: domain.managed_teams(t.manager_id, nodes) for t in nodes if t.manager_id is not None}
+    return {t.manager_id: managed_teams(t.manager_id, nodes) for t in nodes if t.manager_id is not None}
 
 
 def list_teams(uow: UnitOfWork, args: dict):

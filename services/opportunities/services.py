@@ -16,6 +16,7 @@ from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crmkit.fields import MONEY_MAX
 from crmkit.pagination import SortSpec, paginate, parse_sort
 from crmkit.settings import Settings
+from crmkit.teams import TeamNode, managed_teams
 
 from . import SERVICE, detection, domain
 from .db import (
@@ -526,12 +527,13 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, data
     service role exists for exactly this)."""
     if opp_id is not None:
         record = visible_opportunity(uow, principal, opp_id)
-        account_id, members = record.account_id, OpportunityMember
+        account_id = record.account_id
+        members = select(OpportunityMember.user_id).where(OpportunityMember.opportunity_id == record.id)
     else:
-        record, members = visible_account(uow, principal, account_id), AccountMember
+        record = visible_account(uow, principal, account_id)
+        members = select(AccountMember.user_id).where(AccountMember.account_id == record.id)
     subject = record.id
-    member_key = members.opportunity_id if members is OpportunityMember else members.account_id
-    team = sorted(uow.session.execute(select(members.user_id).where(member_key == record.id)).scalars())
+    team = sorted(uow.session.execute(members).scalars())
     now = utcnow()
     activity = Activity(id=uuid.uuid4(), account_id=account_id, opportunity_id=opp_id, kind=data["kind"],
                         summary=data.get("summary"), occurred_at=data.get("occurred_at") or now,
@@ -646,14 +648,8 @@ def _principal_of(uow: UnitOfWork, user_id: str, team_id: str | None) -> Princip
 
 def _managed_teams(uow: UnitOfWork, user_id: str) -> tuple[str, ...]:
     """The teams a manager leads, and their sub-teams (as the gateway puts them in `manages`)."""
-    teams = uow.session.execute(select(DirectoryTeam.id, DirectoryTeam.manager_id, DirectoryTeam.parent_team_id)).all()
-    managed = {t.id for t in teams if t.manager_id == user_id}
-    grew = True
-    while grew:
-        below = {t.id for t in teams if t.parent_team_id in managed} - managed
-        managed |= below
-        grew = bool(below)
-    return tuple(sorted(managed))
+    rows = uow.session.execute(select(DirectoryTeam.id, DirectoryTeam.manager_id, DirectoryTeam.parent_team_id)).all()
+    return tuple(sorted(managed_teams(user_id, [TeamNode(*row) for row in rows])))
 
 
 # ---- crm.directory.v1: the replica, and handovers ----------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from crmkit.auth import Principal
 from crmkit.errors import Problem
 from crmkit.periods import parse_period
+from crmkit.teams import TeamNode, descendants, managed_teams
 from gateway import domain
 from gateway.policy import PolicyError, RoutePolicy
 from gateway.upstream import CircuitBreaker
@@ -58,7 +59,7 @@ def test_a_malformed_policy_refuses_to_load(tmp_path):
 
 
 def _team(parent=None, manager=None):
-    return domain.TeamNode(uuid.uuid4(), manager, parent)
+    return TeamNode(uuid.uuid4(), manager, parent)
 
 
 def test_manages_includes_every_level_below_and_survives_a_cycle():
@@ -67,12 +68,12 @@ def test_manages_includes_every_level_below_and_survives_a_cycle():
     mid = _team(parent=top.id)
     low = _team(parent=mid.id)
     other = _team()
-    assert domain.managed_teams(boss, [top, mid, low, other]) == {top.id, mid.id, low.id}
+    assert managed_teams(boss, [top, mid, low, other]) == {top.id, mid.id, low.id}
     assert domain.would_cycle(top.id, low.id, [top, mid, low]) is True
     assert domain.would_cycle(low.id, other.id, [top, mid, low, other]) is False
     a, b = uuid.uuid4(), uuid.uuid4()
-    looped = [domain.TeamNode(a, boss, b), domain.TeamNode(b, None, a)]
-    assert domain.descendants([a], looped) == {a, b}
+    looped = [TeamNode(a, boss, b), TeamNode(b, None, a)]
+    assert descendants([a], looped) == {a, b}
 
 
 def test_handover_rules():
