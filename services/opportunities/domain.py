@@ -11,10 +11,8 @@ from crmkit.errors import Conflict, Forbidden, ValidationFailed
 ACCOUNT_TYPES = ("b2b", "b2c")
 TIERS = ("A", "B", "C", "unranked")
 STATUSES = ("open", "won", "lost")
-ACTIVITY_KINDS = ("call", "visit", "email", "meeting", "demo", "note")
 EXPENSE_CATEGORIES = ("travel", "entertainment", "sample", "demo", "gift", "other")
 MEMBER_ROLES = ("sales", "tech", "service", "presales", "manager", "other")
-SELLING_ROLES = frozenset({"rep", "manager", "executive", "admin"})
 LEADERS = frozenset({"manager", "executive", "admin"})
 
 # CONTRACT §4 defaults, with the checklist a sales team would expect before moving on from each stage.
@@ -111,10 +109,6 @@ def forecast_category(status: str, probability: int) -> str:
     if probability >= COMMIT_FROM:
         return "commit"
     return "best_case" if probability >= BEST_CASE_FROM else "pipeline"
-
-
-def weighted(amount: Decimal, probability: int) -> Decimal:
-    return amount * probability / 100
 
 
 def tiers_by_revenue(revenue: dict[str, Decimal], a_share: Decimal = Decimal("0.80"),
