@@ -1,53 +1,92 @@
-"""What a service knows of the directory on its own, from its replica of crm.directory.v1: who is
-deactivated, and each user's current role. The gateway refuses a stale token at once; a service
-called directly (bypassing the gateway) refuses it too, within `refresh_seconds` of its replica
-learning of the change: a deactivated user, or a token whose role the directory no longer gives.
+"""What a service knows of the directory on its own, from its replica of crm.directory.v1, and the
+second lock it puts on every request (CONTRACT §2: bypassing the gateway gains nothing).
+
+A token is only a signed claim. Each service checks it against its replica: the user exists, is
+active, the token's version is the current one (a password reset, a role or team change, a
+deactivation ends every token issued before), and the role matches; then the caller's role, team
+and managed teams are taken from the replica, not from the claims, so a validly signed token with
+an inflated `manages` gains nothing. A token newer than the replica (a user created or changed a
+moment ago, whose event is still on its way) waits briefly for the replica to catch up.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from sqlalchemy import Boolean, String, select
+from sqlalchemy import Boolean, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .auth import Principal, Unauthorized
 from .consumer import Reject
 from .db import UTCDateTime, utcnow
+from .teams import TeamNode, managed_teams
+
+
+@dataclass(frozen=True)
+class KnownUser:
+    role: str
+    active: bool
+    team_id: str | None
+    token_version: int | None  # None: replicated before versions were (then only the gateway checks it)
+    manages: tuple[str, ...] = ()
 
 
 class DirectoryGuard:
-    def __init__(self, load: Callable[[], dict[str, tuple[str, bool]]], refresh_seconds: float = 2.0):
-        self._load = load  # user id -> (role, active), for every user the replica knows
+    def __init__(self, load: Callable[[], dict[str, KnownUser]], refresh_seconds: float = 2.0,
+                 catch_up_seconds: float = 3.0):
+        self._load = load  # user id -> KnownUser, for every user the replica knows
         self.refresh_seconds = refresh_seconds
-        self._users: dict[str, tuple[str, bool]] | None = None
+        self.catch_up_seconds = catch_up_seconds
+        self._users: dict[str, KnownUser] | None = None
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
 
-    def _current(self) -> dict[str, tuple[str, bool]]:
-        if time.monotonic() - self._loaded_at < self.refresh_seconds and self._users is not None:
+    def _current(self, *, fresh_within: float | None = None) -> dict[str, KnownUser]:
+        max_age = self.refresh_seconds if fresh_within is None else fresh_within
+        if time.monotonic() - self._loaded_at < max_age and self._users is not None:
             return self._users
         # Until the first load has succeeded every request waits for it (an empty answer would let
-        # everyone through); after that, one thread refreshes while the others use the last answer.
-        if self._lock.acquire(blocking=self._users is None):
+        # everyone through); after that, one thread refreshes while the others use the last answer,
+        # except a request that asked for a fresh answer, which waits for it.
+        if self._lock.acquire(blocking=self._users is None or fresh_within is not None):
             try:
-                if time.monotonic() - self._loaded_at >= self.refresh_seconds or self._users is None:
+                if time.monotonic() - self._loaded_at >= max_age or self._users is None:
                     self._users = self._load()
                     self._loaded_at = time.monotonic()
             finally:
                 self._lock.release()
         return self._users
 
-    def check(self, principal: Principal) -> None:
+    def _known(self, principal: Principal) -> KnownUser | None:
         known = self._current().get(principal.user_id)
+        deadline = time.monotonic() + self.catch_up_seconds
+        # Unknown, or a token newer than what the replica has: the event may be on its way.
+        while (known is None or _behind(known, principal)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            known = self._current(fresh_within=0.1).get(principal.user_id)
+        return known
+
+    def check(self, principal: Principal) -> Principal:
+        """The caller as the directory knows them, or Unauthorized."""
+        known = self._known(principal)
         if known is None:
-            return  # not replicated (yet): the signature and the gateway's own check stand
-        role, active = known
-        if not active:
+            raise Unauthorized("the token names no user of this directory")
+        if not known.active:
             raise Unauthorized("this user is not active")
-        if role != principal.role:
+        if known.token_version is not None and principal.token_version != known.token_version:
+            raise Unauthorized("token is no longer valid (password, role or team changed); sign in again")
+        if known.role != principal.role:
             raise Unauthorized("the token's role is no longer the user's role; sign in again")
+        return replace(principal, role=known.role, teams=(known.team_id,) if known.team_id else (),
+                       manages=known.manages)
+
+
+def _behind(known: KnownUser, principal: Principal) -> bool:
+    return (known.token_version is not None and principal.token_version is not None
+            and principal.token_version > known.token_version)
 
 
 # ---- the replica itself: the same two tables and the same upkeep in every service ------------------
@@ -62,6 +101,8 @@ class DirectoryUserColumns:
     team_id: Mapped[str | None] = mapped_column(String(64), index=True)
     region: Mapped[str | None] = mapped_column(String(100))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The user's current token version (the `ver` claim): tokens of another version are refused.
+    token_version: Mapped[int | None] = mapped_column(Integer)
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
@@ -85,7 +126,8 @@ def apply_directory_event(uow, envelope: dict, user_model, team_model) -> None:
     service's own business and are not handled here)."""
     kind, data = envelope["type"], envelope["data"]
     if kind in USER_EVENTS:
-        _upsert(uow, user_model, data.get("user") or {}, ("name", "role", "team_id", "region", "active"))
+        _upsert(uow, user_model, data.get("user") or {},
+                ("name", "role", "team_id", "region", "active", "token_version"))
     elif kind in TEAM_EVENTS:
         _upsert(uow, team_model, data.get("team") or {}, ("name", "manager_id", "parent_team_id"))
 
@@ -102,15 +144,41 @@ def _upsert(uow, model, record: dict, columns: tuple[str, ...]) -> None:
     uow.cache.clear()  # team membership may have changed
 
 
-def replica_guard(db, user_model, refresh_seconds: float = 2.0) -> DirectoryGuard:
-    """A DirectoryGuard reading the service's own replica table."""
+def replica_guard(db, user_model, team_model) -> DirectoryGuard:
+    """A DirectoryGuard reading the service's own replica tables, again every
+    CRM_DIRECTORY_REFRESH_SECONDS (1 by default: a revoked token stops working at the service within
+    that long of the replica learning of it). CRM_DIRECTORY_CATCH_UP_SECONDS (3 by default) bounds how
+    long a request with a token newer than the replica waits for it."""
+    refresh_seconds = float(os.environ.get("CRM_DIRECTORY_REFRESH_SECONDS", "1"))
 
-    def load() -> dict[str, tuple[str, bool]]:
+    def load() -> dict[str, KnownUser]:
         with db.uow(readonly=True) as uow:
-            rows = uow.session.execute(select(user_model.id, user_model.role, user_model.active))
-            return {row.id: (row.role, bool(row.active)) for row in rows}
+            users = uow.session.execute(select(user_model.id, user_model.role, user_model.active, user_model.team_id,
+                                               user_model.token_version)).all()
+            teams = [TeamNode(*row) for row in uow.session.execute(
+                select(team_model.id, team_model.manager_id, team_model.parent_team_id))]
+        leaders = {t.manager_id for t in teams if t.manager_id}
+        return {row.id: KnownUser(role=row.role, active=bool(row.active), team_id=row.team_id,
+                                  token_version=row.token_version,
+                                  manages=tuple(sorted(managed_teams(row.id, teams))) if row.id in leaders else ())
+                for row in users}
 
-    return DirectoryGuard(load, refresh_seconds)
+    return DirectoryGuard(load, refresh_seconds,
+                          catch_up_seconds=float(os.environ.get("CRM_DIRECTORY_CATCH_UP_SECONDS", "3")))
+
+
+def principal_from_replica(session, user_model, team_model, user_id: str) -> Principal | None:
+    """Someone as the replica knows them (role, team, managed teams), for acting on their behalf where
+    no token is at hand (a consumer, an import); None if the replica does not know them."""
+    user = session.get(user_model, user_id)
+    if user is None:
+        return None
+    manages: tuple[str, ...] = ()
+    if user.role in ("manager", "executive", "admin"):
+        teams = [TeamNode(*row) for row in session.execute(
+            select(team_model.id, team_model.manager_id, team_model.parent_team_id))]
+        manages = tuple(sorted(managed_teams(user_id, teams)))
+    return Principal(user_id=user_id, role=user.role, teams=(user.team_id,) if user.team_id else (), manages=manages)
 
 
 def handover_request(envelope: dict) -> tuple[str, str, str]:

@@ -12,6 +12,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from .db import utcnow
 from .logging import request_id_var
+from .text import unpaired_surrogate_at
 
 ENVELOPE_VERSION = 1
 
@@ -64,6 +65,9 @@ def parse_envelope(raw: bytes | None) -> dict:
         raise BadEnvelope(f"not JSON: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict):
         raise BadEnvelope("envelope must be a JSON object")
+    where = unpaired_surrogate_at(doc)
+    if where is not None:
+        raise BadEnvelope(f"{where}: text holds an unpaired UTF-16 surrogate")
     try:
         return _envelope_schema.load(doc)
     except ValidationError as exc:

@@ -41,7 +41,7 @@ def Timestamp(**kwargs) -> fields.AwareDateTime:  # noqa: N802
     return _UTCDateTime(**kwargs)
 
 
-def _viewer_role() -> str | None:
+def viewer_role() -> str | None:
     """The calling principal's role while rendering an HTTP response; None elsewhere (events)."""
     from flask import g, has_request_context
 
@@ -66,7 +66,7 @@ class Money(fields.Decimal):
         self.hidden_from = frozenset(hidden_from)
 
     def serialize(self, attr, obj, accessor=None, **kwargs):
-        if self.hidden_from and _viewer_role() in self.hidden_from:
+        if self.hidden_from and viewer_role() in self.hidden_from:
             return missing  # marshmallow leaves the key out
         return super().serialize(attr, obj, accessor, **kwargs)
 

@@ -1,6 +1,8 @@
 """gunicorn settings shared by every API: `gunicorn -c python:crmkit.gunicorn_conf 'pkg.api:create_app()'`."""
+import json
 import os
 
+from gunicorn import util
 from prometheus_client import multiprocess
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
@@ -34,3 +36,18 @@ def child_exit(server, worker):
     # Multiprocess mode: a dead worker's live gauges must stop counting.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+
+
+def _problem_error(sock, status_int, reason, mesg):
+    """gunicorn answers what it refuses before the app runs (a request line over the limit: 414,
+    malformed headers: 400, 431) with an HTML page of its own; every error of this API is
+    problem+json (CONTRACT §3), these too. gunicorn looks `util.write_error` up at each call, and
+    workers are forked from the master that read this file, so replacing it here covers them."""
+    body = json.dumps({"type": f"https://sfa-crm.dev/problems/{status_int}", "title": reason, "status": status_int,
+                       "detail": mesg or reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+util.write_error = _problem_error

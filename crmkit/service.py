@@ -18,26 +18,26 @@ from .settings import load_settings
 from .web import ServiceContext
 
 
-def build_context(service: str, tables: dict, directory_user) -> ServiceContext:
+def build_context(service: str, tables: dict, directory_user, directory_team) -> ServiceContext:
     settings = load_settings(service)
     configure_logging(service)
     db = Database(settings.database_url, OutboxWriter(tables["outbox"], service))
     return ServiceContext(settings=settings, db=db, tables=tables, verifier=TokenVerifier(settings),
-                          authorize=replica_guard(db, directory_user).check)
+                          authorize=replica_guard(db, directory_user, directory_team).check)
 
 
 def migrate(service: str, migrations: Path) -> None:
     upgrade(migrations, load_settings(service).database_url)
 
 
-def bootstrap(service: str, tables: dict, directory_user, migrations: Path
+def bootstrap(service: str, tables: dict, directory_user, directory_team, migrations: Path
               ) -> tuple[Callable[[], ServiceContext], Callable[[], None]]:
     """A service's `context()` (built once per process; `context.cache_clear()` rebuilds it) and
     its `migrate()`."""
 
     @lru_cache(maxsize=1)
     def context() -> ServiceContext:
-        return build_context(service, tables, directory_user)
+        return build_context(service, tables, directory_user, directory_team)
 
     return context, lambda: migrate(service, migrations)
 

@@ -30,6 +30,7 @@ from .errors import Forbidden, Problem
 from .kafka import kafka_reachable
 from .logging import request_id_var
 from .settings import Settings
+from .text import unpaired_surrogate_at
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("crm.access")
@@ -53,7 +54,8 @@ class ServiceContext:
     # Called on every request but health/metrics/docs, before authentication (e.g. a per-address
     # rate limit), and after it with the caller (e.g. route policy); both raise a Problem to refuse.
     admit: Callable[[], None] | None = None
-    authorize: Callable[[Principal], None] | None = None
+    # ... and may answer the caller as it knows them (a service's directory replica does).
+    authorize: Callable[[Principal], Principal | None] | None = None
 
 
 def ctx() -> ServiceContext:
@@ -99,6 +101,19 @@ def _problem_from_http_exception(exc: HTTPException) -> Problem:
     if status == 405 and valid_methods:
         problem.headers["Allow"] = ", ".join(valid_methods)
     return problem
+
+
+def _refuse_unstorable_text() -> None:
+    """422 for a JSON body with a lone UTF-16 surrogate anywhere in it (crmkit.text), before any route
+    or database sees it. A body that is not JSON at all is left to the route's parser (400)."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # absurdly deep nesting: the route's parser answers 400
+        return
+    where = unpaired_surrogate_at(body) if body is not None else None
+    if where is not None:
+        raise Problem(f"{where}: text holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)", status=422,
+                      errors={where: ["unpaired UTF-16 surrogate"]})
 
 
 _DRAIN_LIMIT = 64 * 1024 * 1024
@@ -230,13 +245,15 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         if context.admit is not None:
             context.admit()
         if request.path.startswith(context.public_paths):
+            if request.method in ("POST", "PUT", "PATCH") and not passthrough_body and request.is_json:
+                _refuse_unstorable_text()  # the sign-in route, too
             return None
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith("bearer "):
             raise Unauthorized("missing bearer token")
         g.principal = context.verifier.verify(header[7:].strip())
         if context.authorize is not None:
-            context.authorize(g.principal)
+            g.principal = context.authorize(g.principal) or g.principal
         allowed = getattr(view, "crm_roles", None)
         if allowed is not None and g.principal.role not in allowed:
             raise Forbidden(f"role {g.principal.role!r} may not use this route")
@@ -245,6 +262,7 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         if request.method in ("POST", "PUT", "PATCH") and not large and (request.content_length or request.data):
             if not request.is_json:
                 raise Problem("send a JSON body with Content-Type: application/json", status=415)
+            _refuse_unstorable_text()
         return None
 
     @app.after_request

@@ -17,7 +17,7 @@ def user_data(user) -> dict:
     """The shape every service's directory replica reads (docs/events.md). Never the password hash."""
     return {"user": {"id": str(user.id), "username": user.username, "name": user.name, "role": user.role,
                      "team_id": str(user.team_id) if user.team_id else None, "region": user.region,
-                     "active": user.active}}
+                     "active": user.active, "token_version": user.token_version}}
 
 
 def team_data(team) -> dict:

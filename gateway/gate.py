@@ -21,8 +21,9 @@ def admit() -> None:
     gateway().limits.hit("address", client_address())
 
 
-def authorize(principal: Principal) -> None:
+def authorize(principal: Principal) -> Principal:
     gw = gateway()
     gw.limits.hit("user", principal.user_id)
-    services.check_current(lambda: context().db.uow(readonly=True), gw.user_statuses, principal)
+    principal = services.check_current(lambda: context().db.uow(readonly=True), gw.user_statuses, principal)
     g.route = gw.policy.decide(request.method, request.path, principal.role)
+    return principal

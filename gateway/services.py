@@ -59,18 +59,23 @@ def issue_for(uow: UnitOfWork, settings: Settings, config: GatewayConfig, user: 
     return {"access_token": token, "token_type": "Bearer", "expires_in": config.token_ttl_seconds}
 
 
-def check_current(open_uow: Callable[[], UnitOfWork], statuses: UserStatusCache, principal: Principal) -> None:
-    """A token of a deactivated user, or one whose claims went stale (password, role or team changed),
-    stops working at once, not when it expires."""
+def check_current(open_uow: Callable[[], UnitOfWork], statuses: UserStatusCache, principal: Principal) -> Principal:
+    """The caller as the directory knows them now. A token of a deactivated user, or one whose claims
+    went stale (password, role or team changed), stops working at once, not when it expires; and a
+    validly signed token whose role, team or managed teams are not the directory's is refused."""
     try:
         user_id = uuid.UUID(principal.user_id)
     except ValueError:
         raise Unauthorized("token subject is not a user of this directory") from None
     status = statuses.status(open_uow, user_id)
-    if status is None or not status[0]:
+    if status is None or not status.active:
         raise Unauthorized("this user is not active")
-    if principal.token_version != status[1]:
+    if principal.token_version != status.token_version:
         raise Unauthorized("token is no longer valid (password, role or team changed); sign in again")
+    teams = (str(status.team_id),) if status.team_id else ()
+    if principal.role != status.role or tuple(principal.teams) != teams or set(principal.manages) != set(status.manages):
+        raise Unauthorized("the token's claims are not the directory's; sign in again")
+    return principal
 
 
 def me(uow: UnitOfWork, principal: Principal) -> dict:
@@ -193,13 +198,16 @@ def update_team(uow: UnitOfWork, settings: Settings, actor: str, team_id: uuid.U
             setattr(team, name, changes[name].strip() if name == "name" else changes[name])
     uow.session.flush()
     after = _managers_scope(repo)
-    # Whoever gained or lost a managed team holds a token with a stale `manages`: end it now.
-    for user_id in {u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}:
+    uow.publish(*directory_event(settings, "team.updated", team.id, team_data(team), actor=actor))
+    # Whoever gained or lost a managed team holds a token with a stale `manages`: end it now, here
+    # and (through user.updated, which carries the new token version) at every service.
+    for user_id in sorted({u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}, key=str):
         manager = repo.user(user_id, for_update=True)
         if manager is not None:
             manager.token_version += 1
+            uow.session.flush()
             announce_change(uow, manager.id)
-    uow.publish(*directory_event(settings, "team.updated", team.id, team_data(team), actor=actor))
+            _publish_user(uow, settings, "user.updated", manager, actor)
     return team
 
 

@@ -14,13 +14,15 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import Engine
 
 from crmkit.db import UnitOfWork
+from crmkit.teams import TeamNode, managed_teams
 
-from .db import User
+from .db import Team, User
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,19 @@ def announce_change(uow: UnitOfWork, user_id: uuid.UUID) -> None:
     event.listen(uow.session, "after_commit", forget_here, once=True)
 
 
+@dataclass(frozen=True)
+class UserStatus:
+    active: bool
+    token_version: int
+    role: str
+    team_id: uuid.UUID | None
+    manages: frozenset[str]  # team ids (strings, as in tokens), sub-teams included
+
+
 class UserStatusCache:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._known: dict[uuid.UUID, tuple[tuple[bool, int], float]] = {}
+        self._known: dict[uuid.UUID, tuple[UserStatus, float]] = {}
         self._lock = threading.Lock()
         self._generation = 0
         self._listening = False
@@ -57,19 +68,25 @@ class UserStatusCache:
         if engine.dialect.name == "postgresql":
             threading.Thread(target=self._listen, name="user-status-listener", daemon=True).start()
 
-    def status(self, open_uow: Callable[[], UnitOfWork], user_id: uuid.UUID) -> tuple[bool, int] | None:
-        """(active, token_version) of the user, or None if there is no such user. `open_uow` is only
-        called (a session only opened) when the answer is not cached."""
+    def status(self, open_uow: Callable[[], UnitOfWork], user_id: uuid.UUID) -> UserStatus | None:
+        """The user's status and claims as the directory has them now, or None if there is no such
+        user. `open_uow` is only called (a session only opened) when the answer is not cached. A
+        team change that alters someone's managed teams also bumps their token version and
+        announces the change, so a cached `manages` is forgotten with it."""
         with self._lock:
             cached = self._known.get(user_id) if self._listening else None
             generation = self._generation
         if cached is not None and time.monotonic() - cached[1] < ENTRY_TTL:
             return cached[0]
         with open_uow() as uow:
-            row = uow.session.execute(select(User.active, User.token_version).where(User.id == user_id)).first()
+            row = uow.session.execute(select(User.active, User.token_version, User.role, User.team_id)
+                                      .where(User.id == user_id)).first()
+            teams = [TeamNode(*t) for t in uow.session.execute(
+                select(Team.id, Team.manager_id, Team.parent_team_id))] if row is not None else []
         if row is None:
             return None
-        found = (bool(row.active), int(row.token_version))
+        found = UserStatus(active=bool(row.active), token_version=int(row.token_version), role=row.role,
+                           team_id=row.team_id, manages=frozenset(str(t) for t in managed_teams(user_id, teams)))
         with self._lock:
             if self._listening and generation == self._generation:
                 self._known[user_id] = (found, time.monotonic())

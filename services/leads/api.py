@@ -16,13 +16,14 @@ from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal
 
 from . import imports, services
 from .bootstrap import context
-from .db import LeadRepository
+from .domain import WORKING_ROLES
 from .schemas import (
     ActivityPageSchema,
     ActivitySchema,
     AssignmentRulesSchema,
     ConvertedSchema,
     ConvertSchema,
+    DuplicateClaimPageSchema,
     ImportAcceptedSchema,
     ImportJobSchema,
     LeadCreatedSchema,
@@ -54,17 +55,32 @@ def _headers(lead) -> dict:
 @blp.alt_response(200, schema=LeadCreatedSchema, description="A duplicate, merged into the existing lead")
 @roles(*LEAD_ROLES)
 def create_lead(fields):
+    """Create a lead, or merge it into the one it duplicates, or claim another owner's."""
     with ctx().db.uow() as uow:
         result = services.create_lead(uow, ctx().settings, principal(), fields)
         uow.commit()
         lead = result.lead
+        if result.claim is not None:
+            # Someone else's lead: nothing was written into it. Say so, and whom to ask, and show
+            # nothing of it (CONTRACT §2, the collision rule).
+            return {"id": lead.id, "merged": False, "claimed": True, "owned_elsewhere": True,
+                    "claim_id": result.claim.id, "owner_id": lead.owner_id,
+                    "manager_id": services.manager_of(uow, lead)}, 200
         lead.merged = result.merged
         if not result.merged:
             return lead, 201, {**_headers(lead), "Location": f"/api/v1/leads/{lead.id}"}
-        visible = LeadRepository(uow.session, principal()).get(lead.id) is not None
-    if not visible:  # merged into someone else's lead: say so, show nothing of it
-        return {"id": lead.id, "merged": True, "owned_elsewhere": True}, 200
     return lead, 200, _headers(lead)
+
+
+@blp.route("/leads/<uuid:lead_id>/duplicate-claims", methods=["GET"])
+@blp.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@blp.response(200, DuplicateClaimPageSchema)
+@roles(*WORKING_ROLES)
+def list_duplicate_claims(args, lead_id: uuid.UUID):
+    """Who else brought this lead's prospect, and what they brought (its owner and their managers)."""
+    with ctx().db.uow(readonly=True) as uow:
+        items, next_cursor = services.list_claims(uow, principal(), lead_id, args)
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @blp.route("/leads", methods=["GET"])

@@ -57,6 +57,9 @@ class Lead(Base):
     status: Mapped[str] = mapped_column(String(20), default="new")
     score: Mapped[int] = mapped_column(Integer, default=0)
     score_reasons: Mapped[list] = mapped_column(JSON, default=list)
+    # The score without the rules on money fields: what roles that may not read money (marketing)
+    # see, filter and sort by, so a score cannot tell them what the money fields hide.
+    score_public: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     owner_id: Mapped[str | None] = mapped_column(String(64))
     team_id: Mapped[str | None] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(200))
@@ -80,6 +83,10 @@ class Lead(Base):
     account_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     contact_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     opportunity_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Why the last conversion was refused by the opportunities service (the lead was rolled back),
+    # and the status it goes back to then.
+    conversion_error: Mapped[str | None] = mapped_column(Text)
+    converted_from_status: Mapped[str | None] = mapped_column(String(20))
 
     # version_id_col: every UPDATE is "... WHERE id=:id AND version=:seen", so a concurrent
     # change is detected (StaleDataError → 412) instead of silently overwritten.
@@ -112,6 +119,23 @@ class LeadActivity(Base):
     next_contact_at = mapped_column(UTCDateTime, nullable=True)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class DuplicateClaim(Base):
+    """Someone brought a prospect that is already a lead they may not change (another rep's, another
+    team's): nothing of theirs is written into the lead; the claim records who, when, how and what
+    they brought, for the lead's owner and their manager to see (GET /leads/{id}/duplicate-claims)."""
+
+    __tablename__ = "lead_duplicate_claims"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    lead_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("leads.id"))
+    claimed_by: Mapped[str] = mapped_column(String(200))
+    claimed_role: Mapped[str | None] = mapped_column(String(20))
+    via: Mapped[str] = mapped_column(String(20))
+    brought: Mapped[dict] = mapped_column(JSON)
+    created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    __table_args__ = (Index("ix_lead_duplicate_claims_lead", "lead_id", "created_at"),)
 
 
 class RuleDocument(Base):
@@ -153,7 +177,8 @@ class LeadImport(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|completed|failed
     filename: Mapped[str | None] = mapped_column(String(300))
-    content: Mapped[bytes] = mapped_column(LargeBinary)
+    # Deferred: loaded only when a worker starts (or resumes) reading the file, not for every chunk.
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     requested_by: Mapped[str] = mapped_column(String(64))
     requested_role: Mapped[str] = mapped_column(String(20))
     requested_team: Mapped[str | None] = mapped_column(String(64))
@@ -161,6 +186,8 @@ class LeadImport(Base):
     rows_done: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[int] = mapped_column(Integer, default=0)
     merged: Mapped[int] = mapped_column(Integer, default=0)
+    # Rows whose prospect is already a lead the importer may not change: recorded as duplicate claims.
+    claimed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     failure: Mapped[str | None] = mapped_column(Text)
     created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
@@ -184,6 +211,12 @@ LEAD_VISIBILITY = VisibilityRule(
 )
 
 SORTABLE = {"created_at", "updated_at", "score"}
+# Roles that may not read money fields: they filter and sort by the score without money rules.
+MONEY_BLIND_ROLES = frozenset({"marketing"})
+
+
+def score_column(principal: Principal):
+    return Lead.score_public if principal.role in MONEY_BLIND_ROLES else Lead.score
 
 
 class LeadRepository:
@@ -214,7 +247,7 @@ class LeadRepository:
             # A name that normalizes to nothing ("-", "(China)") matches no company, not every blank one.
             stmt = stmt.where(Lead.company_key == key) if key else stmt.where(false())
         if filters.get("min_score") is not None:
-            stmt = stmt.where(Lead.score >= filters["min_score"])
+            stmt = stmt.where(score_column(self.principal) >= filters["min_score"])
         if filters.get("q"):
             needle = f"%{filters['q'].lower()}%"
             stmt = stmt.where(or_(func.lower(Lead.company).like(needle), func.lower(Lead.contact_name).like(needle),

@@ -6,6 +6,8 @@ import datetime as dt
 from crmkit.auth import Principal
 from crmkit.errors import Conflict, Forbidden
 
+from .scoring import MONEY_FIELDS
+
 STATUSES = ("new", "contacted", "qualified", "converted", "disqualified")
 SOURCES = ("web", "phone", "referral", "event", "marketing", "import", "other")
 OPEN_STATUSES = ("new", "contacted", "qualified")
@@ -36,6 +38,16 @@ def check_status_change(current: str, new: str) -> None:
         raise Conflict(f"a {current} lead cannot become {new}")
 
 
+def may_change(principal: Principal, owner_id: str | None, team_id: str | None) -> bool:
+    """Whether someone may change a lead (what dedupe may write into it): its owner, a manager of
+    its team (or of the shared queue), an executive or an admin. Marketing sees leads, changes none."""
+    if principal.role in ("executive", "admin"):
+        return True
+    if principal.role == "manager":
+        return owner_id == principal.user_id or team_id in principal.manages or (owner_id is None and team_id is None)
+    return principal.role == "rep" and owner_id == principal.user_id
+
+
 def check_may_modify(principal: Principal) -> None:
     if principal.role not in WORKING_ROLES:
         raise Forbidden(f"role {principal.role!r} may read leads but not change them")
@@ -53,6 +65,17 @@ def initial_ownership(principal: Principal) -> tuple[str | None, str | None]:
     if principal.role in ROUTED_ROLES:
         return None, None
     return principal.user_id, principal.primary_team
+
+
+def check_money_rules_kept(current: list[dict], proposed: list[dict]) -> None:
+    """A role that may not read money fields may change every scoring rule but those on money
+    fields: those it must leave exactly as they are (it may not add, change or remove one)."""
+    def money(rules: list[dict]) -> list[dict]:
+        return sorted((r for r in rules if r["field"] in MONEY_FIELDS), key=lambda r: r["name"])
+
+    if money(current) != money(proposed):
+        raise Forbidden("rules on money fields (estimated_value, quoted_price) are for roles that may read them; "
+                        "keep them as they are")
 
 
 def check_may_reassign(principal: Principal) -> None:

@@ -3,16 +3,24 @@
 Each chunk's leads, its rejected rows and the job's progress (`rows_done`) commit in one
 transaction, so a worker killed mid-import resumes exactly where the last chunk ended: nothing is
 imported twice and nothing half. Rows go through the same intake as every other lead (dedupe,
-scoring, assignment).
+scoring, assignment), as the importer: a row whose prospect is a lead the importer may not change
+becomes a duplicate claim on it (counted in `claimed`), never a merge into it.
+
+The file is read as a stream, never parsed whole: memory stays at the file's bytes plus one chunk,
+whatever the number of rows, and a file over the row cap (LEADS_IMPORT_MAX_ROWS, 200,000) is
+refused at upload.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import logging
+import os
 import threading
 import uuid
-from functools import lru_cache
+from collections.abc import Iterator
 
 from marshmallow import ValidationError
 from sqlalchemy import select
@@ -26,7 +34,7 @@ from crmkit.settings import Settings
 from . import domain
 from .db import LeadImport, LeadImportError
 from .schemas import ImportRowSchema
-from .services import intake, prefetch_duplicates
+from .services import intake, prefetch_duplicates, replica_principal
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 1000
@@ -59,22 +67,33 @@ def _header_key(header: str) -> str:
     return "".join(ch for ch in header.strip().casefold() if ch not in " _-\ufeff")
 
 
-def decode(content: bytes) -> str:
-    """UTF-8 (with or without Excel's BOM), else GB18030, which Chinese Excel writes."""
-    try:
-        return content.decode("utf-8-sig")
-    except UnicodeDecodeError:
+def max_rows() -> int:
+    return int(os.environ.get("LEADS_IMPORT_MAX_ROWS", "200000"))
+
+
+def encoding_of(content: bytes) -> str:
+    """UTF-8 (with or without Excel's BOM), else GB18030, which Chinese Excel writes. Checked piece
+    by piece, so the whole file is never held as text."""
+    for encoding in ("utf-8-sig", "gb18030"):
+        decoder = codecs.getincrementaldecoder(encoding)()
         try:
-            return content.decode("gb18030")
+            for start in range(0, len(content), 1 << 20):
+                decoder.decode(content[start:start + (1 << 20)])
+            decoder.decode(b"", final=True)
+            return encoding
         except UnicodeDecodeError:
-            raise ValidationFailed("the file is neither UTF-8 nor GB18030 text",
-                                   errors={"file": ["not a text CSV"]}) from None
+            continue
+    raise ValidationFailed("the file is neither UTF-8 nor GB18030 text", errors={"file": ["not a text CSV"]})
 
 
-def read_header(text: str) -> dict[int, str]:
+def _reader(content: bytes, encoding: str):
+    return csv.reader(io.TextIOWrapper(io.BytesIO(content), encoding=encoding, newline=""))
+
+
+def header_of(content: bytes, encoding: str) -> dict[int, str]:
     """Column index → field, for the columns we know; 422 when none is known."""
     try:
-        header = next(csv.reader(io.StringIO(text)), None)
+        header = next(_reader(content, encoding), None)
     except csv.Error as exc:
         raise ValidationFailed(f"not a CSV file: {exc}", errors={"file": [str(exc)]}) from None
     mapping = {i: _HEADER_LOOKUP[_header_key(h)] for i, h in enumerate(header or []) if _header_key(h) in _HEADER_LOOKUP}
@@ -84,26 +103,59 @@ def read_header(text: str) -> dict[int, str]:
     return mapping
 
 
-@lru_cache(maxsize=2)
-def _parsed(job_id: uuid.UUID, content: bytes) -> list[tuple[int, dict]]:
-    """(line number, raw fields) of every data row. Cached: a job's chunks share one parse."""
-    text = decode(content)
-    mapping = read_header(text)
-    reader = csv.reader(io.StringIO(text))
+def rows_of(content: bytes, encoding: str, mapping: dict[int, str]) -> Iterator[tuple[int, dict]]:
+    """(line number, raw fields) of each data row, one at a time."""
+    reader = _reader(content, encoding)
     next(reader)
-    rows = []
     try:
         for values in reader:
+            if not any(v.strip() for v in values):
+                continue  # blank lines are not rows anyone meant
             raw: dict[str, str] = {}
             for i, value in enumerate(values):
                 # Two headers may name one field (电话 and 手机): the first non-empty value wins.
                 if i in mapping and value.strip() and mapping[i] not in raw:
                     raw[mapping[i]] = value.strip()
-            if any(v.strip() for v in values):  # blank lines are not rows anyone meant
-                rows.append((reader.line_num, raw))
+            yield reader.line_num, raw
     except csv.Error as exc:  # e.g. a cell over the csv module's 128 KiB limit, a stray CR
         raise ValidationFailed(f"line {reader.line_num}: {exc}") from None
-    return rows
+
+
+def count_rows(content: bytes, encoding: str, mapping: dict[int, str], cap: int) -> int:
+    """The number of data rows; 422 past the cap (without reading further than cap + 1 rows)."""
+    if content.count(b"\n") <= cap:  # every row ends a line, so this many lines bound the rows
+        return sum(1 for _ in rows_of(content, encoding, mapping))
+    counted = sum(1 for _ in itertools.islice(rows_of(content, encoding, mapping), cap + 1))
+    if counted > cap:
+        raise ValidationFailed(f"the file has more than {cap} rows; split it into several imports",
+                               errors={"file": [f"at most {cap} rows"]})
+    return counted
+
+
+class _Cursor:
+    """This process's place in one job's rows: the next chunk continues the stream where the last
+    one stopped, and a job resumed elsewhere (another worker, a restart) skips what is done."""
+
+    def __init__(self, job_id: uuid.UUID, rows: Iterator[tuple[int, dict]], position: int):
+        self.job_id, self.rows, self.position = job_id, rows, position
+
+    def take(self, count: int) -> list[tuple[int, dict]]:
+        chunk = list(itertools.islice(self.rows, count))
+        self.position += len(chunk)
+        return chunk
+
+
+_cursor: _Cursor | None = None
+
+
+def _rows_from(job: LeadImport, start: int) -> _Cursor:
+    global _cursor
+    if _cursor is None or _cursor.job_id != job.id or _cursor.position != start:
+        encoding = encoding_of(job.content)
+        rows = rows_of(job.content, encoding, header_of(job.content, encoding))
+        _cursor = _Cursor(job.id, rows, 0)
+        _cursor.take(start)  # a resumed job: skip the rows already imported
+    return _cursor
 
 
 def _clean(raw: dict) -> dict:
@@ -117,11 +169,13 @@ def _clean(raw: dict) -> dict:
 
 # ---- API side ----------------------------------------------------------------------------------------
 def create_job(uow, principal: Principal, filename: str | None, content: bytes) -> LeadImport:
-    read_header(decode(content))  # reject a file we cannot read now, not in the worker
+    # A file we cannot read, or one over the row cap, is refused now, not in the worker.
+    encoding = encoding_of(content)
+    rows = count_rows(content, encoding, header_of(content, encoding), max_rows())
     job = LeadImport(id=uuid.uuid4(), status="queued", filename=(filename or "")[:300] or None, content=content,
                      requested_by=principal.user_id, requested_role=principal.role,
-                     requested_team=principal.primary_team, rows_done=0, created=0, merged=0, rejected=0,
-                     created_at=utcnow(), updated_at=utcnow())
+                     requested_team=principal.primary_team, rows=rows, rows_done=0, created=0, merged=0, claimed=0,
+                     rejected=0, created_at=utcnow(), updated_at=utcnow())
     uow.session.add(job)
     return job
 
@@ -133,7 +187,7 @@ def get_job(uow, principal: Principal, job_id: uuid.UUID) -> dict:
     errors = uow.session.execute(select(LeadImportError).where(LeadImportError.job_id == job.id)
                                  .order_by(LeadImportError.row).limit(ERRORS_SHOWN)).scalars().all()
     return {**{c: getattr(job, c) for c in ("id", "status", "filename", "rows", "rows_done", "created", "merged",
-                                              "rejected", "failure", "created_at", "finished_at")},
+                                              "claimed", "rejected", "failure", "created_at", "finished_at")},
             "errors": [{"row": e.row, "errors": e.errors} for e in errors], "error_count": job.rejected}
 
 
@@ -149,17 +203,21 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         if job is None:
             return False
         try:
-            rows = _parsed(job.id, job.content)
+            chunk = _rows_from(job, job.rows_done).take(CHUNK_ROWS)
         except ValidationFailed as exc:
             job.status, job.failure, job.finished_at = "failed", exc.detail, utcnow()
             uow.commit()
             return True
-        job.rows, job.status = len(rows), "running"
-        requester = Principal(user_id=job.requested_by, role=job.requested_role,
-                              teams=(job.requested_team,) if job.requested_team else ())
-        owner_id, team_id = domain.initial_ownership(requester)
+        job.status = "running"
+        # The importer as the directory knows them now (their managed teams decide what a row may
+        # merge into); the role and team recorded at upload if the replica has lost them.
+        requester = replica_principal(uow, job.requested_by) or Principal(
+            user_id=job.requested_by, role=job.requested_role,
+            teams=(job.requested_team,) if job.requested_team else ())
+        owner_id, team_id = domain.initial_ownership(Principal(
+            user_id=job.requested_by, role=job.requested_role, teams=(job.requested_team,) if job.requested_team else ()))
         valid = []
-        for line, raw in rows[job.rows_done:job.rows_done + CHUNK_ROWS]:
+        for line, raw in chunk:
             try:
                 valid.append(_row_schema.load(_clean(raw)))
             except ValidationError as exc:
@@ -168,14 +226,17 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         prefetch_duplicates(uow, valid)
         for fields in valid:
             result = intake(uow, settings, fields, owner_id=owner_id, team_id=team_id,
-                            created_by=job.requested_by, actor=job.requested_by, via="import")
-            if result.merged:
+                            created_by=job.requested_by, actor=job.requested_by, via="import", principal=requester)
+            if result.claim is not None:
+                job.claimed += 1
+            elif result.merged:
                 job.merged += 1
             else:
                 job.created += 1
-        job.rows_done = min(len(rows), job.rows_done + CHUNK_ROWS)
+        job.rows_done += len(chunk)
         job.updated_at = utcnow()
-        if job.rows_done >= len(rows):
+        if len(chunk) < CHUNK_ROWS or (job.rows is not None and job.rows_done >= job.rows):
+            job.rows = job.rows_done
             job.status, job.finished_at = "completed", utcnow()
         uow.commit()
         return True

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import math
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing, validate, validates_schema
 
 from crmkit.activities import ActivityFields
-from crmkit.fields import CURRENCY, PHONE, Money, Text, Timestamp
+from crmkit.fields import CURRENCY, PHONE, Money, Text, Timestamp, viewer_role
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 from .assignment import STRATEGIES
 from .domain import SOURCES, STATUSES
-from .scoring import OPS, SCORABLE_FIELDS
+from .scoring import OPS, SCORABLE_FIELDS, public_reasons
 
 # Marketing sees every lead but no money (CONTRACT §2).
-LeadMoney = lambda **kw: Money(hidden_from=("marketing",), **kw)  # noqa: E731
+MONEY_HIDDEN_FROM = ("marketing",)
+LeadMoney = lambda **kw: Money(hidden_from=MONEY_HIDDEN_FROM, **kw)  # noqa: E731
 
 
 class _ProspectFields(Schema):
@@ -62,9 +63,18 @@ class LeadPatchSchema(_LeadFields):
     status = fields.String(validate=validate.OneOf(STATUSES))
 
 
-class ScoreReasonSchema(Schema):
-    rule = fields.String()
-    points = fields.Integer()
+def _score(lead) -> int:
+    # A role that may not read money sees the score its own fields earn (CONTRACT §2).
+    if isinstance(lead, dict):  # a reply that names a lead without showing it
+        return lead.get("score", missing)
+    return lead.score_public if viewer_role() in MONEY_HIDDEN_FROM else lead.score
+
+
+def _score_reasons(lead) -> list[dict]:
+    if isinstance(lead, dict):
+        return lead.get("score_reasons", missing)
+    reasons = lead.score_reasons or []
+    return public_reasons(reasons) if viewer_role() in MONEY_HIDDEN_FROM else reasons
 
 
 class LeadSchema(Schema):
@@ -82,10 +92,15 @@ class LeadSchema(Schema):
     estimated_value = LeadMoney(allow_none=True)
     currency = fields.String()
     status = fields.String()
-    score = fields.Integer()
-    score_reasons = fields.List(fields.Nested(ScoreReasonSchema))
+    score = fields.Function(_score, metadata={"type": "integer", "minimum": 0, "maximum": 100,
+                                              "description": "without money rules for roles that may not read money"})
+    score_reasons = fields.Function(_score_reasons, metadata={
+        "type": "array", "items": {"type": "object", "properties": {
+            "rule": {"type": "string"}, "points": {"type": "integer"}, "field": {"type": "string"}}}})
     owner_id = fields.String(allow_none=True)
     team_id = fields.String(allow_none=True)
+    conversion_error = fields.String(allow_none=True, metadata={
+        "description": "why the last conversion was refused (the lead was rolled back)"})
     created_by = fields.String()
     follow_up_due_at = fields.AwareDateTime(allow_none=True)
     last_activity_at = fields.AwareDateTime(allow_none=True)
@@ -103,8 +118,27 @@ class LeadSchema(Schema):
 
 class LeadCreatedSchema(LeadSchema):
     merged = fields.Boolean()
-    # Merged into a lead the caller may not see: only its id comes back, never its contents.
+    # A duplicate of a lead the caller may not change: only its id, its owner and whom to ask come
+    # back, never its contents, and nothing the caller brought was written into it.
     owned_elsewhere = fields.Boolean()
+    claimed = fields.Boolean(metadata={"description": "recorded as a duplicate claim for the lead's owner"})
+    claim_id = fields.UUID()
+    manager_id = fields.String(allow_none=True, metadata={"description": "whom to ask: the lead's team manager"})
+
+
+class DuplicateClaimSchema(Schema):
+    id = fields.UUID()
+    lead_id = fields.UUID()
+    claimed_by = fields.String()
+    claimed_role = fields.String(allow_none=True)
+    via = fields.String(metadata={"description": "api or import"})
+    brought = fields.Dict(metadata={"description": "the fields the claimant submitted"})
+    created_at = fields.AwareDateTime()
+
+
+class DuplicateClaimPageSchema(Schema):
+    items = fields.List(fields.Nested(DuplicateClaimSchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class LeadPageSchema(Schema):
@@ -288,7 +322,10 @@ class ImportJobSchema(Schema):
     rows = fields.Integer(allow_none=True)
     rows_done = fields.Integer()
     created = fields.Integer()
-    merged = fields.Integer()
+    merged = fields.Integer(metadata={"description": "rows merged into leads the importer may change"})
+    claimed = fields.Integer(metadata={
+        "description": "rows whose prospect is already another owner's lead: recorded as duplicate claims for "
+                       "its owner; nothing was written into it"})
     rejected = fields.Integer()
     errors = fields.List(fields.Nested(ImportRowErrorSchema))
     error_count = fields.Integer()

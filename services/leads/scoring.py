@@ -9,6 +9,11 @@ OPS = ("eq", "in", "gte", "lte", "present")
 SCORABLE_FIELDS = ("source", "industry", "region", "campaign", "interest", "email", "phone", "company",
                    "contact_name", "estimated_value", "quoted_price", "touches", "activities", "status")
 
+# Fields some roles may not read (CONTRACT §2: marketing sees no money). A score built from them would
+# tell those roles what the fields hide, so their points are kept apart (`public_score`), and those
+# roles may not write rules on them.
+MONEY_FIELDS = frozenset({"estimated_value", "quoted_price"})
+
 DEFAULT_RULES = [
     {"name": "reachable by email", "field": "email", "op": "present", "value": None, "points": 10},
     {"name": "reachable by phone", "field": "phone", "op": "present", "value": None, "points": 10},
@@ -46,6 +51,20 @@ def _matches(rule: dict, value) -> bool:
 
 
 def score(facts: dict, rules: list[dict]) -> tuple[int, list[dict]]:
-    reasons = [{"rule": r["name"], "points": r["points"]} for r in rules if _matches(r, facts.get(r["field"]))]
-    total = sum(r["points"] for r in reasons)
-    return max(0, min(100, total)), reasons
+    reasons = [{"rule": r["name"], "points": r["points"], "field": r["field"]}
+               for r in rules if _matches(r, facts.get(r["field"]))]
+    return _clamp(reasons), reasons
+
+
+def public_reasons(reasons: list[dict]) -> list[dict]:
+    """The reasons that say nothing about money fields. A reason stored before reasons named their
+    field is kept out too: what it looked at is unknown."""
+    return [r for r in reasons if r.get("field") is not None and r["field"] not in MONEY_FIELDS]
+
+
+def public_score(reasons: list[dict]) -> int:
+    return _clamp(public_reasons(reasons))
+
+
+def _clamp(reasons: list[dict]) -> int:
+    return max(0, min(100, sum(r["points"] for r in reasons)))

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
 from marshmallow import ValidationError
 from sqlalchemy import func, or_, select
@@ -14,14 +15,25 @@ from sqlalchemy import func, or_, select
 from crmkit.auth import Principal
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, lock_keys, utcnow
-from crmkit.directory import HANDOVER_REQUESTED, apply_directory_event, handover_request
+from crmkit.directory import HANDOVER_REQUESTED, apply_directory_event, handover_request, principal_from_replica
 from crmkit.errors import Forbidden, NotFound, ValidationFailed
 from crmkit.events import new_event
 from crmkit.pagination import SortSpec, paginate, parse_sort
 from crmkit.settings import Settings
 
 from . import SERVICE, assignment, domain, scoring
-from .db import SORTABLE, AssignmentCursor, DirectoryTeam, DirectoryUser, Lead, LeadActivity, LeadRepository, RuleDocument
+from .db import (
+    MONEY_BLIND_ROLES,
+    SORTABLE,
+    AssignmentCursor,
+    DirectoryTeam,
+    DirectoryUser,
+    DuplicateClaim,
+    Lead,
+    LeadActivity,
+    LeadRepository,
+    RuleDocument,
+)
 from .dedupe import DEDUPE_KEYS, keys_for
 from .events import LEADS_TOPIC, lead_event
 from .schemas import MarketingLeadSubmittedSchema
@@ -70,6 +82,10 @@ def put_rule_document(uow: UnitOfWork, settings: Settings, principal: Principal,
                       check_version) -> dict:
     doc = uow.session.get(RuleDocument, name, with_for_update=True)
     check_version(doc.version if doc else 0)
+    if name == SCORING and principal.role in MONEY_BLIND_ROLES:
+        # A rule on a field one may not read is a question about it, answered by every score.
+        current = doc.body["rules"] if doc else DEFAULT_RULES[SCORING]
+        domain.check_money_rules_kept(current, body["rules"])
     if doc is None:
         doc = RuleDocument(name=name, body=body, version=1, updated_by=principal.user_id, updated_at=utcnow())
         uow.session.add(doc)
@@ -85,6 +101,7 @@ def put_rule_document(uow: UnitOfWork, settings: Settings, principal: Principal,
 def _rescore(uow: UnitOfWork, lead: Lead) -> None:
     facts = {f: getattr(lead, f, None) for f in scoring.SCORABLE_FIELDS}
     lead.score, lead.score_reasons = scoring.score(facts, rules(uow, SCORING))
+    lead.score_public = scoring.public_score(lead.score_reasons)
 
 
 def _refresh_keys(lead: Lead) -> None:
@@ -96,6 +113,11 @@ def _refresh_keys(lead: Lead) -> None:
 def _directory_user(uow: UnitOfWork, user_id: str) -> DirectoryUser | None:
     with uow.session.no_autoflush:
         return uow.session.get(DirectoryUser, user_id)
+
+
+def replica_principal(uow: UnitOfWork, user_id: str) -> Principal | None:
+    with uow.session.no_autoflush:
+        return principal_from_replica(uow.session, DirectoryUser, DirectoryTeam, user_id)
 
 
 def _team_of(uow: UnitOfWork, user_id: str) -> str | None:
@@ -209,6 +231,8 @@ def reassign(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id:
 class Intake:
     lead: Lead
     merged: bool
+    # Set when the prospect is a lead the caller may not change: nothing was written into it.
+    claim: DuplicateClaim | None = None
 
 
 def _pending(uow: UnitOfWork) -> dict[str, Lead]:
@@ -271,16 +295,18 @@ def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
     return existing[0] if existing else None
 
 
-def _merge(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, actor, via: str) -> Lead:
+def _merge(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, actor, via: str, *,
+           may_reopen: bool) -> Lead:
     """A duplicate adds a touch and fills what the existing lead lacks; it overwrites nothing.
-    A disqualified lead whose prospect comes back is re-opened: interest returned, and no lead may
-    sit unseen in a closed pile."""
+    A disqualified lead whose prospect comes back is re-opened when the one who brought it may
+    decide that (its owner or a leader): interest returned, and no lead may sit unseen in a closed
+    pile. A prospect coming back through the marketing topic adds its touch and leaves the status."""
     filled = sorted(name for name, value in fields.items()
                     if value not in (None, "") and getattr(existing, name, None) in (None, "")
                     and name != "follow_up_due_at")
     for name in filled:
         setattr(existing, name, fields[name])
-    if existing.status == "disqualified":
+    if existing.status == "disqualified" and may_reopen:
         existing.status = "new"
         filled.append("status")
     if existing.status in domain.OPEN_STATUSES and existing.owner_id and existing.follow_up_due_at is None:
@@ -299,12 +325,19 @@ def _merge(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, ac
 
 
 def intake(uow: UnitOfWork, settings: Settings, fields: dict, *, owner_id: str | None, team_id: str | None,
-           created_by: str, actor, via: str) -> Intake:
-    """Dedupe, score and route one incoming lead (from the API, the marketing topic or an import)."""
+           created_by: str, actor, via: str, principal: Principal | None = None) -> Intake:
+    """Dedupe, score and route one incoming lead (from the API, the marketing topic or an import).
+    `principal` is the person bringing it (None for the marketing topic, a trusted system): a
+    duplicate of a lead they may not change is a claim on it, never a merge into it."""
     keys = keys_for(fields)
     existing = _find_duplicate(uow, keys)
     if existing is not None:
-        return Intake(_merge(uow, settings, existing, fields, actor, via), merged=True)
+        # A lead this same batch created (two rows of one file) is the bringer's own doing: merged.
+        if principal is not None and existing not in uow.session.new and not domain.may_change(
+                principal, existing.owner_id, existing.team_id):
+            return Intake(existing, merged=False, claim=_claim(uow, settings, existing, fields, principal, via))
+        return Intake(_merge(uow, settings, existing, fields, actor, via, may_reopen=principal is not None),
+                      merged=True)
     now = utcnow()
     lead = _new_lead(currency=settings.default_currency, source="other", owner_id=owner_id, team_id=team_id,
                      created_by=created_by, created_at=now, updated_at=now, **keys)
@@ -322,10 +355,50 @@ def intake(uow: UnitOfWork, settings: Settings, fields: dict, *, owner_id: str |
     return Intake(lead, merged=False)
 
 
+def _claim(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, principal: Principal,
+           via: str) -> DuplicateClaim:
+    """Record that someone who may not change the lead brought its prospect again, for the lead's
+    owner and their manager (the collision rule: they learn of each other; nothing is merged)."""
+    claim = DuplicateClaim(id=uuid.uuid4(), lead_id=existing.id, claimed_by=principal.user_id,
+                           claimed_role=principal.role, via=via, brought=_plain(fields), created_at=utcnow())
+    uow.session.add(claim)
+    uow.publish(settings.topic(LEADS_TOPIC), new_event("lead.duplicate_claimed", existing.id, {
+        "lead_id": str(existing.id), "claim_id": str(claim.id), "owner_id": existing.owner_id,
+        "team_id": existing.team_id, "manager_id": manager_of(uow, existing), "claimed_by": principal.user_id,
+        "via": via}, source=SERVICE, actor=principal.user_id))
+    return claim
+
+
+def _plain(fields: dict) -> dict:
+    """Fields as JSON keeps them: money as decimal strings, times as ISO 8601."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else str(v) if isinstance(v, Decimal) else v)
+            for k, v in fields.items() if v not in (None, "")}
+
+
+def manager_of(uow: UnitOfWork, lead: Lead) -> str | None:
+    """Whom to ask about a lead: the manager of its team (or of its owner's team)."""
+    team_id = lead.team_id or (_team_of(uow, lead.owner_id) if lead.owner_id else None)
+    if not team_id:
+        return None
+    with uow.session.no_autoflush:
+        team = uow.session.get(DirectoryTeam, team_id)
+    return team.manager_id if team else None
+
+
+def list_claims(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID, args: dict):
+    """The duplicate claims on a lead, for whoever may change it (its owner, their managers)."""
+    lead = _visible_lead(uow, principal, lead_id)
+    if not domain.may_change(principal, lead.owner_id, lead.team_id):
+        raise NotFound(f"lead {lead_id} not found")
+    return paginate(uow.session, select(DuplicateClaim).where(DuplicateClaim.lead_id == lead.id),
+                    model=DuplicateClaim, sort=SortSpec("created_at", descending=True), limit=args["limit"],
+                    cursor=args.get("cursor"))
+
+
 def create_lead(uow: UnitOfWork, settings: Settings, principal: Principal, fields: dict) -> Intake:
     owner_id, team_id = domain.initial_ownership(principal)
     return intake(uow, settings, fields, owner_id=owner_id, team_id=team_id, created_by=principal.user_id,
-                  actor=principal.user_id, via="api")
+                  actor=principal.user_id, via="api", principal=principal)
 
 
 def prepare_marketing_batch(uow: UnitOfWork, envelopes: list[dict]) -> None:
@@ -368,6 +441,8 @@ def get_lead(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID) -> Lead:
 
 def list_leads(uow: UnitOfWork, principal: Principal, args: dict):
     sort = parse_sort(args.pop("sort", None), SORTABLE, "-created_at")
+    if sort.field == "score" and principal.role in MONEY_BLIND_ROLES:
+        sort = SortSpec("score_public", sort.descending)
     limit, cursor = args.pop("limit"), args.pop("cursor", None)
     return LeadRepository(uow.session, principal).list(args, sort=sort, limit=limit, cursor=cursor)
 
@@ -467,6 +542,7 @@ def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead
     existing_account = data.get("account_id")
     ids = {"account_id": existing_account or uuid.uuid4(), "contact_id": uuid.uuid4(), "opportunity_id": uuid.uuid4()}
     lead.account_id, lead.contact_id, lead.opportunity_id = ids["account_id"], ids["contact_id"], ids["opportunity_id"]
+    lead.converted_from_status, lead.conversion_error = lead.status, None
     lead.status, lead.converted_at, lead.follow_up_due_at = "converted", utcnow(), None
     lead.updated_at = lead.converted_at
     uow.session.flush()
@@ -483,6 +559,33 @@ def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead
                         "source_lead_id": str(lead.id), "products": []},
     })
     return ids
+
+
+def roll_back_conversion(uow: UnitOfWork, settings: Settings, envelope: dict) -> Lead | None:
+    """lead.conversion_rejected (crm.opportunities.v1): the opportunities service could not apply the
+    conversion (the account was deleted, handed to someone else, or is not the owner's to sell
+    into). The lead goes back to where it was, without the ids that will never exist, and says why;
+    its owner can convert it again. A replay, or a lead converted again since, is left alone."""
+    data = envelope["data"]
+    try:
+        lead_id, opportunity_id = uuid.UUID(str(data["lead_id"])), uuid.UUID(str(data["opportunity_id"]))
+        reason = str(data["reason"])[:2000]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise Reject(f"invalid lead.conversion_rejected: {exc!r}") from None
+    lead = uow.session.get(Lead, lead_id, with_for_update=True)
+    if lead is None or lead.status != "converted" or lead.opportunity_id != opportunity_id:
+        return None
+    now = utcnow()
+    lead.status = lead.converted_from_status or "qualified"
+    lead.account_id = lead.contact_id = lead.opportunity_id = lead.converted_at = None
+    lead.conversion_error = reason
+    lead.follow_up_due_at = now + follow_up_sla() if lead.owner_id else None
+    lead.updated_at = now
+    uow.session.flush()
+    _publish(uow, settings, "lead.updated", lead, envelope.get("actor"), extra={
+        "changed": ["account_id", "contact_id", "conversion_error", "converted_at", "opportunity_id", "status"],
+        "reason": "conversion_rejected"})
+    return lead
 
 
 # ---- directory replica and handover (crm.directory.v1) --------------------------------------------

@@ -1,5 +1,5 @@
-"""Leads worker: the outbox relay, the consumers of the marketing and directory topics, and the
-CSV import runner."""
+"""Leads worker: the outbox relay, the consumers of the marketing and directory topics and of the
+opportunities service's conversion refusals, and the CSV import runner."""
 from __future__ import annotations
 
 from functools import partial
@@ -8,7 +8,13 @@ from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
 from . import imports, services
 from .bootstrap import context
-from .events import DIRECTORY_TOPIC, MARKETING_INBOUND_TOPIC, TOPIC_PARTITIONS
+from .events import (
+    DIRECTORY_TOPIC,
+    LEAD_CONVERSION_REJECTED,
+    MARKETING_INBOUND_TOPIC,
+    OPPORTUNITIES_TOPIC,
+    TOPIC_PARTITIONS,
+)
 
 
 def worker_spec() -> WorkerSpec:
@@ -27,6 +33,9 @@ def worker_spec() -> WorkerSpec:
                 prepare={settings.topic(MARKETING_INBOUND_TOPIC): services.prepare_marketing_batch}),
             ConsumerSpec(group_id=f"{prefix}leads-directory", handlers={
                 settings.topic(DIRECTORY_TOPIC): lambda uow, event: services.handle_directory_event(uow, settings, event)}),
+            ConsumerSpec(group_id=f"{prefix}leads-conversion-refusals", handlers={
+                settings.topic(OPPORTUNITIES_TOPIC): lambda uow, event: services.roll_back_conversion(uow, settings, event)},
+                event_types={settings.topic(OPPORTUNITIES_TOPIC): frozenset({LEAD_CONVERSION_REJECTED})}),
         ],
         loops=[import_loop],
     )

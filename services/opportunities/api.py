@@ -24,6 +24,7 @@ from .schemas import (
     ActivitySchema,
     ChecklistTickSchema,
     ClosedArgsSchema,
+    CollisionDismissSchema,
     CollisionListSchema,
     ContactCreateAnywhereSchema,
     ContactCreateSchema,
@@ -334,6 +335,18 @@ def put_opportunity_team(body, opp_id: uuid.UUID):
 def list_collisions(opp_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
         return {"items": services.list_collisions(uow, principal(), opp_id)}
+
+
+@deals.route("/opportunities/<uuid:opp_id>/collisions/<uuid:other_id>/dismissal", methods=["POST"])
+@deals.arguments(CollisionDismissSchema)
+@deals.response(204)
+@roles("manager", "executive", "admin")
+def dismiss_collision(body, opp_id: uuid.UUID, other_id: uuid.UUID):
+    """Clear a flagged pair that is not the same deal (whoever may change both deals)."""
+    with ctx().db.uow() as uow:
+        services.dismiss_collision(uow, ctx().settings, principal(), opp_id, other_id, body.get("reason"))
+        uow.commit()
+    return "", 204
 
 
 @deals.route("/opportunities/<uuid:opp_id>/activities", methods=["POST"])

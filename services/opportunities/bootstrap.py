@@ -6,7 +6,7 @@ from pathlib import Path
 from crmkit import service
 
 from . import SERVICE
-from .db import KIT_TABLES, DirectoryUser
+from .db import KIT_TABLES, DirectoryTeam, DirectoryUser
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-context, migrate = service.bootstrap(SERVICE, KIT_TABLES, DirectoryUser, MIGRATIONS)
+context, migrate = service.bootstrap(SERVICE, KIT_TABLES, DirectoryUser, DirectoryTeam, MIGRATIONS)

@@ -176,6 +176,30 @@ class Collision(Base):
     detected_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class CollisionDismissal(Base):
+    """A pair of deals that someone who sees both decided are not the same deal: detection does not
+    flag the pair again (stored once, with the smaller id first)."""
+
+    __tablename__ = "opportunity_collision_dismissals"
+
+    opportunity_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    other_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    dismissed_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    dismissed_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CollisionRecheck(Base):
+    """Open deals whose collisions must be computed again (their account was renamed): the worker
+    takes them in small batches, so one rename never holds a write transaction over every deal."""
+
+    __tablename__ = "opportunity_collision_rechecks"
+
+    opportunity_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    queued_at = mapped_column(UTCDateTime, nullable=False, default=utcnow, index=True)
+
+
 class Activity(Base):
     """A call, visit, meeting... on an account or on one of its opportunities."""
 

@@ -1,18 +1,39 @@
 """Collision detection against the database: find candidates by shared match keys (an index
 lookup, never a scan of every open opportunity), score them (collisions.py), mark both sides and
-announce new collisions with both owners and their managers."""
+announce new collisions with both owners and their managers.
+
+A rep must not learn anything about a deal they may not see (CONTRACT §2) beyond "a collision
+exists, with this owner". If a rep's own edits could also *clear* a collision with a hidden deal,
+every edit would answer a yes/no question about it, and a sequence of edits would recover its
+amount, date, products and customer name bit by bit. So a collision between deals whose owners
+cannot see each other's deal is sticky: neither owner's edits clear it; it ends when either deal
+closes or is deleted, or when someone who sees both dismisses it (`dismiss`). Pairs whose owners do
+see each other's deals are cleared as soon as they stop looking alike."""
 from __future__ import annotations
 
+import logging
+import os
+import time
 import uuid
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
 from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.settings import Settings
 
-from . import collisions
-from .db import Account, Collision, DirectoryTeam, DirectoryUser, MatchKey, Opportunity
+from . import collisions, people
+from .db import (
+    Account,
+    Collision,
+    CollisionDismissal,
+    CollisionRecheck,
+    MatchKey,
+    Opportunity,
+    OpportunityRepository,
+)
 from .events import event
+
+log = logging.getLogger(__name__)
 
 # How many of the best candidates (by shared match keys) are scored per write.
 CANDIDATES = 100
@@ -41,8 +62,11 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
     lock_keys(uow, [f"collision:{k}" for k in stored | probed])
     session.add_all([MatchKey(key=k, opportunity_id=opportunity.id, owner_id=opportunity.owner_id)
                      for k in sorted(stored)])
+    dismissed = _dismissed_with(uow, opportunity.id)
     matches = {}
     for other in _candidates(uow, opportunity, sorted(probed)):
+        if other.id in dismissed:
+            continue
         match = collisions.compare(deal, deal_of(other, other.account_name))
         if match.is_collision:
             matches[other.id] = (other, match)
@@ -50,21 +74,125 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
         select(Collision).where(Collision.opportunity_id == opportunity.id)).scalars()}
     theirs = {c.opportunity_id: c for c in session.execute(
         select(Collision).where(Collision.other_id == opportunity.id)).scalars()}
-    # The pairs that no longer look alike are cleared on both sides; the others are (re)written.
-    for other_id in set(mine) | set(theirs):
-        if other_id not in matches:
-            for row in (mine.get(other_id), theirs.get(other_id)):
-                if row is not None:
-                    session.delete(row)
+    # The pairs that no longer look alike are cleared on both sides, unless the owners are blind to
+    # each other's deal (see the module's docstring): then only closing or a dismissal ends them.
+    gone = (set(mine) | set(theirs)) - set(matches)
+    blind = _blind_pairs(uow, opportunity, gone)
+    for other_id in gone - blind:
+        for row in (mine.get(other_id), theirs.get(other_id)):
+            if row is not None:
+                session.delete(row)
     now = utcnow()
     for other_id, (other, match) in matches.items():
         for this, that, known in ((opportunity.id, other_id, mine), (other_id, opportunity.id, theirs)):
-            row = known.get(other_id) or Collision(opportunity_id=this, other_id=that)
-            row.score, row.signals, row.reasons, row.detected_at = match.score, match.signals, match.reasons, now
+            row = known.get(other_id) or Collision(opportunity_id=this, other_id=that, detected_at=now)
+            row.score, row.signals, row.reasons = match.score, match.signals, match.reasons
             session.add(row)
         if other_id not in mine:
             _announce(uow, settings, opportunity, other, match, actor)
     return [other_id for other_id in matches if other_id not in mine]
+
+
+# ---- re-detection after an account rename, in the worker -------------------------------------------
+RECHECK_BATCH = 5  # a batch's transaction stays around 50 ms, so writers barely wait
+
+
+def queue_recheck(uow: UnitOfWork, opportunity_ids: list[uuid.UUID], actor) -> None:
+    """Ask the worker to run detection again for these deals. Detecting inline would hold the
+    rename's write transaction (and the deals' locks) for as long as every deal on the account
+    takes: seconds for a few hundred deals, while every other writer waits."""
+    if not opportunity_ids:
+        return
+    queued = set(uow.session.execute(select(CollisionRecheck.opportunity_id).where(
+        CollisionRecheck.opportunity_id.in_(opportunity_ids))).scalars())
+    now = utcnow()
+    uow.session.add_all([CollisionRecheck(opportunity_id=i, actor=actor, queued_at=now)
+                         for i in opportunity_ids if i not in queued])
+
+
+def run_rechecks(uow: UnitOfWork, settings: Settings, limit: int = RECHECK_BATCH) -> int:
+    """One small batch of queued re-detections, in the caller's transaction; returns how many ran.
+    Rows are claimed with SKIP LOCKED on PostgreSQL, so several workers share the queue."""
+    stmt = select(CollisionRecheck).order_by(CollisionRecheck.queued_at).limit(limit)
+    if uow.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    batch = uow.session.execute(stmt).scalars().all()
+    for queued in batch:
+        opportunity = uow.session.get(Opportunity, queued.opportunity_id, with_for_update=True)
+        if opportunity is not None:
+            name = uow.session.execute(select(Account.name).where(Account.id == opportunity.account_id)).scalar_one()
+            detect(uow, settings, opportunity, name, queued.actor)
+        uow.session.delete(queued)
+    return len(batch)
+
+
+# Between two batches: on SQLite a writer waiting for the database lock polls for it, and a loop
+# that starts its next transaction at once would win every time.
+BATCH_PAUSE_SECONDS = 0.05
+
+
+def drain_rechecks(db, settings: Settings, stop=None) -> int:
+    """Run queued re-detections a batch per transaction until the queue is empty; returns how many."""
+    total = 0
+    while stop is None or not stop.is_set():
+        with db.uow() as uow:
+            done = run_rechecks(uow, settings)
+            uow.commit()
+        total += done
+        if done < RECHECK_BATCH:
+            break
+        time.sleep(BATCH_PAUSE_SECONDS)
+    return total
+
+
+def recheck_loop(db, settings: Settings, stop) -> None:
+    """The worker's loop over queued re-detections: drain the queue, then a short sleep
+    (OPPORTUNITIES_RECHECK_INTERVAL_SECONDS, 0.5 by default)."""
+    interval = float(os.environ.get("OPPORTUNITIES_RECHECK_INTERVAL_SECONDS", "0.5"))
+    while not stop.wait(interval):
+        try:
+            drain_rechecks(db, settings, stop)
+        except Exception:  # a schedule must outlive one bad run; it logs and tries again
+            log.exception("collision re-detection failed")
+
+
+def _dismissed_with(uow: UnitOfWork, opportunity_id: uuid.UUID) -> set[uuid.UUID]:
+    rows = uow.session.execute(select(CollisionDismissal.opportunity_id, CollisionDismissal.other_id).where(
+        or_(CollisionDismissal.opportunity_id == opportunity_id, CollisionDismissal.other_id == opportunity_id)))
+    return {b if a == opportunity_id else a for a, b in rows}
+
+
+def _blind_pairs(uow: UnitOfWork, opportunity: Opportunity, other_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of other_ids whose owner may not see this deal, or whose deal this deal's owner may not see."""
+    if not other_ids:
+        return set()
+    with uow.session.no_autoflush:
+        others = uow.session.execute(select(Opportunity.id, Opportunity.owner_id).where(
+            Opportunity.id.in_(other_ids), Opportunity.status == "open", Opportunity.deleted_at.is_(None))).all()
+        mine_sees = OpportunityRepository(uow.session, people.principal_of(uow, opportunity.owner_id)).visible_ids(
+            [o.id for o in others]) if opportunity.owner_id else set()
+        blind = set()
+        for other in others:
+            seen_by_other = other.owner_id and opportunity.id in OpportunityRepository(
+                uow.session, people.principal_of(uow, other.owner_id)).visible_ids([opportunity.id])
+            if other.id not in mine_sees or not seen_by_other:
+                blind.add(other.id)
+    return blind
+
+
+def dismiss(uow: UnitOfWork, opportunity_id: uuid.UUID, other_id: uuid.UUID, by: str, reason: str | None) -> bool:
+    """Someone who sees both deals decided they are different deals: clear the pair and remember it.
+    Returns whether there was a collision to dismiss."""
+    rows = uow.session.execute(select(Collision).where(or_(
+        (Collision.opportunity_id == opportunity_id) & (Collision.other_id == other_id),
+        (Collision.opportunity_id == other_id) & (Collision.other_id == opportunity_id)))).scalars().all()
+    for row in rows:
+        uow.session.delete(row)
+    first, second = sorted((opportunity_id, other_id), key=str)
+    if uow.session.get(CollisionDismissal, (first, second)) is None:
+        uow.session.add(CollisionDismissal(opportunity_id=first, other_id=second, dismissed_by=by, reason=reason,
+                                           dismissed_at=utcnow()))
+    return bool(rows)
 
 
 def _candidates(uow: UnitOfWork, opportunity: Opportunity, keys: list[str]) -> list:
@@ -87,22 +215,12 @@ def _candidates(uow: UnitOfWork, opportunity: Opportunity, keys: list[str]) -> l
                    Opportunity.deleted_at.is_(None))).all()
 
 
-def _manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
-    key = ("manager_of", user_id)
-    if key not in uow.cache:
-        with uow.session.no_autoflush:
-            user = uow.session.get(DirectoryUser, user_id) if user_id else None
-            team = uow.session.get(DirectoryTeam, user.team_id) if user and user.team_id else None
-        uow.cache[key] = team.manager_id if team else None
-    return uow.cache[key]
-
-
 def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, other,
               match: collisions.Match, actor) -> None:
     sides = []
     for opp in (opportunity, other):
         sides.append({"opportunity_id": str(opp.id), "name": opp.name, "owner_id": opp.owner_id,
-                      "team_id": opp.team_id, "manager_id": _manager_of(uow, opp.owner_id)})
+                      "team_id": opp.team_id, "manager_id": people.manager_of(uow, opp.owner_id)})
     uow.publish(*event(settings, "opportunity.collision_detected", opportunity.id, {
         "opportunities": sides, "score": match.score, "signals": match.signals, "reasons": match.reasons,
         "owner_ids": sorted({s["owner_id"] for s in sides if s["owner_id"]}),

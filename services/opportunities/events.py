@@ -12,6 +12,9 @@ ORDERS_TOPIC = "crm.orders.v1"          # order.confirmed / order.paid keep acco
 DIRECTORY_TOPIC = "crm.directory.v1"    # the replica of users and teams, and handover requests
 
 LEAD_CONVERTED = "lead.converted"
+# Published when a lead.converted cannot be applied (the account is gone or not the owner's to sell
+# into); the leads service rolls the lead back with the reason.
+LEAD_CONVERSION_REJECTED = "lead.conversion_rejected"
 REVENUE_EVENTS = frozenset({"order.confirmed", "order.paid"})
 ORDER_CANCELLED = "order.cancelled"
 

@@ -236,16 +236,24 @@ class LoseSchema(Schema):
     reason = Text(1000, min_length=1, required=True)
 
 
+_ONLY_VISIBLE = "only when the other opportunity is visible to you"
+
+
 class CollisionSchema(Schema):
     opportunity_id = fields.UUID(metadata={"description": "the other opportunity"})
-    owner_id = fields.String(allow_none=True)
-    score = fields.Float()
-    signals = fields.Dict(keys=fields.String(), values=fields.Float())
-    reasons = fields.List(fields.String())
+    owner_id = fields.String(allow_none=True, metadata={"description": "who chases the other deal"})
+    manager_id = fields.String(allow_none=True, metadata={"description": "whom to ask: the other owner's manager"})
     visible = fields.Boolean(metadata={"description": "whether you may open the other opportunity"})
-    account_name = fields.String(metadata={"description": "only when the other opportunity is visible to you"})
-    name = fields.String(metadata={"description": "only when the other opportunity is visible to you"})
-    detected_at = fields.AwareDateTime()
+    score = fields.Float(metadata={"description": _ONLY_VISIBLE})
+    signals = fields.Dict(keys=fields.String(), values=fields.Float(), metadata={"description": _ONLY_VISIBLE})
+    reasons = fields.List(fields.String(), metadata={"description": _ONLY_VISIBLE})
+    account_name = fields.String(metadata={"description": _ONLY_VISIBLE})
+    name = fields.String(metadata={"description": _ONLY_VISIBLE})
+    detected_at = fields.AwareDateTime(metadata={"description": _ONLY_VISIBLE})
+
+
+class CollisionDismissSchema(Schema):
+    reason = Text(500)
 
 
 class CollisionListSchema(Schema):

@@ -16,9 +16,8 @@ from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crmkit.fields import MONEY_MAX
 from crmkit.pagination import SortSpec, paginate, parse_sort
 from crmkit.settings import Settings
-from crmkit.teams import TeamNode, managed_teams
 
-from . import SERVICE, detection, domain
+from . import SERVICE, detection, domain, people
 from .db import (
     ACCOUNT_SORTABLE,
     OPPORTUNITY_SORTABLE,
@@ -38,7 +37,7 @@ from .db import (
     account_visible,
     opportunity_visible,
 )
-from .events import LEAD_CONVERTED, event
+from .events import LEAD_CONVERSION_REJECTED, LEAD_CONVERTED, event
 from .schemas import LeadConvertedSchema, account_schema, contact_schema, opportunity_schema
 
 PIPELINE = "pipeline"
@@ -89,17 +88,12 @@ def put_stages(uow: UnitOfWork, settings: Settings, principal: Principal, body: 
 
 
 # ---- the directory replica -------------------------------------------------------------------------
-def _user(uow: UnitOfWork, user_id: str) -> DirectoryUser | None:
-    with uow.session.no_autoflush:
-        return uow.session.get(DirectoryUser, user_id)
-
-
 def _ownership(uow: UnitOfWork, principal: Principal, requested_owner: str | None) -> tuple[str, str | None]:
     """Who owns a new record: the creator, unless a leader names someone (CONTRACT §2)."""
     if requested_owner is None or requested_owner == principal.user_id:
         return principal.user_id, principal.primary_team
     domain.check_may_set_owner(principal)
-    user = _user(uow, requested_owner)
+    user = people.user(uow, requested_owner)
     if user is None or not user.active or user.role not in ("rep", "manager"):
         raise ValidationFailed("no active rep or manager with that id", errors={"owner_id": ["unknown or inactive"]})
     if principal.role == "manager" and user.team_id not in principal.manages:
@@ -109,7 +103,7 @@ def _ownership(uow: UnitOfWork, principal: Principal, requested_owner: str | Non
 
 def _check_members(uow: UnitOfWork, members: list[dict]) -> list[dict]:
     members = domain.unique_members(members)
-    unknown = [m["user_id"] for m in members if (u := _user(uow, m["user_id"])) is None or not u.active]
+    unknown = [m["user_id"] for m in members if (u := people.user(uow, m["user_id"])) is None or not u.active]
     if unknown:
         raise ValidationFailed("virtual team members must be active users",
                                errors={"members": [f"unknown or inactive: {u}" for u in unknown]})
@@ -209,14 +203,17 @@ def update_account(uow: UnitOfWork, settings: Settings, principal: Principal, ac
     uow.session.flush()
     _account_event(uow, settings, "account.updated", account, principal.user_id, {"changed": sorted(changed)})
     if "name" in changed:  # a renamed customer may now look like (or unlike) another rep's
-        for opp in _open_opportunities_of(uow, account.id):
-            detection.detect(uow, settings, opp, account.name, principal.user_id)
+        detection.queue_recheck(uow, _open_deal_ids(uow, account.id), principal.user_id)
     return account
 
 
 def _open_opportunities_of(uow: UnitOfWork, account_id: uuid.UUID) -> list[Opportunity]:
     return list(uow.session.execute(select(Opportunity).where(
         Opportunity.account_id == account_id, Opportunity.status == "open", Opportunity.deleted_at.is_(None))).scalars())
+
+
+def _open_deal_ids(uow: UnitOfWork, account_id: uuid.UUID) -> list[uuid.UUID]:
+    return list(uow.session.execute(_open_deals().where(Opportunity.account_id == account_id)).scalars())
 
 
 def delete_account(uow: UnitOfWork, settings: Settings, principal: Principal, account_id: uuid.UUID) -> None:
@@ -381,6 +378,10 @@ def _new_opportunity(uow, settings, account: Account, fields: dict, *, owner_id,
 def create_opportunity(uow: UnitOfWork, settings: Settings, principal: Principal, fields: dict, *,
                        detect: bool = True) -> Opportunity:
     account = visible_account(uow, principal, fields.pop("account_id"))
+    # Seeing an account is not owning its business: a virtual-team member (or someone who sees it
+    # only through one deal) creating a deal of their own on it would keep sight of the customer
+    # after being taken off the team. Only whoever may change the account opens deals on it.
+    domain.check_may_write(principal, account.owner_id, account.team_id)
     owner_id, team_id = _ownership(uow, principal, fields.pop("owner_id", None))
     return _new_opportunity(uow, settings, account, fields, owner_id=owner_id, team_id=team_id,
                             created_by=principal.user_id, actor=principal.user_id, detect=detect)
@@ -499,25 +500,41 @@ def set_opportunity_team(uow: UnitOfWork, settings: Settings, principal: Princip
 
 
 def list_collisions(uow: UnitOfWork, principal: Principal, opp_id: uuid.UUID) -> list[dict]:
-    """Each open deal it collides with, with the score and the reasons. The other deal is usually
-    another rep's: its owner is named (that is the point), its contents only if the caller may see
-    it anyway. A deal that was won, lost or deleted no longer collides."""
+    """Each open deal it collides with. The other deal is usually another rep's: its owner and their
+    manager are named (whom to ask: that is the point), and nothing else unless the caller may see
+    it anyway. The score, signals and reasons are derived from both deals, so a caller who could
+    read them for a hidden deal could recover its amount, date, products and customer from his own
+    deal's values (CONTRACT §2: a hidden record contributes nothing the caller can observe)."""
     opp = visible_opportunity(uow, principal, opp_id)
     rows = uow.session.execute(
         select(Collision, Opportunity, Account.name).join(Opportunity, Opportunity.id == Collision.other_id)
         .join(Account, Account.id == Opportunity.account_id)
         .where(Collision.opportunity_id == opp.id, Opportunity.status == "open", Opportunity.deleted_at.is_(None))
-        .order_by(Collision.score.desc(), Collision.other_id)).all()
+        .order_by(Collision.other_id)).all()
     seen = OpportunityRepository(uow.session, principal).visible_ids([r[1].id for r in rows])
     items = []
     for collision, other, account_name in rows:
-        item = {"opportunity_id": other.id, "owner_id": other.owner_id, "score": collision.score,
-                "signals": collision.signals, "reasons": collision.reasons, "visible": other.id in seen,
-                "detected_at": collision.detected_at}
+        item = {"opportunity_id": other.id, "owner_id": other.owner_id,
+                "manager_id": people.manager_of(uow, other.owner_id), "visible": other.id in seen}
         if other.id in seen:
-            item.update(account_name=account_name, name=other.name)
+            item.update(account_name=account_name, name=other.name, score=collision.score,
+                        signals=collision.signals, reasons=collision.reasons, detected_at=collision.detected_at)
         items.append(item)
-    return items
+    # Visible ones first, by score; hidden ones after, in an order that says nothing about them.
+    return sorted(items, key=lambda i: (not i["visible"], -(i.get("score") or 0)))
+
+
+def dismiss_collision(uow: UnitOfWork, settings: Settings, principal: Principal, opp_id: uuid.UUID,
+                      other_id: uuid.UUID, reason: str | None) -> None:
+    """Someone who may change both deals (a manager over both owners, an executive) decides they are
+    not the same deal: the pair is cleared and not flagged again."""
+    for deal_id in (opp_id, other_id):
+        writable_opportunity(uow, principal, deal_id)
+    if not detection.dismiss(uow, opp_id, other_id, principal.user_id, reason):
+        raise NotFound("these two opportunities are not flagged as a collision")
+    uow.publish(*event(settings, "opportunity.collision_dismissed", opp_id, {
+        "opportunity_ids": sorted([str(opp_id), str(other_id)]), "dismissed_by": principal.user_id,
+        "reason": reason}, actor=principal.user_id))
 
 
 # ---- activities and expenses -----------------------------------------------------------------------------
@@ -608,17 +625,17 @@ def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) ->
     actor, owner, team = envelope.get("actor"), data["owner_id"], data["team_id"]
     created_by = f"lead:{part_o.get('source_lead_id') or envelope['subject']}"
     account = uow.session.get(Account, part_a["id"])
-    if account is not None:
-        # The convert request named this account, and nothing checked it then (the leads service
-        # knows no accounts): the lead's owner must be someone who may see it, or anyone could hang
-        # a deal (and so gain sight of the customer) on any account whose id they learnt.
-        if account.deleted_at is not None:
-            raise Reject(f"lead.converted names account {account.id}, which was deleted")
-        if AccountRepository(uow.session, _principal_of(uow, owner, team)).get(account.id) is None:
-            raise Reject(f"lead.converted names account {account.id}, which its owner {owner} may not see")
-    else:
-        # Also when the lead named an existing account this service has never had: the customer is
-        # real, so the conversion is not lost.
+    refusal = _conversion_refusal(uow, account, part_a, owner, team)
+    if refusal is not None:
+        # Not a dead letter: the request was valid when the leads service accepted it, and the lead
+        # must not point at records that will never exist. The leads service rolls the lead back
+        # and shows the reason on it.
+        uow.publish(*event(settings, LEAD_CONVERSION_REJECTED, part_o.get("source_lead_id") or envelope["subject"], {
+            "lead_id": str(part_o.get("source_lead_id") or envelope["subject"]),
+            "account_id": str(part_a["id"]), "contact_id": str(part_c["id"]), "opportunity_id": str(part_o["id"]),
+            "reason": refusal}, actor=actor))
+        return None
+    if account is None:
         now = utcnow()
         account = Account(id=part_a["id"], name=part_a["name"], type=part_a["type"], industry=part_a.get("industry"),
                           region=part_a.get("region"), tier="unranked", owner_id=owner, team_id=team,
@@ -636,23 +653,24 @@ def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) ->
                             actor=actor, opp_id=part_o["id"])
 
 
-def _principal_of(uow: UnitOfWork, user_id: str, team_id: str | None) -> Principal:
-    """Someone as the directory replica knows them, for deciding what they may see where no token
-    is at hand (a consumer acting on their behalf)."""
-    user = _user(uow, user_id)
-    role = user.role if user else "rep"
-    team = (user.team_id if user else None) or team_id
-    return Principal(user_id=user_id, role=role, teams=(team,) if team else (),
-                     manages=_managed_teams(uow, user_id) if role == "manager" else ())
-
-
-def _managed_teams(uow: UnitOfWork, user_id: str) -> tuple[str, ...]:
-    """The teams a manager leads, and their sub-teams (as the gateway puts them in `manages`)."""
-    rows = uow.session.execute(select(DirectoryTeam.id, DirectoryTeam.manager_id, DirectoryTeam.parent_team_id)).all()
-    return tuple(sorted(managed_teams(user_id, [TeamNode(*row) for row in rows])))
-
-
 # ---- crm.directory.v1: the replica, and handovers ----------------------------------------------------------
+def _conversion_refusal(uow: UnitOfWork, account: Account | None, part_a: dict, owner: str,
+                        team: str | None) -> str | None:
+    """Why a conversion into this account cannot be applied, or None. The convert call named the
+    account and the leads service knows no accounts, so this is where the request is checked: the
+    account must exist (a client-chosen id never creates one), be live, and be one the lead's owner
+    may open deals on (its owner or their leader: the same rule as POST /opportunities)."""
+    if account is None:
+        return f"account {part_a['id']} does not exist" if part_a.get("existing") else None
+    if account.deleted_at is not None:
+        return f"account {account.id} was deleted"
+    who = people.principal_of(uow, owner, team)
+    if AccountRepository(uow.session, who).get(account.id) is None or not domain.may_write(
+            who, account.owner_id, account.team_id):
+        return f"the lead's owner may not open deals on account {account.id}"
+    return None
+
+
 def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
     if envelope["type"] == HANDOVER_REQUESTED:
         hand_over(uow, settings, envelope)
@@ -663,7 +681,7 @@ def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) 
 def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> dict:
     """Move the leaver's open opportunities and their accounts to the successor (CONTRACT §2)."""
     handover_id, from_user, to_user = handover_request(envelope)
-    successor = _user(uow, to_user)
+    successor = people.user(uow, to_user)
     if successor is None:
         # Not Reject: the user.created event may still be on its way (another key, another
         # partition). Retried, and dead-lettered with this reason if it never comes.

@@ -1,12 +1,12 @@
 """Opportunities worker: the outbox relay; the consumers of lead.converted, of the directory (replica
-and handovers) and of order revenue (tiers); and the tier schedule."""
+and handovers) and of order revenue (tiers); the tier schedule; and collision re-detection after account renames."""
 from __future__ import annotations
 
 from functools import partial
 
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import services, tiering
+from . import detection, services, tiering
 from .bootstrap import context
 from .events import (
     DIRECTORY_TOPIC,
@@ -25,6 +25,8 @@ def worker_spec() -> WorkerSpec:
     prefix, leads, orders = settings.topic_prefix, settings.topic(LEADS_TOPIC), settings.topic(ORDERS_TOPIC)
     tier_loop = partial(tiering.tier_loop, ctx.db, settings)
     tier_loop.__name__ = "account-tiers"
+    recheck_loop = partial(detection.recheck_loop, ctx.db, settings)
+    recheck_loop.__name__ = "collision-rechecks"
     return WorkerSpec(
         settings=settings, db=ctx.db, tables=ctx.tables,
         topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
@@ -37,7 +39,7 @@ def worker_spec() -> WorkerSpec:
             ConsumerSpec(group_id=f"{prefix}opportunities-revenue", handlers={orders: tiering.record_order},
                          event_types={orders: REVENUE_EVENTS | {ORDER_CANCELLED}}),
         ],
-        loops=[tier_loop],
+        loops=[tier_loop, recheck_loop],
     )
 
 

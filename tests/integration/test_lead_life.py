@@ -81,14 +81,45 @@ def test_different_people_at_one_company_are_not_duplicates(leads):  # noqa: F81
     assert len(ann.get("/leads").json["items"]) == 3
 
 
-def test_a_duplicate_of_someone_elses_lead_merges_without_revealing_it(leads):  # noqa: F811
+def test_a_duplicate_of_someone_elses_lead_is_a_claim_that_writes_nothing_into_it(leads):  # noqa: F811
     ann = leads.as_("ann", "rep", teams=["east"])
+    mia = leads.as_("mia", "manager", teams=["east"], manages=["east"])
     bob = leads.as_("bob", "rep", teams=["west"])
-    original = ann.post("/leads", json={"company": "Secret Deal Co", "email": "ceo@secret.cn", "quoted_price": "1"})
-    r = bob.post("/leads", json={"company": "Secret Deal", "email": "CEO@secret.cn", "phone": "+86 21 5555 0101"})
+    original = ann.post("/leads", json={"company": "Secret Deal Co", "email": "ceo@secret.cn", "quoted_price": "1"}).json
+    patched = ann.patch(f"/leads/{original['id']}", json={"status": "disqualified"},
+                        headers={"If-Match": f'"v{original["version"]}"'}).json
+    before = ann.get(f"/leads/{original['id']}").json
+    brought = {"company": "Secret Deal", "email": "CEO@secret.cn", "phone": "0086 21 5555 0101",
+               "industry": "Steel", "interest": "bob's notes", "campaign": "bob", "external_id": "B-1",
+               "estimated_value": "999"}
+    r = bob.post("/leads", json=brought)
     assert r.status_code == 200
-    assert r.json == {"id": original.json["id"], "merged": True, "owned_elsewhere": True}
-    assert ann.get(f"/leads/{original.json['id']}").json["phone"] == "+86 21 5555 0101"  # no lead is lost
+    assert r.json == {"id": original["id"], "merged": False, "claimed": True, "owned_elsewhere": True,
+                      "claim_id": r.json["claim_id"], "owner_id": "ann", "manager_id": "mia"}
+    after = ann.get(f"/leads/{original['id']}").json
+    assert after == before  # not a field, touch, score or status changed: still disqualified
+    assert after["status"] == patched["status"] == "disqualified"
+    claims = ann.get(f"/leads/{original['id']}/duplicate-claims").json["items"]
+    assert [(c["claimed_by"], c["via"], c["brought"]["industry"]) for c in claims] == [("bob", "api", "Steel")]
+    assert mia.get(f"/leads/{original['id']}/duplicate-claims").json["items"][0]["id"] == r.json["claim_id"]
+    assert bob.get(f"/leads/{original['id']}/duplicate-claims").status_code == 404
+    assert events("lead.merged") == []
+    claimed = events("lead.duplicate_claimed")
+    assert [(e["data"]["owner_id"], e["data"]["manager_id"], e["data"]["claimed_by"]) for e in claimed] == [
+        ("ann", "mia", "bob")]
+
+
+def test_only_the_owner_or_a_manager_reopens_a_disqualified_lead_by_bringing_it_again(leads):  # noqa: F811
+    ann = leads.as_("ann", "rep", teams=["east"])
+    mark = leads.as_("mark", "marketing")
+    lead = ann.post("/leads", json={"company": "Gone Quiet", "email": "q@quiet.cn"}).json
+    ann.patch(f"/leads/{lead['id']}", json={"status": "disqualified"}, headers={"If-Match": '"v1"'})
+    r = mark.post("/leads", json={"company": "Gone Quiet", "email": "q@quiet.cn", "campaign": "expo"})
+    assert r.json["claimed"] is True and r.json["merged"] is False  # marketing sees leads, changes none
+    assert ann.get(f"/leads/{lead['id']}").json["status"] == "disqualified"
+    again = ann.post("/leads", json={"company": "Gone Quiet", "email": "q@quiet.cn", "campaign": "call-back"})
+    assert again.status_code == 200 and again.json["merged"] is True
+    assert ann.get(f"/leads/{lead['id']}").json["status"] == "new"
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -106,24 +137,60 @@ def test_default_scoring_explains_itself_and_rescores_on_change(leads):  # noqa:
 
 
 def test_scoring_rules_are_a_versioned_document(leads):  # noqa: F811
+    admin = leads.as_("root", "admin")
     marketing = leads.as_("mk", "marketing")
     rules = [{"name": "steel", "field": "industry", "op": "eq", "value": "Steel", "points": 60},
              {"name": "big", "field": "estimated_value", "op": "gte", "value": 1000, "points": 70},
              {"name": "spam", "field": "campaign", "op": "in", "value": ["junk"], "points": -50}]
-    assert marketing.put("/lead-scoring-rules", json={"rules": rules}).status_code == 428
-    assert marketing.put("/lead-scoring-rules", json={"rules": rules}, headers={"If-Match": '"v9"'}).status_code == 412
-    put_rules(marketing, "/lead-scoring-rules", rules)
+    assert admin.put("/lead-scoring-rules", json={"rules": rules}).status_code == 428
+    assert admin.put("/lead-scoring-rules", json={"rules": rules}, headers={"If-Match": '"v9"'}).status_code == 412
+    put_rules(admin, "/lead-scoring-rules", rules)
     assert marketing.get("/lead-scoring-rules").json == {"rules": rules, "version": 1}
-    scored = marketing.post("/leads", json={"company": "S", "industry": "steel", "estimated_value": "5000"}).json
+    scored = admin.post("/leads", json={"company": "S", "industry": "steel", "estimated_value": "5000"}).json
     assert scored["score"] == 100  # clamped
+    # Marketing sees the score its own fields earn: the money rule's 70 points are not there.
+    seen = marketing.get(f"/leads/{scored['id']}").json
+    assert seen["score"] == 60 and [r["rule"] for r in seen["score_reasons"]] == ["steel"]
     low = marketing.post("/leads", json={"company": "J", "campaign": "junk"}).json
-    assert low["score"] == 0 and low["score_reasons"] == [{"rule": "spam", "points": -50}]
-    bad = marketing.put("/lead-scoring-rules", json={"rules": [{"name": "x", "field": "password", "op": "eq",
-                                                                "value": 1, "points": 5}]},
-                        headers={"If-Match": '"v1"'})
+    assert low["score"] == 0 and low["score_reasons"] == [{"rule": "spam", "points": -50, "field": "campaign"}]
+    bad = admin.put("/lead-scoring-rules", json={"rules": [{"name": "x", "field": "password", "op": "eq",
+                                                            "value": 1, "points": 5}]},
+                    headers={"If-Match": '"v1"'})
     assert bad.status_code == 422
     assert leads.as_("ann", "rep").put("/lead-scoring-rules", json={"rules": []}, headers={"If-Match": '"v1"'}
                                        ).status_code == 403
+
+
+def test_marketing_cannot_read_money_through_scores(leads):  # noqa: F811
+    """The attack of issue 11: a ladder of 0-point rules on estimated_value, then a duplicate to force
+    a rescore, would name the hidden value in score_reasons; filters and sorting on the score would
+    order leads by it."""
+    admin, mark = leads.as_("root", "admin"), leads.as_("mark", "marketing")
+    rich = admin.post("/leads", json={"company": "Rich", "email": "r@rich.cn", "estimated_value": "150000",
+                                      "quoted_price": "90000"}).json
+    poor = admin.post("/leads", json={"company": "Poor", "email": "p@poor.cn", "estimated_value": "10"}).json
+    assert rich["score"] > poor["score"]  # the default money rules count, for those who may read money
+    current = mark.get("/lead-scoring-rules")
+    ladder = current.json["rules"] + [{"name": f"v>={v}", "field": "estimated_value", "op": "gte", "value": v,
+                                       "points": 0} for v in (1000, 100000, 140000, 160000)]
+    refused = mark.put("/lead-scoring-rules", json={"rules": ladder}, headers={"If-Match": current.headers["ETag"]})
+    assert refused.status_code == 403
+    dropped = [r for r in current.json["rules"] if r["field"] != "estimated_value"]
+    assert mark.put("/lead-scoring-rules", json={"rules": dropped},
+                    headers={"If-Match": current.headers["ETag"]}).status_code == 403
+    # What marketing may do: change the other rules, keeping the money rules as they are.
+    kept = [{**r, "points": 1} if r["field"] == "email" else r for r in current.json["rules"]]
+    assert mark.put("/lead-scoring-rules", json={"rules": kept}, headers={"If-Match": current.headers["ETag"]}
+                    ).status_code == 200
+    for lead in (rich, poor):
+        seen = mark.get(f"/leads/{lead['id']}").json
+        assert "estimated_value" not in seen and "quoted_price" not in seen
+        assert all(r["field"] not in ("estimated_value", "quoted_price") for r in seen["score_reasons"])
+    rich_seen, poor_seen = (mark.get(f"/leads/{x['id']}").json["score"] for x in (rich, poor))
+    assert rich_seen == poor_seen  # the same public facts: the same score
+    high = {i["id"] for i in mark.get(f"/leads?min_score={rich_seen + 1}").json["items"]}
+    assert rich["id"] not in high
+    assert admin.get(f"/leads?min_score={rich['score']}").json["items"][0]["id"] == rich["id"]
 
 
 # ---- assignment ---------------------------------------------------------------------------------
@@ -338,21 +405,41 @@ def test_import_rejects_what_it_cannot_read(leads):  # noqa: F811
 
 
 # ---- edges found in review ------------------------------------------------------------------------
-def test_a_broken_csv_fails_its_job_with_the_line_and_does_not_block_the_queue(leads):  # noqa: F811
+def test_a_broken_csv_is_refused_at_upload_with_the_line(leads):  # noqa: F811
     marketing = leads.as_("mk", "marketing")
     huge = "x" * 200_000  # past the csv module's 128 KiB field limit
     broken = f"company,contact_name\nFine Co,A\nBig Co,\"{huge}\"\nAfter Co,B\n".encode()
     fine = "company,电话,手机\nPhone Co,010-5555-0101,\n".encode()
-    jobs = [marketing.post("/leads/import", data={"file": (io.BytesIO(c), "f.csv")},
-                           content_type="multipart/form-data").json["job_id"] for c in (broken, fine)]
+    refused, accepted = (marketing.post("/leads/import", data={"file": (io.BytesIO(c), "f.csv")},
+                                        content_type="multipart/form-data") for c in (broken, fine))
+    assert refused.status_code == 422 and "line 3" in refused.json["detail"]
     ctx = bootstrap.context()
     while imports.process_next_chunk(ctx.db, ctx.settings):
         pass
-    failed, done = (marketing.get(f"/lead-imports/{j}").json for j in jobs)
-    assert failed["status"] == "failed" and "line 3" in failed["failure"]
+    done = marketing.get(f"/lead-imports/{accepted.json['job_id']}").json
     assert done["status"] == "completed" and done["created"] == 1
     [lead] = marketing.get("/leads").json["items"]
     assert lead["phone"] == "010-5555-0101"  # an empty 手机 column does not blank 电话
+
+
+def test_an_import_over_the_row_cap_is_refused_and_claims_are_counted_not_merged(leads, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("LEADS_IMPORT_MAX_ROWS", "3")
+    ann, bob = leads.as_("ann", "rep", teams=["east"]), leads.as_("bob", "rep", teams=["west"])
+    over = "company,email\n" + "".join(f"Co {i},c{i}@x.cn\n" for i in range(4))
+    r = bob.post("/leads/import", data={"file": (io.BytesIO(over.encode()), "f.csv")}, content_type="multipart/form-data")
+    assert r.status_code == 422 and "more than 3 rows" in r.json["detail"]
+    anns = ann.post("/leads", json={"company": "Ann's Prospect", "email": "mine@ann.cn"}).json
+    rows = "company,email,industry\nAnn's Prospect,MINE@ann.cn,Bob's guess\nBob's Own,bob@own.cn,\nBob's Own,bob@own.cn,Steel\n"
+    job = bob.post("/leads/import", data={"file": (io.BytesIO(rows.encode()), "f.csv")},
+                   content_type="multipart/form-data").json["job_id"]
+    ctx = bootstrap.context()
+    while imports.process_next_chunk(ctx.db, ctx.settings):
+        pass
+    done = bob.get(f"/lead-imports/{job}").json
+    assert (done["status"], done["rows"], done["created"], done["merged"], done["claimed"]) == (
+        "completed", 3, 1, 1, 1)
+    assert ann.get(f"/leads/{anns['id']}").json["industry"] is None  # nothing of bob's written into it
+    assert [c["via"] for c in ann.get(f"/leads/{anns['id']}/duplicate-claims").json["items"]] == ["import"]
 
 
 def test_odd_values_are_4xx_not_500(leads):  # noqa: F811

@@ -4,6 +4,7 @@ handlers (lead.converted, order revenue and tiers) against a real database."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from decimal import Decimal
 
@@ -279,15 +280,33 @@ def test_revenue_sums_are_exact_decimals(opps):
     assert Decimal(str(total)).quantize(Decimal("0.01")) == Decimal("0.30")
 
 
-def test_a_conversion_cannot_hang_a_deal_on_an_account_its_owner_may_not_see(opps):
+def _refusals() -> list[dict]:
+    outbox = bootstrap.KIT_TABLES["outbox"]
+    with bootstrap.context().db.engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.payload).where(outbox.c.event_type == "lead.conversion_rejected")
+                            .order_by(outbox.c.id))
+        return [json.loads(r.payload)["data"] for r in rows]
+
+
+def test_a_conversion_into_an_account_its_owner_may_not_sell_into_is_refused_back_to_the_lead(opps):
     bob = opps.as_("bob", "rep", teams=["west"])
+    opps.as_("ann", "rep", teams=["east"])
     theirs = bob.post("/accounts", json={"name": "Bob's customer"}).json["id"]
-    with pytest.raises(Reject, match="may not see"), _uow() as uow:
-        services.apply_lead_converted(uow, bootstrap.context().settings, _converted(theirs, existing=True))
+    attempts = [_converted(theirs, existing=True),                      # another team's account
+                _converted(uuid.uuid4(), existing=True)]                # a client-chosen id: never created
+    for event in attempts:
+        _apply(event)
     assert bob.delete(f"/accounts/{theirs}").status_code == 204
-    with pytest.raises(Reject, match="deleted"), _uow() as uow:
-        services.apply_lead_converted(uow, bootstrap.context().settings,
-                                      _converted(theirs, existing=True, owner_id="bob", team_id="west"))
+    attempts.append(_converted(theirs, existing=True, owner_id="bob", team_id="west"))  # deleted meanwhile
+    _apply(attempts[-1])
+    refused = _refusals()
+    assert [r["opportunity_id"] for r in refused] == [e["data"]["opportunity"]["id"] for e in attempts]
+    assert [r["lead_id"] for r in refused] == [e["data"]["opportunity"]["source_lead_id"] for e in attempts]
+    assert ["may not open deals" in refused[0]["reason"], "does not exist" in refused[1]["reason"],
+            "deleted" in refused[2]["reason"]] == [True, True, True]
+    with _uow() as uow:
+        assert uow.session.query(Opportunity).count() == 0
+        assert uow.session.get(Account, uuid.UUID(attempts[1]["data"]["account"]["id"])) is None
 
 
 def test_an_accounts_activities_leave_out_deals_the_caller_does_not_see(opps):

@@ -3,6 +3,7 @@ and reporting periods."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 
@@ -127,18 +128,48 @@ def test_periods():
 
 def test_a_service_refuses_tokens_its_directory_replica_contradicts():
     from crmkit.auth import Unauthorized
-    from crmkit.directory import DirectoryGuard
+    from crmkit.directory import DirectoryGuard, KnownUser
 
-    replica = {"ann": ("rep", True), "old-admin": ("rep", True), "gone": ("rep", False)}
+    replica = {"ann": KnownUser("rep", True, "east", 3), "old-admin": KnownUser("rep", True, "east", 1),
+               "gone": KnownUser("rep", False, "east", 1), "mia": KnownUser("manager", True, "east", 2, ("east",))}
     loads = []
-    guard = DirectoryGuard(lambda: loads.append(1) or dict(replica), refresh_seconds=0.1)
-    guard.check(Principal("ann", "rep"))
-    guard.check(Principal("not-replicated-yet", "manager"))
-    for principal in (Principal("gone", "rep"), Principal("old-admin", "admin")):
+    guard = DirectoryGuard(lambda: loads.append(1) or dict(replica), refresh_seconds=0.1, catch_up_seconds=0.3)
+    assert guard.check(Principal("ann", "rep", teams=("east",), token_version=3)).teams == ("east",)
+    refused = [Principal("gone", "rep", token_version=1), Principal("old-admin", "admin", token_version=1),
+               Principal("ann", "rep", token_version=2),  # revoked: a password reset bumped the version
+               Principal("ann", "rep", token_version=None)]
+    for principal in refused:
         with pytest.raises(Unauthorized):
             guard.check(principal)
     assert len(loads) == 1  # one load serves every check until it is due again
-    replica["ann"] = ("rep", False)
+    replica["ann"] = KnownUser("rep", False, "east", 3)
     time.sleep(0.15)
     with pytest.raises(Unauthorized):
-        guard.check(Principal("ann", "rep"))
+        guard.check(Principal("ann", "rep", token_version=3))
+
+
+def test_the_replica_not_the_claims_says_what_a_caller_manages():
+    from crmkit.directory import DirectoryGuard, KnownUser
+
+    replica = {"mia": KnownUser("manager", True, "east", 2, ("east",)), "bo": KnownUser("rep", True, "west", 1)}
+    guard = DirectoryGuard(lambda: dict(replica), refresh_seconds=10)
+    inflated = guard.check(Principal("mia", "manager", teams=("east",), manages=("east", "west"), token_version=2))
+    assert inflated.manages == ("east",)
+    stowaway = guard.check(Principal("bo", "rep", teams=("east",), manages=("east",), token_version=1))
+    assert (stowaway.teams, stowaway.manages) == (("west",), ())
+
+
+def test_a_token_for_a_user_the_replica_never_learns_of_is_refused_after_a_short_wait():
+    from crmkit.auth import Unauthorized
+    from crmkit.directory import DirectoryGuard, KnownUser
+
+    replica: dict = {}
+    guard = DirectoryGuard(lambda: dict(replica), refresh_seconds=10, catch_up_seconds=0.3)
+    started = time.monotonic()
+    with pytest.raises(Unauthorized, match="no user"):
+        guard.check(Principal("ghost", "executive", token_version=1))
+    assert time.monotonic() - started >= 0.3
+    # A user created a moment ago: the replica learns of them while the request waits.
+    guard = DirectoryGuard(lambda: dict(replica), refresh_seconds=10, catch_up_seconds=2)
+    threading.Timer(0.2, lambda: replica.update(newbie=KnownUser("rep", True, "east", 1))).start()
+    assert guard.check(Principal("newbie", "rep", token_version=1)).teams == ("east",)

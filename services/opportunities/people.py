@@ -1,0 +1,34 @@
+"""Who someone is, as this service's directory replica knows them: for acting on a user's behalf
+where no token is at hand (a consumer, collision bookkeeping) and for naming whom to ask."""
+from __future__ import annotations
+
+from crmkit.auth import Principal
+from crmkit.db import UnitOfWork
+from crmkit.directory import principal_from_replica
+
+from .db import DirectoryTeam, DirectoryUser
+
+
+def user(uow: UnitOfWork, user_id: str | None) -> DirectoryUser | None:
+    if not user_id:
+        return None
+    with uow.session.no_autoflush:
+        return uow.session.get(DirectoryUser, user_id)
+
+
+def principal_of(uow: UnitOfWork, user_id: str, team_id: str | None = None) -> Principal:
+    """Someone as the directory replica knows them, for deciding what they may see or change; a user
+    the replica does not know (yet) is a rep of `team_id`."""
+    with uow.session.no_autoflush:
+        known = principal_from_replica(uow.session, DirectoryUser, DirectoryTeam, user_id)
+    return known or Principal(user_id=user_id, role="rep", teams=(team_id,) if team_id else ())
+
+
+def manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
+    """Whom to ask about someone's deal: the manager of their team."""
+    known = user(uow, user_id)
+    if known is None or not known.team_id:
+        return None
+    with uow.session.no_autoflush:
+        team = uow.session.get(DirectoryTeam, known.team_id)
+    return team.manager_id if team else None
