@@ -65,7 +65,7 @@ def _drain_rechecks():
 
 # ---- 1. the collision oracle ---------------------------------------------------------------------------
 def test_no_sequence_of_a_reps_own_edits_recovers_anything_of_a_hidden_colliding_deal(opps):
-    ann, bo, mia, wes, erin = _org(opps)
+    ann, bo, _mia, wes, erin = _org(opps)
     hidden = _deal(ann, "华东智联系统集成有限公司")
     mine = _deal(bo, "上海博远信息系统集成有限公司", amount="500000.00")
     assert mine["collisions"] == [hidden["id"]]
@@ -102,7 +102,7 @@ def test_no_sequence_of_a_reps_own_edits_recovers_anything_of_a_hidden_colliding
 
 
 def test_a_collision_is_dismissed_only_by_someone_who_may_change_both_deals_and_stays_dismissed(opps):
-    ann, bo, mia, wes, erin = _org(opps)
+    ann, bo, _mia, wes, erin = _org(opps)
     hidden = _deal(ann, "华东智联系统集成有限公司")
     mine = _deal(bo, "上海博远信息系统集成有限公司", amount="500000.00")
     dismissal = f"/opportunities/{mine['id']}/collisions/{hidden['id']}/dismissal"
@@ -117,7 +117,7 @@ def test_a_collision_is_dismissed_only_by_someone_who_may_change_both_deals_and_
 
 
 def test_deals_whose_owners_see_each_other_clear_as_soon_as_they_differ(opps):
-    ann, bo, mia, wes, erin = _org(opps)
+    ann, _bo, mia, _wes, _erin = _org(opps)
     own = _deal(mia, "华东智联系统集成有限公司")  # mia sees ann's deals (her team); ann does not see mia's
     anns = _deal(ann, "华东智联系统集成有限公司")
     assert anns["collisions"] == [own["id"]]
@@ -132,7 +132,7 @@ def test_deals_whose_owners_see_each_other_clear_as_soon_as_they_differ(opps):
 
 # ---- 5. the squat deal ---------------------------------------------------------------------------------
 def test_a_virtual_team_member_cannot_open_a_deal_of_their_own_on_the_account(opps):
-    ann, bo, mia, wes, erin = _org(opps)
+    ann, bo, mia, _wes, _erin = _org(opps)
     account = ann.post("/accounts", json={"name": "Shared Customer"}).json
     assert ann.put(f"/accounts/{account['id']}/team", json={"members": [{"user_id": "bo", "role": "tech"}]}
                    ).status_code == 200
@@ -147,7 +147,7 @@ def test_a_virtual_team_member_cannot_open_a_deal_of_their_own_on_the_account(op
 
 # ---- 8. a rename of an account with many deals -----------------------------------------------------------
 def test_renaming_an_account_with_200_deals_answers_fast_and_never_holds_other_writers(opps):
-    ann, bo, mia, wes, erin = _org(opps)
+    ann, bo, _mia, _wes, _erin = _org(opps)
     account = ann.post("/accounts", json={"name": "Big Account", "region": "华东"}).json
     for i in range(200):
         r = ann.post("/opportunities", json={"account_id": account["id"], "name": f"site {i}", "amount": "480000.00",
@@ -166,7 +166,7 @@ def test_renaming_an_account_with_200_deals_answers_fast_and_never_holds_other_w
     def drain():
         try:
             _drain_rechecks()
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
         drained.set()
 
