@@ -32,6 +32,18 @@ def on_starting(server):
                 os.remove(os.path.join(directory, name))
 
 
+def when_ready(server):
+    # CRM_METRICS_PORT: /metrics on a port of its own, served by the master from the workers'
+    # multiprocess files, and not on the API's port (the gateway's API port is the public one).
+    port = os.environ.get("CRM_METRICS_PORT")
+    if port and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(int(port), addr=os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"), registry=registry)  # noqa: S104
+
+
 def child_exit(server, worker):
     # Multiprocess mode: a dead worker's live gauges must stop counting.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

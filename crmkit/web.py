@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -332,6 +333,8 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
 
     @app.get("/metrics")
     def metrics_endpoint():
+        if os.environ.get("CRM_METRICS_PORT"):  # served on that port instead (gunicorn_conf.when_ready)
+            return problem_response(Problem("no such resource", status=404))
         body, ctype = metrics.metrics_payload()
         return Response(body, mimetype=ctype.split(";")[0], headers={"Content-Type": ctype})
 

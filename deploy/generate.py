@@ -58,8 +58,10 @@ def _container(d: Deployable, component: str) -> dict:
     container = {
         "name": component, "image": d.image, "imagePullPolicy": "IfNotPresent",
         "env": _env_list(d, component),
-        "ports": [{"name": "http", "containerPort": API_PORT}] if component == "api"
-        else [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "ports": ([{"name": "http", "containerPort": API_PORT}] + (
+            # The gateway's API port is the public one: its /metrics are on the metrics port.
+            [{"name": "metrics", "containerPort": METRICS_PORT}] if d.name == "gateway" else []))
+        if component == "api" else [{"name": "metrics", "containerPort": METRICS_PORT}],
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": probe_port}, "periodSeconds": 10,
                           "timeoutSeconds": 3, "failureThreshold": 3},
         "readinessProbe": {"httpGet": {"path": "/readyz" if component == "api" else "/healthz", "port": probe_port},
@@ -117,7 +119,8 @@ def _network_policies(d: Deployable) -> list[dict]:
                   "ports": [{"protocol": "TCP", "port": API_PORT}]} for u in d.upstreams]
     policies = []
     for component in ("api", "worker"):
-        ingress = [{**monitoring, "ports": [{"protocol": "TCP", "port": API_PORT if component == "api" else METRICS_PORT}]}]
+        scraped = METRICS_PORT if component == "worker" or d.name == "gateway" else API_PORT
+        ingress = [{**monitoring, "ports": [{"protocol": "TCP", "port": scraped}]}]
         if component == "api":
             ingress.append({"from": callers, "ports": [{"protocol": "TCP", "port": API_PORT}]})
         policies.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -231,7 +234,15 @@ def _platform() -> dict[str, list[dict] | dict]:
         {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
          "metadata": {"name": "crm", "labels": {"app.kubernetes.io/part-of": PART_OF}},
          "spec": {"selector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF}},
-                  "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}, {"port": "metrics", "path": "/metrics"}]}},
+                  "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics"}]}},
+        # The services' APIs serve /metrics on their HTTP port; the gateway's does not (it is public).
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+         "metadata": {"name": "crm-apis", "labels": {"app.kubernetes.io/part-of": PART_OF}},
+         "spec": {"selector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF,
+                                               "app.kubernetes.io/component": "api"},
+                               "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn",
+                                                     "values": ["gateway"]}]},
+                  "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}]}},
         {"apiVersion": "v1", "kind": "ConfigMap",
          "metadata": {"name": "crm-dashboard", "labels": {"grafana_dashboard": "1"}},
          "data": {"crm-dashboard.json": json.dumps(dashboard(), indent=1)}},
@@ -382,7 +393,8 @@ def _compose() -> dict:
 
 
 def _prometheus_config() -> dict:
-    targets = [f"{d.name}-{c}:{API_PORT if c == 'api' else METRICS_PORT}" for d in DEPLOYABLES for c in ("api", "worker")]
+    targets = [f"{d.name}-{c}:{API_PORT if c == 'api' and d.name != 'gateway' else METRICS_PORT}"
+               for d in DEPLOYABLES for c in ("api", "worker")]
     return {"global": {"scrape_interval": "15s"}, "rule_files": ["/etc/prometheus/rules.yml"],
             "scrape_configs": [{"job_name": "crm", "static_configs": [{"targets": targets}]}]}
 

@@ -40,6 +40,7 @@ class ServiceDef:
 # The services that exist so far; the others join this list as they land.
 SERVICES = [ServiceDef("leads", 8001, 9101), ServiceDef("opportunities", 8002, 9102)]
 GATEWAY = ServiceDef("gateway", 8080, 9100, package_name="gateway")
+GATEWAY_API_METRICS_PORT = 9180  # the gateway API's /metrics (not on 8080, the public port)
 RECORD_SERVICES = ("leads", "opportunities", "orders")  # those that move records on a handover
 DEV_ADMIN_PASSWORD = "admin-dev-password"  # noqa: S105 - make run only, printed
 
@@ -122,13 +123,16 @@ def migrate(service: ServiceDef, env: dict) -> None:
 
 
 def api_process(service: ServiceDef, env: dict, *, state_dir: Path, port: int | None = None,
-                workers: int = 2) -> ManagedProcess:
+                workers: int = 2, metrics_port: int | None = None) -> ManagedProcess:
     port = port or service.api_port
     prom_dir = state_dir / "prometheus" / f"{service.name}-{port}"
     shutil.rmtree(prom_dir, ignore_errors=True)  # multiprocess files of a previous run would be summed in
     prom_dir.mkdir(parents=True)
     env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "BIND": f"127.0.0.1:{port}",
            "WEB_CONCURRENCY": str(workers)}
+    if service is GATEWAY:  # the public port serves no /metrics: they have a port of their own
+        env.setdefault("CRM_METRICS_PORT", str(metrics_port or GATEWAY_API_METRICS_PORT))
+        env.setdefault("CRM_METRICS_ADDR", "127.0.0.1")
     return ManagedProcess(
         name=f"{service.name}-api",
         argv=[str(VENV_BIN / "gunicorn"), "-c", "python:crmkit.gunicorn_conf", f"{service.package}.api:create_app()"],

@@ -60,7 +60,8 @@ class Crm:
         if name.endswith("-worker"):
             proc = worker_process(service, env, state_dir=self.state_dir, metrics_port=free_port())
         else:
-            proc = api_process(service, env, state_dir=self.state_dir, port=self.ports[service.name])
+            proc = api_process(service, env, state_dir=self.state_dir, port=self.ports[service.name],
+                               metrics_port=self.ports["gateway-metrics"] if service is GATEWAY else None)
         self.procs[name] = proc.start()
         proc.wait_healthy()
 
@@ -116,7 +117,7 @@ def build_org(crm: Crm) -> None:
 def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None) -> Crm:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     databases = {s.name: postgres.create_database() for s in [*SERVICES, GATEWAY]}
-    ports = {s.name: free_port() for s in [*SERVICES, GATEWAY]}
+    ports = {s.name: free_port() for s in [*SERVICES, GATEWAY]} | {"gateway-metrics": free_port()}
     env = service_env({**{f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()},
                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CRM_TOPIC_PREFIX": prefix,
                        "CRM_JWT_SECRET": JWT_SECRET, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": "1"}, state_dir=state_dir)

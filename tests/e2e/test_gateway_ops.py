@@ -27,7 +27,8 @@ def test_directory_changes_are_published_without_secrets(crm, kafka):
     events = [json.loads(m.value) for m in messages]
     ann = next(e for e in events if e["type"] == "user.created" and e["subject"] == crm.users["ann"]["id"])
     assert ann["data"]["user"] == {"id": crm.users["ann"]["id"], "username": "ann", "name": "Ann", "role": "rep",
-                                   "team_id": crm.teams["east"]["id"], "region": None, "active": True}
+                                   "team_id": crm.teams["east"]["id"], "region": None, "active": True,
+                                   "token_version": 1}  # services refuse tokens of any other version
     assert "password" not in json.dumps(events)
     north = next(e for e in events if e["type"] == "team.created" and e["subject"] == crm.teams["north"]["id"])
     assert north["data"]["team"]["parent_team_id"] == crm.teams["east"]["id"]

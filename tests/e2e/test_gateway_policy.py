@@ -38,6 +38,7 @@ MATRIX = [
     # leads
     ("GET", "/leads", LEAD_USERS), ("POST", "/leads", LEAD_USERS), ("POST", "/leads/import", LEAD_USERS),
     ("GET", f"/leads/{ID}", LEAD_USERS), ("PATCH", f"/leads/{ID}", LEAD_USERS), ("DELETE", f"/leads/{ID}", LEAD_USERS),
+    ("GET", f"/leads/{ID}/duplicate-claims", SELLERS),
     ("GET", f"/leads/{ID}/activities", LEAD_USERS), ("POST", f"/leads/{ID}/activities", LEAD_USERS),
     ("POST", f"/leads/{ID}/convert", LEAD_USERS), ("POST", f"/leads/{ID}/assign", LEADERS),
     ("GET", f"/lead-imports/{ID}", LEAD_USERS),
@@ -58,6 +59,7 @@ MATRIX = [
     ("POST", f"/opportunities/{ID}/stage", SELLERS), ("POST", f"/opportunities/{ID}/checklist/demo", SELLERS),
     ("POST", f"/opportunities/{ID}/win", SELLERS), ("POST", f"/opportunities/{ID}/lose", SELLERS),
     ("PUT", f"/opportunities/{ID}/team", SELLERS), ("GET", f"/opportunities/{ID}/collisions", SELLERS),
+    ("POST", f"/opportunities/{ID}/collisions/{ID}/dismissal", LEADERS),
     ("GET", f"/opportunities/{ID}/activities", DEAL_READERS), ("POST", f"/opportunities/{ID}/activities", DEAL_READERS),
     ("GET", f"/opportunities/{ID}/expenses", SELLERS), ("POST", f"/opportunities/{ID}/expenses", SELLERS),
     ("GET", "/pipeline/stages", DEAL_READERS), ("PUT", "/pipeline/stages", ADMIN),
