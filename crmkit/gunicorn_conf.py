@@ -41,7 +41,7 @@ def when_ready(server):
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        start_http_server(int(port), addr=os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"), registry=registry)  # noqa: S104
+        start_http_server(int(port), addr=os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"), registry=registry)
 
 
 def child_exit(server, worker):

@@ -107,7 +107,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "LEADS_IMPORT_MAX_ROWS": 200000, "OPPORTUNITIES_RECHECK_INTERVAL_SECONDS": 0.5,
         "CRM_DIRECTORY_REFRESH_SECONDS": 1, "CRM_DIRECTORY_CATCH_UP_SECONDS": 3,
         # The gateway API's /metrics on the metrics port, not on the port the ingress exposes.
-        "CRM_METRICS_PORT": 9100, "CRM_METRICS_ADDR": "0.0.0.0",  # noqa: S104 - inside the pod network
+        "CRM_METRICS_PORT": 9100, "CRM_METRICS_ADDR": "0.0.0.0",
         # the gateway
         **{f"{u.upper()}_URL": f"http://{u}-api:8000" for u in d.upstreams},
         "CRM_HANDOVER_SERVICES": ",".join(u for u in d.upstreams),

@@ -16,7 +16,7 @@ FILE_BYTES = 20 * 1024 * 1024 - 64 * 1024  # under CRM_MAX_IMPORT_BYTES with the
 
 def _csv() -> bytes:
     out, i = io.BytesIO(), 0
-    out.write("company,contact_name,email,phone,region,interest\n".encode())
+    out.write(b"company,contact_name,email,phone,region,interest\n")
     while out.tell() < FILE_BYTES - 200:
         out.write(f"Company {i} 有限公司,Contact {i},c{i}@example{i % 997}.cn,+86 138{i:08d},east,"
                   f"lathes {i % 13}\n".encode())

@@ -62,8 +62,9 @@ def test_who_may_change_a_lead_and_so_what_dedupe_may_write_into(principal, owne
 
 
 def test_gunicorn_refusals_are_problem_json():
-    from crmkit import gunicorn_conf  # noqa: F401 - installs the writer
     from gunicorn import util
+
+    from crmkit import gunicorn_conf  # noqa: F401 - installs the writer
 
     left, right = socket.socketpair()
     try:
