@@ -21,6 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .auth import Principal, Unauthorized
 from .consumer import Reject
+from .errors import Problem
 from .db import UTCDateTime, utcnow
 from .teams import TeamNode, managed_teams
 
@@ -43,6 +44,7 @@ class DirectoryGuard:
         self._users: dict[str, KnownUser] | None = None
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
+        self._waiters = threading.BoundedSemaphore(2)
 
     def _current(self, *, fresh_within: float | None = None) -> dict[str, KnownUser]:
         max_age = self.refresh_seconds if fresh_within is None else fresh_within
@@ -62,11 +64,21 @@ class DirectoryGuard:
 
     def _known(self, principal: Principal) -> KnownUser | None:
         known = self._current().get(principal.user_id)
-        deadline = time.monotonic() + self.catch_up_seconds
-        # Unknown, or a token newer than what the replica has: the event may be on its way.
-        while (known is None or _behind(known, principal)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-            known = self._current(fresh_within=0.1).get(principal.user_id)
+        if known is not None and not _behind(known, principal):
+            return known
+        # Unknown, or a token newer than what the replica has: the event may be on its way. Only a
+        # couple of requests per process wait for it (each holds a thread); the others are told to
+        # come back, so tokens the replica cannot confirm can never tie up every thread.
+        if not self._waiters.acquire(blocking=False):
+            raise Problem("your sign-in is still reaching this service; retry in a second", status=503,
+                          headers={"Retry-After": "1"})
+        try:
+            deadline = time.monotonic() + self.catch_up_seconds
+            while (known is None or _behind(known, principal)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                known = self._current(fresh_within=0.1).get(principal.user_id)
+        finally:
+            self._waiters.release()
         return known
 
     def check(self, principal: Principal) -> Principal:

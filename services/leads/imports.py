@@ -34,7 +34,7 @@ from crmkit.settings import Settings
 from . import domain
 from .db import LeadImport, LeadImportError
 from .schemas import ImportRowSchema
-from .services import intake, prefetch_duplicates, replica_principal
+from .services import importer_active, intake, prefetch_duplicates, replica_principal
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 1000
@@ -122,9 +122,8 @@ def rows_of(content: bytes, encoding: str, mapping: dict[int, str]) -> Iterator[
 
 
 def count_rows(content: bytes, encoding: str, mapping: dict[int, str], cap: int) -> int:
-    """The number of data rows; 422 past the cap (without reading further than cap + 1 rows)."""
-    if content.count(b"\n") <= cap:  # every row ends a line, so this many lines bound the rows
-        return sum(1 for _ in rows_of(content, encoding, mapping))
+    """The number of data rows; 422 past the cap (reading no further than cap + 1 rows). Counted by
+    the csv reader itself: it ends rows on a bare CR too, so counting newline bytes would not do."""
     counted = sum(1 for _ in itertools.islice(rows_of(content, encoding, mapping), cap + 1))
     if counted > cap:
         raise ValidationFailed(f"the file has more than {cap} rows; split it into several imports",
@@ -203,7 +202,8 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         if job is None:
             return False
         try:
-            chunk = _rows_from(job, job.rows_done).take(CHUNK_ROWS)
+            # Never past the cap, whatever the file turned out to hold (the count at upload bounds it).
+            chunk = _rows_from(job, job.rows_done).take(max(0, min(CHUNK_ROWS, max_rows() - job.rows_done)))
         except ValidationFailed as exc:
             job.status, job.failure, job.finished_at = "failed", exc.detail, utcnow()
             uow.commit()
@@ -211,6 +211,10 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         job.status = "running"
         # The importer as the directory knows them now (their managed teams decide what a row may
         # merge into); the role and team recorded at upload if the replica has lost them.
+        if not importer_active(uow, job.requested_by):
+            job.status, job.failure, job.finished_at = "failed", "the importer was deactivated", utcnow()
+            uow.commit()
+            return True
         requester = replica_principal(uow, job.requested_by) or Principal(
             user_id=job.requested_by, role=job.requested_role,
             teams=(job.requested_team,) if job.requested_team else ())
@@ -235,7 +239,7 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
                 job.created += 1
         job.rows_done += len(chunk)
         job.updated_at = utcnow()
-        if len(chunk) < CHUNK_ROWS or (job.rows is not None and job.rows_done >= job.rows):
+        if len(chunk) < CHUNK_ROWS or job.rows_done >= min(job.rows or max_rows(), max_rows()):
             job.rows = job.rows_done
             job.status, job.finished_at = "completed", utcnow()
         uow.commit()

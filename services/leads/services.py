@@ -120,6 +120,13 @@ def replica_principal(uow: UnitOfWork, user_id: str) -> Principal | None:
         return principal_from_replica(uow.session, DirectoryUser, DirectoryTeam, user_id)
 
 
+def importer_active(uow: UnitOfWork, user_id: str) -> bool:
+    """Whether someone whose queued work runs on (an import) is still active; one the replica does not
+    know is taken as active (the gateway let them in)."""
+    user = _directory_user(uow, user_id)
+    return user is None or bool(user.active)
+
+
 def _team_of(uow: UnitOfWork, user_id: str) -> str | None:
     user = _directory_user(uow, user_id)
     return user.team_id if user else None
@@ -241,6 +248,11 @@ def _pending(uow: UnitOfWork) -> dict[str, Lead]:
     return uow.cache.setdefault("intake_index", {})
 
 
+def _created_here(uow: UnitOfWork) -> set[uuid.UUID]:
+    """Ids of the leads this transaction created (flushed or not)."""
+    return uow.cache.setdefault("created_here", set())
+
+
 def _index(uow: UnitOfWork, lead: Lead) -> None:
     index = _pending(uow)
     for column in DEDUPE_KEYS:
@@ -333,7 +345,7 @@ def intake(uow: UnitOfWork, settings: Settings, fields: dict, *, owner_id: str |
     existing = _find_duplicate(uow, keys)
     if existing is not None:
         # A lead this same batch created (two rows of one file) is the bringer's own doing: merged.
-        if principal is not None and existing not in uow.session.new and not domain.may_change(
+        if principal is not None and existing.id not in _created_here(uow) and not domain.may_change(
                 principal, existing.owner_id, existing.team_id):
             return Intake(existing, merged=False, claim=_claim(uow, settings, existing, fields, principal, via))
         return Intake(_merge(uow, settings, existing, fields, actor, via, may_reopen=principal is not None),
@@ -349,6 +361,7 @@ def intake(uow: UnitOfWork, settings: Settings, fields: dict, *, owner_id: str |
         lead.follow_up_due_at = domain.follow_up_due(lead.owner_id, now, follow_up_sla())
     uow.session.add(lead)
     _index(uow, lead)
+    _created_here(uow).add(lead.id)
     _publish(uow, settings, "lead.created", lead, actor)
     if rule is not None:
         _publish(uow, settings, "lead.assigned", lead, actor, extra={"previous_owner_id": None, "reason": "rule"})
@@ -359,6 +372,12 @@ def _claim(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, pr
            via: str) -> DuplicateClaim:
     """Record that someone who may not change the lead brought its prospect again, for the lead's
     owner and their manager (the collision rule: they learn of each other; nothing is merged)."""
+    with uow.session.no_autoflush:
+        claim = uow.session.execute(select(DuplicateClaim).where(
+            DuplicateClaim.lead_id == existing.id, DuplicateClaim.claimed_by == principal.user_id)).scalar_one_or_none()
+    if claim is not None:  # the same person again: one claim, brought up to date, announced once
+        claim.brought, claim.via, claim.created_at = {**claim.brought, **_plain(fields)}, via, utcnow()
+        return claim
     claim = DuplicateClaim(id=uuid.uuid4(), lead_id=existing.id, claimed_by=principal.user_id,
                            claimed_role=principal.role, via=via, brought=_plain(fields), created_at=utcnow())
     uow.session.add(claim)

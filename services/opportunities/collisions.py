@@ -158,6 +158,25 @@ class Match:
         return self.overlapping and (same_customer or same_project) and self.score >= THRESHOLD
 
 
+def _quarter(day: dt.date) -> int:
+    return day.year * 4 + (day.month - 1) // 3
+
+
+def blind_collision(new: Deal, other: Deal) -> bool:
+    """The decision for two deals whose owners may not see each other's deal (CONTRACT §2: a hidden
+    record contributes nothing observable beyond "a collision exists, with this owner"). Each new
+    deal a rep saves asks "is there a hidden deal like this?", so the answer must rest on facts too
+    coarse for a sequence of probes to recover anything: never the amount; the close date only by
+    quarter (the same or the next); the customer only by the very same distinctive name (a rep must
+    already know it to match it); otherwise the same region with two or more products quoted
+    together, which is what a collision is."""
+    in_time = new.close_date is None or other.close_date is None or abs(
+        _quarter(new.close_date) - _quarter(other.close_date)) <= 1
+    same_customer = bool(new.distinctive) and new.distinctive == other.distinctive
+    same_project = bool(new.region) and new.region == other.region and len(new.skus & other.skus) >= 2
+    return in_time and (same_customer or same_project)
+
+
 def compare(new: Deal, other: Deal) -> Match:
     signals = {
         "name": name_similarity(new.distinctive, other.distinctive),

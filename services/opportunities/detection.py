@@ -17,6 +17,8 @@ import time
 import uuid
 
 from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.settings import Settings
@@ -63,72 +65,80 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
     session.add_all([MatchKey(key=k, opportunity_id=opportunity.id, owner_id=opportunity.owner_id)
                      for k in sorted(stored)])
     dismissed = _dismissed_with(uow, opportunity.id)
-    matches = {}
-    for other in _candidates(uow, opportunity, sorted(probed)):
-        if other.id in dismissed:
-            continue
-        match = collisions.compare(deal, deal_of(other, other.account_name))
-        if match.is_collision:
-            matches[other.id] = (other, match)
+    candidates = [c for c in _candidates(uow, opportunity, sorted(probed)) if c.id not in dismissed]
     mine = {c.other_id: c for c in session.execute(
         select(Collision).where(Collision.opportunity_id == opportunity.id)).scalars()}
     theirs = {c.opportunity_id: c for c in session.execute(
         select(Collision).where(Collision.other_id == opportunity.id)).scalars()}
-    # The pairs that no longer look alike are cleared on both sides, unless the owners are blind to
-    # each other's deal (see the module's docstring): then only closing or a dismissal ends them.
-    gone = (set(mine) | set(theirs)) - set(matches)
-    blind = _blind_pairs(uow, opportunity, gone)
-    for other_id in gone - blind:
+    known = set(mine) | set(theirs)
+    blind = _blind_pairs(uow, opportunity, {c.id for c in candidates} | known)
+    matches = {}
+    for other in candidates:
+        other_deal = deal_of(other, other.account_name)
+        match = collisions.compare(deal, other_deal)
+        if collisions.blind_collision(deal, other_deal) if other.id in blind else match.is_collision:
+            matches[other.id] = (other, match)
+    # A pair of deals whose owners see each other's deal is cleared as soon as they differ, and its
+    # explanation kept current. A blind pair (see the module's docstring) is written once and then
+    # left alone, matching or not: neither a clearing nor a changed row may answer a probe.
+    for other_id in known - set(matches) - blind:
         for row in (mine.get(other_id), theirs.get(other_id)):
             if row is not None:
                 session.delete(row)
     now = utcnow()
     for other_id, (other, match) in matches.items():
-        for this, that, known in ((opportunity.id, other_id, mine), (other_id, opportunity.id, theirs)):
-            row = known.get(other_id) or Collision(opportunity_id=this, other_id=that, detected_at=now)
+        if other_id in known and other_id in blind:
+            continue
+        for this, that, rows in ((opportunity.id, other_id, mine), (other_id, opportunity.id, theirs)):
+            row = rows.get(other_id) or Collision(opportunity_id=this, other_id=that, detected_at=now)
             row.score, row.signals, row.reasons = match.score, match.signals, match.reasons
             session.add(row)
-        if other_id not in mine:
+        if other_id not in known:
             _announce(uow, settings, opportunity, other, match, actor)
-    return [other_id for other_id in matches if other_id not in mine]
+    return [other_id for other_id in matches if other_id not in known]
 
 
 # ---- re-detection after an account rename, in the worker -------------------------------------------
-RECHECK_BATCH = 5  # a batch's transaction stays around 50 ms, so writers barely wait
+RECHECK_BATCH = 1  # one deal per transaction: its row and its keys, never another deal's meanwhile
 
 
 def queue_recheck(uow: UnitOfWork, opportunity_ids: list[uuid.UUID], actor) -> None:
     """Ask the worker to run detection again for these deals. Detecting inline would hold the
     rename's write transaction (and the deals' locks) for as long as every deal on the account
-    takes: seconds for a few hundred deals, while every other writer waits."""
+    takes: seconds for a few hundred deals, while every other writer waits. An upsert: a deal the
+    worker is checking right now (with the old name) is queued again, with a newer time."""
     if not opportunity_ids:
         return
-    queued = set(uow.session.execute(select(CollisionRecheck.opportunity_id).where(
-        CollisionRecheck.opportunity_id.in_(opportunity_ids))).scalars())
     now = utcnow()
-    uow.session.add_all([CollisionRecheck(opportunity_id=i, actor=actor, queued_at=now)
-                         for i in opportunity_ids if i not in queued])
+    rows = [{"opportunity_id": i, "actor": actor, "queued_at": now} for i in opportunity_ids]
+    insert = (pg_insert if uow.session.get_bind().dialect.name == "postgresql" else sqlite_insert)(CollisionRecheck)
+    uow.session.execute(insert.values(rows).on_conflict_do_update(
+        index_elements=["opportunity_id"], set_={"queued_at": now, "actor": actor}))
 
 
 def run_rechecks(uow: UnitOfWork, settings: Settings, limit: int = RECHECK_BATCH) -> int:
     """One small batch of queued re-detections, in the caller's transaction; returns how many ran.
-    Rows are claimed with SKIP LOCKED on PostgreSQL, so several workers share the queue."""
+    Rows are claimed with SKIP LOCKED on PostgreSQL, so several workers share the queue; a row
+    queued again meanwhile (its time changed) stays for the next round."""
     stmt = select(CollisionRecheck).order_by(CollisionRecheck.queued_at).limit(limit)
     if uow.session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     batch = uow.session.execute(stmt).scalars().all()
     for queued in batch:
+        seen = queued.queued_at
         opportunity = uow.session.get(Opportunity, queued.opportunity_id, with_for_update=True)
         if opportunity is not None:
             name = uow.session.execute(select(Account.name).where(Account.id == opportunity.account_id)).scalar_one()
             detect(uow, settings, opportunity, name, queued.actor)
-        uow.session.delete(queued)
+        uow.session.execute(delete(CollisionRecheck).where(CollisionRecheck.opportunity_id == queued.opportunity_id,
+                                                           CollisionRecheck.queued_at == seen))
+        uow.session.expunge(queued)
     return len(batch)
 
 
 # Between two batches: on SQLite a writer waiting for the database lock polls for it, and a loop
 # that starts its next transaction at once would win every time.
-BATCH_PAUSE_SECONDS = 0.05
+BATCH_PAUSE_SECONDS = 0.01
 
 
 def drain_rechecks(db, settings: Settings, stop=None) -> int:
@@ -163,21 +173,21 @@ def _dismissed_with(uow: UnitOfWork, opportunity_id: uuid.UUID) -> set[uuid.UUID
 
 
 def _blind_pairs(uow: UnitOfWork, opportunity: Opportunity, other_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of other_ids whose owner may not see this deal, or whose deal this deal's owner may not see."""
+    """Those of other_ids whose owner may not see this deal, or whose deal this deal's owner may not
+    see. The same queries whatever the pairs' state, so its cost says nothing about them."""
     if not other_ids:
         return set()
     with uow.session.no_autoflush:
-        others = uow.session.execute(select(Opportunity.id, Opportunity.owner_id).where(
-            Opportunity.id.in_(other_ids), Opportunity.status == "open", Opportunity.deleted_at.is_(None))).all()
+        owners = dict(uow.session.execute(select(Opportunity.id, Opportunity.owner_id).where(
+            Opportunity.id.in_(other_ids))).all())
         mine_sees = OpportunityRepository(uow.session, people.principal_of(uow, opportunity.owner_id)).visible_ids(
-            [o.id for o in others]) if opportunity.owner_id else set()
-        blind = set()
-        for other in others:
-            seen_by_other = other.owner_id and opportunity.id in OpportunityRepository(
-                uow.session, people.principal_of(uow, other.owner_id)).visible_ids([opportunity.id])
-            if other.id not in mine_sees or not seen_by_other:
-                blind.add(other.id)
-    return blind
+            list(owners)) if opportunity.owner_id else set()
+        seen_by = {}
+        for owner in sorted({o for o in owners.values() if o}):
+            seen_by[owner] = opportunity.id in OpportunityRepository(
+                uow.session, people.principal_of(uow, owner)).visible_ids([opportunity.id])
+    return {other_id for other_id in other_ids
+            if other_id not in mine_sees or not seen_by.get(owners.get(other_id), False)}
 
 
 def dismiss(uow: UnitOfWork, opportunity_id: uuid.UUID, other_id: uuid.UUID, by: str, reason: str | None) -> bool:

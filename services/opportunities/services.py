@@ -137,7 +137,7 @@ def render_opportunities(uow: UnitOfWork, opportunities: list[Opportunity]) -> l
             teams[m.opportunity_id].append({"user_id": m.user_id, "role": m.role})
         for c in uow.session.execute(select(Collision.opportunity_id, Collision.other_id).where(
                 Collision.opportunity_id.in_(ids), Collision.other_id.in_(_open_deals()))
-                .order_by(Collision.score.desc(), Collision.other_id)):
+                .order_by(Collision.other_id)):  # not by score: the order would rank hidden deals
             clashes[c.opportunity_id].append(c.other_id)
     pipeline = stages(uow)
     for o in opportunities:
@@ -654,6 +654,12 @@ def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) ->
 
 
 # ---- crm.directory.v1: the replica, and handovers ----------------------------------------------------------
+# One reason for every refusal: a lead's conversion_error must not tell whether an account the
+# converter cannot see exists, was deleted, or is someone else's.
+CONVERSION_REFUSED = ("the account named in the conversion cannot take this deal: it does not exist, was deleted, "
+                      "or is not the lead owner's to sell into")
+
+
 def _conversion_refusal(uow: UnitOfWork, account: Account | None, part_a: dict, owner: str,
                         team: str | None) -> str | None:
     """Why a conversion into this account cannot be applied, or None. The convert call named the
@@ -661,13 +667,11 @@ def _conversion_refusal(uow: UnitOfWork, account: Account | None, part_a: dict, 
     account must exist (a client-chosen id never creates one), be live, and be one the lead's owner
     may open deals on (its owner or their leader: the same rule as POST /opportunities)."""
     if account is None:
-        return f"account {part_a['id']} does not exist" if part_a.get("existing") else None
-    if account.deleted_at is not None:
-        return f"account {account.id} was deleted"
+        return CONVERSION_REFUSED if part_a.get("existing") else None
     who = people.principal_of(uow, owner, team)
-    if AccountRepository(uow.session, who).get(account.id) is None or not domain.may_write(
-            who, account.owner_id, account.team_id):
-        return f"the lead's owner may not open deals on account {account.id}"
+    if account.deleted_at is not None or AccountRepository(uow.session, who).get(account.id) is None \
+            or not domain.may_write(who, account.owner_id, account.team_id):
+        return CONVERSION_REFUSED
     return None
 
 

@@ -19,7 +19,7 @@ def _csv() -> bytes:
     out.write(b"company,contact_name,email,phone,region,interest\n")
     while out.tell() < FILE_BYTES - 200:
         out.write(f"Company {i} 有限公司,Contact {i},c{i}@example{i % 997}.cn,+86 138{i:08d},east,"
-                  f"lathes {i % 13}\n".encode())
+                  f"CNC lathes and milling centres batch {i % 13}\n".encode())
         i += 1
     return out.getvalue()
 

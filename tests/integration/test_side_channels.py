@@ -101,6 +101,38 @@ def test_no_sequence_of_a_reps_own_edits_recovers_anything_of_a_hidden_colliding
     assert "signals" not in wes.get(f"{path}/collisions").json["items"][0]
 
 
+def test_fresh_probe_deals_answer_only_the_coarse_question_a_collision_is(opps):
+    """Review of the fix: each new deal asks "is there a hidden deal like this?". The answer may
+    depend on the region, two products quoted together, the quarter and an exact customer name;
+    never on the amount or the exact date."""
+    ann, bo, *_ = _org(opps)
+    hidden = _deal(ann, "华东智联系统集成有限公司")
+
+    def probe(**changes) -> bool:
+        deal = _deal(bo, changes.pop("name", f"Probe {time.monotonic_ns()}"), **changes)
+        assert bo.delete(f"/opportunities/{deal['id']}").status_code == 204
+        return deal["collisions"] == [hidden["id"]]
+
+    assert {probe(amount=a) for a in ("1.00", "479000.00", "480000.00", "999999.00")} == {True}
+    quarter_start = dt.date(CLOSE.year, 3 * ((CLOSE.month - 1) // 3) + 1, 1)
+    assert {probe(close=quarter_start + dt.timedelta(days=d)) for d in (0, 20, 45, 70, 89)} == {True}
+    assert probe(products=SKUS[:1]) is False
+    assert probe(name="华东智联", products=[]) is True  # the very same distinctive name
+    assert probe(name="华东智", products=[]) is False   # a resemblance is no answer
+
+
+def test_the_order_of_collisions_says_nothing_about_their_scores(opps):
+    ann, bo, mia, *_ = _org(opps)
+    mine = _deal(mia, "上海博远信息系统集成有限公司")
+    hidden = _deal(bo, "华东智联系统集成有限公司")  # mia cannot see bo's deal
+    seen = _deal(ann, "华东智联系统集成有限公司")   # mia sees ann's (her team)
+    orders = set()
+    for amount in ("1.00", "300000.00", "479000.00", "480000.00", "900000.00"):
+        _edit(ann, f"/opportunities/{seen['id']}", {"amount": amount})
+        orders.add(tuple(mia.get(f"/opportunities/{mine['id']}").json["collisions"]))
+    assert len(orders) == 1 and set(next(iter(orders))) >= {hidden["id"]}
+
+
 def test_a_collision_is_dismissed_only_by_someone_who_may_change_both_deals_and_stays_dismissed(opps):
     ann, bo, _mia, wes, erin = _org(opps)
     hidden = _deal(ann, "华东智联系统集成有限公司")

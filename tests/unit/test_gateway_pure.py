@@ -173,3 +173,27 @@ def test_a_token_for_a_user_the_replica_never_learns_of_is_refused_after_a_short
     guard = DirectoryGuard(lambda: dict(replica), refresh_seconds=10, catch_up_seconds=2)
     threading.Timer(0.2, lambda: replica.update(newbie=KnownUser("rep", True, "east", 1))).start()
     assert guard.check(Principal("newbie", "rep", token_version=1)).teams == ("east",)
+
+
+def test_tokens_the_replica_cannot_confirm_never_tie_up_more_than_two_threads():
+    from crmkit.directory import DirectoryGuard
+    from crmkit.errors import Problem
+
+    loads = []
+    guard = DirectoryGuard(lambda: loads.append(1) or {}, refresh_seconds=10, catch_up_seconds=0.5)
+    outcomes, started = [], time.monotonic()
+
+    def check():
+        try:
+            guard.check(Principal("ghost", "rep", token_version=1))
+        except Problem as exc:
+            outcomes.append((exc.status, round(time.monotonic() - started, 1)))
+
+    threads = [threading.Thread(target=check) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    busy = [o for o in outcomes if o[0] == 503]
+    assert len(busy) == 18 and all(seconds < 0.3 for _, seconds in busy)  # told to retry at once
+    assert sorted(status for status, _ in outcomes if status != 503) == [401, 401]

@@ -76,3 +76,26 @@ def test_gunicorn_refusals_are_problem_json():
     head, body = raw.split("\r\n\r\n", 1)
     assert head.startswith("HTTP/1.1 414 URI Too Long") and "Content-Type: application/problem+json" in head
     assert json.loads(body)["status"] == 414
+
+
+def test_blind_collisions_rest_on_facts_too_coarse_to_probe():
+    import datetime as dt
+    from decimal import Decimal
+
+    from services.opportunities.collisions import Deal, blind_collision
+
+    products = [{"sku": "SW"}, {"sku": "AP"}]
+    hidden = Deal.of("华东智联系统集成有限公司", "华东", products, Decimal("480000"), dt.date(2026, 11, 15))
+
+    def probe(name="Bo Probe Co", region="华东", skus=("SW", "AP"), amount="1", day=dt.date(2026, 11, 15)):
+        return blind_collision(Deal.of(name, region, [{"sku": s} for s in skus], Decimal(amount), day), hidden)
+
+    # The amount never matters; the date only by quarter (the same or the next one).
+    assert {probe(amount=a) for a in ("1", "479999", "480000", "999999999")} == {True}
+    assert {probe(day=dt.date(2026, 10, 1) + dt.timedelta(days=d)) for d in range(0, 92)} == {True}
+    assert probe(day=dt.date(2027, 2, 1)) and not probe(day=dt.date(2027, 4, 1))
+    # One product in common, or another region: no project in common.
+    assert not probe(skus=("SW",)) and not probe(region="华南")
+    # A name only by the very same distinctive name, never by resemblance.
+    assert not probe(name="华东智", skus=()) and not probe(name="华东智联X", skus=())
+    assert probe(name="华东智联有限公司", skus=())
