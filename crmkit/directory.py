@@ -21,8 +21,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .auth import Principal, Unauthorized
 from .consumer import Reject
-from .errors import Problem
 from .db import UTCDateTime, utcnow
+from .errors import Problem
 from .teams import TeamNode, managed_teams
 
 
