@@ -41,7 +41,10 @@ def when_ready(server):
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        start_http_server(int(port), addr=os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"), registry=registry)
+        try:
+            start_http_server(int(port), addr=os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"), registry=registry)
+        except OSError as exc:  # a port clash costs the metrics, never the API
+            server.log.warning("metrics port %s unavailable: %s", port, exc)
 
 
 def child_exit(server, worker):

@@ -107,7 +107,8 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "LEADS_IMPORT_MAX_ROWS": 200000, "OPPORTUNITIES_RECHECK_INTERVAL_SECONDS": 0.5,
         "CRM_DIRECTORY_REFRESH_SECONDS": 1, "CRM_DIRECTORY_CATCH_UP_SECONDS": 3,
         # The gateway API's /metrics on the metrics port, not on the port the ingress exposes.
-        "CRM_METRICS_PORT": 9100, "CRM_METRICS_ADDR": "0.0.0.0",
+        # (Read by gunicorn only, so the worker ignores it; empty for the services, whose API port is internal.)
+        "CRM_METRICS_PORT": 9100 if d.name == "gateway" else "", "CRM_METRICS_ADDR": "0.0.0.0",
         # the gateway
         **{f"{u.upper()}_URL": f"http://{u}-api:8000" for u in d.upstreams},
         "CRM_HANDOVER_SERVICES": ",".join(u for u in d.upstreams),
@@ -121,8 +122,6 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_TRUSTED_PROXIES": 1,  # the ingress controller in front of the gateway
     }
     wanted = env_read_by(d) - ({"WORKER_METRICS_PORT"} if component == "api" else set())
-    if d.name != "gateway" or component != "api":  # only the gateway's API port is public
-        wanted -= {"CRM_METRICS_PORT", "CRM_METRICS_ADDR"}
     unknown = wanted - set(values)
     if unknown:
         raise KeyError(f"{d.name} reads {sorted(unknown)}: give them a value in deploy/inventory.py")

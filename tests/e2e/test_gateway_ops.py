@@ -103,7 +103,8 @@ def test_rate_limits_answer_429_with_retry_after(crm):
     env = {**crm.gateway_env, "CRM_RATE_LIMIT_PER_USER": "5/minute", "CRM_RATE_LIMIT_PER_ADDRESS": "9/minute",
            "CRM_RATE_LIMIT_LOGIN": "100/minute"}
     ann, bo = crm.token("ann"), crm.token("bo")
-    limited = api_process(GATEWAY, env, state_dir=crm.state_dir / "limited", port=port, workers=1).start()
+    limited = api_process(GATEWAY, env, state_dir=crm.state_dir / "limited", port=port, workers=1,
+                          metrics_port=free_port()).start()
     try:
         limited.wait_healthy()
         url = f"http://127.0.0.1:{port}/api/v1/me"
@@ -122,7 +123,8 @@ def test_rate_limits_answer_429_with_retry_after(crm):
 def test_gateway_replicas_share_limits_through_redis(crm, redis):
     env = {**crm.gateway_env, "CRM_RATE_LIMIT_PER_USER": "6/minute", "CRM_RATE_LIMIT_STORAGE": redis.url}
     token = crm.token("amy")
-    replicas = [api_process(GATEWAY, env, state_dir=crm.state_dir / f"replica{i}", port=free_port(), workers=1)
+    replicas = [api_process(GATEWAY, env, state_dir=crm.state_dir / f"replica{i}", port=free_port(), workers=1,
+                            metrics_port=free_port())
                 for i in range(2)]
     try:
         for replica in replicas:
