@@ -114,9 +114,13 @@ def build_org(crm: Crm) -> None:
         assert r.status_code == 200, r.text
 
 
-def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None) -> Crm:
+def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None, db: str = "postgres") -> Crm:
+    """db="sqlite": every service on its own SQLite file, as `make run` runs by default."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    databases = {s.name: postgres.create_database() for s in [*SERVICES, GATEWAY]}
+    if db == "sqlite":
+        databases = {s.name: f"sqlite:///{state_dir}/{s.name}.db" for s in [*SERVICES, GATEWAY]}
+    else:
+        databases = {s.name: postgres.create_database() for s in [*SERVICES, GATEWAY]}
     ports = {s.name: free_port() for s in [*SERVICES, GATEWAY]} | {"gateway-metrics": free_port()}
     env = service_env({**{f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()},
                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CRM_TOPIC_PREFIX": prefix,
@@ -140,7 +144,8 @@ def stop_crm(crm: Crm, postgres) -> None:
     for proc in crm.procs.values():
         proc.stop()
     for url in crm.databases.values():
-        postgres.drop_database(url)
+        if not url.startswith("sqlite"):
+            postgres.drop_database(url)
 
 
 def wait_replicated(crm: Crm, *user_ids: str, service: str = "leads") -> None:

@@ -188,13 +188,16 @@ def test_idempotency_key_states_after_crashes(leads):
             conn.execute(table.insert().values(principal="ann", key=key, fingerprint=fingerprint, state=state,
                                                created_at=utcnow() - dt.timedelta(minutes=age_minutes)))
 
-    claim("died-after-commit", "committed", 1)
+    claim("died-after-commit", "committed", 3)
     r = ann.post("/leads", data=json.dumps(body), content_type="application/json",
                  headers={"Idempotency-Key": "died-after-commit"})
     assert r.status_code == 409 and "applied" in r.json["detail"]  # never applied a second time
-    claim("still-running", "in_progress", 0)
-    assert ann.post("/leads", data=json.dumps(body), content_type="application/json",
-                    headers={"Idempotency-Key": "still-running"}).status_code == 409
+    # Committed a moment ago, its response still being stored: in progress, retry shortly.
+    for key, state in (("just-committed", "committed"), ("still-running", "in_progress")):
+        claim(key, state, 0)
+        busy = ann.post("/leads", data=json.dumps(body), content_type="application/json",
+                        headers={"Idempotency-Key": key})
+        assert busy.status_code == 409 and "in progress" in busy.json["detail"] and busy.headers["Retry-After"] == "1"
     claim("died-before-commit", "in_progress", 30)
     taken = ann.post("/leads", data=json.dumps(body), content_type="application/json",
                      headers={"Idempotency-Key": "died-before-commit"})
