@@ -9,7 +9,6 @@ import uuid
 from collections import Counter
 
 import pytest
-import requests
 
 pytestmark = [pytest.mark.kafka]
 WRITERS, SECONDS = 16, 30
