@@ -128,6 +128,34 @@ class DirectoryTeamColumns:
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class CompletedHandoverColumns:
+    """Mixin for a service's `completed_handovers` table: the handovers it has applied, remembered so
+    that whatever arrives later for the leaver (a conversion, an import, a record created in the gap
+    before the deactivation reached every service) goes to the successor too."""
+
+    __tablename__ = "completed_handovers"
+
+    handover_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    from_user_id: Mapped[str] = mapped_column(String(64), index=True)
+    to_user_id: Mapped[str] = mapped_column(String(64))
+    completed_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+def successor_of(session, model, user_id: str | None, *, hops: int = 5) -> str | None:
+    """Whoever now holds a leaver's records (following A -> B -> C), or user_id itself when they were
+    never handed over."""
+    seen = set()
+    while user_id and user_id not in seen and hops > 0:
+        seen.add(user_id)
+        with session.no_autoflush:
+            row = session.execute(select(model.to_user_id).where(model.from_user_id == user_id)
+                                  .order_by(model.completed_at.desc()).limit(1)).scalar_one_or_none()
+        if row is None:
+            return user_id
+        user_id, hops = row, hops - 1
+    return user_id
+
+
 USER_EVENTS = ("user.created", "user.updated", "user.deactivated")
 TEAM_EVENTS = ("team.created", "team.updated")
 HANDOVER_REQUESTED = "handover.requested"
@@ -191,6 +219,19 @@ def principal_from_replica(session, user_model, team_model, user_id: str) -> Pri
             select(team_model.id, team_model.manager_id, team_model.parent_team_id))]
         manages = tuple(sorted(managed_teams(user_id, teams)))
     return Principal(user_id=user_id, role=user.role, teams=(user.team_id,) if user.team_id else (), manages=manages)
+
+
+def remember_handover(session, model, handover_id: str, from_user: str, to_user: str) -> None:
+    if session.get(model, handover_id) is None:
+        session.add(model(handover_id=handover_id, from_user_id=from_user, to_user_id=to_user, completed_at=utcnow()))
+
+
+def handover_answer(handover_id: str, service: str, from_user: str, to_user: str, *, moved: int = 0,
+                    failure: str | None = None, **counts) -> dict:
+    """The data of a service's handover.completed: `status` "completed", or "failed" with the reason
+    (the successor was deactivated before this service got to it: nothing moved)."""
+    return {"handover_id": handover_id, "service": service, "moved": moved, **counts, "from_user_id": from_user,
+            "to_user_id": to_user, "status": "failed" if failure else "completed", "failure": failure}
 
 
 def handover_request(envelope: dict) -> tuple[str, str, str]:

@@ -135,7 +135,9 @@ class HandoverSchema(Schema):
     id = fields.UUID()
     from_user_id = fields.UUID()
     to_user_id = fields.UUID()
-    status = fields.String(metadata={"description": "pending until every service that owns records has answered"})
+    status = fields.String(metadata={"description": "pending until every service that owns records has answered; "
+                                                    "then completed, or failed when one could not move them "
+                                                    "(its failure is in services)"})
     services = fields.Dict(keys=fields.String(), values=fields.Dict(),
                            metadata={"description": 'per service: {"moved": n, "at": time}'})
     waiting_for = fields.List(fields.String())

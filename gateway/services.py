@@ -252,7 +252,9 @@ def request_handover(uow: UnitOfWork, settings: Settings, config: GatewayConfig,
                         expected=list(config.handover_services), services={}, status="pending", version=1,
                         created_at=now)
     uow.session.add(handover)
-    uow.publish(*directory_event(settings, "handover.requested", handover.id, {
+    # Keyed by the leaver: on the same partition as their user.* events, so a service that applies a
+    # deactivation before the handover request sees them in that order.
+    uow.publish(*directory_event(settings, "handover.requested", leaver.id, {
         "handover_id": str(handover.id), "from_user_id": str(leaver.id), "to_user_id": str(successor.id)},
         actor=principal.user_id))
     return handover
@@ -280,7 +282,12 @@ def record_handover_answer(uow: UnitOfWork, envelope: dict) -> None:
         raise Reject(f"handover {handover_id} is not one of ours")
     if service not in handover.expected or service in handover.services:
         return  # a service we did not ask, or a second answer: the first one stands
-    handover.services = {**handover.services, service: {"moved": moved, "at": envelope["time"].isoformat()}}
+    answer = {"moved": moved, "at": envelope["time"].isoformat()}
+    if data.get("status") == "failed":
+        answer["failure"] = str(data.get("failure") or "failed")[:500]
+    handover.services = {**handover.services, service: answer}
     if handover.status == "pending" and domain.handover_answered(handover.expected, handover.services):
-        handover.status = "completed"
+        # Failed when any service could not move the records (its successor was deactivated
+        # meanwhile): what moved elsewhere stays moved, and the leader hands over again.
+        handover.status = "failed" if any("failure" in a for a in handover.services.values()) else "completed"
         handover.completed_at = utcnow()

@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from crmkit.auth import Principal
 from crmkit.db import UTCDateTime, new_metadata, utcnow
-from crmkit.directory import DirectoryTeamColumns, DirectoryUserColumns
+from crmkit.directory import CompletedHandoverColumns, DirectoryTeamColumns, DirectoryUserColumns
 from crmkit.pagination import SortSpec, paginate
 from crmkit.tables import add_kit_tables
 from crmkit.visibility import VisibilityRule, visible
@@ -156,6 +156,10 @@ class DirectoryUser(DirectoryUserColumns, Base):
 
 
 class DirectoryTeam(DirectoryTeamColumns, Base):
+    pass
+
+
+class CompletedHandover(CompletedHandoverColumns, Base):
     pass
 
 

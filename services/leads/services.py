@@ -15,7 +15,15 @@ from sqlalchemy import func, or_, select
 from crmkit.auth import Principal
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, lock_keys, utcnow
-from crmkit.directory import HANDOVER_REQUESTED, apply_directory_event, handover_request, principal_from_replica
+from crmkit.directory import (
+    HANDOVER_REQUESTED,
+    apply_directory_event,
+    handover_answer,
+    handover_request,
+    principal_from_replica,
+    remember_handover,
+    successor_of,
+)
 from crmkit.errors import Forbidden, NotFound, ValidationFailed
 from crmkit.events import new_event
 from crmkit.pagination import SortSpec, paginate, parse_sort
@@ -26,6 +34,7 @@ from .db import (
     MONEY_BLIND_ROLES,
     SORTABLE,
     AssignmentCursor,
+    CompletedHandover,
     DirectoryTeam,
     DirectoryUser,
     DuplicateClaim,
@@ -351,6 +360,9 @@ def intake(uow: UnitOfWork, settings: Settings, fields: dict, *, owner_id: str |
         return Intake(_merge(uow, settings, existing, fields, actor, via, may_reopen=principal is not None),
                       merged=True)
     now = utcnow()
+    if owner_id is not None and (successor := successor_now(uow, owner_id)) != owner_id:
+        # Brought by (or for) someone whose records were handed over: the successor's, like the rest.
+        owner_id, team_id = successor, _team_of(uow, successor)
     lead = _new_lead(currency=settings.default_currency, source="other", owner_id=owner_id, team_id=team_id,
                      created_by=created_by, created_at=now, updated_at=now, **keys)
     for name, value in fields.items():
@@ -595,6 +607,8 @@ def roll_back_conversion(uow: UnitOfWork, settings: Settings, envelope: dict) ->
     if lead is None or lead.status != "converted" or lead.opportunity_id != opportunity_id:
         return None
     now = utcnow()
+    if lead.owner_id and (successor := successor_now(uow, lead.owner_id)) != lead.owner_id:
+        lead.owner_id, lead.team_id = successor, _team_of(uow, successor)  # its owner left meanwhile
     lead.status = lead.converted_from_status or "qualified"
     lead.account_id = lead.contact_id = lead.opportunity_id = lead.converted_at = None
     lead.conversion_error = reason
@@ -616,11 +630,21 @@ def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) 
 
 
 def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
+    """Move the leaver's open leads to the successor, and remember it (successor_now): what arrives
+    later for the leaver goes to the successor too. A successor deactivated meanwhile gets nothing:
+    the handover is answered as failed."""
     handover_id, from_user, to_user = handover_request(envelope)
-    if _directory_user(uow, to_user) is None:
+    successor = _directory_user(uow, to_user)
+    if successor is None:
         # Not Reject: the user.created event may still be on its way (another key, another
         # partition). Retried, and dead-lettered with this reason if it never comes.
         raise LookupError(f"handover to user {to_user}, who is not in the directory (yet)")
+    actor = envelope.get("actor")
+    if not successor.active:
+        uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
+            handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"),
+            source=SERVICE, actor=actor))
+        return 0
     to_team = _team_of(uow, to_user)
     leads = uow.session.execute(select(Lead).where(
         Lead.owner_id == from_user, Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
@@ -630,10 +654,14 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
         lead.updated_at = utcnow()
     uow.session.flush()
     for lead in leads:
-        _publish(uow, settings, "lead.assigned", lead, envelope.get("actor"),
+        _publish(uow, settings, "lead.assigned", lead, actor,
                  extra={"previous_owner_id": from_user, "reason": "handover", "handover_id": handover_id})
-    uow.publish(settings.topic(LEADS_TOPIC), new_event(
-        "handover.completed", handover_id, {"handover_id": handover_id, "service": SERVICE, "moved": len(leads),
-                                            "from_user_id": from_user, "to_user_id": to_user},
-        source=SERVICE, actor=envelope.get("actor")))
+    remember_handover(uow.session, CompletedHandover, handover_id, from_user, to_user)
+    uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
+        handover_id, SERVICE, from_user, to_user, moved=len(leads)), source=SERVICE, actor=actor))
     return len(leads)
+
+
+def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
+    """Whoever holds the user's records now: the user, or their successor after a handover."""
+    return successor_of(uow.session, CompletedHandover, user_id) if user_id else user_id

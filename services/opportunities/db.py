@@ -28,7 +28,7 @@ from sqlalchemy.sql import ColumnElement
 
 from crmkit.auth import Principal
 from crmkit.db import UTCDateTime, new_metadata, utcnow
-from crmkit.directory import DirectoryTeamColumns, DirectoryUserColumns
+from crmkit.directory import CompletedHandoverColumns, DirectoryTeamColumns, DirectoryUserColumns
 from crmkit.pagination import SortSpec, paginate
 from crmkit.tables import add_kit_tables
 from crmkit.visibility import SEES_EVERYTHING, VisibilityRule, visible
@@ -276,6 +276,10 @@ class DirectoryUser(DirectoryUserColumns, Base):
 
 
 class DirectoryTeam(DirectoryTeamColumns, Base):
+    pass
+
+
+class CompletedHandover(CompletedHandoverColumns, Base):
     pass
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
-from crmkit.directory import principal_from_replica
+from crmkit.directory import principal_from_replica, successor_of
 
-from .db import DirectoryTeam, DirectoryUser
+from .db import CompletedHandover, DirectoryTeam, DirectoryUser
 
 
 def user(uow: UnitOfWork, user_id: str | None) -> DirectoryUser | None:
@@ -32,3 +32,8 @@ def manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
     with uow.session.no_autoflush:
         team = uow.session.get(DirectoryTeam, known.team_id)
     return team.manager_id if team else None
+
+
+def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
+    """Whoever holds the user's records now: the user, or their successor after a handover."""
+    return successor_of(uow.session, CompletedHandover, user_id) if user_id else user_id

@@ -11,7 +11,13 @@ from sqlalchemy import delete, func, select, update
 from crmkit.auth import Principal
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
-from crmkit.directory import HANDOVER_REQUESTED, apply_directory_event, handover_request
+from crmkit.directory import (
+    HANDOVER_REQUESTED,
+    apply_directory_event,
+    handover_answer,
+    handover_request,
+    remember_handover,
+)
 from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crmkit.fields import MONEY_MAX
 from crmkit.pagination import SortSpec, paginate, parse_sort
@@ -26,6 +32,7 @@ from .db import (
     AccountRepository,
     Activity,
     Collision,
+    CompletedHandover,
     Contact,
     DirectoryTeam,
     DirectoryUser,
@@ -91,6 +98,9 @@ def put_stages(uow: UnitOfWork, settings: Settings, principal: Principal, body: 
 def _ownership(uow: UnitOfWork, principal: Principal, requested_owner: str | None) -> tuple[str, str | None]:
     """Who owns a new record: the creator, unless a leader names someone (CONTRACT §2)."""
     if requested_owner is None or requested_owner == principal.user_id:
+        successor = people.successor_now(uow, principal.user_id)
+        if successor != principal.user_id:  # created in the gap after the creator's handover
+            return successor, getattr(people.user(uow, successor), "team_id", None)
         return principal.user_id, principal.primary_team
     domain.check_may_set_owner(principal)
     user = people.user(uow, requested_owner)
@@ -623,6 +633,9 @@ def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) ->
     if existing_opp is not None:
         return existing_opp
     actor, owner, team = envelope.get("actor"), data["owner_id"], data["team_id"]
+    if (successor := people.successor_now(uow, owner)) != owner:
+        # The lead's owner was handed over before this conversion arrived: the deal is the successor's.
+        owner, team = successor, getattr(people.user(uow, successor), "team_id", None) or team
     created_by = f"lead:{part_o.get('source_lead_id') or envelope['subject']}"
     account = uow.session.get(Account, part_a["id"])
     refusal = _conversion_refusal(uow, account, part_a, owner, team)
@@ -683,7 +696,9 @@ def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) 
 
 
 def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> dict:
-    """Move the leaver's open opportunities and their accounts to the successor (CONTRACT §2)."""
+    """Move the leaver's open opportunities and their accounts to the successor (CONTRACT §2), and
+    remember it: what arrives later for the leaver goes to the successor too. A successor
+    deactivated meanwhile gets nothing: the handover is answered as failed."""
     handover_id, from_user, to_user = handover_request(envelope)
     successor = people.user(uow, to_user)
     if successor is None:
@@ -691,6 +706,10 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> dict:
         # partition). Retried, and dead-lettered with this reason if it never comes.
         raise LookupError(f"handover to user {to_user}, who is not in the directory (yet)")
     actor, now = envelope.get("actor"), utcnow()
+    if not successor.active:
+        uow.publish(*event(settings, "handover.completed", handover_id, handover_answer(
+            handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"), actor=actor))
+        return {"moved": 0}
     opps = uow.session.execute(select(Opportunity).where(
         Opportunity.owner_id == from_user, Opportunity.status == "open", Opportunity.deleted_at.is_(None)
     ).with_for_update()).scalars().all()
@@ -706,8 +725,8 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> dict:
         detection.detect(uow, settings, opp, _account_name(uow, opp.account_id), actor)
     for account in accounts:
         _account_event(uow, settings, "account.updated", account, actor, extra)
+    remember_handover(uow.session, CompletedHandover, handover_id, from_user, to_user)
     moved = {"moved": len(opps) + len(accounts), "opportunities": len(opps), "accounts": len(accounts)}
-    uow.publish(*event(settings, "handover.completed", handover_id, {
-        "handover_id": handover_id, "service": SERVICE, **moved, "from_user_id": from_user, "to_user_id": to_user},
-        actor=actor))
+    uow.publish(*event(settings, "handover.completed", handover_id, handover_answer(
+        handover_id, SERVICE, from_user, to_user, **moved), actor=actor))
     return moved

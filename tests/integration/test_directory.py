@@ -235,6 +235,18 @@ def test_handover_bookkeeping(gw):
     with bootstrap.context().db.uow(readonly=True) as uow:
         assert uow.session.get(Handover, uuid.UUID(handover_id)).services.keys() == {"leads", "orders"}
 
+    # A service whose successor was deactivated meanwhile answers "failed": the handover fails.
+    handover_id = manager.post(f"/users/{leaver['id']}/handover", json={"to_user_id": heir["id"]}).json["handover_id"]
+    assert events("handover.requested")[-1]["subject"] == leaver["id"]  # keyed by the leaver: after their events
+    for service, data in (("leads", {"status": "failed", "failure": "the successor is not active"}),
+                          ("orders", {"status": "completed"})):
+        with bootstrap.context().db.uow() as uow:
+            services.record_handover_answer(uow, parse_envelope(encode(new_event("handover.completed", handover_id, {
+                "handover_id": handover_id, "service": service, "moved": 0, **data}, source=service))))
+            uow.commit()
+    failed = manager.get(f"/handovers/{handover_id}").json
+    assert failed["status"] == "failed" and "not active" in failed["services"]["leads"]["failure"]
+
 
 def test_rs256_tokens_verify_with_the_public_key_only(database_url, request, monkeypatch):
     """With CRM_JWT_PRIVATE_KEY the gateway signs RS256 (with a kid); services verify with the public

@@ -356,9 +356,33 @@ def test_handover_moves_only_the_open_leads_of_that_user(leads):  # noqa: F811
     assert heir_team == 3
     [done] = events("handover.completed")
     assert done["data"] == {"handover_id": "h1", "service": "leads", "moved": 3, "from_user_id": "leaver",
-                            "to_user_id": "heir"}
+                            "to_user_id": "heir", "status": "completed", "failure": None}
     assert sorted(e["subject"] for e in events("lead.assigned")) == sorted(open_ids)
     assert others["owner_id"] == "other"
+    # The handover is remembered: a lead the leaver creates in the gap before the deactivation
+    # reaches this service, and a conversion of theirs that is refused later, go to the heir.
+    late = leaver.post("/leads", json={"company": "Created in the gap"}).json
+    assert (late["owner_id"], late["team_id"]) == ("heir", "west")
+    with ctx.db.uow() as uow:
+        converted = uow.session.get(Lead, uuid.UUID(won["id"]))
+        services.roll_back_conversion(uow, ctx.settings, new_event("lead.conversion_rejected", won["id"], {
+            "lead_id": won["id"], "opportunity_id": str(converted.opportunity_id), "reason": "no"}, source="x"))
+        uow.commit()
+    assert leads.as_("heir", "rep", teams=["west"]).get(f"/leads/{won['id']}").json["status"] == "new"
+
+
+def test_a_handover_to_a_successor_deactivated_meanwhile_moves_nothing_and_fails(leads):  # noqa: F811
+    directory(user("leaver", "east"), user("gone", "west", active=False))
+    lead = leads.as_("leaver", "rep", teams=["east"]).post("/leads", json={"company": "Stays"}).json
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        services.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "leaver", {
+            "handover_id": "h2", "from_user_id": "leaver", "to_user_id": "gone"}, source="gateway"))
+        uow.commit()
+    [failed] = events("handover.completed")
+    assert (failed["data"]["status"], failed["data"]["moved"]) == ("failed", 0) and "not active" in \
+        failed["data"]["failure"]
+    assert leads.as_("leaver", "rep", teams=["east"]).get(f"/leads/{lead['id']}").json["owner_id"] == "leaver"
 
 
 # ---- CSV import ----------------------------------------------------------------------------------

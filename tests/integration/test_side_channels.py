@@ -259,3 +259,26 @@ def _attack_tokens(client, service: str):
     assert _forged(client, "bo", "admin", extra={"ver": 1}).get(path).status_code == 401
     assert _forged(client, "nobody", "executive", extra={"ver": 1}).get(path).status_code == 401
     assert _forged(client, "bo", "rep", teams=["west"]).get(path).status_code == 401  # no version at all
+
+
+# ---- issue 12: a handover with a memory ------------------------------------------------------------------
+def test_what_arrives_after_a_handover_goes_to_the_successor(opps):
+    from crmkit.events import new_event
+    from services.opportunities import services
+    from tests.integration.test_opportunities_api import _converted
+
+    leaver = opps.as_("leaver", "rep", teams=["east"])
+    opps.as_("heir", "rep", teams=["east"])
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        services.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "leaver", {
+            "handover_id": "h1", "from_user_id": "leaver", "to_user_id": "heir"}, source="gateway"))
+        uow.commit()
+    late = _converted(owner_id="leaver", team_id="east")  # converted just before the handover reached leads
+    with ctx.db.uow() as uow:
+        services.apply_lead_converted(uow, ctx.settings, late)
+        uow.commit()
+    opp = opps.as_("heir", "rep", teams=["east"]).get(f"/opportunities/{late['data']['opportunity']['id']}").json
+    assert opp["owner_id"] == "heir"
+    gap = leaver.post("/accounts", json={"name": "Made in the gap"}).json
+    assert gap["owner_id"] == "heir"
