@@ -232,10 +232,14 @@ def list_account_activities(args, account_id: uuid.UUID):
 @deals.response(201, OpportunitySchema)
 @roles(*SELLERS)
 def create_opportunity(fields):
+    """Open a deal on an account you own or lead; collisions with other reps' deals are flagged."""
     with ctx().db.uow() as uow:
         opp = services.create_opportunity(uow, ctx().settings, principal(), fields)
-        services.render_opportunities(uow, [opp])
         uow.commit()
+    # Rendered after the commit: the write transaction holds collision match-key locks that every
+    # look-alike deal waits for, so it ends as soon as the deal is saved.
+    with ctx().db.uow(readonly=True) as uow:
+        services.render_opportunities(uow, [opp])
     return opp, 201, {**_tagged(opp), "Location": f"/api/v1/opportunities/{opp.id}"}
 
 
@@ -262,8 +266,11 @@ def _changed(action):
     """Run a change to one opportunity in a unit of work; answer it rendered, with its new ETag."""
     with ctx().db.uow() as uow:
         opp = action(uow)
-        services.render_opportunities(uow, [opp])  # before commit: no second transaction to read it
         uow.commit()
+    # After the commit, like a create: a change that ran collision detection holds match-key locks
+    # that other look-alike deals wait for.
+    with ctx().db.uow(readonly=True) as uow:
+        services.render_opportunities(uow, [opp])
     return opp, 200, _tagged(opp)
 
 

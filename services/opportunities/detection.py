@@ -37,8 +37,10 @@ from .events import event
 
 log = logging.getLogger(__name__)
 
-# How many of the best candidates (by shared match keys) are scored per write.
+# How many of the best candidates (by shared match keys) are scored per write, and how many new
+# collisions one write records at most.
 CANDIDATES = 100
+NEW_MATCHES_KEPT = 20
 
 
 def deal_of(opportunity, account_name: str) -> collisions.Deal:
@@ -78,6 +80,12 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
         match = collisions.compare(deal, other_deal)
         if collisions.blind_collision(deal, other_deal) if other.id in blind else match.is_collision:
             matches[other.id] = (other, match)
+    # A burst of look-alike deals would pair each new one with every earlier one (up to CANDIDATES):
+    # the best NEW_MATCHES_KEPT new pairs are recorded, which is plenty to resolve, and keeps the
+    # write (and the match-key locks other look-alike writers wait for) short.
+    fresh = sorted((i for i in matches if i not in known), key=lambda i: (-matches[i][1].score, str(i)))
+    for dropped in fresh[NEW_MATCHES_KEPT:]:
+        del matches[dropped]
     # A pair of deals whose owners see each other's deal is cleared as soon as they differ, and its
     # explanation kept current. A blind pair (see the module's docstring) is written once and then
     # left alone, matching or not: neither a clearing nor a changed row may answer a probe.
@@ -86,16 +94,17 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
             if row is not None:
                 session.delete(row)
     now = utcnow()
-    for other_id, (other, match) in matches.items():
+    for other_id, (_other, match) in matches.items():
         if other_id in known and other_id in blind:
             continue
         for this, that, rows in ((opportunity.id, other_id, mine), (other_id, opportunity.id, theirs)):
             row = rows.get(other_id) or Collision(opportunity_id=this, other_id=that, detected_at=now)
             row.score, row.signals, row.reasons = match.score, match.signals, match.reasons
             session.add(row)
-        if other_id not in known:
-            _announce(uow, settings, opportunity, other, match, actor)
-    return [other_id for other_id in matches if other_id not in known]
+    new = [matches[other_id] for other_id in matches if other_id not in known]
+    if new:
+        _announce(uow, settings, opportunity, new, actor)
+    return [other.id for other, _ in new]
 
 
 # ---- re-detection after an account rename, in the worker -------------------------------------------
@@ -225,14 +234,25 @@ def _candidates(uow: UnitOfWork, opportunity: Opportunity, keys: list[str]) -> l
                    Opportunity.deleted_at.is_(None))).all()
 
 
-def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, other,
-              match: collisions.Match, actor) -> None:
-    sides = []
-    for opp in (opportunity, other):
-        sides.append({"opportunity_id": str(opp.id), "name": opp.name, "owner_id": opp.owner_id,
-                      "team_id": opp.team_id, "manager_id": people.manager_of(uow, opp.owner_id)})
+ANNOUNCED_MATCHES = 20  # an announcement names at most this many of a deal's new collisions
+
+
+def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, new: list, actor) -> None:
+    """One opportunity.collision_detected per write that found new collisions, naming this deal and
+    its new matches (the best first, at most ANNOUNCED_MATCHES): a burst of look-alike deals makes
+    one event per deal, not one per pair."""
+    def side(opp) -> dict:
+        return {"opportunity_id": str(opp.id), "name": opp.name, "owner_id": opp.owner_id, "team_id": opp.team_id,
+                "manager_id": people.manager_of(uow, opp.owner_id)}
+
+    best = sorted(new, key=lambda pair: (-pair[1].score, str(pair[0].id)))[:ANNOUNCED_MATCHES]
+    this = side(opportunity)
+    matches = [{**side(other), "score": match.score, "signals": match.signals, "reasons": match.reasons}
+               for other, match in best]
+    everyone = [this, *matches]
     uow.publish(*event(settings, "opportunity.collision_detected", opportunity.id, {
-        "opportunities": sides, "score": match.score, "signals": match.signals, "reasons": match.reasons,
-        "owner_ids": sorted({s["owner_id"] for s in sides if s["owner_id"]}),
-        "manager_ids": sorted({s["manager_id"] for s in sides if s["manager_id"]}),
+        "opportunity": this, "matches": matches, "more": len(new) - len(best),
+        "opportunities": [this, *({k: m[k] for k in this} for m in matches)],
+        "owner_ids": sorted({s["owner_id"] for s in everyone if s["owner_id"]}),
+        "manager_ids": sorted({s["manager_id"] for s in everyone if s["manager_id"]}),
     }, actor=actor))

@@ -18,20 +18,28 @@ def user(uow: UnitOfWork, user_id: str | None) -> DirectoryUser | None:
 
 def principal_of(uow: UnitOfWork, user_id: str, team_id: str | None = None) -> Principal:
     """Someone as the directory replica knows them, for deciding what they may see or change; a user
-    the replica does not know (yet) is a rep of `team_id`."""
-    with uow.session.no_autoflush:
-        known = principal_from_replica(uow.session, DirectoryUser, DirectoryTeam, user_id)
-    return known or Principal(user_id=user_id, role="rep", teams=(team_id,) if team_id else ())
+    the replica does not know (yet) is a rep of `team_id`. Once per transaction and user."""
+    principals = uow.cache.setdefault("principal_of", {})
+    if (user_id, team_id) not in principals:
+        with uow.session.no_autoflush:
+            known = principal_from_replica(uow.session, DirectoryUser, DirectoryTeam, user_id)
+        principals[(user_id, team_id)] = known or Principal(user_id=user_id, role="rep",
+                                                            teams=(team_id,) if team_id else ())
+    return principals[(user_id, team_id)]
 
 
 def manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
-    """Whom to ask about someone's deal: the manager of their team."""
-    known = user(uow, user_id)
-    if known is None or not known.team_id:
-        return None
-    with uow.session.no_autoflush:
-        team = uow.session.get(DirectoryTeam, known.team_id)
-    return team.manager_id if team else None
+    """Whom to ask about someone's deal: the manager of their team (looked up once per transaction:
+    an announcement of many collisions names the same few managers again and again)."""
+    managers = uow.cache.setdefault("manager_of", {})
+    if user_id not in managers:
+        known = user(uow, user_id)
+        team = None
+        if known is not None and known.team_id:
+            with uow.session.no_autoflush:
+                team = uow.session.get(DirectoryTeam, known.team_id)
+        managers[user_id] = team.manager_id if team else None
+    return managers[user_id]
 
 
 def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
