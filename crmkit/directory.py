@@ -141,6 +141,14 @@ class CompletedHandoverColumns:
     completed_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+def owner_lock_key(user_id: str) -> str:
+    """The business key (crmkit.db.lock_keys) that a handover of this user and every new record given
+    to them take: a record saved while the handover runs either commits first (and is moved) or waits
+    and then sees the handover (and goes to the successor). Without it, one committed just after the
+    handover's move would stay with the leaver."""
+    return f"owner:{user_id}"
+
+
 def successor_of(session, model, user_id: str | None, *, hops: int = 5) -> str | None:
     """Whoever now holds a leaver's records (following A -> B -> C), or user_id itself when they were
     never handed over."""

@@ -20,6 +20,7 @@ from crmkit.directory import (
     apply_directory_event,
     handover_answer,
     handover_request,
+    owner_lock_key,
     principal_from_replica,
     remember_handover,
     successor_of,
@@ -645,6 +646,7 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
             handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"),
             source=SERVICE, actor=actor))
         return 0
+    lock_keys(uow, [owner_lock_key(from_user)])  # records being given to the leaver commit first, or wait
     to_team = _team_of(uow, to_user)
     leads = uow.session.execute(select(Lead).where(
         Lead.owner_id == from_user, Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
@@ -663,5 +665,9 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
 
 
 def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
-    """Whoever holds the user's records now: the user, or their successor after a handover."""
-    return successor_of(uow.session, CompletedHandover, user_id) if user_id else user_id
+    """Whoever holds the user's records now: the user, or their successor after a handover. Takes
+    the owner's lock (crmkit.directory.owner_lock_key), so a handover cannot slip in before commit."""
+    if not user_id:
+        return user_id
+    lock_keys(uow, [owner_lock_key(user_id)])
+    return successor_of(uow.session, CompletedHandover, user_id)

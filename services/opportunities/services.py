@@ -10,12 +10,13 @@ from sqlalchemy import delete, func, select, update
 
 from crmkit.auth import Principal
 from crmkit.consumer import Reject
-from crmkit.db import UnitOfWork, utcnow
+from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.directory import (
     HANDOVER_REQUESTED,
     apply_directory_event,
     handover_answer,
     handover_request,
+    owner_lock_key,
     remember_handover,
 )
 from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -706,6 +707,7 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> dict:
         # partition). Retried, and dead-lettered with this reason if it never comes.
         raise LookupError(f"handover to user {to_user}, who is not in the directory (yet)")
     actor, now = envelope.get("actor"), utcnow()
+    lock_keys(uow, [owner_lock_key(from_user)])  # records being given to the leaver commit first, or wait
     if not successor.active:
         uow.publish(*event(settings, "handover.completed", handover_id, handover_answer(
             handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"), actor=actor))
