@@ -103,11 +103,15 @@ def test_conversions_racing_a_handover_leave_nothing_with_the_leaver(crm):
         leaver, session = _new_rep(crm)
         leads = [session.post(crm.api("/leads"), json={"company": f"Race {round_} {i} {_uid()}"}).json()
                  for i in range(3)]
+        # One conversion goes into an account of the leaver's, which the handover moves meanwhile.
+        own_account = session.post(crm.api("/accounts"), json={"name": f"Leaver's {_uid()}"}).json()["id"]
+        targets = {leads[0]["id"]: own_account}
         accepted = []
 
-        def convert(lead=None, session=session, accepted=accepted) -> None:
+        def convert(lead=None, session=session, accepted=accepted, targets=targets) -> None:
+            extra = {"account_id": targets[lead["id"]]} if lead["id"] in targets else {}
             r = session.post(crm.api(f"/leads/{lead['id']}/convert"), json={
-                "opportunity_name": "race", "amount": "10.00", "expected_close_date": CLOSE})
+                "opportunity_name": "race", "amount": "10.00", "expected_close_date": CLOSE, **extra})
             if r.status_code == 202:
                 accepted.append(r.json())
 
