@@ -149,19 +149,27 @@ def owner_lock_key(user_id: str) -> str:
     return f"owner:{user_id}"
 
 
-def successor_of(session, model, user_id: str | None, *, hops: int = 5) -> str | None:
-    """Whoever now holds a leaver's records (following A -> B -> C), or user_id itself when they were
-    never handed over."""
-    seen = set()
-    while user_id and user_id not in seen and hops > 0:
-        seen.add(user_id)
+def successor_of(session, handovers, users, user_id: str | None, *, lock=None, hops: int = 10) -> str | None:
+    """Whoever holds user_id's records now. An active user holds their own: a handover moves what
+    someone has, it does not capture what they make later (and a reactivated user is theirs again).
+    An inactive user's records go to the successor of their latest completed handover, followed the
+    same way through a chain (A -> B -> C). `lock(key)` is called for every user on the way
+    (owner_lock_key), so no hop can be handed over again between this read and the commit."""
+    seen: list[str] = []
+    current = user_id
+    while current and hops > 0 and current not in seen:
+        if lock is not None:
+            lock(owner_lock_key(current))
+        seen.append(current)
         with session.no_autoflush:
-            row = session.execute(select(model.to_user_id).where(model.from_user_id == user_id)
-                                  .order_by(model.completed_at.desc()).limit(1)).scalar_one_or_none()
-        if row is None:
-            return user_id
-        user_id, hops = row, hops - 1
-    return user_id
+            user = session.get(users, current)
+            successor = None if user is None or user.active else session.execute(
+                select(handovers.to_user_id).where(handovers.from_user_id == current)
+                .order_by(handovers.completed_at.desc()).limit(1)).scalar_one_or_none()
+        if successor is None:
+            return current
+        current, hops = successor, hops - 1
+    return current
 
 
 USER_EVENTS = ("user.created", "user.updated", "user.deactivated")
@@ -227,6 +235,14 @@ def principal_from_replica(session, user_model, team_model, user_id: str) -> Pri
             select(team_model.id, team_model.manager_id, team_model.parent_team_id))]
         manages = tuple(sorted(managed_teams(user_id, teams)))
     return Principal(user_id=user_id, role=user.role, teams=(user.team_id,) if user.team_id else (), manages=manages)
+
+
+def deactivated_user(envelope: dict) -> str | None:
+    """The id of the user a crm.directory.v1 event deactivates, if it does."""
+    user = (envelope.get("data") or {}).get("user") or {}
+    if envelope["type"] in USER_EVENTS and user.get("active") is False and user.get("id"):
+        return str(user["id"])
+    return None
 
 
 def remember_handover(session, model, handover_id: str, from_user: str, to_user: str) -> None:

@@ -26,7 +26,7 @@ from functools import wraps
 
 from flask import Response, g, make_response, request
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .db import WRITES, run_with_commit_hook, utcnow
 from .errors import Conflict, Problem
@@ -87,7 +87,7 @@ def _store(engine, table, this, response: Response, attempts: int = 3) -> None:
                 elif state == "in_progress":  # nothing was committed (an error response): free the key
                     conn.execute(delete(table).where(this))
             return
-        except OperationalError:
+        except SQLAlchemyError:
             if attempt == attempts - 1:
                 log.warning("could not store the response of an idempotent request", exc_info=True)
                 return
@@ -133,5 +133,8 @@ def _claim(engine, table, this, who: str, key: str, fingerprint: str) -> Respons
 
 
 def _release_if_uncommitted(engine, table, this) -> None:
-    with engine.begin() as conn:
-        conn.execute(delete(table).where(this, table.c.state == "in_progress"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(table).where(this, table.c.state == "in_progress"))
+    except SQLAlchemyError:  # the request's own error is the answer; the claim goes stale in time
+        log.warning("could not release an Idempotency-Key claim", exc_info=True)

@@ -129,6 +129,11 @@ def update_user(uow: UnitOfWork, settings: Settings, actor: str, user_id: uuid.U
         _require_team(repo, changes["team_id"])
     if str(user.id) == actor and (changes.get("active") is False or changes.get("role", "admin") != "admin"):
         raise Conflict("admins may not deactivate or demote themselves; ask another admin")
+    if changes.get("active") is False and uow.session.execute(select(Handover.id).where(
+            Handover.to_user_id == user.id, Handover.status == "pending").limit(1)).first():
+        # The services may already be moving records to them: wait until the handover has answered.
+        raise Conflict("this user is receiving a handover that is still pending; deactivate them once it has "
+                       "completed", headers={"Retry-After": "5"})
     for name in ("name", "role", "team_id", "region", "active"):
         if name in changes:
             setattr(user, name, changes[name].strip() if name == "name" else changes[name])

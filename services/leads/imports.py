@@ -34,7 +34,7 @@ from crmkit.settings import Settings
 from . import domain
 from .db import LeadImport, LeadImportError
 from .schemas import ImportRowSchema
-from .services import importer_active, intake, prefetch_duplicates, replica_principal
+from .services import importer_active, intake, prefetch_duplicates, replica_principal, successor_now
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 1000
@@ -220,6 +220,9 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
             teams=(job.requested_team,) if job.requested_team else ())
         owner_id, team_id = domain.initial_ownership(Principal(
             user_id=job.requested_by, role=job.requested_role, teams=(job.requested_team,) if job.requested_team else ()))
+        if owner_id is not None:
+            # The owner's lock before any lead row: a handover takes it before the rows it moves.
+            successor_now(uow, owner_id)
         valid = []
         for line, raw in chunk:
             try:

@@ -18,6 +18,7 @@ from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.directory import (
     HANDOVER_REQUESTED,
     apply_directory_event,
+    deactivated_user,
     handover_answer,
     handover_request,
     owner_lock_key,
@@ -626,8 +627,15 @@ def roll_back_conversion(uow: UnitOfWork, settings: Settings, envelope: dict) ->
 def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
     if envelope["type"] == HANDOVER_REQUESTED:
         hand_over(uow, settings, envelope)
-    else:
-        apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam)
+        return
+    apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam)
+    leaver = deactivated_user(envelope)
+    if leaver is not None:
+        # Handed over while still active, then deactivated: what they gained meanwhile (a lead of
+        # their own, one routed or reassigned to them) goes to the successor now.
+        successor = successor_now(uow, leaver)
+        if successor != leaver:
+            _move_open_leads(uow, settings, leaver, successor, envelope.get("actor"), None)
 
 
 def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
@@ -647,6 +655,15 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
             source=SERVICE, actor=actor))
         return 0
     lock_keys(uow, [owner_lock_key(from_user)])  # records being given to the leaver commit first, or wait
+    moved = _move_open_leads(uow, settings, from_user, to_user, actor, handover_id)
+    remember_handover(uow.session, CompletedHandover, handover_id, from_user, to_user)
+    uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
+        handover_id, SERVICE, from_user, to_user, moved=moved), source=SERVICE, actor=actor))
+    return moved
+
+
+def _move_open_leads(uow: UnitOfWork, settings: Settings, from_user: str, to_user: str, actor,
+                     handover_id: str | None) -> int:
     to_team = _team_of(uow, to_user)
     leads = uow.session.execute(select(Lead).where(
         Lead.owner_id == from_user, Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
@@ -658,9 +675,6 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
     for lead in leads:
         _publish(uow, settings, "lead.assigned", lead, actor,
                  extra={"previous_owner_id": from_user, "reason": "handover", "handover_id": handover_id})
-    remember_handover(uow.session, CompletedHandover, handover_id, from_user, to_user)
-    uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
-        handover_id, SERVICE, from_user, to_user, moved=len(leads)), source=SERVICE, actor=actor))
     return len(leads)
 
 
@@ -669,5 +683,5 @@ def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
     the owner's lock (crmkit.directory.owner_lock_key), so a handover cannot slip in before commit."""
     if not user_id:
         return user_id
-    lock_keys(uow, [owner_lock_key(user_id)])
-    return successor_of(uow.session, CompletedHandover, user_id)
+    return successor_of(uow.session, CompletedHandover, DirectoryUser, user_id,
+                        lock=lambda key: lock_keys(uow, [key]))

@@ -1,9 +1,11 @@
 """Opportunities HTTP API: thin routes that parse, call the service layer, commit and render."""
 from __future__ import annotations
 
+import logging
 import uuid
 
 from marshmallow import RAISE
+from sqlalchemy.exc import SQLAlchemyError
 
 from crmkit.activities import ActivityCreateSchema
 from crmkit.etag import check_if_match_if_given, etag_for, require_if_match
@@ -54,6 +56,7 @@ from .schemas import (
     WinSchema,
 )
 
+log = logging.getLogger(__name__)
 accounts = Blueprint("accounts", __name__, description="Accounts (customers) and their contacts")
 deals = Blueprint("opportunities", __name__, description="Opportunities through the pipeline")
 report_blp = Blueprint("opportunity-reports", __name__, description="Pipeline, forecast, win rate, sales cycle")
@@ -238,8 +241,7 @@ def create_opportunity(fields):
         uow.commit()
     # Rendered after the commit: the write transaction holds collision match-key locks that every
     # look-alike deal waits for, so it ends as soon as the deal is saved.
-    with ctx().db.uow(readonly=True) as uow:
-        services.render_opportunities(uow, [opp])
+    _render_committed(opp)
     return opp, 201, {**_tagged(opp), "Location": f"/api/v1/opportunities/{opp.id}"}
 
 
@@ -269,9 +271,20 @@ def _changed(action):
         uow.commit()
     # After the commit, like a create: a change that ran collision detection holds match-key locks
     # that other look-alike deals wait for.
-    with ctx().db.uow(readonly=True) as uow:
-        services.render_opportunities(uow, [opp])
+    _render_committed(opp)
     return opp, 200, _tagged(opp)
+
+
+def _render_committed(opp) -> None:
+    """Render a deal that is already saved. Its team, checklist and collisions are read in a second
+    transaction; if that fails the change still happened, so the answer is the deal without them,
+    never an error (a client would retry, and create it twice)."""
+    try:
+        with ctx().db.uow(readonly=True) as uow:
+            services.render_opportunities(uow, [opp])
+    except SQLAlchemyError:
+        log.warning("could not render a saved opportunity", exc_info=True)
+        opp.team, opp.collisions, opp.checklist = [], [], []
 
 
 @deals.route("/opportunities/<uuid:opp_id>", methods=["PATCH"])

@@ -83,9 +83,13 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
     # A burst of look-alike deals would pair each new one with every earlier one (up to CANDIDATES):
     # the best NEW_MATCHES_KEPT new pairs are recorded, which is plenty to resolve, and keeps the
     # write (and the match-key locks other look-alike writers wait for) short.
-    fresh = sorted((i for i in matches if i not in known), key=lambda i: (-matches[i][1].score, str(i)))
+    # Visible pairs first, by score; blind pairs after them by id alone: whether a blind pair makes
+    # the cut must not rank the hidden deal's score.
+    fresh = sorted((i for i in matches if i not in known),
+                   key=lambda i: (1, 0.0, str(i)) if i in blind else (0, -matches[i][1].score, str(i)))
     for dropped in fresh[NEW_MATCHES_KEPT:]:
         del matches[dropped]
+    beyond_cut = max(0, len(fresh) - NEW_MATCHES_KEPT)
     # A pair of deals whose owners see each other's deal is cleared as soon as they differ, and its
     # explanation kept current. A blind pair (see the module's docstring) is written once and then
     # left alone, matching or not: neither a clearing nor a changed row may answer a probe.
@@ -103,7 +107,7 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
             session.add(row)
     new = [matches[other_id] for other_id in matches if other_id not in known]
     if new:
-        _announce(uow, settings, opportunity, new, actor)
+        _announce(uow, settings, opportunity, new, actor, more=beyond_cut)
     return [other.id for other, _ in new]
 
 
@@ -237,7 +241,8 @@ def _candidates(uow: UnitOfWork, opportunity: Opportunity, keys: list[str]) -> l
 ANNOUNCED_MATCHES = 20  # an announcement names at most this many of a deal's new collisions
 
 
-def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, new: list, actor) -> None:
+def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, new: list, actor, *,
+              more: int = 0) -> None:
     """One opportunity.collision_detected per write that found new collisions, naming this deal and
     its new matches (the best first, at most ANNOUNCED_MATCHES): a burst of look-alike deals makes
     one event per deal, not one per pair."""
@@ -251,7 +256,7 @@ def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, new
                for other, match in best]
     everyone = [this, *matches]
     uow.publish(*event(settings, "opportunity.collision_detected", opportunity.id, {
-        "opportunity": this, "matches": matches, "more": len(new) - len(best),
+        "opportunity": this, "matches": matches, "more": more + len(new) - len(best),
         "opportunities": [this, *({k: m[k] for k in this} for m in matches)],
         "owner_ids": sorted({s["owner_id"] for s in everyone if s["owner_id"]}),
         "manager_ids": sorted({s["manager_id"] for s in everyone if s["manager_id"]}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork, lock_keys
-from crmkit.directory import owner_lock_key, principal_from_replica, successor_of
+from crmkit.directory import principal_from_replica, successor_of
 
 from .db import CompletedHandover, DirectoryTeam, DirectoryUser
 
@@ -47,5 +47,5 @@ def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
     the owner's lock (crmkit.directory.owner_lock_key), so a handover cannot slip in before commit."""
     if not user_id:
         return user_id
-    lock_keys(uow, [owner_lock_key(user_id)])
-    return successor_of(uow.session, CompletedHandover, user_id)
+    return successor_of(uow.session, CompletedHandover, DirectoryUser, user_id,
+                        lock=lambda key: lock_keys(uow, [key]))

@@ -359,16 +359,24 @@ def test_handover_moves_only_the_open_leads_of_that_user(leads):  # noqa: F811
                             "to_user_id": "heir", "status": "completed", "failure": None}
     assert sorted(e["subject"] for e in events("lead.assigned")) == sorted(open_ids)
     assert others["owner_id"] == "other"
-    # The handover is remembered: a lead the leaver creates in the gap before the deactivation
-    # reaches this service, and a conversion of theirs that is refused later, go to the heir.
+    # Handed over while still active, the leaver keeps what they make (a handover moves what someone
+    # has; it does not capture an active user's future work)...
     late = leaver.post("/leads", json={"company": "Created in the gap"}).json
-    assert (late["owner_id"], late["team_id"]) == ("heir", "west")
+    assert late["owner_id"] == "leaver"
+    # ... until they are deactivated: then it goes to the heir, and so does whatever arrives later.
+    directory(user("leaver", "east", active=False))
+    heir = leads.as_("heir", "rep", teams=["west"])
+    assert heir.get(f"/leads/{late['id']}").json["owner_id"] == "heir"
     with ctx.db.uow() as uow:
         converted = uow.session.get(Lead, uuid.UUID(won["id"]))
         services.roll_back_conversion(uow, ctx.settings, new_event("lead.conversion_rejected", won["id"], {
             "lead_id": won["id"], "opportunity_id": str(converted.opportunity_id), "reason": "no"}, source="x"))
         uow.commit()
-    assert leads.as_("heir", "rep", teams=["west"]).get(f"/leads/{won['id']}").json["status"] == "new"
+    assert heir.get(f"/leads/{won['id']}").json["status"] == "new"
+    # Reactivated, the leaver's new work is theirs again.
+    directory(user("leaver", "east"))
+    assert leads.as_("leaver", "rep", teams=["east"]).post("/leads", json={"company": "Back"}).json["owner_id"] == \
+        "leaver"
 
 
 def test_a_handover_to_a_successor_deactivated_meanwhile_moves_nothing_and_fails(leads):  # noqa: F811

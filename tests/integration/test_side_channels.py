@@ -270,15 +270,38 @@ def test_what_arrives_after_a_handover_goes_to_the_successor(opps):
     leaver = opps.as_("leaver", "rep", teams=["east"])
     opps.as_("heir", "rep", teams=["east"])
     ctx = bootstrap.context()
-    with ctx.db.uow() as uow:
-        services.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "leaver", {
-            "handover_id": "h1", "from_user_id": "leaver", "to_user_id": "heir"}, source="gateway"))
-        uow.commit()
+
+    def directory_event(kind: str, subject: str, data: dict) -> None:
+        with ctx.db.uow() as uow:
+            services.handle_directory_event(uow, ctx.settings, new_event(kind, subject, data, source="gateway"))
+            uow.commit()
+
+    directory_event("handover.requested", "leaver", {"handover_id": "h1", "from_user_id": "leaver",
+                                                     "to_user_id": "heir"})
+    gap = leaver.post("/accounts", json={"name": "Made after the handover"}).json
+    assert gap["owner_id"] == "leaver"  # still active: a handover does not capture their future work
+    directory_event("user.deactivated", "leaver", {"user": {"id": "leaver", "active": False}})
+    heir = opps.as_("heir", "rep", teams=["east"], register=False)
+    assert heir.get(f"/accounts/{gap['id']}").json["owner_id"] == "heir"  # moved at the deactivation
     late = _converted(owner_id="leaver", team_id="east")  # converted just before the handover reached leads
     with ctx.db.uow() as uow:
         services.apply_lead_converted(uow, ctx.settings, late)
         uow.commit()
-    opp = opps.as_("heir", "rep", teams=["east"]).get(f"/opportunities/{late['data']['opportunity']['id']}").json
-    assert opp["owner_id"] == "heir"
-    gap = leaver.post("/accounts", json={"name": "Made in the gap"}).json
-    assert gap["owner_id"] == "heir"
+    assert heir.get(f"/opportunities/{late['data']['opportunity']['id']}").json["owner_id"] == "heir"
+
+
+def test_a_handover_chain_and_a_cycle_end_with_someone_active(opps):
+    from crmkit.directory import successor_of
+    from services.opportunities.db import CompletedHandover, DirectoryUser
+
+    for user, active in (("a", False), ("b", False), ("c", True), ("x", False), ("y", False)):
+        opps.directory.put_user(user, "rep", "east", active=active)
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        for i, (src, dst) in enumerate((("a", "b"), ("b", "c"), ("x", "y"), ("y", "x"))):
+            uow.session.add(CompletedHandover(handover_id=f"h{i}", from_user_id=src, to_user_id=dst))
+        uow.commit()
+    with ctx.db.uow(readonly=True) as uow:
+        assert successor_of(uow.session, CompletedHandover, DirectoryUser, "a") == "c"
+        assert successor_of(uow.session, CompletedHandover, DirectoryUser, "c") == "c"
+        assert successor_of(uow.session, CompletedHandover, DirectoryUser, "x") in ("x", "y")  # no loop
