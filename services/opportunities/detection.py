@@ -107,7 +107,8 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
             session.add(row)
     new = [matches[other_id] for other_id in matches if other_id not in known]
     if new:
-        _announce(uow, settings, opportunity, new, actor, more=beyond_cut)
+        current = (known - (known - set(matches) - blind)) | set(matches)  # what the deal collides with now
+        _announce(uow, settings, opportunity, new, actor, more=beyond_cut, current=current)
     return [other.id for other, _ in new]
 
 
@@ -242,7 +243,7 @@ ANNOUNCED_MATCHES = 20  # an announcement names at most this many of a deal's ne
 
 
 def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, new: list, actor, *,
-              more: int = 0) -> None:
+              more: int = 0, current: set | None = None) -> None:
     """One opportunity.collision_detected per write that found new collisions, naming this deal and
     its new matches (the best first, at most ANNOUNCED_MATCHES): a burst of look-alike deals makes
     one event per deal, not one per pair."""
@@ -257,6 +258,8 @@ def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, new
     everyone = [this, *matches]
     uow.publish(*event(settings, "opportunity.collision_detected", opportunity.id, {
         "opportunity": this, "matches": matches, "more": more + len(new) - len(best),
+        # Every deal it collides with now (new or not), by id, at most ANNOUNCED_MATCHES of them.
+        "current_ids": sorted(str(i) for i in current or ())[:ANNOUNCED_MATCHES],
         "opportunities": [this, *({k: m[k] for k in this} for m in matches)],
         "owner_ids": sorted({s["owner_id"] for s in everyone if s["owner_id"]}),
         "manager_ids": sorted({s["manager_id"] for s in everyone if s["manager_id"]}),

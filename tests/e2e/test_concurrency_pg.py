@@ -4,6 +4,7 @@ deactivated and handed over."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 import uuid
@@ -58,14 +59,17 @@ def test_sixteen_writers_of_look_alike_deals_stay_fast_and_announce_once_per_dea
     mine = set(created)
     wait_for(lambda: crm.sql("opportunities", "select count(*) from outbox where published_at is null")[0][0] == 0,
              timeout=60, what="the outbox relayed")
-    announced = Counter()
+    announced, current = Counter(), {}
     for message in read_topic(crm.env["KAFKA_BOOTSTRAP_SERVERS"], f"{crm.topic_prefix}crm.opportunities.v1",
                               timeout_ms=3000):
         if dict(message.headers).get("type") == b"opportunity.collision_detected":
             subject = message.key.decode() if message.key else None
             if subject in mine:
                 announced[subject] += 1
+                data = json.loads(message.value)["data"]
+                current[subject] = (set(data["current_ids"]), {m["opportunity_id"] for m in data["matches"]})
     assert announced and max(announced.values()) == 1  # one event per deal, not one per pair
+    assert all(new <= now for now, new in current.values())  # it lists what the deal collides with now
 
 
 def _new_rep(crm, team: str = "east") -> tuple[dict, object]:

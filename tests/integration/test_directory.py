@@ -247,6 +247,19 @@ def test_handover_bookkeeping(gw):
     failed = manager.get(f"/handovers/{handover_id}").json
     assert failed["status"] == "failed" and "not active" in failed["services"]["leads"]["failure"]
 
+    # While a handover to them is pending, the successor cannot be deactivated (the services may be
+    # moving records to them right now); once it has answered, they can.
+    pending = manager.post(f"/users/{leaver['id']}/handover", json={"to_user_id": heir["id"]}).json["handover_id"]
+    etag = admin.get(f"/users/{heir['id']}").headers["ETag"]
+    refused = admin.patch(f"/users/{heir['id']}", json={"active": False}, headers={"If-Match": etag})
+    assert refused.status_code == 409 and refused.headers["Retry-After"] == "5"
+    for service in ("leads", "orders"):
+        with bootstrap.context().db.uow() as uow:
+            services.record_handover_answer(uow, parse_envelope(encode(new_event("handover.completed", pending, {
+                "handover_id": pending, "service": service, "moved": 0}, source=service))))
+            uow.commit()
+    assert admin.patch(f"/users/{heir['id']}", json={"active": False}, headers={"If-Match": etag}).status_code == 200
+
 
 def test_rs256_tokens_verify_with_the_public_key_only(database_url, request, monkeypatch):
     """With CRM_JWT_PRIVATE_KEY the gateway signs RS256 (with a kid); services verify with the public
