@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .auth import Principal, Unauthorized
 from .consumer import Reject
-from .db import UTCDateTime, utcnow
+from .db import UTCDateTime, lock_keys, utcnow
 from .errors import Problem
 from .teams import TeamNode, managed_teams
 
@@ -170,6 +170,14 @@ def successor_of(session, handovers, users, user_id: str | None, *, lock=None, h
             return current
         current, hops = successor, hops - 1
     return current
+
+
+def holder_now(uow, handovers, users, user_id: str | None) -> str | None:
+    """successor_of, taking the owner's lock of every hop in the unit of work: what a service calls
+    before giving a record to someone (successor_now in each service binds its own tables)."""
+    if not user_id:
+        return user_id
+    return successor_of(uow.session, handovers, users, user_id, lock=lambda key: lock_keys(uow, [key]))
 
 
 USER_EVENTS = ("user.created", "user.updated", "user.deactivated")

@@ -14,7 +14,7 @@ from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
 from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
 
-from . import imports, services
+from . import conversion, imports, services
 from .bootstrap import context
 from .domain import WORKING_ROLES
 from .schemas import (
@@ -151,7 +151,7 @@ def list_activities(args, lead_id: uuid.UUID):
 @roles(*LEAD_ROLES)
 def convert_lead(data, lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        ids = services.convert_lead(uow, ctx().settings, principal(), lead_id, data)
+        ids = conversion.convert_lead(uow, ctx().settings, principal(), lead_id, data)
         uow.commit()
     return ids, 202, {"Location": f"/api/v1/opportunities/{ids['opportunity_id']}"}
 

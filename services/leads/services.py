@@ -16,15 +16,8 @@ from crmkit.auth import Principal
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.directory import (
-    HANDOVER_REQUESTED,
-    apply_directory_event,
-    deactivated_user,
-    handover_answer,
-    handover_request,
-    owner_lock_key,
+    holder_now,
     principal_from_replica,
-    remember_handover,
-    successor_of,
 )
 from crmkit.errors import Forbidden, NotFound, ValidationFailed
 from crmkit.events import new_event
@@ -563,125 +556,6 @@ def list_activities(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID, a
                     sort=SortSpec("occurred_at", descending=True), limit=args["limit"], cursor=args.get("cursor"))
 
 
-# ---- conversion -----------------------------------------------------------------------------------
-def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID, data: dict) -> dict:
-    """Decide the ids now, so the caller can use them at once; the opportunities service creates
-    the account, contact and opportunity under these ids when it consumes lead.converted."""
-    lead = _visible_lead(uow, principal, lead_id, for_update=True)
-    domain.check_may_modify(principal)
-    domain.check_convertible(lead.status)
-    if lead.owner_id is None:  # converting a queued lead makes it the converter's
-        lead.owner_id, lead.team_id = principal.user_id, principal.primary_team
-    existing_account = data.get("account_id")
-    ids = {"account_id": existing_account or uuid.uuid4(), "contact_id": uuid.uuid4(), "opportunity_id": uuid.uuid4()}
-    lead.account_id, lead.contact_id, lead.opportunity_id = ids["account_id"], ids["contact_id"], ids["opportunity_id"]
-    lead.converted_from_status, lead.conversion_error = lead.status, None
-    lead.status, lead.converted_at, lead.follow_up_due_at = "converted", utcnow(), None
-    lead.updated_at = lead.converted_at
-    uow.session.flush()
-    _publish(uow, settings, "lead.converted", lead, principal.user_id, extra={
-        "owner_id": lead.owner_id, "team_id": lead.team_id,
-        "account": {"id": str(ids["account_id"]), "existing": existing_account is not None,
-                    "name": lead.company or lead.contact_name, "type": "b2b" if lead.company else "b2c",
-                    "industry": lead.industry, "region": lead.region},
-        "contact": {"id": str(ids["contact_id"]), "name": lead.contact_name or lead.company, "email": lead.email,
-                    "phone": lead.phone, "is_primary": True},
-        "opportunity": {"id": str(ids["opportunity_id"]), "name": data["opportunity_name"],
-                        "amount": str(data["amount"]), "currency": data.get("currency") or lead.currency,
-                        "expected_close_date": data["expected_close_date"].isoformat(), "region": lead.region,
-                        "source_lead_id": str(lead.id), "products": []},
-    })
-    return ids
-
-
-def roll_back_conversion(uow: UnitOfWork, settings: Settings, envelope: dict) -> Lead | None:
-    """lead.conversion_rejected (crm.opportunities.v1): the opportunities service could not apply the
-    conversion (the account was deleted, handed to someone else, or is not the owner's to sell
-    into). The lead goes back to where it was, without the ids that will never exist, and says why;
-    its owner can convert it again. A replay, or a lead converted again since, is left alone."""
-    data = envelope["data"]
-    try:
-        lead_id, opportunity_id = uuid.UUID(str(data["lead_id"])), uuid.UUID(str(data["opportunity_id"]))
-        reason = str(data["reason"])[:2000]
-    except (KeyError, ValueError, TypeError) as exc:
-        raise Reject(f"invalid lead.conversion_rejected: {exc!r}") from None
-    lead = uow.session.get(Lead, lead_id, with_for_update=True)
-    if lead is None or lead.status != "converted" or lead.opportunity_id != opportunity_id:
-        return None
-    now = utcnow()
-    if lead.owner_id and (successor := successor_now(uow, lead.owner_id)) != lead.owner_id:
-        lead.owner_id, lead.team_id = successor, _team_of(uow, successor)  # its owner left meanwhile
-    lead.status = lead.converted_from_status or "qualified"
-    lead.account_id = lead.contact_id = lead.opportunity_id = lead.converted_at = None
-    lead.conversion_error = reason
-    lead.follow_up_due_at = now + follow_up_sla() if lead.owner_id else None
-    lead.updated_at = now
-    uow.session.flush()
-    _publish(uow, settings, "lead.updated", lead, envelope.get("actor"), extra={
-        "changed": ["account_id", "contact_id", "conversion_error", "converted_at", "opportunity_id", "status"],
-        "reason": "conversion_rejected"})
-    return lead
-
-
-# ---- directory replica and handover (crm.directory.v1) --------------------------------------------
-def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
-    if envelope["type"] == HANDOVER_REQUESTED:
-        hand_over(uow, settings, envelope)
-        return
-    apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam)
-    leaver = deactivated_user(envelope)
-    if leaver is not None:
-        # Handed over while still active, then deactivated: what they gained meanwhile (a lead of
-        # their own, one routed or reassigned to them) goes to the successor now.
-        successor = successor_now(uow, leaver)
-        if successor != leaver:
-            _move_open_leads(uow, settings, leaver, successor, envelope.get("actor"), None)
-
-
-def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
-    """Move the leaver's open leads to the successor, and remember it (successor_now): what arrives
-    later for the leaver goes to the successor too. A successor deactivated meanwhile gets nothing:
-    the handover is answered as failed."""
-    handover_id, from_user, to_user = handover_request(envelope)
-    successor = _directory_user(uow, to_user)
-    if successor is None:
-        # Not Reject: the user.created event may still be on its way (another key, another
-        # partition). Retried, and dead-lettered with this reason if it never comes.
-        raise LookupError(f"handover to user {to_user}, who is not in the directory (yet)")
-    actor = envelope.get("actor")
-    if not successor.active:
-        uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
-            handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"),
-            source=SERVICE, actor=actor))
-        return 0
-    lock_keys(uow, [owner_lock_key(from_user)])  # records being given to the leaver commit first, or wait
-    moved = _move_open_leads(uow, settings, from_user, to_user, actor, handover_id)
-    remember_handover(uow.session, CompletedHandover, handover_id, from_user, to_user)
-    uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
-        handover_id, SERVICE, from_user, to_user, moved=moved), source=SERVICE, actor=actor))
-    return moved
-
-
-def _move_open_leads(uow: UnitOfWork, settings: Settings, from_user: str, to_user: str, actor,
-                     handover_id: str | None) -> int:
-    to_team = _team_of(uow, to_user)
-    leads = uow.session.execute(select(Lead).where(
-        Lead.owner_id == from_user, Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
-    ).with_for_update()).scalars().all()
-    for lead in leads:
-        _give(uow, lead, to_user, to_team, None)
-        lead.updated_at = utcnow()
-    uow.session.flush()
-    for lead in leads:
-        _publish(uow, settings, "lead.assigned", lead, actor,
-                 extra={"previous_owner_id": from_user, "reason": "handover", "handover_id": handover_id})
-    return len(leads)
-
-
 def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
-    """Whoever holds the user's records now: the user, or their successor after a handover. Takes
-    the owner's lock (crmkit.directory.owner_lock_key), so a handover cannot slip in before commit."""
-    if not user_id:
-        return user_id
-    return successor_of(uow.session, CompletedHandover, DirectoryUser, user_id,
-                        lock=lambda key: lock_keys(uow, [key]))
+    """Whoever holds the user's records now (crmkit.directory.holder_now, on this service's tables)."""
+    return holder_now(uow, CompletedHandover, DirectoryUser, user_id)

@@ -6,7 +6,7 @@ from functools import partial
 
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import imports, services
+from . import conversion, handover, imports, services
 from .bootstrap import context
 from .events import (
     DIRECTORY_TOPIC,
@@ -32,9 +32,9 @@ def worker_spec() -> WorkerSpec:
                     lambda uow, event: services.ingest_marketing_lead(uow, settings, event)},
                 prepare={settings.topic(MARKETING_INBOUND_TOPIC): services.prepare_marketing_batch}),
             ConsumerSpec(group_id=f"{prefix}leads-directory", handlers={
-                settings.topic(DIRECTORY_TOPIC): lambda uow, event: services.handle_directory_event(uow, settings, event)}),
+                settings.topic(DIRECTORY_TOPIC): lambda uow, event: handover.handle_directory_event(uow, settings, event)}),
             ConsumerSpec(group_id=f"{prefix}leads-conversion-refusals", handlers={
-                settings.topic(OPPORTUNITIES_TOPIC): lambda uow, event: services.roll_back_conversion(uow, settings, event)},
+                settings.topic(OPPORTUNITIES_TOPIC): lambda uow, event: conversion.roll_back_conversion(uow, settings, event)},
                 event_types={settings.topic(OPPORTUNITIES_TOPIC): frozenset({LEAD_CONVERSION_REJECTED})}),
         ],
         loops=[import_loop],

@@ -3,8 +3,8 @@ where no token is at hand (a consumer, collision bookkeeping) and for naming who
 from __future__ import annotations
 
 from crmkit.auth import Principal
-from crmkit.db import UnitOfWork, lock_keys
-from crmkit.directory import principal_from_replica, successor_of
+from crmkit.db import UnitOfWork
+from crmkit.directory import holder_now, principal_from_replica
 
 from .db import CompletedHandover, DirectoryTeam, DirectoryUser
 
@@ -43,9 +43,5 @@ def manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
 
 
 def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
-    """Whoever holds the user's records now: the user, or their successor after a handover. Takes
-    the owner's lock (crmkit.directory.owner_lock_key), so a handover cannot slip in before commit."""
-    if not user_id:
-        return user_id
-    return successor_of(uow.session, CompletedHandover, DirectoryUser, user_id,
-                        lock=lambda key: lock_keys(uow, [key]))
+    """Whoever holds the user's records now (crmkit.directory.holder_now, on this service's tables)."""
+    return holder_now(uow, CompletedHandover, DirectoryUser, user_id)

@@ -5,27 +5,16 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from marshmallow import ValidationError
 from sqlalchemy import delete, func, select, update
 
 from crmkit.auth import Principal
-from crmkit.consumer import Reject
-from crmkit.db import UnitOfWork, lock_keys, utcnow
-from crmkit.directory import (
-    HANDOVER_REQUESTED,
-    apply_directory_event,
-    deactivated_user,
-    handover_answer,
-    handover_request,
-    owner_lock_key,
-    remember_handover,
-)
+from crmkit.db import UnitOfWork, utcnow
 from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crmkit.fields import MONEY_MAX
 from crmkit.pagination import SortSpec, paginate, parse_sort
 from crmkit.settings import Settings
 
-from . import SERVICE, detection, domain, people
+from . import detection, domain, people
 from .db import (
     ACCOUNT_SORTABLE,
     OPPORTUNITY_SORTABLE,
@@ -34,10 +23,7 @@ from .db import (
     AccountRepository,
     Activity,
     Collision,
-    CompletedHandover,
     Contact,
-    DirectoryTeam,
-    DirectoryUser,
     Expense,
     Opportunity,
     OpportunityMember,
@@ -46,11 +32,10 @@ from .db import (
     account_visible,
     opportunity_visible,
 )
-from .events import LEAD_CONVERSION_REJECTED, LEAD_CONVERTED, event
-from .schemas import LeadConvertedSchema, account_schema, contact_schema, opportunity_schema
+from .events import event
+from .schemas import account_schema, contact_schema, opportunity_schema
 
 PIPELINE = "pipeline"
-_lead_converted = LeadConvertedSchema()
 # Changes of an opportunity that can make it look like (or unlike) another rep's deal.
 _COLLISION_FIELDS = frozenset({"amount", "expected_close_date", "region", "products"})
 
@@ -613,139 +598,3 @@ def list_expenses(uow: UnitOfWork, principal: Principal, opp_id: uuid.UUID, args
     opp = visible_opportunity(uow, principal, opp_id)
     return paginate(uow.session, select(Expense).where(Expense.opportunity_id == opp.id), model=Expense,
                     sort=SortSpec("created_at", descending=True), limit=args["limit"], cursor=args.get("cursor"))
-
-
-# ---- lead.converted (crm.leads.v1) -----------------------------------------------------------------------
-def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) -> Opportunity | None:
-    """Create the account (unless it exists), the contact and the opportunity under the ids the leads
-    service already gave the user. Ids make it idempotent beyond the consumer's own bookkeeping:
-    a second delivery with a new event id still creates nothing."""
-    if envelope["type"] != LEAD_CONVERTED:
-        return None
-    if envelope["version"] != 1:
-        raise Reject(f"unsupported version {envelope['version']} of lead.converted")
-    try:
-        data = _lead_converted.load(envelope["data"])
-    except ValidationError as exc:
-        raise Reject(f"invalid lead.converted: {exc.messages}") from None
-    if data["owner_id"] is None:
-        raise Reject("lead.converted without an owner")
-    part_a, part_c, part_o = data["account"], data["contact"], data["opportunity"]
-    existing_opp = uow.session.get(Opportunity, part_o["id"])
-    if existing_opp is not None:
-        return existing_opp
-    actor, owner, team = envelope.get("actor"), data["owner_id"], data["team_id"]
-    if (successor := people.successor_now(uow, owner)) != owner:
-        # The lead's owner was handed over before this conversion arrived: the deal is the successor's.
-        owner, team = successor, getattr(people.user(uow, successor), "team_id", None) or team
-    created_by = f"lead:{part_o.get('source_lead_id') or envelope['subject']}"
-    account = uow.session.get(Account, part_a["id"])
-    refusal = _conversion_refusal(uow, account, part_a, owner, team)
-    if refusal is not None:
-        # Not a dead letter: the request was valid when the leads service accepted it, and the lead
-        # must not point at records that will never exist. The leads service rolls the lead back
-        # and shows the reason on it.
-        uow.publish(*event(settings, LEAD_CONVERSION_REJECTED, part_o.get("source_lead_id") or envelope["subject"], {
-            "lead_id": str(part_o.get("source_lead_id") or envelope["subject"]),
-            "account_id": str(part_a["id"]), "contact_id": str(part_c["id"]), "opportunity_id": str(part_o["id"]),
-            "reason": refusal}, actor=actor))
-        return None
-    if account is None:
-        now = utcnow()
-        account = Account(id=part_a["id"], name=part_a["name"], type=part_a["type"], industry=part_a.get("industry"),
-                          region=part_a.get("region"), tier="unranked", owner_id=owner, team_id=team,
-                          created_by=created_by, created_at=now, updated_at=now, version=1)
-        uow.session.add(account)
-        _account_event(uow, settings, "account.created", account, actor, {"source_lead_id": envelope["subject"]})
-    if uow.session.get(Contact, part_c["id"]) is None:
-        fields = {k: part_c.get(k) for k in ("name", "email", "phone")}
-        # Primary on a new account; on an existing one only if it has no primary contact yet.
-        fields["is_primary"] = part_c["is_primary"] if account.created_by == created_by else None
-        _new_contact(uow, settings, account, fields, created_by=created_by, actor=actor, contact_id=part_c["id"])
-    fields = {k: part_o[k] for k in ("name", "amount", "currency", "expected_close_date", "region", "source_lead_id",
-                                    "products") if k in part_o}
-    return _new_opportunity(uow, settings, account, fields, owner_id=owner, team_id=team, created_by=created_by,
-                            actor=actor, opp_id=part_o["id"])
-
-
-# ---- crm.directory.v1: the replica, and handovers ----------------------------------------------------------
-# One reason for every refusal: a lead's conversion_error must not tell whether an account the
-# converter cannot see exists, was deleted, or is someone else's.
-CONVERSION_REFUSED = ("the account named in the conversion cannot take this deal: it does not exist, was deleted, "
-                      "or is not the lead owner's to sell into")
-
-
-def _conversion_refusal(uow: UnitOfWork, account: Account | None, part_a: dict, owner: str,
-                        team: str | None) -> str | None:
-    """Why a conversion into this account cannot be applied, or None. The convert call named the
-    account and the leads service knows no accounts, so this is where the request is checked: the
-    account must exist (a client-chosen id never creates one), be live, and be one the lead's owner
-    may open deals on (its owner or their leader: the same rule as POST /opportunities)."""
-    if account is None:
-        return CONVERSION_REFUSED if part_a.get("existing") else None
-    who = people.principal_of(uow, owner, team)
-    if account.deleted_at is not None or AccountRepository(uow.session, who).get(account.id) is None \
-            or not domain.may_write(who, account.owner_id, account.team_id):
-        return CONVERSION_REFUSED
-    return None
-
-
-def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
-    if envelope["type"] == HANDOVER_REQUESTED:
-        hand_over(uow, settings, envelope)
-        return
-    apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam)
-    leaver = deactivated_user(envelope)
-    if leaver is not None:
-        # Handed over while still active, then deactivated: what they gained meanwhile goes to the
-        # successor now.
-        successor = people.successor_now(uow, leaver)
-        if successor != leaver and (heir := people.user(uow, successor)) is not None:
-            _move_records(uow, settings, leaver, successor, heir.team_id, envelope.get("actor"), None)
-
-
-def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> dict:
-    """Move the leaver's open opportunities and their accounts to the successor (CONTRACT §2), and
-    remember it: what arrives later for the leaver goes to the successor too. A successor
-    deactivated meanwhile gets nothing: the handover is answered as failed."""
-    handover_id, from_user, to_user = handover_request(envelope)
-    successor = people.user(uow, to_user)
-    if successor is None:
-        # Not Reject: the user.created event may still be on its way (another key, another
-        # partition). Retried, and dead-lettered with this reason if it never comes.
-        raise LookupError(f"handover to user {to_user}, who is not in the directory (yet)")
-    actor = envelope.get("actor")
-    lock_keys(uow, [owner_lock_key(from_user)])  # records being given to the leaver commit first, or wait
-    if not successor.active:
-        uow.publish(*event(settings, "handover.completed", handover_id, handover_answer(
-            handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"), actor=actor))
-        return {"moved": 0}
-    moved = _move_records(uow, settings, from_user, to_user, successor.team_id, actor, handover_id)
-    remember_handover(uow.session, CompletedHandover, handover_id, from_user, to_user)
-    uow.publish(*event(settings, "handover.completed", handover_id, handover_answer(
-        handover_id, SERVICE, from_user, to_user, **moved), actor=actor))
-    return moved
-
-
-def _move_records(uow: UnitOfWork, settings: Settings, from_user: str, to_user: str, to_team: str | None, actor,
-                  handover_id: str | None) -> dict:
-    """The leaver's open deals and their accounts, to the successor. Collision detection for the moved
-    deals runs in the worker (queued): inline, it would lock each deal's match keys one deal after
-    another, out of the order every other writer takes them in."""
-    now = utcnow()
-    opps = uow.session.execute(select(Opportunity).where(
-        Opportunity.owner_id == from_user, Opportunity.status == "open", Opportunity.deleted_at.is_(None)
-    ).with_for_update()).scalars().all()
-    accounts = uow.session.execute(select(Account).where(
-        Account.owner_id == from_user, Account.deleted_at.is_(None)).with_for_update()).scalars().all()
-    for record in [*opps, *accounts]:
-        record.owner_id, record.team_id, record.updated_at = to_user, to_team, now
-    uow.session.flush()
-    extra = {"changed": ["owner_id", "team_id"], "previous_owner_id": from_user, "reason": "handover",
-             "handover_id": handover_id}
-    for opp in opps:
-        _opportunity_event(uow, settings, "opportunity.updated", opp, actor, extra)
-    detection.queue_recheck(uow, [opp.id for opp in opps], actor)
-    for account in accounts:
-        _account_event(uow, settings, "account.updated", account, actor, extra)
-    return {"moved": len(opps) + len(accounts), "opportunities": len(opps), "accounts": len(accounts)}

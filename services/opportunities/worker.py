@@ -6,7 +6,7 @@ from functools import partial
 
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import detection, services, tiering
+from . import conversion, detection, handover, tiering
 from .bootstrap import context
 from .events import (
     DIRECTORY_TOPIC,
@@ -32,10 +32,10 @@ def worker_spec() -> WorkerSpec:
         topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
         consumers=[
             ConsumerSpec(group_id=f"{prefix}opportunities-conversions",
-                         handlers={leads: lambda uow, e: services.apply_lead_converted(uow, settings, e)},
+                         handlers={leads: lambda uow, e: conversion.apply_lead_converted(uow, settings, e)},
                          event_types={leads: frozenset({LEAD_CONVERTED})}),
             ConsumerSpec(group_id=f"{prefix}opportunities-directory", handlers={
-                settings.topic(DIRECTORY_TOPIC): lambda uow, e: services.handle_directory_event(uow, settings, e)}),
+                settings.topic(DIRECTORY_TOPIC): lambda uow, e: handover.handle_directory_event(uow, settings, e)}),
             ConsumerSpec(group_id=f"{prefix}opportunities-revenue", handlers={orders: tiering.record_order},
                          event_types={orders: REVENUE_EVENTS | {ORDER_CANCELLED}}),
         ],

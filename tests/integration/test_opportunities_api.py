@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from crmkit.consumer import Reject
 from crmkit.db import utcnow
 from crmkit.events import new_event
-from services.opportunities import bootstrap, services, tiering
+from services.opportunities import bootstrap, conversion, tiering
 from services.opportunities.db import (
     Account,
     AccountRevenue,
@@ -202,7 +202,7 @@ def _converted(account_id=None, *, existing=False, version=1, **overrides):
 
 def _apply(event):
     with _uow() as uow:
-        services.apply_lead_converted(uow, bootstrap.context().settings, event)
+        conversion.apply_lead_converted(uow, bootstrap.context().settings, event)
         uow.commit()
 
 
@@ -228,7 +228,7 @@ def test_lead_converted_creates_once_and_attaches_to_an_existing_account(opps):
 ])
 def test_lead_converted_that_cannot_be_applied_is_rejected_with_a_reason(opps, bad):
     with pytest.raises(Reject) as rejected, _uow() as uow:
-        services.apply_lead_converted(uow, bootstrap.context().settings, bad)
+        conversion.apply_lead_converted(uow, bootstrap.context().settings, bad)
     assert str(rejected.value)
 
 
@@ -303,7 +303,7 @@ def test_a_conversion_into_an_account_its_owner_may_not_sell_into_is_refused_bac
     assert [r["opportunity_id"] for r in refused] == [e["data"]["opportunity"]["id"] for e in attempts]
     assert [r["lead_id"] for r in refused] == [e["data"]["opportunity"]["source_lead_id"] for e in attempts]
     # One reason for all three: the lead must not tell whether a hidden account exists or was deleted.
-    assert {r["reason"] for r in refused} == {services.CONVERSION_REFUSED}
+    assert {r["reason"] for r in refused} == {conversion.CONVERSION_REFUSED}
     with _uow() as uow:
         assert uow.session.query(Opportunity).count() == 0
         assert uow.session.get(Account, uuid.UUID(attempts[1]["data"]["account"]["id"])) is None

@@ -264,7 +264,7 @@ def _attack_tokens(client, service: str):
 # ---- issue 12: a handover with a memory ------------------------------------------------------------------
 def test_what_arrives_after_a_handover_goes_to_the_successor(opps):
     from crmkit.events import new_event
-    from services.opportunities import services
+    from services.opportunities import conversion, handover
     from tests.integration.test_opportunities_api import _converted
 
     leaver = opps.as_("leaver", "rep", teams=["east"])
@@ -273,7 +273,7 @@ def test_what_arrives_after_a_handover_goes_to_the_successor(opps):
 
     def directory_event(kind: str, subject: str, data: dict) -> None:
         with ctx.db.uow() as uow:
-            services.handle_directory_event(uow, ctx.settings, new_event(kind, subject, data, source="gateway"))
+            handover.handle_directory_event(uow, ctx.settings, new_event(kind, subject, data, source="gateway"))
             uow.commit()
 
     directory_event("handover.requested", "leaver", {"handover_id": "h1", "from_user_id": "leaver",
@@ -285,7 +285,7 @@ def test_what_arrives_after_a_handover_goes_to_the_successor(opps):
     assert heir.get(f"/accounts/{gap['id']}").json["owner_id"] == "heir"  # moved at the deactivation
     late = _converted(owner_id="leaver", team_id="east")  # converted just before the handover reached leads
     with ctx.db.uow() as uow:
-        services.apply_lead_converted(uow, ctx.settings, late)
+        conversion.apply_lead_converted(uow, ctx.settings, late)
         uow.commit()
     assert heir.get(f"/opportunities/{late['data']['opportunity']['id']}").json["owner_id"] == "heir"
 
