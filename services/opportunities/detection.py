@@ -61,25 +61,31 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
     if opportunity.status != "open" or opportunity.deleted_at is not None:
         return []
     stored, probed = collisions.stored_keys(deal), collisions.probe_keys(deal)
+    keys = sorted(probed)
+    # Scoring the candidates and telling blind pairs from open ones is most of a detection's work.
+    # It is done first, on what is committed, before taking the match-key locks that every writer of
+    # a look-alike deal waits for; under the locks the candidates are read again (an index lookup)
+    # and only those that arrived or changed meanwhile are assessed.
+    assessed = _assess(uow, opportunity, deal, _candidates(uow, opportunity, keys))
     # Two reps saving the same deal at the same moment would each miss the other's uncommitted keys:
     # the keys are locked until commit, so the second one waits and then finds the first.
     lock_keys(uow, [f"collision:{k}" for k in stored | probed])
     session.add_all([MatchKey(key=k, opportunity_id=opportunity.id, owner_id=opportunity.owner_id)
                      for k in sorted(stored)])
+    if _locks_wait(uow):  # on SQLite this transaction has held the only write lock all along
+        rows_now = _candidates(uow, opportunity, keys)
+        assessed = {row.id: assessed[row.id] for row in rows_now if row.id in assessed and assessed[row.id][0] == row}
+        assessed.update(_assess(uow, opportunity, deal, [row for row in rows_now if row.id not in assessed]))
     dismissed = _dismissed_with(uow, opportunity.id)
-    candidates = [c for c in _candidates(uow, opportunity, sorted(probed)) if c.id not in dismissed]
     mine = {c.other_id: c for c in session.execute(
         select(Collision).where(Collision.opportunity_id == opportunity.id)).scalars()}
     theirs = {c.opportunity_id: c for c in session.execute(
         select(Collision).where(Collision.other_id == opportunity.id)).scalars()}
     known = set(mine) | set(theirs)
-    blind = _blind_pairs(uow, opportunity, {c.id for c in candidates} | known)
-    matches = {}
-    for other in candidates:
-        other_deal = deal_of(other, other.account_name)
-        match = collisions.compare(deal, other_deal)
-        if collisions.blind_collision(deal, other_deal) if other.id in blind else match.is_collision:
-            matches[other.id] = (other, match)
+    blind = {i for i, (_row, _match, is_blind, _hit) in assessed.items() if is_blind}
+    blind |= _blind_pairs(uow, opportunity, known - set(assessed))
+    matches = {other_id: (row, match) for other_id, (row, match, _blind, hit) in assessed.items()
+               if hit and other_id not in dismissed}
     # A burst of look-alike deals would pair each new one with every earlier one (up to CANDIDATES):
     # the best NEW_MATCHES_KEPT new pairs are recorded, which is plenty to resolve, and keeps the
     # write (and the match-key locks other look-alike writers wait for) short.
@@ -180,6 +186,24 @@ def recheck_loop(db, settings: Settings, stop) -> None:
             log.exception("collision re-detection failed")
 
 
+def _assess(uow: UnitOfWork, opportunity: Opportunity, deal: collisions.Deal, rows: list) -> dict:
+    """Each candidate row's verdict: {id: (row, match, blind, collides)}. A blind pair (module
+    docstring) collides by collisions.blind_collision, an open one by its score."""
+    blind = _blind_pairs(uow, opportunity, {row.id for row in rows})
+    verdicts = {}
+    for row in rows:
+        other = deal_of(row, row.account_name)
+        match = collisions.compare(deal, other)
+        hit = collisions.blind_collision(deal, other) if row.id in blind else match.is_collision
+        verdicts[row.id] = (row, match, row.id in blind, hit)
+    return verdicts
+
+
+def _locks_wait(uow: UnitOfWork) -> bool:
+    """Whether lock_keys may have waited for other writers (see crmkit.db.lock_keys)."""
+    return uow.session.get_bind().dialect.name == "postgresql"
+
+
 def _dismissed_with(uow: UnitOfWork, opportunity_id: uuid.UUID) -> set[uuid.UUID]:
     rows = uow.session.execute(select(CollisionDismissal.opportunity_id, CollisionDismissal.other_id).where(
         or_(CollisionDismissal.opportunity_id == opportunity_id, CollisionDismissal.other_id == opportunity_id)))
@@ -252,6 +276,7 @@ def _announce(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, new
                 "manager_id": people.manager_of(uow, opp.owner_id)}
 
     best = sorted(new, key=lambda pair: (-pair[1].score, str(pair[0].id)))[:ANNOUNCED_MATCHES]
+    people.remember_managers(uow, {opportunity.owner_id, *(other.owner_id for other, _ in best)})
     this = side(opportunity)
     matches = [{**side(other), "score": match.score, "signals": match.signals, "reasons": match.reasons}
                for other, match in best]

@@ -2,6 +2,8 @@
 where no token is at hand (a consumer, collision bookkeeping) and for naming whom to ask."""
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
 from crmkit.directory import holder_now, principal_from_replica
@@ -40,6 +42,22 @@ def manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
                 team = uow.session.get(DirectoryTeam, known.team_id)
         managers[user_id] = team.manager_id if team else None
     return managers[user_id]
+
+
+def remember_managers(uow: UnitOfWork, user_ids) -> None:
+    """Look up the managers of many users in one query, for manager_of to answer from (an
+    announcement runs while other look-alike writers wait for its locks: one query, not two a user)."""
+    managers = uow.cache.setdefault("manager_of", {})
+    wanted = sorted({u for u in user_ids if u and u not in managers})
+    if not wanted:
+        return
+    with uow.session.no_autoflush:
+        rows = dict(uow.session.execute(
+            select(DirectoryUser.id, DirectoryTeam.manager_id)
+            .outerjoin(DirectoryTeam, DirectoryTeam.id == DirectoryUser.team_id)
+            .where(DirectoryUser.id.in_(wanted))).all())
+    for user_id in wanted:
+        managers[user_id] = rows.get(user_id)
 
 
 def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:

@@ -56,7 +56,7 @@ def test_sixteen_writers_of_look_alike_deals_stay_fast_and_announce_once_per_dea
           f"p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
     assert set(statuses) == {201} and len(created) > 50
     # A guard against the regression (p99 8.6 s before), with room for a loaded CI machine; the goal
-    # itself (p99 < 2 s) is a number to measure, not to time in a test (see the issue 12 note).
+    # itself (p99 < 2 s) is measured by `make bench BENCH_ARGS=look_alike`, not timed in a test.
     assert p99 < 4.0
     mine = set(created)
     wait_for(lambda: crm.sql("opportunities", "select count(*) from outbox where published_at is null")[0][0] == 0,

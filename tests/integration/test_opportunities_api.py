@@ -124,6 +124,37 @@ def test_an_idempotency_key_replays_the_first_creation(opps):
     assert len(ann.get("/opportunities").json["items"]) == 1
 
 
+def test_a_saved_deal_is_answered_as_saved_even_when_its_details_cannot_be_read(opps, monkeypatch):
+    """The deal commits, then reading its team, checklist and collisions fails: the answer is still
+    201 with the deal (a client told 500 would retry and create it twice)."""
+    from sqlalchemy.exc import OperationalError
+
+    from services.opportunities import services
+
+    ann = opps.as_("ann", "rep", teams=["east"])
+    account = ann.post("/accounts", json={"name": "Saved Ltd"}).json["id"]
+
+    real, calls = services.render_opportunities, []
+
+    def fails_after_the_commit(uow, opportunities):
+        calls.append(1)
+        if len(calls) == 1:  # the opportunity.created event, inside the write transaction
+            return real(uow, opportunities)
+        raise OperationalError("select", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(services, "render_opportunities", fails_after_the_commit)
+    r = ann.post("/opportunities", json={"account_id": account, "name": "Saved", "amount": "10.00"},
+                 headers={"Idempotency-Key": "saved-1"})
+    assert r.status_code == 201 and r.json["name"] == "Saved" and r.json["collisions"] == []
+    assert len(calls) == 2
+    monkeypatch.setattr(services, "render_opportunities", real)
+    opps_now = ann.get("/opportunities").json["items"]
+    assert [o["id"] for o in opps_now] == [r.json["id"]]
+    again = ann.post("/opportunities", json={"account_id": account, "name": "Saved", "amount": "10.00"},
+                     headers={"Idempotency-Key": "saved-1"})
+    assert again.status_code == 201 and again.json["id"] == r.json["id"]
+
+
 def test_owners_are_given_only_by_leaders_and_only_within_their_teams(opps):
     _directory(("amy", "rep", "east"), ("bo", "rep", "west"))
     ann, east = opps.as_("ann", "rep", teams=["east"]), opps.as_("mgr-e", "manager", teams=["east"], manages=["east"])
