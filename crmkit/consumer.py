@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kafka.errors import CommitFailedError, KafkaError
 from sqlalchemy import select
@@ -37,6 +38,33 @@ class Reject(Exception):
 Handler = Callable[[UnitOfWork, dict], None]
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """One topic's dispatch table: (event type, version) -> handler(uow, envelope).
+
+    A known type in a version missing from the table is dead-lettered with the reason. Types not in
+    the table are skipped unparsed (the topics are shared: the gateway reads crm.leads.v1 for
+    handover.completed alone), unless `others_rejected`, for a topic where anything else is a
+    producer's mistake (the marketing intake): those are dead-lettered too."""
+    table: dict[tuple[str, int], Handler]
+    others_rejected: bool = False
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(kind for kind, _version in self.table)
+
+    def handler_for(self, envelope: dict) -> Handler:
+        kind, version = envelope["type"], envelope["version"]
+        handler = self.table.get((kind, version))
+        if handler is not None:
+            return handler
+        known = sorted(v for k, v in self.table if k == kind)
+        if known:
+            raise Reject(f"unsupported version {version} of {kind} (this consumer reads version "
+                         f"{', '.join(map(str, known))})")
+        raise Reject(f"unexpected event type {kind!r} on this topic")
+
+
 class ConsumerStalled(RuntimeError):
     """Messages are waiting but none arrived for too long: restart rather than sit there."""
 
@@ -54,7 +82,7 @@ def _is_infrastructure(exc: BaseException) -> bool:
 
 class IdempotentConsumer:
     def __init__(self, *, db: Database, processed_table, consumer, producer, service: str, group_id: str,
-                 handlers: dict[str, Handler], max_attempts: int = 3, retry_backoff: float = 0.2,
+                 handlers: dict[str, Dispatch | Handler], max_attempts: int = 3, retry_backoff: float = 0.2,
                  dlq_timeout: float = 30.0, stall_after: float = 180.0, lag_interval: float = 10.0,
                  prepare: dict[str, Callable[[UnitOfWork, list[dict]], None]] | None = None,
                  event_types: dict[str, frozenset[str]] | None = None):
@@ -71,7 +99,10 @@ class IdempotentConsumer:
         # Optional per topic: the only event types this consumer cares about. Others on a busy topic
         # (the gateway reads crm.leads.v1 for handover.completed alone) are skipped unparsed and
         # leave no processed_events row.
-        self.event_types = event_types or {}
+        self.event_types = dict(event_types or {})
+        for topic, dispatch in handlers.items():
+            if isinstance(dispatch, Dispatch) and not dispatch.others_rejected:
+                self.event_types.setdefault(topic, dispatch.types)
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.dlq_timeout = dlq_timeout
@@ -190,6 +221,8 @@ class IdempotentConsumer:
         handler = self.handlers.get(msg.topic)
         if handler is None:
             raise Reject(f"no handler for topic {msg.topic}")
+        if isinstance(handler, Dispatch):
+            handler = handler.handler_for(envelope)
         token = request_id_var.set(envelope.get("correlation_id"))
         try:
             handler(uow, envelope)

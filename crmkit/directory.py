@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .auth import Principal, Unauthorized
 from .consumer import Reject
 from .db import UTCDateTime, lock_keys, utcnow
+from .directory_events import HANDOVER_COMPLETED, HANDOVER_REQUESTED, TEAM_EVENTS, USER_EVENTS  # noqa: F401
 from .errors import Problem
 from .teams import TeamNode, managed_teams
 
@@ -180,9 +181,12 @@ def holder_now(uow, handovers, users, user_id: str | None) -> str | None:
     return successor_of(uow.session, handovers, users, user_id, lock=lambda key: lock_keys(uow, [key]))
 
 
-USER_EVENTS = ("user.created", "user.updated", "user.deactivated")
-TEAM_EVENTS = ("team.created", "team.updated")
-HANDOVER_REQUESTED = "handover.requested"
+
+
+def directory_dispatch(on_change, on_handover) -> dict:
+    """A service's dispatch table for crm.directory.v1: on_change(uow, envelope) for the user.* and
+    team.* events (the replica and what follows from it), on_handover for handover.requested."""
+    return {**{(kind, 1): on_change for kind in USER_EVENTS + TEAM_EVENTS}, (HANDOVER_REQUESTED, 1): on_handover}
 
 
 def apply_directory_event(uow, envelope: dict, user_model, team_model) -> None:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .consumer import Handler, IdempotentConsumer
+from .consumer import Dispatch, IdempotentConsumer
 from .db import Database
 from .kafka import ensure_topics, make_consumer, make_producer
 from .metrics import serve_metrics
@@ -26,9 +26,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ConsumerSpec:
     group_id: str
-    handlers: dict[str, Handler]  # topic -> handler(uow, envelope)
+    handlers: dict[str, Dispatch]  # topic -> its dispatch table, (type, version) -> handler(uow, envelope)
     prepare: dict[str, Callable] = field(default_factory=dict)  # topic -> prepare(uow, envelopes), per batch
-    event_types: dict[str, frozenset[str]] = field(default_factory=dict)  # topic -> the only types handled
     max_poll_records: int = 500
     max_attempts: int = 3
 
@@ -69,8 +68,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         kafka_consumers.append(kc)
         consumer = IdempotentConsumer(db=spec.db, processed_table=spec.tables["processed_events"], consumer=kc,
                                       producer=producer, service=settings.service, group_id=c.group_id,
-                                      handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare,
-                                      event_types=c.event_types)
+                                      handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare)
         threads.append(threading.Thread(target=_guarded, args=(consumer.run, stop), name=c.group_id, daemon=True))
     for loop in spec.loops:
         threads.append(threading.Thread(target=_guarded, args=(loop, stop), name=getattr(loop, "__name__", "loop"),

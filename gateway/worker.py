@@ -2,11 +2,13 @@
 service's topic for handover.completed (and nothing else on those busy topics)."""
 from __future__ import annotations
 
+from crmkit.consumer import Dispatch
+from crmkit.directory_events import HANDOVER_COMPLETED
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
 from . import services
 from .bootstrap import context, gateway
-from .events import HANDOVER_COMPLETED, SERVICE_TOPICS, TOPIC_PARTITIONS
+from .events import SERVICE_TOPICS, TOPIC_PARTITIONS
 
 
 def worker_spec() -> WorkerSpec:
@@ -18,8 +20,7 @@ def worker_spec() -> WorkerSpec:
         topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
         consumers=[ConsumerSpec(
             group_id=f"{settings.topic_prefix}gateway-handovers",
-            handlers=dict.fromkeys(answer_topics, services.record_handover_answer),
-            event_types={topic: frozenset({HANDOVER_COMPLETED}) for topic in answer_topics})],
+            handlers=dict.fromkeys(answer_topics, Dispatch({(HANDOVER_COMPLETED, 1): services.record_handover_answer})))],
     )
 
 

@@ -56,3 +56,25 @@ def topic_prefix() -> str:
 @pytest.fixture
 def jwt_secret() -> str:
     return JWT_SECRET
+
+
+# ---- every event a service publishes in the tests matches its payload schema -----------------------------
+@pytest.fixture(autouse=True)
+def published_events_match_their_schemas(monkeypatch):
+    """Each event queued in a unit of work is checked against its producer's catalog
+    (crmkit.eventschema; docs/asyncapi.yaml is written from the same catalogs). An event type a
+    service publishes without declaring it, or data that does not match, fails the test."""
+    from crmkit.db import UnitOfWork
+    from tests.support.event_catalogs import problems
+
+    real, wrong = UnitOfWork.publish, []
+
+    def publish(self, topic, envelope):
+        found = problems(topic, envelope)
+        if found:
+            wrong.append(f"{envelope['type']} v{envelope['version']} on {topic}: {found}")
+        return real(self, topic, envelope)
+
+    monkeypatch.setattr(UnitOfWork, "publish", publish)
+    yield
+    assert not wrong, "events that do not match their payload schemas:\n" + "\n".join(wrong)

@@ -38,7 +38,7 @@ def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead
                     "phone": lead.phone, "is_primary": True},
         "opportunity": {"id": str(ids["opportunity_id"]), "name": data["opportunity_name"],
                         "amount": str(data["amount"]), "currency": data.get("currency") or lead.currency,
-                        "expected_close_date": data["expected_close_date"].isoformat(), "region": lead.region,
+                        "expected_close_date": data["expected_close_date"], "region": lead.region,
                         "source_lead_id": str(lead.id), "products": []},
     })
     return ids

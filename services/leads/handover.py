@@ -6,27 +6,32 @@ from sqlalchemy import select
 
 from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.directory import (
-    HANDOVER_REQUESTED,
+    HANDOVER_COMPLETED,
     apply_directory_event,
     deactivated_user,
+    directory_dispatch,
     handover_answer,
     handover_request,
     owner_lock_key,
     remember_handover,
 )
-from crmkit.events import new_event
 from crmkit.settings import Settings
 
 from . import SERVICE, domain
 from .db import CompletedHandover, DirectoryTeam, DirectoryUser, Lead
-from .events import LEADS_TOPIC
+from .events import leads_event
 from .services import _directory_user, _give, _publish, _team_of, successor_now
 
 
-def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
-    if envelope["type"] == HANDOVER_REQUESTED:
-        hand_over(uow, settings, envelope)
-        return
+def directory_handlers(settings: Settings) -> dict:
+    """This service's dispatch table for crm.directory.v1."""
+    return directory_dispatch(lambda uow, e: apply_directory_change(uow, settings, e),
+                              lambda uow, e: hand_over(uow, settings, e))
+
+
+def apply_directory_change(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
+    """user.* and team.* (crm.directory.v1): keep the replica current, and after a deactivation move
+    what a handed-over leaver gained meanwhile."""
     apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam)
     leaver = deactivated_user(envelope)
     if leaver is not None:
@@ -49,15 +54,14 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
         raise LookupError(f"handover to user {to_user}, who is not in the directory (yet)")
     actor = envelope.get("actor")
     if not successor.active:
-        uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
-            handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"),
-            source=SERVICE, actor=actor))
+        uow.publish(*leads_event(settings, HANDOVER_COMPLETED, handover_id, handover_answer(
+            handover_id, SERVICE, from_user, to_user, failure=f"the successor {to_user} is not active"), actor=actor))
         return 0
     lock_keys(uow, [owner_lock_key(from_user)])  # records being given to the leaver commit first, or wait
     moved = _move_open_leads(uow, settings, from_user, to_user, actor, handover_id)
     remember_handover(uow.session, CompletedHandover, handover_id, from_user, to_user)
-    uow.publish(settings.topic(LEADS_TOPIC), new_event("handover.completed", handover_id, handover_answer(
-        handover_id, SERVICE, from_user, to_user, moved=moved), source=SERVICE, actor=actor))
+    uow.publish(*leads_event(settings, HANDOVER_COMPLETED, handover_id, handover_answer(
+        handover_id, SERVICE, from_user, to_user, moved=moved), actor=actor))
     return moved
 
 

@@ -20,11 +20,10 @@ from crmkit.directory import (
     principal_from_replica,
 )
 from crmkit.errors import Forbidden, NotFound, ValidationFailed
-from crmkit.events import new_event
 from crmkit.pagination import SortSpec, paginate, parse_sort
 from crmkit.settings import Settings
 
-from . import SERVICE, assignment, domain, scoring
+from . import assignment, domain, scoring
 from .db import (
     MONEY_BLIND_ROLES,
     SORTABLE,
@@ -39,7 +38,7 @@ from .db import (
     RuleDocument,
 )
 from .dedupe import DEDUPE_KEYS, keys_for
-from .events import LEADS_TOPIC, lead_event
+from .events import lead_event, leads_event
 from .schemas import MarketingLeadSubmittedSchema
 
 _marketing_schema = MarketingLeadSubmittedSchema()
@@ -96,9 +95,8 @@ def put_rule_document(uow: UnitOfWork, settings: Settings, principal: Principal,
     else:
         doc.body, doc.updated_by, doc.updated_at = body, principal.user_id, utcnow()
     uow.session.flush()
-    uow.publish(settings.topic(LEADS_TOPIC), new_event(
-        f"{name}_rules.updated", f"rules:{name}", {"rules": body["rules"], "version": doc.version},
-        source=SERVICE, actor=principal.user_id))
+    uow.publish(*leads_event(settings, f"{name}_rules.updated", f"rules:{name}",
+                             {"rules": body["rules"], "version": doc.version}, actor=principal.user_id))
     return {"rules": body["rules"], "version": doc.version}
 
 
@@ -388,10 +386,10 @@ def _claim(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, pr
     claim = DuplicateClaim(id=uuid.uuid4(), lead_id=existing.id, claimed_by=principal.user_id,
                            claimed_role=principal.role, via=via, brought=_plain(fields), created_at=utcnow())
     uow.session.add(claim)
-    uow.publish(settings.topic(LEADS_TOPIC), new_event("lead.duplicate_claimed", existing.id, {
-        "lead_id": str(existing.id), "claim_id": str(claim.id), "owner_id": existing.owner_id,
+    uow.publish(*leads_event(settings, "lead.duplicate_claimed", existing.id, {
+        "lead_id": existing.id, "claim_id": claim.id, "owner_id": existing.owner_id,
         "team_id": existing.team_id, "manager_id": manager_of(uow, existing), "claimed_by": principal.user_id,
-        "via": via}, source=SERVICE, actor=principal.user_id))
+        "via": via}, actor=principal.user_id))
     return claim
 
 
@@ -439,11 +437,7 @@ def prepare_marketing_batch(uow: UnitOfWork, envelopes: list[dict]) -> None:
 
 
 def ingest_marketing_lead(uow: UnitOfWork, settings: Settings, envelope: dict) -> Intake:
-    """Handler of marketing.lead.submitted: validate, dedupe, score, route."""
-    if envelope["type"] != "marketing.lead.submitted":
-        raise Reject(f"unexpected event type {envelope['type']!r} on the marketing topic")
-    if envelope["version"] != 1:
-        raise Reject(f"unsupported version {envelope['version']} of marketing.lead.submitted")
+    """Handler of marketing.lead.submitted version 1: validate, dedupe, score, route."""
     try:
         data = _marketing_schema.load(envelope["data"])
     except ValidationError as exc:
@@ -537,13 +531,11 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, lead
     _rescore(uow, lead)
     lead.updated_at = now
     uow.session.flush()
-    uow.publish(settings.topic(LEADS_TOPIC), new_event("activity.logged", lead.id, {
-        "lead_id": str(lead.id), "activity_id": str(activity.id), "kind": activity.kind, "summary": activity.summary,
-        "occurred_at": activity.occurred_at.isoformat(),
-        "next_contact_at": activity.next_contact_at.isoformat() if activity.next_contact_at else None,
-        "follow_up_due_at": lead.follow_up_due_at.isoformat() if lead.follow_up_due_at else None,
-        "owner_id": lead.owner_id, "team_id": lead.team_id, "company": lead.company,
-    }, source=SERVICE, actor=principal.user_id))
+    uow.publish(*leads_event(settings, "activity.logged", lead.id, {
+        "lead_id": lead.id, "activity_id": activity.id, "kind": activity.kind, "summary": activity.summary,
+        "occurred_at": activity.occurred_at, "next_contact_at": activity.next_contact_at,
+        "follow_up_due_at": lead.follow_up_due_at, "owner_id": lead.owner_id, "team_id": lead.team_id,
+        "company": lead.company}, actor=principal.user_id))
     changed = ["activities", *sorted(f for f, value in before.items() if getattr(lead, f) != value)]
     _publish(uow, settings, "lead.updated", lead, principal.user_id, extra={"changed": changed})
     return activity

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from crmkit.consumer import Dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
 from . import conversion, handover, imports, services
@@ -12,6 +13,7 @@ from .events import (
     DIRECTORY_TOPIC,
     LEAD_CONVERSION_REJECTED,
     MARKETING_INBOUND_TOPIC,
+    MARKETING_LEAD_SUBMITTED,
     OPPORTUNITIES_TOPIC,
     TOPIC_PARTITIONS,
 )
@@ -27,15 +29,19 @@ def worker_spec() -> WorkerSpec:
         settings=settings, db=ctx.db, tables=ctx.tables,
         topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
         consumers=[
+            # Anything on the marketing topic but a marketing.lead.submitted v1 is a producer's
+            # mistake: dead-lettered with the reason.
             ConsumerSpec(group_id=f"{prefix}leads-marketing-inbound", handlers={
-                settings.topic(MARKETING_INBOUND_TOPIC):
-                    lambda uow, event: services.ingest_marketing_lead(uow, settings, event)},
+                settings.topic(MARKETING_INBOUND_TOPIC): Dispatch({
+                    (MARKETING_LEAD_SUBMITTED, 1): lambda uow, e: services.ingest_marketing_lead(uow, settings, e),
+                }, others_rejected=True)},
                 prepare={settings.topic(MARKETING_INBOUND_TOPIC): services.prepare_marketing_batch}),
             ConsumerSpec(group_id=f"{prefix}leads-directory", handlers={
-                settings.topic(DIRECTORY_TOPIC): lambda uow, event: handover.handle_directory_event(uow, settings, event)}),
+                settings.topic(DIRECTORY_TOPIC): Dispatch(handover.directory_handlers(settings))}),
             ConsumerSpec(group_id=f"{prefix}leads-conversion-refusals", handlers={
-                settings.topic(OPPORTUNITIES_TOPIC): lambda uow, event: conversion.roll_back_conversion(uow, settings, event)},
-                event_types={settings.topic(OPPORTUNITIES_TOPIC): frozenset({LEAD_CONVERSION_REJECTED})}),
+                settings.topic(OPPORTUNITIES_TOPIC): Dispatch({
+                    (LEAD_CONVERSION_REJECTED, 1): lambda uow, e: conversion.roll_back_conversion(uow, settings, e),
+                })}),
         ],
         loops=[import_loop],
     )

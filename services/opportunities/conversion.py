@@ -18,14 +18,15 @@ from .services import _account_event, _new_contact, _new_opportunity
 _lead_converted = LeadConvertedSchema()
 
 
+def handlers(settings: Settings) -> dict:
+    """The dispatch table of crm.leads.v1 for this service: lead.converted alone."""
+    return {(LEAD_CONVERTED, 1): lambda uow, envelope: apply_lead_converted(uow, settings, envelope)}
+
+
 def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) -> Opportunity | None:
     """Create the account (unless it exists), the contact and the opportunity under the ids the leads
     service already gave the user. Ids make it idempotent beyond the consumer's own bookkeeping:
     a second delivery with a new event id still creates nothing."""
-    if envelope["type"] != LEAD_CONVERTED:
-        return None
-    if envelope["version"] != 1:
-        raise Reject(f"unsupported version {envelope['version']} of lead.converted")
     try:
         data = _lead_converted.load(envelope["data"])
     except ValidationError as exc:

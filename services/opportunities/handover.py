@@ -7,9 +7,9 @@ from sqlalchemy import select
 
 from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.directory import (
-    HANDOVER_REQUESTED,
     apply_directory_event,
     deactivated_user,
+    directory_dispatch,
     handover_answer,
     handover_request,
     owner_lock_key,
@@ -23,10 +23,15 @@ from .events import event
 from .services import _account_event, _opportunity_event
 
 
-def handle_directory_event(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
-    if envelope["type"] == HANDOVER_REQUESTED:
-        hand_over(uow, settings, envelope)
-        return
+def directory_handlers(settings: Settings) -> dict:
+    """This service's dispatch table for crm.directory.v1."""
+    return directory_dispatch(lambda uow, e: apply_directory_change(uow, settings, e),
+                              lambda uow, e: hand_over(uow, settings, e))
+
+
+def apply_directory_change(uow: UnitOfWork, settings: Settings, envelope: dict) -> None:
+    """user.* and team.* (crm.directory.v1): keep the replica current, and after a deactivation move
+    what a handed-over leaver gained meanwhile."""
     apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam)
     leaver = deactivated_user(envelope)
     if leaver is not None:

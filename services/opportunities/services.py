@@ -33,7 +33,6 @@ from .db import (
     opportunity_visible,
 )
 from .events import event
-from .schemas import account_schema, contact_schema, opportunity_schema
 
 PIPELINE = "pipeline"
 # Changes of an opportunity that can make it look like (or unlike) another rep's deal.
@@ -145,13 +144,17 @@ def render_opportunities(uow: UnitOfWork, opportunities: list[Opportunity]) -> l
 
 def _account_event(uow, settings, kind: str, account: Account, actor, extra: dict | None = None) -> None:
     render_accounts(uow, [account])
-    uow.publish(*event(settings, kind, account.id, {"account": account_schema.dump(account), **(extra or {})},
+    uow.publish(*event(settings, kind, account.id, {"account": account, **(extra or {})},
                        actor=actor))
 
 
 def _opportunity_event(uow, settings, kind: str, opp: Opportunity, actor, extra: dict | None = None) -> None:
-    render_opportunities(uow, [opp])
-    uow.publish(*event(settings, kind, opp.id, {"opportunity": opportunity_schema.dump(opp), **(extra or {})},
+    # The event carries the deal as stored and its virtual team (who is on it decides who else sees
+    # it); not the API's rendering, whose collisions and checklist cost queries on every write.
+    opp.team = [{"user_id": m.user_id, "role": m.role} for m in uow.session.execute(
+        select(OpportunityMember).where(OpportunityMember.opportunity_id == opp.id)
+        .order_by(OpportunityMember.user_id)).scalars()]
+    uow.publish(*event(settings, kind, opp.id, {"opportunity": opp, **(extra or {})},
                        actor=actor))
 
 
@@ -275,7 +278,7 @@ def _new_contact(uow, settings, account: Account, fields: dict, *, created_by: s
     if primary:
         _make_primary(uow, contact)
     uow.session.add(contact)
-    uow.publish(*event(settings, "contact.created", account.id, {"contact": contact_schema.dump(contact)}, actor=actor))
+    uow.publish(*event(settings, "contact.created", account.id, {"contact": contact}, actor=actor))
     return contact
 
 
@@ -314,7 +317,7 @@ def update_contact(uow: UnitOfWork, settings: Settings, principal: Principal, co
         setattr(contact, name, value)
     contact.updated_at = utcnow()
     uow.session.flush()
-    uow.publish(*event(settings, "contact.updated", account.id, {"contact": contact_schema.dump(contact),
+    uow.publish(*event(settings, "contact.updated", account.id, {"contact": contact,
                                                                  "changed": sorted(changed)}, actor=principal.user_id))
     return contact
 
@@ -325,7 +328,7 @@ def delete_contact(uow: UnitOfWork, settings: Settings, principal: Principal, co
     contact.deleted_at = contact.updated_at = utcnow()
     contact.is_primary = False
     uow.session.flush()
-    uow.publish(*event(settings, "contact.deleted", account.id, {"contact": contact_schema.dump(contact)},
+    uow.publish(*event(settings, "contact.deleted", account.id, {"contact": contact},
                        actor=principal.user_id))
 
 
@@ -431,7 +434,7 @@ def move_stage(uow: UnitOfWork, settings: Settings, principal: Principal, opp_id
     uow.session.flush()
     _opportunity_event(uow, settings, "opportunity.stage_changed", opp, principal.user_id, {
         "from": previous, "to": target, "time_in_stage_seconds": int((now - entered).total_seconds()),
-        "entered_previous_at": entered.isoformat()})
+        "entered_previous_at": entered})
     return opp
 
 
@@ -554,9 +557,9 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, data
                         next_contact_at=data.get("next_contact_at"), created_by=principal.user_id, created_at=now)
     uow.session.add(activity)
     uow.publish(*event(settings, "activity.logged", subject, {
-        "activity_id": str(activity.id), "account_id": str(account_id), "opportunity_id": str(opp_id) if opp_id else None,
-        "kind": activity.kind, "summary": activity.summary, "occurred_at": activity.occurred_at.isoformat(),
-        "next_contact_at": activity.next_contact_at.isoformat() if activity.next_contact_at else None,
+        "activity_id": activity.id, "account_id": account_id, "opportunity_id": opp_id,
+        "kind": activity.kind, "summary": activity.summary, "occurred_at": activity.occurred_at,
+        "next_contact_at": activity.next_contact_at,
         "logged_by": principal.user_id, "owner_id": record.owner_id, "team_id": record.team_id,
         "member_ids": team}, actor=principal.user_id))
     return activity

@@ -22,7 +22,7 @@ from crmkit.settings import Settings
 from . import domain
 from .db import Account, AccountRevenue, TierState
 from .events import ORDER_CANCELLED, REVENUE_EVENTS, event
-from .schemas import OrderRevenueSchema, account_schema
+from .schemas import OrderRevenueSchema
 
 log = logging.getLogger(__name__)
 WINDOW = dt.timedelta(days=365)
@@ -43,30 +43,36 @@ def _mark_stale(uow: UnitOfWork) -> None:
     uow.session.add(state)
 
 
-def record_order(uow: UnitOfWork, envelope: dict) -> None:
-    """Handler of crm.orders.v1: order.confirmed / order.paid count (once per order, the latest
-    amount), order.cancelled takes the order's revenue back. Other order events are ignored."""
-    kind = envelope["type"]
-    if kind not in REVENUE_EVENTS and kind != ORDER_CANCELLED:
-        return
-    if envelope["version"] != 1:
-        raise Reject(f"unsupported version {envelope['version']} of {kind}")
+def _order(envelope: dict) -> dict:
     try:
-        order = _order_schema.load((envelope["data"] or {}).get("order") or {})
+        return _order_schema.load((envelope["data"] or {}).get("order") or {})
     except ValidationError as exc:
-        raise Reject(f"invalid {kind}: {exc.messages}") from None
+        raise Reject(f"invalid {envelope['type']}: {exc.messages}") from None
+
+
+def record_revenue(uow: UnitOfWork, envelope: dict) -> None:
+    """order.confirmed / order.paid: the order's revenue counts, once per order, at its latest amount."""
+    order = _order(envelope)
     row = uow.session.get(AccountRevenue, order["id"])
-    if kind == ORDER_CANCELLED:
-        if row is not None:
-            uow.session.delete(row)
-            _mark_stale(uow)
-        return
     if row is None:
         row = AccountRevenue(order_id=order["id"], occurred_at=envelope["time"])
-    row.account_id, row.amount, row.status = order["account_id"], order["total"], kind.split(".")[1]
+    row.account_id, row.amount, row.status = order["account_id"], order["total"], envelope["type"].split(".")[1]
     row.recorded_at = utcnow()
     uow.session.add(row)
     _mark_stale(uow)
+
+
+def take_back_revenue(uow: UnitOfWork, envelope: dict) -> None:
+    """order.cancelled: the order's revenue no longer counts."""
+    row = uow.session.get(AccountRevenue, _order(envelope)["id"])
+    if row is not None:
+        uow.session.delete(row)
+        _mark_stale(uow)
+
+
+# crm.orders.v1, for the worker's consumer; other order events are not this service's business.
+ORDER_HANDLERS = {**{(kind, 1): record_revenue for kind in sorted(REVENUE_EVENTS)},
+                  (ORDER_CANCELLED, 1): take_back_revenue}
 
 
 def recompute(uow: UnitOfWork, settings: Settings, now: dt.datetime | None = None) -> dict[str, str]:
@@ -93,7 +99,7 @@ def recompute(uow: UnitOfWork, settings: Settings, now: dt.datetime | None = Non
             uow.publish(*event(settings, "account.tier_changed", account.id, {
                 "account_id": str(account.id), "from": previous, "to": tier,
                 "revenue_12m": str(revenue.get(str(account.id), Decimal("0"))),
-                "account": account_schema.dump(account)}, actor=None))
+                "account": account}, actor=None))
     state.dirty, state.computed_at = False, now
     uow.session.add(state)
     return changed

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from functools import partial
 
+from crmkit.consumer import Dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
 from . import conversion, detection, handover, tiering
 from .bootstrap import context
 from .events import (
     DIRECTORY_TOPIC,
-    LEAD_CONVERTED,
     LEADS_TOPIC,
-    ORDER_CANCELLED,
     ORDERS_TOPIC,
-    REVENUE_EVENTS,
     TOPIC_PARTITIONS,
 )
 
@@ -32,12 +30,10 @@ def worker_spec() -> WorkerSpec:
         topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
         consumers=[
             ConsumerSpec(group_id=f"{prefix}opportunities-conversions",
-                         handlers={leads: lambda uow, e: conversion.apply_lead_converted(uow, settings, e)},
-                         event_types={leads: frozenset({LEAD_CONVERTED})}),
+                         handlers={leads: Dispatch(conversion.handlers(settings))}),
             ConsumerSpec(group_id=f"{prefix}opportunities-directory", handlers={
-                settings.topic(DIRECTORY_TOPIC): lambda uow, e: handover.handle_directory_event(uow, settings, e)}),
-            ConsumerSpec(group_id=f"{prefix}opportunities-revenue", handlers={orders: tiering.record_order},
-                         event_types={orders: REVENUE_EVENTS | {ORDER_CANCELLED}}),
+                settings.topic(DIRECTORY_TOPIC): Dispatch(handover.directory_handlers(settings))}),
+            ConsumerSpec(group_id=f"{prefix}opportunities-revenue", handlers={orders: Dispatch(tiering.ORDER_HANDLERS)}),
         ],
         loops=[tier_loop, recheck_loop],
     )

@@ -94,3 +94,10 @@ class As:
         def call(path, headers=None, **kw):
             return getattr(self.client, method)(f"/api/v1{path}", headers={**self.headers, **(headers or {})}, **kw)
         return call
+
+
+def deliver(table: dict, uow, envelope: dict):
+    """Apply one event as the service's consumer would: through its dispatch table."""
+    from crmkit.consumer import Dispatch
+
+    return Dispatch(table).handler_for(envelope)(uow, envelope)

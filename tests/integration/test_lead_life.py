@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from crmkit.events import new_event
 from services.leads import bootstrap, conversion, handover, imports, services
 from services.leads.db import KIT_TABLES, Lead
+from tests.integration.service_client import deliver
 from tests.integration.test_leads_api import leads  # noqa: F401 - the fixture
 
 OUTBOX = KIT_TABLES["outbox"]
@@ -31,7 +32,7 @@ def directory(*records: tuple[str, dict]) -> None:
     with ctx.db.uow() as uow:
         for kind, record in records:
             key = "team" if kind.startswith("team") else "user"
-            handover.handle_directory_event(uow, ctx.settings, new_event(kind, record["id"], {key: record},
+            deliver(handover.directory_handlers(ctx.settings), uow, new_event(kind, record["id"], {key: record},
                                                                          source="gateway"))
         uow.commit()
 
@@ -345,7 +346,7 @@ def test_handover_moves_only_the_open_leads_of_that_user(leads):  # noqa: F811
     others = leads.as_("other", "rep", teams=["east"]).post("/leads", json={"company": "Not his"}).json
     ctx = bootstrap.context()
     with ctx.db.uow() as uow:
-        handover.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "h1", {
+        deliver(handover.directory_handlers(ctx.settings), uow, new_event("handover.requested", "h1", {
             "handover_id": "h1", "from_user_id": "leaver", "to_user_id": "heir"}, source="gateway"))
         uow.commit()
     with ctx.db.engine.connect() as conn:
@@ -384,7 +385,7 @@ def test_a_handover_to_a_successor_deactivated_meanwhile_moves_nothing_and_fails
     lead = leads.as_("leaver", "rep", teams=["east"]).post("/leads", json={"company": "Stays"}).json
     ctx = bootstrap.context()
     with ctx.db.uow() as uow:
-        handover.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "leaver", {
+        deliver(handover.directory_handlers(ctx.settings), uow, new_event("handover.requested", "leaver", {
             "handover_id": "h2", "from_user_id": "leaver", "to_user_id": "gone"}, source="gateway"))
         uow.commit()
     [failed] = events("handover.completed")
@@ -510,5 +511,5 @@ def test_merging_reopens_a_disqualified_lead_and_skips_converted_ones(leads):  #
 def test_handover_to_a_user_the_replica_does_not_know_yet_is_retried(leads):  # noqa: F811
     ctx = bootstrap.context()
     with ctx.db.uow() as uow, pytest.raises(LookupError, match="not in the directory"):
-        handover.handle_directory_event(uow, ctx.settings, new_event("handover.requested", "h9", {
+        deliver(handover.directory_handlers(ctx.settings), uow, new_event("handover.requested", "h9", {
             "handover_id": "h9", "from_user_id": "a", "to_user_id": "nobody-yet"}, source="gateway"))

@@ -13,7 +13,7 @@ from crmkit.auth import issue_token
 from services.leads import bootstrap as leads_bootstrap
 from services.opportunities import bootstrap, detection
 from tests.infra import JWT_SECRET
-from tests.integration.service_client import As, service_client
+from tests.integration.service_client import As, deliver, service_client
 
 CLOSE = dt.date(2026, 12, 15)
 SKUS = [{"sku": "SW-9300", "qty": 2, "unit_price": "120000.00"}, {"sku": "AP-7", "qty": 40, "unit_price": "3000.00"}]
@@ -273,7 +273,7 @@ def test_what_arrives_after_a_handover_goes_to_the_successor(opps):
 
     def directory_event(kind: str, subject: str, data: dict) -> None:
         with ctx.db.uow() as uow:
-            handover.handle_directory_event(uow, ctx.settings, new_event(kind, subject, data, source="gateway"))
+            deliver(handover.directory_handlers(ctx.settings), uow, new_event(kind, subject, data, source="gateway"))
             uow.commit()
 
     directory_event("handover.requested", "leaver", {"handover_id": "h1", "from_user_id": "leaver",
