@@ -5,6 +5,11 @@ from flask import request
 
 from .errors import PreconditionFailed, PreconditionRequired
 
+# The If-Match header as the OpenAPI document describes it on routes that require it:
+# `@blp.doc(parameters=[IF_MATCH])`.
+IF_MATCH = {"in": "header", "name": "If-Match", "required": True, "schema": {"type": "string", "example": '"v3"'},
+            "description": "the ETag of the version you last read (428 without it, 412 when it is not current)"}
+
 
 def etag_for(version: int) -> str:
     return f'"v{version}"'

@@ -37,8 +37,32 @@ class _UTCDateTime(fields.AwareDateTime):
         return parsed.astimezone(dt.UTC)
 
 
+# The documented form of what _UTCDateTime accepts: ISO 8601 with an offset, years 1900-2999.
+TIMESTAMP_PATTERN = r"^(19\d\d|2\d\d\d)-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$"
+
+
 def Timestamp(**kwargs) -> fields.AwareDateTime:  # noqa: N802
-    return _UTCDateTime(**kwargs)
+    metadata = {"pattern": TIMESTAMP_PATTERN, **kwargs.pop("metadata", {})}
+    return _UTCDateTime(metadata=metadata, **kwargs)
+
+
+def Day(**kwargs) -> fields.Date:  # noqa: N802
+    """A calendar day, years 1900-2999 (as documented by its pattern)."""
+    metadata = {"pattern": r"^(19\d\d|2\d\d\d)-\d\d-\d\d$", **kwargs.pop("metadata", {})}
+    return fields.Date(validate=_sane_year, metadata=metadata, **kwargs)
+
+
+class WholeNumber(fields.Integer):
+    """An integer as JSON Schema means it: 3 and 3.0 both are (the document says `integer`, and a
+    client's JSON library may write either); 3.5, "3" and true are not."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
+            value = int(value)
+        return super()._validated(value)
 
 
 def viewer_role() -> str | None:
@@ -57,13 +81,33 @@ def _money_range(value) -> None:
         raise ValidationError(f"must be at least 0 and below {MONEY_MAX}")
 
 
+class Flag(fields.Boolean):
+    """true or false, and nothing else (marshmallow's Boolean also takes 1, "yes", "on", ...): what
+    the document says (`boolean`) is what the API accepts."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class Money(fields.Decimal):
-    def __init__(self, *, hidden_from: tuple[str, ...] = (), **kwargs):
+    """Money as a decimal string ("12500.00"), as documented: a JSON number is refused (binary
+    floating point cannot hold most amounts exactly). `strings_only=False` for outside producers'
+    events, which may send numbers."""
+
+    def __init__(self, *, hidden_from: tuple[str, ...] = (), strings_only: bool = True, **kwargs):
         kwargs.setdefault("validate", _money_range)
         metadata = {"type": "string", "format": "decimal", "pattern": r"^\d{1,12}(\.\d{1,2})?$",
                     "example": "12500.00", **kwargs.pop("metadata", {})}
         super().__init__(as_string=True, places=2, metadata=metadata, **kwargs)
         self.hidden_from = frozenset(hidden_from)
+        self.strings_only = strings_only
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if self.strings_only and not isinstance(value, str):
+            raise ValidationError('a decimal string such as "12500.00"')
+        return super()._deserialize(value, attr, data, **kwargs)
 
     def serialize(self, attr, obj, accessor=None, **kwargs):
         if self.hidden_from and viewer_role() in self.hidden_from:

@@ -48,8 +48,15 @@ def current_period(kind: str = "month", now: dt.datetime | None = None) -> Perio
     return parse_period(label)
 
 
+PERIOD_PATTERN = r"^(19\d\d|2\d\d\d)(-(0[1-9]|1[0-2])|-Q[1-4])?$"  # what parse_period accepts, documented
+
+
 class PeriodField(fields.String):
     """A query or body field holding a period; loads as a Period."""
+
+    def __init__(self, **kwargs):
+        metadata = {"pattern": PERIOD_PATTERN, "example": "2026-Q4", **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:

@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
+from http import HTTPStatus
 
 from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api
 from flask_smorest import Blueprint as _SmorestBlueprint
-from marshmallow import missing
+from flask_smorest.utils import prepare_response
+from marshmallow import Schema, fields, missing
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from webargs.flaskparser import FlaskParser, is_json_request
@@ -68,7 +70,7 @@ def principal() -> Principal:
 
 
 def problem_response(problem: Problem) -> Response:
-    resp = Response(json.dumps(problem.to_dict()), status=problem.status, mimetype=PROBLEM_JSON)
+    resp = Response(json.dumps(problem.to_dict(), ensure_ascii=False), status=problem.status, mimetype=PROBLEM_JSON)
     for k, v in problem.headers.items():
         resp.headers[k] = v
     return resp
@@ -79,12 +81,12 @@ def _problem_from_http_exception(exc: HTTPException) -> Problem:
     data = getattr(exc, "data", None) or {}
     messages = data.get("messages") or {}
     errors: dict = {}
-    for location, fields in messages.items():
-        if isinstance(fields, dict):
-            errors.update({k: v if isinstance(v, list) else [v] for k, v in fields.items()})
+    for location, found in messages.items():
+        if isinstance(found, dict):
+            errors.update({k: v if isinstance(v, list) else [v] for k, v in found.items()})
         else:
             errors.setdefault("body" if location == "json" else location,
-                              fields if isinstance(fields, list) else [fields])
+                              found if isinstance(found, list) else [found])
     if status == 422 and set(messages) - {"json", "form", "files"}:
         status = 400  # CONTRACT §3: a bad query string is 400, a bad body 422
     detail = {
@@ -162,8 +164,32 @@ class Blueprint(_SmorestBlueprint):
     ARGUMENTS_PARSER = _JsonParser()
 
 
+class ProblemSchema(Schema):
+    """An error as every service and the gateway answer it (RFC 9457, CONTRACT §3)."""
+    type = fields.String(required=True, metadata={"example": "https://sfa-crm.dev/problems/422"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "what is wrong with which field"})
+
+
 class ProblemApi(Api):
-    """flask-smorest's Api, with its JSON errors replaced by problem+json."""
+    """flask-smorest's Api, with its JSON errors replaced by problem+json, in the answers and in the
+    document: every operation's error responses (its `default` and the statuses it names) say
+    application/problem+json with the problem schema."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self):
+        for status in HTTPStatus:
+            response = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "An error, as problem+json", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_JSON)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
     def handle_http_exception(self, error):
         if error.code == 413:
@@ -218,6 +244,8 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         MAX_CONTENT_LENGTH=context.settings.max_import_bytes,
         JSON_SORT_KEYS=False,
     )
+    app.json.ensure_ascii = False  # UTF-8 on the wire: 华东, not \u534e\u4e1c
+    app.json.sort_keys = False
     app.extensions["crm"] = context
     api = ProblemApi(app, spec_kwargs={"components": {"securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},

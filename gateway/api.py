@@ -11,7 +11,7 @@ from marshmallow import RAISE
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crmkit.errors import NotFound
-from crmkit.etag import etag_for, require_if_match
+from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
@@ -101,6 +101,7 @@ def get_user(user_id: uuid.UUID):
 @directory_blp.route("/users/<uuid:user_id>", methods=["PATCH"])
 @directory_blp.arguments(UserPatchSchema)
 @directory_blp.response(200, UserSchema)
+@directory_blp.doc(parameters=[IF_MATCH])
 def patch_user(changes, user_id: uuid.UUID):
     """Change a user; `"active": false` deactivates (their tokens stop working at once)."""
     with ctx().db.uow() as uow:
@@ -140,6 +141,7 @@ def get_team(team_id: uuid.UUID):
 @directory_blp.route("/teams/<uuid:team_id>", methods=["PATCH"])
 @directory_blp.arguments(TeamPatchSchema)
 @directory_blp.response(200, TeamSchema)
+@directory_blp.doc(parameters=[IF_MATCH])
 def patch_team(changes, team_id: uuid.UUID):
     with ctx().db.uow() as uow:
         team = services.update_team(uow, ctx().settings, principal().user_id, team_id, changes, require_if_match)
@@ -230,6 +232,17 @@ def create_app():
                              openapi_json_path="gateway-openapi.json", docs_path=None)
     app.add_url_rule("/api/v1/<path:rest>", endpoint="forward", view_func=forward,
                      methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @app.after_request
+    def _allow_what_the_policy_allows(response):
+        # Flask answers OPTIONS, and an unknown method with 405, listing the forwarding rule's
+        # methods (every one); the truth for a path is its route in the policy.
+        if "Allow" in response.headers:
+            route = gw.policy.match(request.path.rstrip("/") or "/")
+            if route is not None:
+                methods = set(route.allowed) | {"OPTIONS"} | ({"HEAD"} if "GET" in route.allowed else set())
+                response.headers["Allow"] = ", ".join(sorted(methods))
+        return response
+
     own_spec = app.extensions["crm_api"].spec.to_dict
     merger = SpecMerger(gw.upstreams, gw.policy, own_spec, gw.config.openapi_cache_seconds)
 

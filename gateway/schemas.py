@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from crmkit.auth import ROLES
-from crmkit.fields import Text
+from crmkit.fields import Flag, Text
 from crmkit.pagination import PageArgsSchema
 
 from .domain import MIN_PASSWORD_LENGTH
@@ -39,7 +39,7 @@ class UserSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     team_id = fields.UUID(allow_none=True, load_default=None)
     region = Text(100, allow_none=True, load_default=None)
-    active = fields.Boolean(load_default=True)
+    active = Flag(load_default=True)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
     version = fields.Integer(dump_only=True)
@@ -58,7 +58,7 @@ class UserPatchSchema(Schema):
     role = fields.String(validate=validate.OneOf(ROLES))
     team_id = fields.UUID(allow_none=True)
     region = Text(100, allow_none=True)
-    active = fields.Boolean()
+    active = Flag()
 
     @validates("name")
     def _not_blank(self, value, **_):
@@ -70,7 +70,7 @@ class UserListArgsSchema(PageArgsSchema):
     role = fields.String(validate=validate.OneOf(ROLES))
     team_id = fields.UUID()
     region = Text(100)
-    active = fields.Boolean()
+    active = Flag()
     q = Text(100)
 
 

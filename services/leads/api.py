@@ -8,7 +8,7 @@ from marshmallow import RAISE
 
 from crmkit.activities import ActivityCreateSchema
 from crmkit.errors import ValidationFailed
-from crmkit.etag import etag_for, require_if_match
+from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
@@ -105,6 +105,7 @@ def get_lead(lead_id: uuid.UUID):
 @blp.route("/leads/<uuid:lead_id>", methods=["PATCH"])
 @blp.arguments(LeadPatchSchema)
 @blp.response(200, LeadSchema)
+@blp.doc(parameters=[IF_MATCH])
 @roles(*LEAD_ROLES)
 def patch_lead(changes, lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
@@ -169,6 +170,10 @@ def reassign_lead(target, lead_id: uuid.UUID):
 
 @blp.route("/leads/import", methods=["POST"])
 @blp.response(202, ImportAcceptedSchema)
+@blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {"file": {
+        "type": "string", "format": "binary", "minLength": 1,
+        "description": "the CSV (UTF-8, a header row; up to LEADS_IMPORT_MAX_ROWS rows)"}}}}}})
 @roles(*LEAD_ROLES)
 @large_body
 def import_leads():
@@ -215,6 +220,7 @@ def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> Non
     @rules_blp.route(path, methods=["PUT"], endpoint=f"put_{name}_rules")
     @rules_blp.arguments(schema)
     @rules_blp.response(200, schema)
+    @rules_blp.doc(parameters=[IF_MATCH])
     @roles(*writers)
     def put_rules(body):
         with ctx().db.uow() as uow:

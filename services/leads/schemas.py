@@ -6,7 +6,7 @@ import math
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing, validate, validates_schema
 
 from crmkit.activities import ActivityFields
-from crmkit.fields import CURRENCY, PHONE, Money, Text, Timestamp, viewer_role
+from crmkit.fields import CURRENCY, PHONE, Flag, Money, Text, Timestamp, viewer_role
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 from .assignment import STRATEGIES
@@ -117,11 +117,11 @@ class LeadSchema(Schema):
 
 
 class LeadCreatedSchema(LeadSchema):
-    merged = fields.Boolean()
+    merged = Flag()
     # A duplicate of a lead the caller may not change: only its id, its owner and whom to ask come
     # back, never its contents, and nothing the caller brought was written into it.
-    owned_elsewhere = fields.Boolean()
-    claimed = fields.Boolean(metadata={"description": "recorded as a duplicate claim for the lead's owner"})
+    owned_elsewhere = Flag()
+    claimed = Flag(metadata={"description": "recorded as a duplicate claim for the lead's owner"})
     claim_id = fields.UUID()
     manager_id = fields.String(allow_none=True, metadata={"description": "whom to ask: the lead's team manager"})
 
@@ -175,6 +175,8 @@ class MarketingLeadSubmittedSchema(_ProspectFields):
     external_id = Text(200, min_length=1, required=True)
     source = fields.String(load_default="marketing", validate=validate.OneOf(SOURCES))
     occurred_at = Timestamp(allow_none=True)
+    # Outside systems may write amounts as JSON numbers; the API takes decimal strings only.
+    estimated_value = LeadMoney(allow_none=True, strings_only=False)
 
     @validates_schema
     def _someone_to_call(self, data, **_):

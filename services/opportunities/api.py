@@ -8,7 +8,7 @@ from marshmallow import RAISE
 from sqlalchemy.exc import SQLAlchemyError
 
 from crmkit.activities import ActivityCreateSchema
-from crmkit.etag import check_if_match_if_given, etag_for, require_if_match
+from crmkit.etag import IF_MATCH, check_if_match_if_given, etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
@@ -105,6 +105,7 @@ def get_account(account_id: uuid.UUID):
 @accounts.route("/accounts/<uuid:account_id>", methods=["PATCH"])
 @accounts.arguments(AccountWriteSchema)
 @accounts.response(200, AccountSchema)
+@accounts.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_account(changes, account_id: uuid.UUID):
     with ctx().db.uow() as uow:
@@ -189,6 +190,7 @@ def get_contact(contact_id: uuid.UUID):
 @accounts.route("/contacts/<uuid:contact_id>", methods=["PATCH"])
 @accounts.arguments(ContactWriteSchema)
 @accounts.response(200, ContactSchema)
+@accounts.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_contact(changes, contact_id: uuid.UUID):
     with ctx().db.uow() as uow:
@@ -290,6 +292,7 @@ def _render_committed(opp) -> None:
 @deals.route("/opportunities/<uuid:opp_id>", methods=["PATCH"])
 @deals.arguments(OpportunityWriteSchema)
 @deals.response(200, OpportunitySchema)
+@deals.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_opportunity(changes, opp_id: uuid.UUID):
     return _changed(lambda uow: services.update_opportunity(uow, ctx().settings, principal(), opp_id, changes,
@@ -425,6 +428,7 @@ def get_stages():
 @deals.route("/pipeline/stages", methods=["PUT"])
 @deals.arguments(StagesSchema)
 @deals.response(200, StagesSchema)
+@deals.doc(parameters=[IF_MATCH])
 @roles("admin")
 def put_stages(body):
     with ctx().db.uow() as uow:

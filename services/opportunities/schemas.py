@@ -6,7 +6,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from crmkit.activities import ActivityFields
-from crmkit.fields import CURRENCY, PHONE, Money, Text
+from crmkit.fields import CURRENCY, PHONE, Day, Flag, Money, Text, WholeNumber
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodField
 
@@ -90,7 +90,7 @@ class ContactWriteSchema(Schema):
     title = Text(200, allow_none=True)
     email = fields.Email(allow_none=True, validate=validate.Length(max=320))
     phone = fields.String(allow_none=True, validate=PHONE)
-    is_primary = fields.Boolean()
+    is_primary = Flag()
 
 
 class ContactCreateSchema(ContactWriteSchema):
@@ -110,7 +110,7 @@ class ContactSchema(Schema):
     title = fields.String(allow_none=True)
     email = fields.String(allow_none=True)
     phone = fields.String(allow_none=True)
-    is_primary = fields.Boolean()
+    is_primary = Flag()
     created_at = fields.AwareDateTime()
     updated_at = fields.AwareDateTime()
     version = fields.Integer()
@@ -127,7 +127,7 @@ class ProductLineSchema(Schema):
         unknown = RAISE
 
     sku = fields.String(required=True, validate=SKU)
-    qty = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10**7))
+    qty = WholeNumber(required=True, validate=validate.Range(min=1, max=10**7))
     unit_price = Money(required=True)
 
 
@@ -163,8 +163,8 @@ class OpportunityCreateSchema(OpportunityWriteSchema):
 class ChecklistItemSchema(Schema):
     key = fields.String()
     label = fields.String()
-    required = fields.Boolean()
-    done = fields.Boolean()
+    required = Flag()
+    done = Flag()
 
 
 class OpportunitySchema(Schema):
@@ -219,7 +219,7 @@ class ChecklistTickSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    done = fields.Boolean(load_default=True)
+    done = Flag(load_default=True)
 
 
 class WinSchema(Schema):
@@ -243,7 +243,7 @@ class CollisionSchema(Schema):
     opportunity_id = fields.UUID(metadata={"description": "the other opportunity"})
     owner_id = fields.String(allow_none=True, metadata={"description": "who chases the other deal"})
     manager_id = fields.String(allow_none=True, metadata={"description": "whom to ask: the other owner's manager"})
-    visible = fields.Boolean(metadata={"description": "whether you may open the other opportunity"})
+    visible = Flag(metadata={"description": "whether you may open the other opportunity"})
     score = fields.Float(metadata={"description": _ONLY_VISIBLE})
     signals = fields.Dict(keys=fields.String(), values=fields.Float(), metadata={"description": _ONLY_VISIBLE})
     reasons = fields.List(fields.String(), metadata={"description": _ONLY_VISIBLE})
@@ -272,13 +272,8 @@ class ExpenseCreateSchema(Schema):
 
     category = fields.String(required=True, validate=validate.OneOf(EXPENSE_CATEGORIES))
     amount = Money(required=True)
-    incurred_on = fields.Date(required=True)
+    incurred_on = Day(required=True)
     note = Text(2000, allow_none=True)
-
-    @validates_schema
-    def _sane_day(self, data, **_):
-        if not 1900 <= data["incurred_on"].year <= 2999:
-            raise ValidationError("year must be between 1900 and 2999", "incurred_on")
 
 
 class ExpenseSchema(Schema):
@@ -300,7 +295,7 @@ class StageChecklistItemSchema(Schema):
 
     key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_]{1,40}$"))
     label = Text(200, min_length=1, required=True)
-    required = fields.Boolean(load_default=False)
+    required = Flag(load_default=False)
 
 
 class StageSchema(Schema):
@@ -417,7 +412,7 @@ class _Part(Schema):
 
 class ConvertedAccountSchema(_Part):
     id = fields.UUID(required=True)
-    existing = fields.Boolean(load_default=False)
+    existing = Flag(load_default=False)
     name = Text(200, min_length=1, required=True)
     type = fields.String(load_default="b2b", validate=validate.OneOf(ACCOUNT_TYPES))
     industry = Text(100, allow_none=True)
@@ -429,7 +424,7 @@ class ConvertedContactSchema(_Part):
     name = Text(200, min_length=1, required=True)
     email = Text(320, allow_none=True)
     phone = Text(50, allow_none=True)
-    is_primary = fields.Boolean(load_default=True)
+    is_primary = Flag(load_default=True)
 
 
 class ConvertedOpportunitySchema(_Part):
@@ -460,7 +455,7 @@ class OrderRevenueSchema(_Part):
     account_id = fields.UUID(required=True)
     total = Money(required=True)
     currency = fields.String(load_default=None, allow_none=True)
-    counts_toward_quota = fields.Boolean(load_default=True)
+    counts_toward_quota = Flag(load_default=True)
 
 
 account_schema = AccountSchema()

@@ -3,6 +3,13 @@ the gateway, with schemathesis: no 500 for anything a client sends, and every do
 matches its own schema."""
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from xml.etree import ElementTree
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -52,3 +59,57 @@ def test_no_operation_fails_or_breaks_its_schema(crm_schema, fuzz_target):
             failures.append(f"{operation.label}: {str(exc)[:1500]}")
     assert operations >= 20
     assert failures == [], "\n\n".join(failures)
+
+
+# ---- the document tells the truth (issue 13): schemathesis' every check, as a manager and as a rep ----------
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+TRUTH_EXAMPLES = 8  # per operation and phase; the whole run is about a minute per role
+# What a schema cannot say, described in the document's words and listed in the issue's note: a
+# request the schema allows may still be refused for these reasons, and for no other.
+DOCUMENTED_RULES = {
+    "cursor": r"invalid cursor",  # opaque: only a next_cursor this API issued
+    "company or contact": r"a lead needs a company or a contact name",
+    "team or user": r"give exactly one of team_id or user_id",
+    "If-Match": r"the record changed since you read it|send If-Match",  # the ETag you last read
+    "one line per product": r"each product once",
+    "one entry per member": r"a user is listed twice",
+    "live users": r"no active rep or manager with that id|unknown or inactive|hand over to an active rep or manager",
+    "a text CSV": r"the file is neither UTF-8 nor GB18030 text|the file is empty|not a text CSV",
+}
+
+
+def _schemathesis(crm, token: str, report_dir: Path) -> tuple[int, str, list[tuple[str, str]]]:
+    """One `schemathesis run --checks all` through the gateway; (exit code, output, [(operation, failure)])."""
+    run = subprocess.run(
+        [str(SCHEMATHESIS), "--no-color", "--config-file", str(CONFIG), "run", f"{crm.url}/openapi.json",
+         "--checks", "all", "-H", f"Authorization: Bearer {token}", "--max-examples", str(TRUTH_EXAMPLES),
+         "--seed", "13", "--report", "junit", "--report-dir", str(report_dir)],
+        capture_output=True, text=True, timeout=900)
+    failures = []
+    for report in report_dir.glob("*.xml"):
+        for case in ElementTree.parse(report).getroot().iter("testcase"):  # noqa: S314 - our own tool's report
+            failures += [(case.attrib["name"], f.text or "") for f in case if f.tag in ("failure", "error")]
+    return run.returncode, run.stdout[-6000:], failures
+
+
+@pytest.mark.parametrize("who", ["mgr-east", "ann"])
+def test_the_document_tells_the_truth(crm, who, tmp_path):
+    """No server error, no response off its schema, no undocumented status or content type, no request
+    the schema forbids accepted; a request it allows is refused only for a documented rule."""
+    code, output, failures = _schemathesis(crm, crm.token(who), tmp_path)
+    assert "API Operations" in output, output  # it ran
+    unexplained, explained_by = [], Counter()
+    for operation, text in failures:
+        for one in re.split(r"\n(?=\d+\. Test Case ID: )", text):
+            checks = set(re.findall(r"^- (ST\d{3}) ", one, flags=re.M))
+            if not checks:
+                continue
+            rules = [name for name, rule in DOCUMENTED_RULES.items() if re.search(rule, one)]
+            if checks == {"ST202"} and rules:
+                explained_by[rules[0]] += 1
+            else:
+                unexplained.append(f"{operation}: {one[:1500]}")
+    print(f"{who}: schema-valid requests refused by a documented rule: {dict(explained_by)}")
+    assert unexplained == [], "\n\n".join(unexplained)
+    assert code in (0, 1), output  # 1: only the documented rejections above
