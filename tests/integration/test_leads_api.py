@@ -219,3 +219,14 @@ def test_a_role_outside_the_route_gets_403_before_its_body_is_read(leads):
     assert service.post("/leads", json={}).status_code == 403
     assert service.post("/leads", data="{not json", headers={"Content-Type": "application/json"}).status_code == 403
     assert rep.put("/lead-assignment-rules", json={"rules": "bad"}).status_code == 403
+
+
+def test_answers_are_utf8_json_not_unicode_escapes(leads):
+    """Chinese text comes back as UTF-8 on the wire (a client that logs or greps bytes reads it), in
+    records and in problems alike."""
+    ann = leads.as_("ann", "rep", teams=["east"])
+    r = ann.post("/leads", json={"company": "华东智联系统集成有限公司", "contact_name": "赵"})
+    assert r.status_code == 201 and "华东智联".encode() in r.data and b"\\u" not in r.data
+    problem = ann.post("/leads", json={"company": "华东", "email": "不是邮箱"})
+    assert problem.status_code == 422 and problem.content_type == "application/problem+json"
+    assert "不是邮箱".encode() in problem.data or b"\\u" not in problem.data

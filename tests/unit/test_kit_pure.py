@@ -120,3 +120,81 @@ def test_messages_that_break_json_itself_are_bad_envelopes(raw):
     """A tombstone, an integer past Python's digit limit, absurd nesting: dead letters, not a crash."""
     with pytest.raises(BadEnvelope):
         parse_envelope(raw)
+
+
+# ---- fields that accept exactly what the OpenAPI document says (issue 13) ------------------------------------
+def test_a_flag_is_true_or_false_and_nothing_else():
+    from marshmallow import Schema, ValidationError
+
+    from crmkit.fields import Flag
+
+    class S(Schema):
+        f = Flag()
+
+    assert S().load({"f": True}) == {"f": True} and S().load({"f": False}) == {"f": False}
+    for wrong in (0, 1, "true", "yes", None):
+        with pytest.raises(ValidationError):
+            S().load({"f": wrong})
+
+
+def test_money_is_a_decimal_string_unless_an_outside_producer_may_send_numbers():
+    from marshmallow import Schema, ValidationError
+
+    from crmkit.fields import Money
+
+    class Api(Schema):
+        m = Money()
+
+    class Inbound(Schema):
+        m = Money(strings_only=False)
+
+    assert Api().load({"m": "12500.5"}) == {"m": decimal.Decimal("12500.50")}
+    for wrong in (12500, 12500.5, True):
+        with pytest.raises(ValidationError, match="decimal string"):
+            Api().load({"m": wrong})
+    assert Inbound().load({"m": 12500}) == {"m": decimal.Decimal("12500.00")}
+
+
+def test_a_whole_number_is_an_integer_as_json_schema_means_it():
+    from marshmallow import Schema, ValidationError
+
+    from crmkit.fields import WholeNumber
+
+    class S(Schema):
+        n = WholeNumber()
+
+    assert S().load({"n": 1982}) == {"n": 1982} and S().load({"n": 1982.0}) == {"n": 1982}
+    for wrong in (1982.5, "1982", True):
+        with pytest.raises(ValidationError):
+            S().load({"n": wrong})
+
+
+def test_documented_patterns_match_exactly_what_is_accepted():
+    import re
+
+    from marshmallow import Schema, ValidationError
+
+    from crmkit.fields import TIMESTAMP_PATTERN, Day, Timestamp
+
+    class S(Schema):
+        t = Timestamp()
+        d = Day()
+
+    day_pattern = S().fields["d"].metadata["pattern"]
+    for text, ok in (("2026-12-01T09:30:00Z", True), ("2026-12-01T09:30:00.123+08:00", True),
+                     ("1899-12-31T23:00:00Z", False), ("3000-01-01T00:00:00Z", False)):
+        assert bool(re.match(TIMESTAMP_PATTERN, text)) is ok
+        try:
+            S().load({"t": text})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted is ok, text
+    for text, ok in (("2026-12-01", True), ("1899-12-31", False), ("3000-01-01", False)):
+        assert bool(re.match(day_pattern, text)) is ok
+        try:
+            S().load({"d": text})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted is ok, text
