@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from .errors import Problem
+from .problems import Problem
 from .settings import Settings
 
 ROLES = ("rep", "manager", "executive", "marketing", "service", "admin")

@@ -23,7 +23,7 @@ from .auth import Principal, Unauthorized
 from .consumer import Reject
 from .db import UTCDateTime, lock_keys, utcnow
 from .directory_events import HANDOVER_COMPLETED, HANDOVER_REQUESTED, TEAM_EVENTS, USER_EVENTS  # noqa: F401
-from .errors import Problem
+from .problems import Problem
 from .teams import TeamNode, managed_teams
 
 

@@ -1,55 +1,39 @@
-"""Errors that become application/problem+json responses (RFC 9457, CONTRACT §3)."""
+"""What went wrong, in the domain's words. Use cases and domain rules raise these, and know nothing of
+HTTP: crmkit.web maps each kind to its status and renders problem+json in one place
+(`DOMAIN_STATUS`). The HTTP layer's own errors (a bad header, a rate limit) are crmkit.problems."""
 from __future__ import annotations
 
-from http import HTTPStatus
 
+class DomainError(Exception):
+    """Something the caller can act on: `detail` says what, `errors` which field, `retry_after` when a
+    retry may succeed (in seconds)."""
 
-class Problem(Exception):
-    """An error a client can act on. The service layer raises these; the HTTP layer renders them."""
-
-    status = 400
-
-    def __init__(self, detail: str | None = None, *, status: int | None = None,
-                 title: str | None = None, errors: dict | None = None, headers: dict | None = None):
-        super().__init__(detail or title or "")
-        if status is not None:
-            self.status = status
-        self.title = title or HTTPStatus(self.status).phrase
+    def __init__(self, detail: str, *, errors: dict | None = None, retry_after: int | None = None):
+        super().__init__(detail)
         self.detail = detail
         self.errors = errors
-        self.headers = headers or {}
-
-    def to_dict(self) -> dict:
-        body = {
-            "type": f"https://sfa-crm.dev/problems/{self.status}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail or self.title,
-        }
-        if self.errors:
-            body["errors"] = self.errors
-        return body
+        self.retry_after = retry_after
 
 
-class NotFound(Problem):
-    status = 404
+class NotFound(DomainError):
+    """No such record, or one the caller may not see: the same answer, so it tells them nothing."""
 
 
-class Forbidden(Problem):
-    status = 403
+class Forbidden(DomainError):
+    """The caller may see it, but may not do this."""
 
 
-class Conflict(Problem):
-    status = 409
+class Conflict(DomainError):
+    """The record's state does not allow it now (closed, converted, in use), or another request is on it."""
 
 
-class ValidationFailed(Problem):
-    status = 422
+class ValidationFailed(DomainError):
+    """The input is wrong; `errors` says which field and why."""
 
 
-class PreconditionFailed(Problem):
-    status = 412
+class StaleVersion(DomainError):
+    """The record changed since the caller read the version they sent."""
 
 
-class PreconditionRequired(Problem):
-    status = 428
+class VersionRequired(DomainError):
+    """A change that does not say which version of the record it applies to."""

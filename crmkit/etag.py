@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import request
 
-from .errors import PreconditionFailed, PreconditionRequired
+from .errors import StaleVersion, VersionRequired
 
 # The If-Match header as the OpenAPI document describes it on routes that require it:
 # `@blp.doc(parameters=[IF_MATCH])`.
@@ -18,10 +18,10 @@ def etag_for(version: int) -> str:
 def require_if_match(current_version: int) -> None:
     header = request.headers.get("If-Match")
     if not header:
-        raise PreconditionRequired("send If-Match with the ETag you last read")
+        raise VersionRequired("send If-Match with the ETag you last read")
     tags = [t.strip().removeprefix("W/") for t in header.split(",")]
     if "*" not in tags and etag_for(current_version) not in tags:
-        raise PreconditionFailed("the record changed since you read it; read it again and retry")
+        raise StaleVersion("the record changed since you read it; read it again and retry")
 
 
 

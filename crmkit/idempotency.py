@@ -29,7 +29,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .db import WRITES, run_with_commit_hook, utcnow
-from .errors import Conflict, Problem
+from .errors import Conflict
+from .problems import Problem
 from .web import ctx
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _claim(engine, table, this, who: str, key: str, fingerprint: str) -> Respons
         if row.state == "committed" and row.created_at > utcnow() - STORING_GRACE:
             # Applied a moment ago, its response still being stored: in progress, not lost.
             raise Conflict("a request with this Idempotency-Key is still in progress; retry it in a moment to get "
-                           "its response", headers={"Retry-After": "1"}) from None
+                           "its response", retry_after=1) from None
         if row.state == "committed":
             raise Conflict("the request with this Idempotency-Key was applied, but its response was lost; "
                            "read the resource instead of retrying") from None
@@ -128,7 +129,7 @@ def _claim(engine, table, this, who: str, key: str, fingerprint: str) -> Respons
         ).values(created_at=utcnow())).rowcount
         if not taken_over:
             raise Conflict("a request with this Idempotency-Key is still in progress; retry it in a moment to get "
-                           "its response", headers={"Retry-After": "1"}) from None
+                           "its response", retry_after=1) from None
     return None
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import Select, tuple_
 
-from .errors import Problem
 from .fields import Text
+from .problems import Problem
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 

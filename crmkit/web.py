@@ -29,9 +29,18 @@ from werkzeug.exceptions import HTTPException
 from . import metrics
 from .auth import Principal, TokenVerifier, Unauthorized
 from .db import Database, database_reachable
-from .errors import Forbidden, Problem
+from .errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    StaleVersion,
+    ValidationFailed,
+    VersionRequired,
+)
 from .kafka import kafka_reachable
 from .logging import request_id_var
+from .problems import Problem
 from .settings import Settings
 from .text import unpaired_surrogate_at
 
@@ -67,6 +76,18 @@ def ctx() -> ServiceContext:
 
 def principal() -> Principal:
     return g.principal
+
+
+# The one place a domain error becomes HTTP (CONTRACT §3).
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404, Forbidden: 403, Conflict: 409, ValidationFailed: 422, StaleVersion: 412, VersionRequired: 428,
+}
+
+
+def problem_of(error: DomainError) -> Problem:
+    status = next(code for kind, code in DOMAIN_STATUS.items() if isinstance(error, kind))
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    return Problem(error.detail, status=status, errors=error.errors, headers=headers)
 
 
 def problem_response(problem: Problem) -> Response:
@@ -319,6 +340,10 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
     @app.errorhandler(Problem)
     def _problem(exc: Problem):
         return problem_response(exc)
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError):
+        return problem_response(problem_of(exc))
 
     @app.errorhandler(IntegrityError)
     def _integrity(_exc):

@@ -9,7 +9,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from crmkit.errors import NotFound, Problem
+from crmkit.errors import NotFound
+from crmkit.problems import Problem
 
 from .upstream import Upstreams
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crmkit.auth import ROLES
-from crmkit.errors import Forbidden, NotFound, Problem
+from crmkit.problems import Problem
 
 POLICY_FILE = Path(__file__).with_name("policy.toml")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -95,7 +95,7 @@ class RoutePolicy:
         """The route, if `role` may call `method` on `path`; else the Problem to answer with."""
         route = self.match(path.rstrip("/") or "/")
         if route is None:
-            raise NotFound(f"no route {path}")
+            raise Problem(f"no route {path}", status=404)
         if method in ("HEAD", "OPTIONS") and "GET" in route.allowed:
             method = "GET"
         roles = route.allowed.get(method)
@@ -103,7 +103,7 @@ class RoutePolicy:
             raise Problem(f"method {method} is not allowed on {route.path}", status=405,
                           headers={"Allow": ", ".join(sorted(route.allowed))})
         if not route.public and role not in roles:
-            raise Forbidden(f"role {role!r} may not {method} {route.path}")
+            raise Problem(f"role {role!r} may not {method} {route.path}", status=403)
         return route
 
     def services(self) -> set[str]:

@@ -18,7 +18,7 @@ from limits.strategies import FixedWindowRateLimiter
 from limits.util import WindowStats
 
 from crmkit import metrics
-from crmkit.errors import Problem
+from crmkit.problems import Problem
 
 from .config import GatewayConfig
 

@@ -133,7 +133,7 @@ def update_user(uow: UnitOfWork, settings: Settings, actor: str, user_id: uuid.U
             Handover.to_user_id == user.id, Handover.status == "pending").limit(1)).first():
         # The services may already be moving records to them: wait until the handover has answered.
         raise Conflict("this user is receiving a handover that is still pending; deactivate them once it has "
-                       "completed", headers={"Retry-After": "5"})
+                       "completed", retry_after=5)
     for name in ("name", "role", "team_id", "region", "active"):
         if name in changes:
             setattr(user, name, changes[name].strip() if name == "name" else changes[name])

@@ -28,7 +28,7 @@ from urllib3.exceptions import (
 from urllib3.util import Retry, Timeout
 
 from crmkit import metrics
-from crmkit.errors import Problem
+from crmkit.problems import Problem
 
 from .config import GatewayConfig
 

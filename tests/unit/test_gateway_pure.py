@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from crmkit.auth import Principal
-from crmkit.errors import Problem
 from crmkit.periods import parse_period
+from crmkit.problems import Problem
 from crmkit.teams import TeamNode, descendants, managed_teams
 from gateway import domain
 from gateway.policy import PolicyError, RoutePolicy
@@ -177,7 +177,7 @@ def test_a_token_for_a_user_the_replica_never_learns_of_is_refused_after_a_short
 
 def test_tokens_the_replica_cannot_confirm_never_tie_up_more_than_two_threads():
     from crmkit.directory import DirectoryGuard
-    from crmkit.errors import Problem
+    from crmkit.problems import Problem
 
     loads = []
     guard = DirectoryGuard(lambda: loads.append(1) or {}, refresh_seconds=10, catch_up_seconds=0.5)

@@ -198,3 +198,19 @@ def test_documented_patterns_match_exactly_what_is_accepted():
         except ValidationError:
             accepted = False
         assert accepted is ok, text
+
+
+# ---- domain errors know nothing of HTTP; crmkit.web maps them in one place (issue 13) ------------------------
+def test_every_domain_error_has_one_status_and_keeps_its_details():
+    from crmkit import errors
+    from crmkit.web import DOMAIN_STATUS, problem_of
+
+    kinds = [k for k in vars(errors).values() if isinstance(k, type) and issubclass(k, errors.DomainError)
+             and k is not errors.DomainError]
+    assert set(kinds) == set(DOMAIN_STATUS)
+    assert not any(hasattr(k, "status") for k in kinds)  # the domain's words, not HTTP's
+    problem = problem_of(errors.Conflict("in progress; retry", errors={"key": ["busy"]}, retry_after=1))
+    assert (problem.status, problem.detail, problem.errors, problem.headers) == (
+        409, "in progress; retry", {"key": ["busy"]}, {"Retry-After": "1"})
+    assert problem_of(errors.StaleVersion("changed")).status == 412
+    assert problem_of(errors.VersionRequired("send If-Match")).status == 428
