@@ -64,7 +64,7 @@ def _measure(base: str, token: str, n: int) -> dict:
 
 def _explain(url: str, principal: Principal, cursor: str | None) -> list[str]:
     """EXPLAIN ANALYZE of exactly the SQL the service sends for this principal and page."""
-    from services.leads import services
+    from services.leads import lifecycle
     from services.leads.db import KIT_TABLES
 
     db = Database(url, OutboxWriter(KIT_TABLES["outbox"], "leads"))
@@ -72,7 +72,7 @@ def _explain(url: str, principal: Principal, cursor: str | None) -> list[str]:
     event.listen(db.engine, "before_cursor_execute",
                  lambda conn, cur, stmt, params, ctx, many: captured.append((stmt, params)))
     with db.uow(readonly=True) as uow:
-        services.list_leads(uow, principal, {"limit": 50, "cursor": cursor, "sort": "-created_at"})
+        lifecycle.list_leads(uow, principal, {"limit": 50, "cursor": cursor, "sort": "-created_at"})
     statement, params = next((s, p) for s, p in captured if "FROM leads" in s)
     with db.engine.connect() as conn:
         plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, params).scalars().all()

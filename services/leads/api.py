@@ -14,7 +14,7 @@ from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
 from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
 
-from . import conversion, imports, services
+from . import conversion, imports, intake, lifecycle, people, routing, rules
 from .bootstrap import context
 from .domain import WORKING_ROLES
 from .schemas import (
@@ -57,7 +57,7 @@ def _headers(lead) -> dict:
 def create_lead(fields):
     """Create a lead, or merge it into the one it duplicates, or claim another owner's."""
     with ctx().db.uow() as uow:
-        result = services.create_lead(uow, ctx().settings, principal(), fields)
+        result = intake.create_lead(uow, ctx().settings, principal(), fields)
         uow.commit()
         lead = result.lead
         if result.claim is not None:
@@ -65,7 +65,7 @@ def create_lead(fields):
             # nothing of it (CONTRACT §2, the collision rule).
             return {"id": lead.id, "merged": False, "claimed": True, "owned_elsewhere": True,
                     "claim_id": result.claim.id, "owner_id": lead.owner_id,
-                    "manager_id": services.manager_of(uow, lead)}, 200
+                    "manager_id": people.manager_of(uow, lead)}, 200
         lead.merged = result.merged
         if not result.merged:
             return lead, 201, {**_headers(lead), "Location": f"/api/v1/leads/{lead.id}"}
@@ -79,7 +79,7 @@ def create_lead(fields):
 def list_duplicate_claims(args, lead_id: uuid.UUID):
     """Who else brought this lead's prospect, and what they brought (its owner and their managers)."""
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_claims(uow, principal(), lead_id, args)
+        items, next_cursor = intake.list_claims(uow, principal(), lead_id, args)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -89,7 +89,7 @@ def list_duplicate_claims(args, lead_id: uuid.UUID):
 @roles(*LEAD_ROLES)
 def list_leads(args):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_leads(uow, principal(), args)
+        items, next_cursor = lifecycle.list_leads(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -98,7 +98,7 @@ def list_leads(args):
 @roles(*LEAD_ROLES)
 def get_lead(lead_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        lead = services.get_lead(uow, principal(), lead_id)
+        lead = lifecycle.get_lead(uow, principal(), lead_id)
     return lead, 200, _headers(lead)
 
 
@@ -109,7 +109,7 @@ def get_lead(lead_id: uuid.UUID):
 @roles(*LEAD_ROLES)
 def patch_lead(changes, lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        lead = services.update_lead(uow, ctx().settings, principal(), lead_id, changes, require_if_match)
+        lead = lifecycle.update_lead(uow, ctx().settings, principal(), lead_id, changes, require_if_match)
         uow.commit()
     return lead, 200, _headers(lead)
 
@@ -119,7 +119,7 @@ def patch_lead(changes, lead_id: uuid.UUID):
 @roles(*LEAD_ROLES)
 def delete_lead(lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        services.delete_lead(uow, ctx().settings, principal(), lead_id)
+        lifecycle.delete_lead(uow, ctx().settings, principal(), lead_id)
         uow.commit()
 
 
@@ -130,7 +130,7 @@ def delete_lead(lead_id: uuid.UUID):
 @roles(*LEAD_ROLES)
 def log_activity(data, lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        activity = services.log_activity(uow, ctx().settings, principal(), lead_id, data)
+        activity = lifecycle.log_activity(uow, ctx().settings, principal(), lead_id, data)
         uow.commit()
     return activity
 
@@ -141,7 +141,7 @@ def log_activity(data, lead_id: uuid.UUID):
 @roles(*LEAD_ROLES)
 def list_activities(args, lead_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_activities(uow, principal(), lead_id, args)
+        items, next_cursor = lifecycle.list_activities(uow, principal(), lead_id, args)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -163,7 +163,7 @@ def convert_lead(data, lead_id: uuid.UUID):
 @roles("manager", "executive", "admin")
 def reassign_lead(target, lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        lead = services.reassign(uow, ctx().settings, principal(), lead_id, target)
+        lead = routing.reassign(uow, ctx().settings, principal(), lead_id, target)
         uow.commit()
     return lead, 200, _headers(lead)
 
@@ -205,7 +205,7 @@ def get_import(job_id: uuid.UUID):
 def lead_funnel(args):
     """The lead half of the funnel, over the leads the caller may see."""
     with ctx().db.uow(readonly=True) as uow:
-        return services.lead_funnel(uow, principal(), args["period"])
+        return lifecycle.lead_funnel(uow, principal(), args["period"])
 
 
 def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> None:
@@ -214,7 +214,7 @@ def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> Non
     @roles(*RULE_READERS)
     def get_rules():
         with ctx().db.uow(readonly=True) as uow:
-            doc = services.get_rule_document(uow, name)
+            doc = rules.get_rule_document(uow, name)
         return doc, 200, {"ETag": etag_for(doc["version"])}
 
     @rules_blp.route(path, methods=["PUT"], endpoint=f"put_{name}_rules")
@@ -224,13 +224,13 @@ def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> Non
     @roles(*writers)
     def put_rules(body):
         with ctx().db.uow() as uow:
-            doc = services.put_rule_document(uow, ctx().settings, principal(), name, body, require_if_match)
+            doc = rules.put_rule_document(uow, ctx().settings, principal(), name, body, require_if_match)
             uow.commit()
         return doc, 200, {"ETag": etag_for(doc["version"])}
 
 
-_rules_routes("/lead-scoring-rules", services.SCORING, ScoringRulesSchema, ("marketing", "admin"))
-_rules_routes("/lead-assignment-rules", services.ASSIGNMENT, AssignmentRulesSchema, ("admin",))
+_rules_routes("/lead-scoring-rules", rules.SCORING, ScoringRulesSchema, ("marketing", "admin"))
+_rules_routes("/lead-assignment-rules", rules.ASSIGNMENT, AssignmentRulesSchema, ("admin",))
 
 
 def create_app():

@@ -11,13 +11,14 @@ from crmkit.settings import Settings
 
 from . import domain
 from .db import Lead
-from .services import _publish, _team_of, _visible_lead, follow_up_sla, successor_now
+from .lifecycle import follow_up_sla, publish, visible_lead
+from .people import successor_now, team_of
 
 
 def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead_id: uuid.UUID, data: dict) -> dict:
     """Decide the ids now, so the caller can use them at once; the opportunities service creates
     the account, contact and opportunity under these ids when it consumes lead.converted."""
-    lead = _visible_lead(uow, principal, lead_id, for_update=True)
+    lead = visible_lead(uow, principal, lead_id, for_update=True)
     domain.check_may_modify(principal)
     domain.check_convertible(lead.status)
     if lead.owner_id is None:  # converting a queued lead makes it the converter's
@@ -29,7 +30,7 @@ def convert_lead(uow: UnitOfWork, settings: Settings, principal: Principal, lead
     lead.status, lead.converted_at, lead.follow_up_due_at = "converted", utcnow(), None
     lead.updated_at = lead.converted_at
     uow.session.flush()
-    _publish(uow, settings, "lead.converted", lead, principal.user_id, extra={
+    publish(uow, settings, "lead.converted", lead, principal.user_id, extra={
         "owner_id": lead.owner_id, "team_id": lead.team_id,
         "account": {"id": str(ids["account_id"]), "existing": existing_account is not None,
                     "name": lead.company or lead.contact_name, "type": "b2b" if lead.company else "b2c",
@@ -60,14 +61,14 @@ def roll_back_conversion(uow: UnitOfWork, settings: Settings, envelope: dict) ->
         return None
     now = utcnow()
     if lead.owner_id and (successor := successor_now(uow, lead.owner_id)) != lead.owner_id:
-        lead.owner_id, lead.team_id = successor, _team_of(uow, successor)  # its owner left meanwhile
+        lead.owner_id, lead.team_id = successor, team_of(uow, successor)  # its owner left meanwhile
     lead.status = lead.converted_from_status or "qualified"
     lead.account_id = lead.contact_id = lead.opportunity_id = lead.converted_at = None
     lead.conversion_error = reason
     lead.follow_up_due_at = now + follow_up_sla() if lead.owner_id else None
     lead.updated_at = now
     uow.session.flush()
-    _publish(uow, settings, "lead.updated", lead, envelope.get("actor"), extra={
+    publish(uow, settings, "lead.updated", lead, envelope.get("actor"), extra={
         "changed": ["account_id", "contact_id", "conversion_error", "converted_at", "opportunity_id", "status"],
         "reason": "conversion_rejected"})
     return lead

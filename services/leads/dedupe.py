@@ -101,3 +101,13 @@ def keys_for(fields: dict) -> dict:
         "company_contact_key": _fit(f"{company}|{contact}" if company and contact else None, 420),
         "company_key": _fit(company, 200),
     }
+
+
+# Fields that, when they change, change what the dedupe keys or the score say.
+KEYED_FIELDS = ("company", "contact_name", "email", "phone")
+
+
+def refresh_keys(lead) -> None:
+    """Recompute a lead's dedupe key columns from its fields."""
+    for column, value in keys_for({f: getattr(lead, f) for f in KEYED_FIELDS}).items():
+        setattr(lead, column, value)

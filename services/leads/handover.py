@@ -20,7 +20,9 @@ from crmkit.settings import Settings
 from . import SERVICE, domain
 from .db import CompletedHandover, DirectoryTeam, DirectoryUser, Lead
 from .events import leads_event
-from .services import _directory_user, _give, _publish, _team_of, successor_now
+from .lifecycle import publish
+from .people import directory_user, successor_now, team_of
+from .routing import give
 
 
 def directory_handlers(settings: Settings) -> dict:
@@ -47,7 +49,7 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
     later for the leaver goes to the successor too. A successor deactivated meanwhile gets nothing:
     the handover is answered as failed."""
     handover_id, from_user, to_user = handover_request(envelope)
-    successor = _directory_user(uow, to_user)
+    successor = directory_user(uow, to_user)
     if successor is None:
         # Not Reject: the user.created event may still be on its way (another key, another
         # partition). Retried, and dead-lettered with this reason if it never comes.
@@ -67,15 +69,15 @@ def hand_over(uow: UnitOfWork, settings: Settings, envelope: dict) -> int:
 
 def _move_open_leads(uow: UnitOfWork, settings: Settings, from_user: str, to_user: str, actor,
                      handover_id: str | None) -> int:
-    to_team = _team_of(uow, to_user)
+    to_team = team_of(uow, to_user)
     leads = uow.session.execute(select(Lead).where(
         Lead.owner_id == from_user, Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
     ).with_for_update()).scalars().all()
     for lead in leads:
-        _give(uow, lead, to_user, to_team, None)
+        give(uow, lead, to_user, to_team, None)
         lead.updated_at = utcnow()
     uow.session.flush()
     for lead in leads:
-        _publish(uow, settings, "lead.assigned", lead, actor,
+        publish(uow, settings, "lead.assigned", lead, actor,
                  extra={"previous_owner_id": from_user, "reason": "handover", "handover_id": handover_id})
     return len(leads)

@@ -33,8 +33,9 @@ from crmkit.settings import Settings
 
 from . import domain
 from .db import LeadImport, LeadImportError
+from .intake import intake, prefetch_duplicates
+from .people import importer_active, replica_principal, successor_now
 from .schemas import ImportRowSchema
-from .services import importer_active, intake, prefetch_duplicates, replica_principal, successor_now
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 1000

@@ -7,7 +7,7 @@ from functools import partial
 from crmkit.consumer import Dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import conversion, handover, imports, services
+from . import conversion, handover, imports, intake
 from .bootstrap import context
 from .events import (
     DIRECTORY_TOPIC,
@@ -33,9 +33,9 @@ def worker_spec() -> WorkerSpec:
             # mistake: dead-lettered with the reason.
             ConsumerSpec(group_id=f"{prefix}leads-marketing-inbound", handlers={
                 settings.topic(MARKETING_INBOUND_TOPIC): Dispatch({
-                    (MARKETING_LEAD_SUBMITTED, 1): lambda uow, e: services.ingest_marketing_lead(uow, settings, e),
+                    (MARKETING_LEAD_SUBMITTED, 1): lambda uow, e: intake.ingest_marketing_lead(uow, settings, e),
                 }, others_rejected=True)},
-                prepare={settings.topic(MARKETING_INBOUND_TOPIC): services.prepare_marketing_batch}),
+                prepare={settings.topic(MARKETING_INBOUND_TOPIC): intake.prepare_marketing_batch}),
             ConsumerSpec(group_id=f"{prefix}leads-directory", handlers={
                 settings.topic(DIRECTORY_TOPIC): Dispatch(handover.directory_handlers(settings))}),
             ConsumerSpec(group_id=f"{prefix}leads-conversion-refusals", handlers={

@@ -11,8 +11,9 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
+from crmkit.db import utcnow
 from crmkit.events import new_event
-from services.leads import bootstrap, conversion, handover, imports, services
+from services.leads import bootstrap, conversion, handover, imports, intake
 from services.leads.db import KIT_TABLES, Lead
 from tests.integration.service_client import deliver
 from tests.integration.test_leads_api import leads  # noqa: F401 - the fixture
@@ -200,7 +201,7 @@ def _route_many(n: int, **fields) -> list[Lead]:
     made = []
     with ctx.db.uow() as uow:
         for _ in range(n):
-            made.append(services.intake(uow, ctx.settings, {"company": f"Prospect {uuid.uuid4().hex}", **fields},
+            made.append(intake.intake(uow, ctx.settings, {"company": f"Prospect {uuid.uuid4().hex}", **fields},
                                         owner_id=None, team_id=None, created_by="mk", actor="mk", via="test").lead)
         uow.commit()
     return made
@@ -228,8 +229,8 @@ def test_least_loaded_fills_the_emptiest_rep_first(leads):  # noqa: F811
             for _ in range(n):
                 uow.session.add(Lead(id=uuid.uuid4(), version=1, status=status, score=0, score_reasons=[], touches=1,
                                      activities=0, company=f"x{uuid.uuid4().hex}", currency="CNY", source="other",
-                                     owner_id=owner, team_id="north", created_by="t", created_at=services.utcnow(),
-                                     updated_at=services.utcnow()))
+                                     owner_id=owner, team_id="north", created_by="t", created_at=utcnow(),
+                                     updated_at=utcnow()))
         uow.commit()
     put_rules(leads.as_("admin", "admin"), "/lead-assignment-rules", [
         {"name": "north", "match": {}, "assign_to": {"team_id": "north"}, "strategy": "least_loaded"}])
