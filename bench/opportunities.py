@@ -30,7 +30,7 @@ from crmkit.db import Database
 from crmkit.outbox import OutboxWriter
 from crmkit.settings import load_settings
 from infra.stack import SERVICES, api_process, migrate, service_env
-from services.opportunities import collisions, services
+from services.opportunities import collisions, deals
 from services.opportunities.db import KIT_TABLES
 
 SERVICE = next(s for s in SERVICES if s.name == "opportunities")
@@ -142,14 +142,14 @@ def _creates(url: str, n: int) -> dict:
                                for s in rng.sample(SKUS, rng.randint(1, 4))]}
         t = time.perf_counter()
         with db.uow() as uow:
-            opp = services.create_opportunity(uow, settings, principal, fields, detect=detect)
+            opp = deals.create_opportunity(uow, settings, principal, fields, detect=detect)
             uow.commit()
         elapsed = time.perf_counter() - t
         if i >= 20:  # the first ones warm connections and plans
             times[detect].append(elapsed)
             if detect:
                 with db.uow(readonly=True) as uow:
-                    found += bool(services.render_opportunities(uow, [opp])[0].collisions)
+                    found += bool(deals.render_opportunities(uow, [opp])[0].collisions)
     db.engine.dispose()
     with_detection, without = summary_ms(times[True]), summary_ms(times[False])
     return {"create_with_detection": with_detection, "create_without_detection": without,

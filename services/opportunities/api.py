@@ -14,7 +14,7 @@ from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
 from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
 
-from . import reports, services
+from . import accounts, activities, contacts, deals, pipeline, reports, stages
 from .bootstrap import context
 from .schemas import (
     AccountCreateSchema,
@@ -57,8 +57,8 @@ from .schemas import (
 )
 
 log = logging.getLogger(__name__)
-accounts = Blueprint("accounts", __name__, description="Accounts (customers) and their contacts")
-deals = Blueprint("opportunities", __name__, description="Opportunities through the pipeline")
+accounts_blp = Blueprint("accounts", __name__, description="Accounts (customers) and their contacts")
+deals_blp = Blueprint("opportunities", __name__, description="Opportunities through the pipeline")
 report_blp = Blueprint("opportunity-reports", __name__, description="Pipeline, forecast, win rate, sales cycle")
 
 SELLERS = ("rep", "manager", "executive", "admin")
@@ -71,175 +71,175 @@ def _tagged(record) -> dict:
 
 
 # ---- accounts ----------------------------------------------------------------------------------------
-@accounts.route("/accounts", methods=["POST"])
-@accounts.arguments(AccountCreateSchema)
+@accounts_blp.route("/accounts", methods=["POST"])
+@accounts_blp.arguments(AccountCreateSchema)
 @idempotent
-@accounts.response(201, AccountSchema)
+@accounts_blp.response(201, AccountSchema)
 @roles(*SELLERS)
 def create_account(fields):
     with ctx().db.uow() as uow:
-        account = services.create_account(uow, ctx().settings, principal(), fields)
+        account = accounts.create_account(uow, ctx().settings, principal(), fields)
         uow.commit()
     return account, 201, {**_tagged(account), "Location": f"/api/v1/accounts/{account.id}"}
 
 
-@accounts.route("/accounts", methods=["GET"])
-@accounts.arguments(AccountListArgsSchema, location="query", unknown=RAISE)
-@accounts.response(200, AccountPageSchema)
+@accounts_blp.route("/accounts", methods=["GET"])
+@accounts_blp.arguments(AccountListArgsSchema, location="query", unknown=RAISE)
+@accounts_blp.response(200, AccountPageSchema)
 @roles(*DEAL_READERS)
 def list_accounts(args):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_accounts(uow, principal(), args)
+        items, next_cursor = accounts.list_accounts(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@accounts.route("/accounts/<uuid:account_id>", methods=["GET"])
-@accounts.response(200, AccountSchema)
+@accounts_blp.route("/accounts/<uuid:account_id>", methods=["GET"])
+@accounts_blp.response(200, AccountSchema)
 @roles(*DEAL_READERS)
 def get_account(account_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        account = services.render_accounts(uow, [services.visible_account(uow, principal(), account_id)])[0]
+        account = accounts.render_accounts(uow, [accounts.visible_account(uow, principal(), account_id)])[0]
     return account, 200, _tagged(account)
 
 
-@accounts.route("/accounts/<uuid:account_id>", methods=["PATCH"])
-@accounts.arguments(AccountWriteSchema)
-@accounts.response(200, AccountSchema)
-@accounts.doc(parameters=[IF_MATCH])
+@accounts_blp.route("/accounts/<uuid:account_id>", methods=["PATCH"])
+@accounts_blp.arguments(AccountWriteSchema)
+@accounts_blp.response(200, AccountSchema)
+@accounts_blp.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_account(changes, account_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        account = services.update_account(uow, ctx().settings, principal(), account_id, changes, require_if_match)
+        account = accounts.update_account(uow, ctx().settings, principal(), account_id, changes, require_if_match)
         uow.commit()
     return account, 200, _tagged(account)
 
 
-@accounts.route("/accounts/<uuid:account_id>", methods=["DELETE"])
-@accounts.response(204)
+@accounts_blp.route("/accounts/<uuid:account_id>", methods=["DELETE"])
+@accounts_blp.response(204)
 @roles(*SELLERS)
 def delete_account(account_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        services.delete_account(uow, ctx().settings, principal(), account_id)
+        accounts.delete_account(uow, ctx().settings, principal(), account_id)
         uow.commit()
 
 
-@accounts.route("/accounts/<uuid:account_id>/team", methods=["PUT"])
-@accounts.arguments(TeamSchema)
-@accounts.response(200, AccountSchema)
+@accounts_blp.route("/accounts/<uuid:account_id>/team", methods=["PUT"])
+@accounts_blp.arguments(TeamSchema)
+@accounts_blp.response(200, AccountSchema)
 @roles(*SELLERS)
 def put_account_team(body, account_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        account = services.set_account_team(uow, ctx().settings, principal(), account_id, body["members"])
+        account = accounts.set_account_team(uow, ctx().settings, principal(), account_id, body["members"])
         uow.commit()
     return account, 200, _tagged(account)
 
 
-@accounts.route("/accounts/<uuid:account_id>/contacts", methods=["POST"])
-@accounts.arguments(ContactCreateSchema)
+@accounts_blp.route("/accounts/<uuid:account_id>/contacts", methods=["POST"])
+@accounts_blp.arguments(ContactCreateSchema)
 @idempotent
-@accounts.response(201, ContactSchema)
+@accounts_blp.response(201, ContactSchema)
 @roles(*SELLERS)
 def add_contact(fields, account_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        contact = services.add_contact(uow, ctx().settings, principal(), account_id, fields)
+        contact = contacts.add_contact(uow, ctx().settings, principal(), account_id, fields)
         uow.commit()
     return contact, 201, {**_tagged(contact), "Location": f"/api/v1/contacts/{contact.id}"}
 
 
-@accounts.route("/accounts/<uuid:account_id>/contacts", methods=["GET"])
-@accounts.arguments(PageArgsSchema, location="query", unknown=RAISE)
-@accounts.response(200, ContactPageSchema)
+@accounts_blp.route("/accounts/<uuid:account_id>/contacts", methods=["GET"])
+@accounts_blp.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@accounts_blp.response(200, ContactPageSchema)
 @roles(*DEAL_READERS)
 def list_account_contacts(args, account_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_contacts(uow, principal(), args, account_id)
+        items, next_cursor = contacts.list_contacts(uow, principal(), args, account_id)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@accounts.route("/contacts", methods=["POST"])
-@accounts.arguments(ContactCreateAnywhereSchema)
+@accounts_blp.route("/contacts", methods=["POST"])
+@accounts_blp.arguments(ContactCreateAnywhereSchema)
 @idempotent
-@accounts.response(201, ContactSchema)
+@accounts_blp.response(201, ContactSchema)
 @roles(*SELLERS)
 def create_contact(fields):
     with ctx().db.uow() as uow:
-        contact = services.add_contact(uow, ctx().settings, principal(), fields.pop("account_id"), fields)
+        contact = contacts.add_contact(uow, ctx().settings, principal(), fields.pop("account_id"), fields)
         uow.commit()
     return contact, 201, {**_tagged(contact), "Location": f"/api/v1/contacts/{contact.id}"}
 
 
-@accounts.route("/contacts", methods=["GET"])
-@accounts.arguments(ContactListArgsSchema, location="query", unknown=RAISE)
-@accounts.response(200, ContactPageSchema)
+@accounts_blp.route("/contacts", methods=["GET"])
+@accounts_blp.arguments(ContactListArgsSchema, location="query", unknown=RAISE)
+@accounts_blp.response(200, ContactPageSchema)
 @roles(*DEAL_READERS)
 def list_contacts(args):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_contacts(uow, principal(), args)
+        items, next_cursor = contacts.list_contacts(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@accounts.route("/contacts/<uuid:contact_id>", methods=["GET"])
-@accounts.response(200, ContactSchema)
+@accounts_blp.route("/contacts/<uuid:contact_id>", methods=["GET"])
+@accounts_blp.response(200, ContactSchema)
 @roles(*DEAL_READERS)
 def get_contact(contact_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        contact = services.get_contact(uow, principal(), contact_id)
+        contact = contacts.get_contact(uow, principal(), contact_id)
     return contact, 200, _tagged(contact)
 
 
-@accounts.route("/contacts/<uuid:contact_id>", methods=["PATCH"])
-@accounts.arguments(ContactWriteSchema)
-@accounts.response(200, ContactSchema)
-@accounts.doc(parameters=[IF_MATCH])
+@accounts_blp.route("/contacts/<uuid:contact_id>", methods=["PATCH"])
+@accounts_blp.arguments(ContactWriteSchema)
+@accounts_blp.response(200, ContactSchema)
+@accounts_blp.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_contact(changes, contact_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        contact = services.update_contact(uow, ctx().settings, principal(), contact_id, changes, require_if_match)
+        contact = contacts.update_contact(uow, ctx().settings, principal(), contact_id, changes, require_if_match)
         uow.commit()
     return contact, 200, _tagged(contact)
 
 
-@accounts.route("/contacts/<uuid:contact_id>", methods=["DELETE"])
-@accounts.response(204)
+@accounts_blp.route("/contacts/<uuid:contact_id>", methods=["DELETE"])
+@accounts_blp.response(204)
 @roles(*SELLERS)
 def delete_contact(contact_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        services.delete_contact(uow, ctx().settings, principal(), contact_id)
+        contacts.delete_contact(uow, ctx().settings, principal(), contact_id)
         uow.commit()
 
 
-@accounts.route("/accounts/<uuid:account_id>/activities", methods=["POST"])
-@accounts.arguments(ActivityCreateSchema)
+@accounts_blp.route("/accounts/<uuid:account_id>/activities", methods=["POST"])
+@accounts_blp.arguments(ActivityCreateSchema)
 @idempotent
-@accounts.response(201, ActivitySchema)
+@accounts_blp.response(201, ActivitySchema)
 @roles(*DEAL_READERS)
 def log_account_activity(data, account_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        activity = services.log_activity(uow, ctx().settings, principal(), data, account_id=account_id)
+        activity = activities.log_activity(uow, ctx().settings, principal(), data, account_id=account_id)
         uow.commit()
     return activity
 
 
-@accounts.route("/accounts/<uuid:account_id>/activities", methods=["GET"])
-@accounts.arguments(PageArgsSchema, location="query", unknown=RAISE)
-@accounts.response(200, ActivityPageSchema)
+@accounts_blp.route("/accounts/<uuid:account_id>/activities", methods=["GET"])
+@accounts_blp.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@accounts_blp.response(200, ActivityPageSchema)
 @roles(*DEAL_READERS)
 def list_account_activities(args, account_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_activities(uow, principal(), args, account_id=account_id)
+        items, next_cursor = activities.list_activities(uow, principal(), args, account_id=account_id)
     return {"items": items, "next_cursor": next_cursor}
 
 
 # ---- opportunities ---------------------------------------------------------------------------------------
-@deals.route("/opportunities", methods=["POST"])
-@deals.arguments(OpportunityCreateSchema)
+@deals_blp.route("/opportunities", methods=["POST"])
+@deals_blp.arguments(OpportunityCreateSchema)
 @idempotent
-@deals.response(201, OpportunitySchema)
+@deals_blp.response(201, OpportunitySchema)
 @roles(*SELLERS)
 def create_opportunity(fields):
     """Open a deal on an account you own or lead; collisions with other reps' deals are flagged."""
     with ctx().db.uow() as uow:
-        opp = services.create_opportunity(uow, ctx().settings, principal(), fields)
+        opp = deals.create_opportunity(uow, ctx().settings, principal(), fields)
         uow.commit()
     # Rendered after the commit: the write transaction holds collision match-key locks that every
     # look-alike deal waits for, so it ends as soon as the deal is saved.
@@ -247,22 +247,22 @@ def create_opportunity(fields):
     return opp, 201, {**_tagged(opp), "Location": f"/api/v1/opportunities/{opp.id}"}
 
 
-@deals.route("/opportunities", methods=["GET"])
-@deals.arguments(OpportunityListArgsSchema, location="query", unknown=RAISE)
-@deals.response(200, OpportunityPageSchema)
+@deals_blp.route("/opportunities", methods=["GET"])
+@deals_blp.arguments(OpportunityListArgsSchema, location="query", unknown=RAISE)
+@deals_blp.response(200, OpportunityPageSchema)
 @roles(*DEAL_READERS)
 def list_opportunities(args):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_opportunities(uow, principal(), args)
+        items, next_cursor = deals.list_opportunities(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@deals.route("/opportunities/<uuid:opp_id>", methods=["GET"])
-@deals.response(200, OpportunitySchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>", methods=["GET"])
+@deals_blp.response(200, OpportunitySchema)
 @roles(*DEAL_READERS)
 def get_opportunity(opp_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        opp = services.get_opportunity(uow, principal(), opp_id)
+        opp = deals.get_opportunity(uow, principal(), opp_id)
     return opp, 200, _tagged(opp)
 
 
@@ -283,156 +283,156 @@ def _render_committed(opp) -> None:
     never an error (a client would retry, and create it twice)."""
     try:
         with ctx().db.uow(readonly=True) as uow:
-            services.render_opportunities(uow, [opp])
+            deals.render_opportunities(uow, [opp])
     except SQLAlchemyError:
         log.warning("could not render a saved opportunity", exc_info=True)
         opp.team, opp.collisions, opp.checklist = [], [], []
 
 
-@deals.route("/opportunities/<uuid:opp_id>", methods=["PATCH"])
-@deals.arguments(OpportunityWriteSchema)
-@deals.response(200, OpportunitySchema)
-@deals.doc(parameters=[IF_MATCH])
+@deals_blp.route("/opportunities/<uuid:opp_id>", methods=["PATCH"])
+@deals_blp.arguments(OpportunityWriteSchema)
+@deals_blp.response(200, OpportunitySchema)
+@deals_blp.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_opportunity(changes, opp_id: uuid.UUID):
-    return _changed(lambda uow: services.update_opportunity(uow, ctx().settings, principal(), opp_id, changes,
+    return _changed(lambda uow: deals.update_opportunity(uow, ctx().settings, principal(), opp_id, changes,
                                                             require_if_match))
 
 
-@deals.route("/opportunities/<uuid:opp_id>", methods=["DELETE"])
-@deals.response(204)
+@deals_blp.route("/opportunities/<uuid:opp_id>", methods=["DELETE"])
+@deals_blp.response(204)
 @roles(*SELLERS)
 def delete_opportunity(opp_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        services.delete_opportunity(uow, ctx().settings, principal(), opp_id)
+        deals.delete_opportunity(uow, ctx().settings, principal(), opp_id)
         uow.commit()
 
 
-@deals.route("/opportunities/<uuid:opp_id>/stage", methods=["POST"])
-@deals.arguments(StageMoveSchema)
-@deals.response(200, OpportunitySchema)
-@deals.alt_response(409, description="a required checklist item is not done (named in `errors.checklist`)")
+@deals_blp.route("/opportunities/<uuid:opp_id>/stage", methods=["POST"])
+@deals_blp.arguments(StageMoveSchema)
+@deals_blp.response(200, OpportunitySchema)
+@deals_blp.alt_response(409, description="a required checklist item is not done (named in `errors.checklist`)")
 @roles(*SELLERS)
 def move_stage(body, opp_id: uuid.UUID):
-    return _changed(lambda uow: services.move_stage(uow, ctx().settings, principal(), opp_id, body["stage"],
+    return _changed(lambda uow: pipeline.move_stage(uow, ctx().settings, principal(), opp_id, body["stage"],
                                                     check_if_match_if_given))
 
 
-@deals.route("/opportunities/<uuid:opp_id>/checklist/<string(maxlength=40):key>", methods=["POST"])
-@deals.arguments(ChecklistTickSchema)
-@deals.response(200, OpportunitySchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/checklist/<string(maxlength=40):key>", methods=["POST"])
+@deals_blp.arguments(ChecklistTickSchema)
+@deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def tick_checklist(body, opp_id: uuid.UUID, key: str):
-    return _changed(lambda uow: services.tick_checklist(uow, ctx().settings, principal(), opp_id, key, body["done"]))
+    return _changed(lambda uow: pipeline.tick_checklist(uow, ctx().settings, principal(), opp_id, key, body["done"]))
 
 
-@deals.route("/opportunities/<uuid:opp_id>/win", methods=["POST"])
-@deals.arguments(WinSchema)
-@deals.response(200, OpportunitySchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/win", methods=["POST"])
+@deals_blp.arguments(WinSchema)
+@deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def win(body, opp_id: uuid.UUID):
-    return _changed(lambda uow: services.win(uow, ctx().settings, principal(), opp_id, body, check_if_match_if_given))
+    return _changed(lambda uow: pipeline.win(uow, ctx().settings, principal(), opp_id, body, check_if_match_if_given))
 
 
-@deals.route("/opportunities/<uuid:opp_id>/lose", methods=["POST"])
-@deals.arguments(LoseSchema)
-@deals.response(200, OpportunitySchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/lose", methods=["POST"])
+@deals_blp.arguments(LoseSchema)
+@deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def lose(body, opp_id: uuid.UUID):
-    return _changed(lambda uow: services.lose(uow, ctx().settings, principal(), opp_id, body["reason"],
+    return _changed(lambda uow: pipeline.lose(uow, ctx().settings, principal(), opp_id, body["reason"],
                                               check_if_match_if_given))
 
 
-@deals.route("/opportunities/<uuid:opp_id>/team", methods=["PUT"])
-@deals.arguments(TeamSchema)
-@deals.response(200, OpportunitySchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/team", methods=["PUT"])
+@deals_blp.arguments(TeamSchema)
+@deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def put_opportunity_team(body, opp_id: uuid.UUID):
-    return _changed(lambda uow: services.set_opportunity_team(uow, ctx().settings, principal(), opp_id,
+    return _changed(lambda uow: deals.set_opportunity_team(uow, ctx().settings, principal(), opp_id,
                                                               body["members"]))
 
 
-@deals.route("/opportunities/<uuid:opp_id>/collisions", methods=["GET"])
-@deals.response(200, CollisionListSchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/collisions", methods=["GET"])
+@deals_blp.response(200, CollisionListSchema)
 @roles(*SELLERS)
 def list_collisions(opp_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        return {"items": services.list_collisions(uow, principal(), opp_id)}
+        return {"items": deals.list_collisions(uow, principal(), opp_id)}
 
 
-@deals.route("/opportunities/<uuid:opp_id>/collisions/<uuid:other_id>/dismissal", methods=["POST"])
-@deals.arguments(CollisionDismissSchema)
-@deals.response(204)
+@deals_blp.route("/opportunities/<uuid:opp_id>/collisions/<uuid:other_id>/dismissal", methods=["POST"])
+@deals_blp.arguments(CollisionDismissSchema)
+@deals_blp.response(204)
 @roles("manager", "executive", "admin")
 def dismiss_collision(body, opp_id: uuid.UUID, other_id: uuid.UUID):
     """Clear a flagged pair that is not the same deal (whoever may change both deals)."""
     with ctx().db.uow() as uow:
-        services.dismiss_collision(uow, ctx().settings, principal(), opp_id, other_id, body.get("reason"))
+        deals.dismiss_collision(uow, ctx().settings, principal(), opp_id, other_id, body.get("reason"))
         uow.commit()
     return "", 204
 
 
-@deals.route("/opportunities/<uuid:opp_id>/activities", methods=["POST"])
-@deals.arguments(ActivityCreateSchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/activities", methods=["POST"])
+@deals_blp.arguments(ActivityCreateSchema)
 @idempotent
-@deals.response(201, ActivitySchema)
+@deals_blp.response(201, ActivitySchema)
 @roles(*DEAL_READERS)
 def log_opportunity_activity(data, opp_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        activity = services.log_activity(uow, ctx().settings, principal(), data, opp_id=opp_id)
+        activity = activities.log_activity(uow, ctx().settings, principal(), data, opp_id=opp_id)
         uow.commit()
     return activity
 
 
-@deals.route("/opportunities/<uuid:opp_id>/activities", methods=["GET"])
-@deals.arguments(PageArgsSchema, location="query", unknown=RAISE)
-@deals.response(200, ActivityPageSchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/activities", methods=["GET"])
+@deals_blp.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@deals_blp.response(200, ActivityPageSchema)
 @roles(*DEAL_READERS)
 def list_opportunity_activities(args, opp_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_activities(uow, principal(), args, opp_id=opp_id)
+        items, next_cursor = activities.list_activities(uow, principal(), args, opp_id=opp_id)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@deals.route("/opportunities/<uuid:opp_id>/expenses", methods=["POST"])
-@deals.arguments(ExpenseCreateSchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/expenses", methods=["POST"])
+@deals_blp.arguments(ExpenseCreateSchema)
 @idempotent
-@deals.response(201, ExpenseSchema)
+@deals_blp.response(201, ExpenseSchema)
 @roles(*SELLERS)
 def add_expense(data, opp_id: uuid.UUID):
     with ctx().db.uow() as uow:
-        expense = services.add_expense(uow, ctx().settings, principal(), opp_id, data)
+        expense = activities.add_expense(uow, ctx().settings, principal(), opp_id, data)
         uow.commit()
     return expense
 
 
-@deals.route("/opportunities/<uuid:opp_id>/expenses", methods=["GET"])
-@deals.arguments(PageArgsSchema, location="query", unknown=RAISE)
-@deals.response(200, ExpensePageSchema)
+@deals_blp.route("/opportunities/<uuid:opp_id>/expenses", methods=["GET"])
+@deals_blp.arguments(PageArgsSchema, location="query", unknown=RAISE)
+@deals_blp.response(200, ExpensePageSchema)
 @roles(*SELLERS)
 def list_expenses(args, opp_id: uuid.UUID):
     with ctx().db.uow(readonly=True) as uow:
-        items, next_cursor = services.list_expenses(uow, principal(), opp_id, args)
+        items, next_cursor = activities.list_expenses(uow, principal(), opp_id, args)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@deals.route("/pipeline/stages", methods=["GET"])
-@deals.response(200, StagesSchema)
+@deals_blp.route("/pipeline/stages", methods=["GET"])
+@deals_blp.response(200, StagesSchema)
 @roles(*DEAL_READERS)
 def get_stages():
     with ctx().db.uow(readonly=True) as uow:
-        doc = services.get_stages(uow)
+        doc = stages.get_stages(uow)
     return doc, 200, {"ETag": etag_for(doc["version"])}
 
 
-@deals.route("/pipeline/stages", methods=["PUT"])
-@deals.arguments(StagesSchema)
-@deals.response(200, StagesSchema)
-@deals.doc(parameters=[IF_MATCH])
+@deals_blp.route("/pipeline/stages", methods=["PUT"])
+@deals_blp.arguments(StagesSchema)
+@deals_blp.response(200, StagesSchema)
+@deals_blp.doc(parameters=[IF_MATCH])
 @roles("admin")
 def put_stages(body):
     with ctx().db.uow() as uow:
-        doc = services.put_stages(uow, ctx().settings, principal(), body, require_if_match)
+        doc = stages.put_stages(uow, ctx().settings, principal(), body, require_if_match)
         uow.commit()
     return doc, 200, {"ETag": etag_for(doc["version"])}
 
@@ -485,4 +485,4 @@ def opportunity_funnel(args):
 
 def create_app():
     return create_service_app(context=context(), title="CRM opportunities service",
-                              blueprints=[accounts, deals, report_blp])
+                              blueprints=[accounts_blp, deals_blp, report_blp])

@@ -10,10 +10,12 @@ from crmkit.db import UnitOfWork, utcnow
 from crmkit.settings import Settings
 
 from . import domain, people
+from .accounts import account_event
+from .contacts import new_contact
 from .db import Account, AccountRepository, Contact, Opportunity
+from .deals import new_opportunity
 from .events import LEAD_CONVERSION_REJECTED, LEAD_CONVERTED, event
 from .schemas import LeadConvertedSchema
-from .services import _account_event, _new_contact, _new_opportunity
 
 _lead_converted = LeadConvertedSchema()
 
@@ -59,15 +61,15 @@ def apply_lead_converted(uow: UnitOfWork, settings: Settings, envelope: dict) ->
                           region=part_a.get("region"), tier="unranked", owner_id=owner, team_id=team,
                           created_by=created_by, created_at=now, updated_at=now, version=1)
         uow.session.add(account)
-        _account_event(uow, settings, "account.created", account, actor, {"source_lead_id": envelope["subject"]})
+        account_event(uow, settings, "account.created", account, actor, {"source_lead_id": envelope["subject"]})
     if uow.session.get(Contact, part_c["id"]) is None:
         fields = {k: part_c.get(k) for k in ("name", "email", "phone")}
         # Primary on a new account; on an existing one only if it has no primary contact yet.
         fields["is_primary"] = part_c["is_primary"] if account.created_by == created_by else None
-        _new_contact(uow, settings, account, fields, created_by=created_by, actor=actor, contact_id=part_c["id"])
+        new_contact(uow, settings, account, fields, created_by=created_by, actor=actor, contact_id=part_c["id"])
     fields = {k: part_o[k] for k in ("name", "amount", "currency", "expected_close_date", "region", "source_lead_id",
                                     "products") if k in part_o}
-    return _new_opportunity(uow, settings, account, fields, owner_id=owner, team_id=team, created_by=created_by,
+    return new_opportunity(uow, settings, account, fields, owner_id=owner, team_id=team, created_by=created_by,
                             actor=actor, opp_id=part_o["id"])
 
 

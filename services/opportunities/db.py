@@ -368,3 +368,8 @@ class OpportunityRepository:
         if filters.get("q"):
             stmt = stmt.where(func.lower(Opportunity.name).like(f"%{filters['q'].lower()}%"))
         return paginate(self.session, stmt, model=Opportunity, sort=sort, limit=limit, cursor=cursor)
+
+
+def open_deal_ids():
+    """The ids of open, undeleted opportunities, as a subquery."""
+    return select(Opportunity.id).where(Opportunity.status == "open", Opportunity.deleted_at.is_(None))

@@ -18,9 +18,10 @@ from crmkit.directory import (
 from crmkit.settings import Settings
 
 from . import SERVICE, detection, people
+from .accounts import account_event
 from .db import Account, CompletedHandover, DirectoryTeam, DirectoryUser, Opportunity
+from .deals import opportunity_event
 from .events import event
-from .services import _account_event, _opportunity_event
 
 
 def directory_handlers(settings: Settings) -> dict:
@@ -82,8 +83,8 @@ def _move_records(uow: UnitOfWork, settings: Settings, from_user: str, to_user: 
     extra = {"changed": ["owner_id", "team_id"], "previous_owner_id": from_user, "reason": "handover",
              "handover_id": handover_id}
     for opp in opps:
-        _opportunity_event(uow, settings, "opportunity.updated", opp, actor, extra)
+        opportunity_event(uow, settings, "opportunity.updated", opp, actor, extra)
     detection.queue_recheck(uow, [opp.id for opp in opps], actor)
     for account in accounts:
-        _account_event(uow, settings, "account.updated", account, actor, extra)
+        account_event(uow, settings, "account.updated", account, actor, extra)
     return {"moved": len(opps) + len(accounts), "opportunities": len(opps), "accounts": len(accounts)}

@@ -7,7 +7,9 @@ from sqlalchemy import select
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
 from crmkit.directory import holder_now, principal_from_replica
+from crmkit.errors import Forbidden, ValidationFailed
 
+from . import domain
 from .db import CompletedHandover, DirectoryTeam, DirectoryUser
 
 
@@ -63,3 +65,29 @@ def remember_managers(uow: UnitOfWork, user_ids) -> None:
 def successor_now(uow: UnitOfWork, user_id: str | None) -> str | None:
     """Whoever holds the user's records now (crmkit.directory.holder_now, on this service's tables)."""
     return holder_now(uow, CompletedHandover, DirectoryUser, user_id)
+
+
+def ownership(uow: UnitOfWork, principal: Principal, requested_owner: str | None) -> tuple[str, str | None]:
+    """Who owns a new record: the creator, unless a leader names someone (CONTRACT §2)."""
+    if requested_owner is None or requested_owner == principal.user_id:
+        successor = successor_now(uow, principal.user_id)
+        if successor != principal.user_id:  # created in the gap after the creator's handover
+            return successor, getattr(user(uow, successor), "team_id", None)
+        return principal.user_id, principal.primary_team
+    domain.check_may_set_owner(principal)
+    owner = user(uow, requested_owner)
+    if owner is None or not owner.active or owner.role not in ("rep", "manager"):
+        raise ValidationFailed("no active rep or manager with that id", errors={"owner_id": ["unknown or inactive"]})
+    if principal.role == "manager" and owner.team_id not in principal.manages:
+        raise Forbidden("managers give records only to people in their own teams")
+    return owner.id, owner.team_id
+
+
+def check_members(uow: UnitOfWork, members: list[dict]) -> list[dict]:
+    """A virtual team's members, each once, every one an active user."""
+    members = domain.unique_members(members)
+    unknown = [m["user_id"] for m in members if (u := user(uow, m["user_id"])) is None or not u.active]
+    if unknown:
+        raise ValidationFailed("virtual team members must be active users",
+                               errors={"members": [f"unknown or inactive: {u}" for u in unknown]})
+    return members

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from crmkit.auth import Principal
-from services.opportunities import bootstrap, detection, services
+from services.opportunities import bootstrap, deals, detection
 from services.opportunities.db import Opportunity
 from tests.integration.service_client import service_client
 
@@ -67,7 +67,7 @@ def test_a_look_alike_deal_committed_while_waiting_for_the_locks_is_found(opps, 
         fields = {"account_id": uuid.UUID(bos_account), "name": "core network", "amount": Decimal("480000.00"),
                   "expected_close_date": CLOSE,
                   "products": [{**p, "unit_price": Decimal(p["unit_price"])} for p in PRODUCTS]}
-        arrived.append(services.create_opportunity(uow, settings, BO, fields).id)
+        arrived.append(deals.create_opportunity(uow, settings, BO, fields).id)
 
     done = _meanwhile(monkeypatch, bo_creates)
     r = ann.post("/opportunities", json=_body(anns_account))

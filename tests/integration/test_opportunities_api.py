@@ -129,23 +129,23 @@ def test_a_saved_deal_is_answered_as_saved_even_when_its_details_cannot_be_read(
     201 with the deal (a client told 500 would retry and create it twice)."""
     from sqlalchemy.exc import OperationalError
 
-    from services.opportunities import services
+    from services.opportunities import deals
 
     ann = opps.as_("ann", "rep", teams=["east"])
     account = ann.post("/accounts", json={"name": "Saved Ltd"}).json["id"]
 
-    real, calls = services.render_opportunities, []
+    real, calls = deals.render_opportunities, []
 
     def fails_after_the_commit(uow, opportunities):  # the event does not render: only the answer does
         calls.append(1)
         raise OperationalError("select", {}, Exception("the database went away"))
 
-    monkeypatch.setattr(services, "render_opportunities", fails_after_the_commit)
+    monkeypatch.setattr(deals, "render_opportunities", fails_after_the_commit)
     r = ann.post("/opportunities", json={"account_id": account, "name": "Saved", "amount": "10.00"},
                  headers={"Idempotency-Key": "saved-1"})
     assert r.status_code == 201 and r.json["name"] == "Saved" and r.json["collisions"] == []
     assert len(calls) == 1
-    monkeypatch.setattr(services, "render_opportunities", real)
+    monkeypatch.setattr(deals, "render_opportunities", real)
     opps_now = ann.get("/opportunities").json["items"]
     assert [o["id"] for o in opps_now] == [r.json["id"]]
     again = ann.post("/opportunities", json={"account_id": account, "name": "Saved", "amount": "10.00"},
