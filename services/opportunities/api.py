@@ -444,7 +444,7 @@ def put_stages(body):
 @roles(*SELLERS)
 def pipeline_report(args):
     with ctx().db.uow(readonly=True) as uow:
-        return reports.pipeline(uow.session, principal(), args["group_by"])
+        return reports.pipeline(uow, principal(), args["group_by"])
 
 
 @report_blp.route("/reports/forecast", methods=["GET"])
@@ -453,7 +453,7 @@ def pipeline_report(args):
 @roles(*SELLERS)
 def forecast_report(args):
     with ctx().db.uow(readonly=True) as uow:
-        return reports.forecast(uow.session, principal(), args["period"], args["group_by"])
+        return reports.forecast(uow, principal(), args["period"], args["group_by"])
 
 
 @report_blp.route("/reports/win-rate", methods=["GET"])
@@ -462,7 +462,7 @@ def forecast_report(args):
 @roles(*SELLERS)
 def win_rate_report(args):
     with ctx().db.uow(readonly=True) as uow:
-        return reports.win_rate(uow.session, principal(), args.get("period"), args["group_by"])
+        return reports.win_rate(uow, principal(), args.get("period"), args["group_by"])
 
 
 @report_blp.route("/reports/sales-cycle", methods=["GET"])
@@ -471,7 +471,7 @@ def win_rate_report(args):
 @roles(*SELLERS)
 def sales_cycle_report(args):
     with ctx().db.uow(readonly=True) as uow:
-        return reports.sales_cycle(uow.session, principal(), args.get("period"), args["group_by"])
+        return reports.sales_cycle(uow, principal(), args.get("period"), args["group_by"])
 
 
 @report_blp.route("/reports/opportunity-funnel", methods=["GET"])
@@ -480,7 +480,7 @@ def sales_cycle_report(args):
 @roles(*FUNNEL_READERS)
 def opportunity_funnel(args):
     with ctx().db.uow(readonly=True) as uow:
-        return reports.opportunity_funnel(uow.session, principal(), args["period"])
+        return reports.opportunity_funnel(uow, principal(), args["period"])
 
 
 def create_app():

@@ -10,6 +10,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from crmkit.auth import Principal
+from crmkit.db import UnitOfWork
 from crmkit.periods import Period
 from crmkit.visibility import SEES_EVERYTHING
 
@@ -45,8 +46,9 @@ def _scope(principal: Principal):
     return (Opportunity.deleted_at.is_(None), opportunity_visible(principal))
 
 
-def pipeline(session: Session, principal: Principal, group_by: str) -> dict:
+def pipeline(uow: UnitOfWork, principal: Principal, group_by: str) -> dict:
     """Open opportunities: how many, how much, weighted by stage probability, and what they cost so far."""
+    session = uow.session
     key = _key(session, group_by).label("key")
     weighted = func.sum(Opportunity.amount * Opportunity.probability / 100)
     stmt = (select(key, Opportunity.currency, func.count(), func.sum(Opportunity.amount), weighted,
@@ -57,10 +59,11 @@ def pipeline(session: Session, principal: Principal, group_by: str) -> dict:
     return {"group_by": group_by, "rows": _rows_sorted(rows)}
 
 
-def forecast(session: Session, principal: Principal, period: Period, group_by: str) -> dict:
+def forecast(uow: UnitOfWork, principal: Principal, period: Period, group_by: str) -> dict:
     """closed_won: won in the period; commit / best_case / pipeline: open and expected to close in
     the period, by the probability of their stage (≥80, ≥40, below); weighted: those open ones
     times their probability."""
+    session = uow.session
     key = _key(session, group_by).label("key")
     start, end = period.start.date(), period.end.date()
     is_open = (Opportunity.status == "open") & (Opportunity.expected_close_date >= start) \
@@ -86,7 +89,8 @@ def _closed_in(period: Period | None):
     return (Opportunity.closed_at >= period.start, Opportunity.closed_at < period.end)
 
 
-def win_rate(session: Session, principal: Principal, period: Period | None, group_by: str) -> dict:
+def win_rate(uow: UnitOfWork, principal: Principal, period: Period | None, group_by: str) -> dict:
+    session = uow.session
     key = _key(session, group_by).label("key")
     won = func.sum(case((Opportunity.status == "won", 1), else_=0))
     lost = func.sum(case((Opportunity.status == "lost", 1), else_=0))
@@ -97,8 +101,9 @@ def win_rate(session: Session, principal: Principal, period: Period | None, grou
     return {"period": period.label if period else None, "group_by": group_by, "rows": _rows_sorted(rows)}
 
 
-def sales_cycle(session: Session, principal: Principal, period: Period | None, group_by: str) -> dict:
+def sales_cycle(uow: UnitOfWork, principal: Principal, period: Period | None, group_by: str) -> dict:
     """Average days from creation to winning, over deals won (in the period)."""
+    session = uow.session
     key = _key(session, group_by).label("key")
     stmt = (select(key, func.count(), func.avg(Opportunity.cycle_days))
             .where(Opportunity.status == "won", *_closed_in(period), *_scope(principal)).group_by(key))
@@ -107,9 +112,10 @@ def sales_cycle(session: Session, principal: Principal, period: Period | None, g
     return {"period": period.label if period else None, "group_by": group_by, "rows": _rows_sorted(rows)}
 
 
-def opportunity_funnel(session: Session, principal: Principal, period: Period) -> dict:
+def opportunity_funnel(uow: UnitOfWork, principal: Principal, period: Period) -> dict:
     """The deal half of the gateway's funnel: opportunities created in the period, and how many of
     those are won. Marketing sees the counts of all (its funnel report), never a deal or an amount."""
+    session = uow.session
     scope = (Opportunity.deleted_at.is_(None),) if principal.role in SEES_EVERYTHING | {"marketing"} \
         else _scope(principal)
     created, won = session.execute(select(func.count(), func.sum(case((Opportunity.status == "won", 1), else_=0)))
