@@ -149,9 +149,10 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
         self._outgoing: list[tuple[str, dict]] = []
-        # Reads worth doing once per transaction (rule documents, team loads): a consumer batch of
-        # 500 events shares them. Gone with the transaction, so never stale across commits.
-        self.cache: dict = {}
+        # What this transaction remembers while it runs (rule documents, team loads): a consumer
+        # batch of 500 events reads them once. One typed object, the service's own (e.g.
+        # services.leads.batch.Batch); gone with the transaction, so never stale across commits.
+        self.state = None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -209,7 +209,7 @@ def _upsert(uow, model, record: dict, columns: tuple[str, ...]) -> None:
             setattr(row, column, record[column])
     row.updated_at = utcnow()
     uow.session.add(row)
-    uow.cache.clear()  # team membership may have changed
+    uow.state = None  # what the transaction remembered of teams and people may have changed
 
 
 def replica_guard(db, user_model, team_model) -> DirectoryGuard:

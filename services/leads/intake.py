@@ -19,6 +19,7 @@ from crmkit.pagination import SortSpec, paginate
 from crmkit.settings import Settings
 
 from . import domain
+from .batch import batch
 from .db import (
     DuplicateClaim,
     Lead,
@@ -52,12 +53,12 @@ class Intake:
 def _pending(uow: UnitOfWork) -> dict[str, Lead]:
     """Dedupe keys of the leads this transaction created or merged, so a batch (a consumer poll,
     an import chunk) finds its own new leads without flushing before every lookup."""
-    return uow.cache.setdefault("intake_index", {})
+    return batch(uow).by_key
 
 
 def _created_here(uow: UnitOfWork) -> set[uuid.UUID]:
     """Ids of the leads this transaction created (flushed or not)."""
-    return uow.cache.setdefault("created_here", set())
+    return batch(uow).created
 
 
 def _index(uow: UnitOfWork, lead: Lead) -> None:
@@ -93,7 +94,7 @@ def prefetch_duplicates(uow: UnitOfWork, candidates: list[dict]) -> None:
         lock_keys(uow, all_values)
         for lead in _existing_with_keys(uow, values):
             _index(uow, lead)
-    uow.cache.setdefault("prefetched", set()).update(f"{c}:{v}" for c, vals in values.items() for v in vals)
+    batch(uow).prefetched.update(f"{c}:{v}" for c, vals in values.items() for v in vals)
 
 
 def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
@@ -105,7 +106,7 @@ def _find_duplicate(uow: UnitOfWork, keys: dict) -> Lead | None:
     found = [index[k] for k in wanted if k in index]
     if found:
         return min(found, key=lambda lead: (lead.created_at, str(lead.id)))
-    if wanted <= uow.cache.get("prefetched", set()):
+    if wanted <= batch(uow).prefetched:
         return None  # prefetch_duplicates already looked these keys up, and locked them
     values = {column: {value} for column, value in keys.items() if value}
     with uow.session.no_autoflush:  # this transaction's own leads are in the index

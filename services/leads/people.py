@@ -11,6 +11,7 @@ from crmkit.directory import (
     principal_from_replica,
 )
 
+from .batch import batch
 from .db import (
     CompletedHandover,
     DirectoryTeam,
@@ -42,13 +43,13 @@ def team_of(uow: UnitOfWork, user_id: str) -> str | None:
 
 
 def active_reps(uow: UnitOfWork, team_id: str) -> list[str]:
-    key = ("reps", team_id)
-    if key not in uow.cache:
+    reps = batch(uow).reps
+    if team_id not in reps:
         with uow.session.no_autoflush:
-            uow.cache[key] = list(uow.session.execute(select(DirectoryUser.id).where(
+            reps[team_id] = list(uow.session.execute(select(DirectoryUser.id).where(
                 DirectoryUser.team_id == team_id, DirectoryUser.role == "rep", DirectoryUser.active.is_(True))
             ).scalars())
-    return uow.cache[key]
+    return reps[team_id]
 
 
 def is_active(uow: UnitOfWork, user_id: str) -> bool:

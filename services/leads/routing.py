@@ -12,6 +12,7 @@ from crmkit.errors import Forbidden, ValidationFailed
 from crmkit.settings import Settings
 
 from . import assignment, domain
+from .batch import batch
 from .db import (
     AssignmentCursor,
     Lead,
@@ -23,8 +24,8 @@ from .rules import ASSIGNMENT, rules
 
 def _open_loads(uow: UnitOfWork, team_id: str) -> dict[str, int]:
     """Open leads per active rep of a team, read once per transaction and kept current in memory."""
-    key = ("loads", team_id)
-    if key not in uow.cache:
+    known = batch(uow).loads
+    if team_id not in known:
         reps = active_reps(uow, team_id)
         loads = dict.fromkeys(reps, 0)
         if reps:
@@ -33,18 +34,19 @@ def _open_loads(uow: UnitOfWork, team_id: str) -> dict[str, int]:
                 Lead.owner_id.in_(reps), Lead.status.in_(domain.OPEN_STATUSES), Lead.deleted_at.is_(None)
             ).group_by(Lead.owner_id)).all()
             loads.update(dict(rows))
-        uow.cache[key] = loads
-    return uow.cache[key]
+        known[team_id] = loads
+    return known[team_id]
 
 
 def give(uow: UnitOfWork, lead: Lead, owner_id: str | None, team_id: str | None, rule: str | None) -> str | None:
     previous = lead.owner_id
-    if previous and ("loads", lead.team_id) in uow.cache and previous in uow.cache[("loads", lead.team_id)]:
-        uow.cache[("loads", lead.team_id)][previous] -= 1
+    loads = batch(uow).loads  # kept current for the rest of the batch
+    if previous and previous in loads.get(lead.team_id, {}):
+        loads[lead.team_id][previous] -= 1
     lead.owner_id, lead.team_id, lead.assigned_by_rule = owner_id, team_id, rule
     lead.assigned_at = utcnow()
-    if owner_id and ("loads", team_id) in uow.cache and owner_id in uow.cache[("loads", team_id)]:
-        uow.cache[("loads", team_id)][owner_id] += 1
+    if owner_id and owner_id in loads.get(team_id, {}):
+        loads[team_id][owner_id] += 1
     if owner_id and lead.status in domain.OPEN_STATUSES:
         lead.follow_up_due_at = lead.assigned_at + follow_up_sla()
     return previous
@@ -72,8 +74,8 @@ def _pick_in_team(uow: UnitOfWork, team_id: str, strategy: str) -> str | None:
         return None
     if strategy == "least_loaded":
         return assignment.least_loaded(_open_loads(uow, team_id))
-    key = ("cursor", team_id)
-    if key not in uow.cache:
+    cursors = batch(uow).cursors
+    if team_id not in cursors:
         # Locked once per transaction: a get() with FOR UPDATE goes to the database every time
         # (and flushes first), which made round robin cost half of a consumer batch.
         with uow.session.no_autoflush:
@@ -81,8 +83,8 @@ def _pick_in_team(uow: UnitOfWork, team_id: str, strategy: str) -> str | None:
         if cursor is None:
             cursor = AssignmentCursor(team_id=team_id, last_user_id=None)
             uow.session.add(cursor)
-        uow.cache[key] = cursor
-    cursor = uow.cache[key]
+        cursors[team_id] = cursor
+    cursor = cursors[team_id]
     cursor.last_user_id = assignment.next_round_robin(reps, cursor.last_user_id)
     return cursor.last_user_id
 

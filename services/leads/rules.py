@@ -7,6 +7,7 @@ from crmkit.db import UnitOfWork, utcnow
 from crmkit.settings import Settings
 
 from . import domain, scoring
+from .batch import batch
 from .db import (
     MONEY_BLIND_ROLES,
     Lead,
@@ -23,12 +24,12 @@ DEFAULT_RULES = {SCORING: scoring.DEFAULT_RULES, ASSIGNMENT: []}
 # Reads of rules and of the directory replica never flush: a flush in the middle of a change would
 # write the lead twice and bump its version twice for one request.
 def rules(uow: UnitOfWork, name: str) -> list[dict]:
-    key = ("rules", name)
-    if key not in uow.cache:
+    known = batch(uow).rules
+    if name not in known:
         with uow.session.no_autoflush:
             doc = uow.session.get(RuleDocument, name)
-        uow.cache[key] = doc.body["rules"] if doc else DEFAULT_RULES[name]
-    return uow.cache[key]
+        known[name] = doc.body["rules"] if doc else DEFAULT_RULES[name]
+    return known[name]
 
 
 def get_rule_document(uow: UnitOfWork, name: str) -> dict:

@@ -10,6 +10,7 @@ from crmkit.directory import holder_now, principal_from_replica
 from crmkit.errors import Forbidden, ValidationFailed
 
 from . import domain
+from .batch import batch
 from .db import CompletedHandover, DirectoryTeam, DirectoryUser
 
 
@@ -23,7 +24,7 @@ def user(uow: UnitOfWork, user_id: str | None) -> DirectoryUser | None:
 def principal_of(uow: UnitOfWork, user_id: str, team_id: str | None = None) -> Principal:
     """Someone as the directory replica knows them, for deciding what they may see or change; a user
     the replica does not know (yet) is a rep of `team_id`. Once per transaction and user."""
-    principals = uow.cache.setdefault("principal_of", {})
+    principals = batch(uow).principals
     if (user_id, team_id) not in principals:
         with uow.session.no_autoflush:
             known = principal_from_replica(uow.session, DirectoryUser, DirectoryTeam, user_id)
@@ -35,7 +36,7 @@ def principal_of(uow: UnitOfWork, user_id: str, team_id: str | None = None) -> P
 def manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
     """Whom to ask about someone's deal: the manager of their team (looked up once per transaction:
     an announcement of many collisions names the same few managers again and again)."""
-    managers = uow.cache.setdefault("manager_of", {})
+    managers = batch(uow).managers
     if user_id not in managers:
         known = user(uow, user_id)
         team = None
@@ -49,7 +50,7 @@ def manager_of(uow: UnitOfWork, user_id: str | None) -> str | None:
 def remember_managers(uow: UnitOfWork, user_ids) -> None:
     """Look up the managers of many users in one query, for manager_of to answer from (an
     announcement runs while other look-alike writers wait for its locks: one query, not two a user)."""
-    managers = uow.cache.setdefault("manager_of", {})
+    managers = batch(uow).managers
     wanted = sorted({u for u in user_ids if u and u not in managers})
     if not wanted:
         return

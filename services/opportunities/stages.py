@@ -10,6 +10,7 @@ from crmkit.errors import Conflict
 from crmkit.settings import Settings
 
 from . import domain
+from .batch import batch
 from .db import (
     Opportunity,
     PipelineDocument,
@@ -20,11 +21,13 @@ PIPELINE = "pipeline"
 
 
 def stages(uow: UnitOfWork) -> list[dict]:
-    if "stages" not in uow.cache:
+    """The pipeline's stages, read once per transaction."""
+    known = batch(uow)
+    if known.stages is None:
         with uow.session.no_autoflush:
             doc = uow.session.get(PipelineDocument, PIPELINE)
-        uow.cache["stages"] = doc.body["stages"] if doc else domain.DEFAULT_STAGES
-    return uow.cache["stages"]
+        known.stages = doc.body["stages"] if doc else domain.DEFAULT_STAGES
+    return known.stages
 
 
 def get_stages(uow: UnitOfWork) -> dict:
