@@ -61,6 +61,7 @@ def token(credentials):
 @auth_blp.route("/me", methods=["GET"])
 @auth_blp.response(200, MeSchema)
 def me():
+    """Who the token says you are, as the directory knows you now."""
     with ctx().db.uow(readonly=True) as uow:
         return services.me(uow, principal())
 
@@ -75,6 +76,7 @@ def _etag(record) -> dict:
 @idempotent
 @directory_blp.response(201, UserSchema)
 def create_user(data):
+    """Create a user (admin)."""
     with ctx().db.uow() as uow:
         user = services.create_user(uow, ctx().settings, principal().user_id, data)
         uow.commit()
@@ -85,6 +87,7 @@ def create_user(data):
 @directory_blp.arguments(UserListArgsSchema, location="query", unknown=RAISE)
 @directory_blp.response(200, UserPageSchema)
 def list_users(args):
+    """List users (admin)."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = services.list_users(uow, args)
     return {"items": items, "next_cursor": next_cursor}
@@ -93,6 +96,7 @@ def list_users(args):
 @directory_blp.route("/users/<uuid:user_id>", methods=["GET"])
 @directory_blp.response(200, UserSchema)
 def get_user(user_id: uuid.UUID):
+    """Read one user (admin)."""
     with ctx().db.uow(readonly=True) as uow:
         user = services.get_user(uow, user_id)
     return user, 200, _etag(user)
@@ -115,6 +119,7 @@ def patch_user(changes, user_id: uuid.UUID):
 @idempotent
 @directory_blp.response(201, TeamSchema)
 def create_team(data):
+    """Create a team (admin)."""
     with ctx().db.uow() as uow:
         team = services.create_team(uow, ctx().settings, principal().user_id, data)
         uow.commit()
@@ -125,6 +130,7 @@ def create_team(data):
 @directory_blp.arguments(PageArgsSchema, location="query", unknown=RAISE)
 @directory_blp.response(200, TeamPageSchema)
 def list_teams(args):
+    """List teams (admin)."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = services.list_teams(uow, args)
     return {"items": items, "next_cursor": next_cursor}
@@ -133,6 +139,7 @@ def list_teams(args):
 @directory_blp.route("/teams/<uuid:team_id>", methods=["GET"])
 @directory_blp.response(200, TeamSchema)
 def get_team(team_id: uuid.UUID):
+    """Read one team (admin)."""
     with ctx().db.uow(readonly=True) as uow:
         team = services.get_team(uow, team_id)
     return team, 200, _etag(team)
@@ -143,6 +150,10 @@ def get_team(team_id: uuid.UUID):
 @directory_blp.response(200, TeamSchema)
 @directory_blp.doc(parameters=[IF_MATCH])
 def patch_team(changes, team_id: uuid.UUID):
+    """Change a team: name, manager, parent, region (admin).
+
+    Needs If-Match with the ETag you last read.
+    """
     with ctx().db.uow() as uow:
         team = services.update_team(uow, ctx().settings, principal().user_id, team_id, changes, require_if_match)
         uow.commit()
@@ -165,6 +176,7 @@ def hand_over(data, user_id: uuid.UUID):
 @directory_blp.route("/handovers/<uuid:handover_id>", methods=["GET"])
 @directory_blp.response(200, HandoverSchema)
 def get_handover(handover_id: uuid.UUID):
+    """Where a handover stands, service by service."""
     with ctx().db.uow(readonly=True) as uow:
         return services.get_handover(uow, principal(), handover_id)
 

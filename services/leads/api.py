@@ -88,6 +88,10 @@ def list_duplicate_claims(args, lead_id: uuid.UUID):
 @blp.response(200, LeadPageSchema)
 @roles(*LEAD_ROLES)
 def list_leads(args):
+    """List the leads you may see, newest first by default, with filters and a cursor.
+
+    `cursor` is opaque: only a `next_cursor` this API answered.
+    """
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = lifecycle.list_leads(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
@@ -97,6 +101,7 @@ def list_leads(args):
 @blp.response(200, LeadSchema)
 @roles(*LEAD_ROLES)
 def get_lead(lead_id: uuid.UUID):
+    """Read one lead."""
     with ctx().db.uow(readonly=True) as uow:
         lead = lifecycle.get_lead(uow, principal(), lead_id)
     return lead, 200, _headers(lead)
@@ -108,6 +113,10 @@ def get_lead(lead_id: uuid.UUID):
 @blp.doc(parameters=[IF_MATCH])
 @roles(*LEAD_ROLES)
 def patch_lead(changes, lead_id: uuid.UUID):
+    """Change a lead's fields (its owner or their leader).
+
+    Needs If-Match with the ETag you last read (428 without it, 412 when stale).
+    """
     with ctx().db.uow() as uow:
         lead = lifecycle.update_lead(uow, ctx().settings, principal(), lead_id, changes, require_if_match)
         uow.commit()
@@ -118,6 +127,7 @@ def patch_lead(changes, lead_id: uuid.UUID):
 @blp.response(204)
 @roles(*LEAD_ROLES)
 def delete_lead(lead_id: uuid.UUID):
+    """Delete a lead (soft; its owner or their leader)."""
     with ctx().db.uow() as uow:
         lifecycle.delete_lead(uow, ctx().settings, principal(), lead_id)
         uow.commit()
@@ -129,6 +139,7 @@ def delete_lead(lead_id: uuid.UUID):
 @blp.response(201, ActivitySchema)
 @roles(*LEAD_ROLES)
 def log_activity(data, lead_id: uuid.UUID):
+    """Log a call, visit or e-mail on a lead; it moves the follow-up date."""
     with ctx().db.uow() as uow:
         activity = lifecycle.log_activity(uow, ctx().settings, principal(), lead_id, data)
         uow.commit()
@@ -140,6 +151,7 @@ def log_activity(data, lead_id: uuid.UUID):
 @blp.response(200, ActivityPageSchema)
 @roles(*LEAD_ROLES)
 def list_activities(args, lead_id: uuid.UUID):
+    """List a lead's activities, newest first."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = lifecycle.list_activities(uow, principal(), lead_id, args)
     return {"items": items, "next_cursor": next_cursor}
@@ -151,6 +163,7 @@ def list_activities(args, lead_id: uuid.UUID):
 @blp.response(202, ConvertedSchema)
 @roles(*LEAD_ROLES)
 def convert_lead(data, lead_id: uuid.UUID):
+    """Convert a qualified lead into an account, a contact and an opportunity (202: the opportunities service creates them)."""
     with ctx().db.uow() as uow:
         ids = conversion.convert_lead(uow, ctx().settings, principal(), lead_id, data)
         uow.commit()
@@ -162,6 +175,10 @@ def convert_lead(data, lead_id: uuid.UUID):
 @blp.response(200, LeadSchema)
 @roles("manager", "executive", "admin")
 def reassign_lead(target, lead_id: uuid.UUID):
+    """Give a lead to a team or a user (a leader).
+
+    Name exactly one of `team_id` and `user_id`; a user must be an active rep of your teams.
+    """
     with ctx().db.uow() as uow:
         lead = routing.reassign(uow, ctx().settings, principal(), lead_id, target)
         uow.commit()
@@ -177,6 +194,10 @@ def reassign_lead(target, lead_id: uuid.UUID):
 @roles(*LEAD_ROLES)
 @large_body
 def import_leads():
+    """Import leads from a CSV file (202: a job; read its progress at the Location).
+
+    The file must be text in UTF-8 or GB18030 with a header row, and not empty.
+    """
     upload = request.files.get("file")
     if upload is None:
         raise ValidationFailed("send the CSV as multipart/form-data in a field named 'file'",
@@ -194,6 +215,7 @@ def import_leads():
 @blp.response(200, ImportJobSchema)
 @roles(*LEAD_ROLES)
 def get_import(job_id: uuid.UUID):
+    """Where an import job stands: rows done, created, merged, claimed, failed (and why)."""
     with ctx().db.uow(readonly=True) as uow:
         return imports.get_job(uow, principal(), job_id)
 
@@ -213,6 +235,7 @@ def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> Non
     @rules_blp.response(200, schema)
     @roles(*RULE_READERS)
     def get_rules():
+        """Read the rule document (its ETag is the version to send back)."""
         with ctx().db.uow(readonly=True) as uow:
             doc = rules.get_rule_document(uow, name)
         return doc, 200, {"ETag": etag_for(doc["version"])}
@@ -223,6 +246,10 @@ def _rules_routes(path: str, name: str, schema, writers: tuple[str, ...]) -> Non
     @rules_blp.doc(parameters=[IF_MATCH])
     @roles(*writers)
     def put_rules(body):
+        """Replace the rule document.
+
+        Needs If-Match with the ETag you last read.
+        """
         with ctx().db.uow() as uow:
             doc = rules.put_rule_document(uow, ctx().settings, principal(), name, body, require_if_match)
             uow.commit()

@@ -77,6 +77,10 @@ def _tagged(record) -> dict:
 @accounts_blp.response(201, AccountSchema)
 @roles(*SELLERS)
 def create_account(fields):
+    """Create an account (a customer); you own it unless a leader names an owner.
+
+    An `owner_id` must be an active rep or manager, within your teams for a manager.
+    """
     with ctx().db.uow() as uow:
         account = accounts.create_account(uow, ctx().settings, principal(), fields)
         uow.commit()
@@ -88,6 +92,10 @@ def create_account(fields):
 @accounts_blp.response(200, AccountPageSchema)
 @roles(*DEAL_READERS)
 def list_accounts(args):
+    """List the accounts you may see.
+
+    `cursor` is opaque: only a `next_cursor` this API answered.
+    """
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = accounts.list_accounts(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
@@ -97,6 +105,7 @@ def list_accounts(args):
 @accounts_blp.response(200, AccountSchema)
 @roles(*DEAL_READERS)
 def get_account(account_id: uuid.UUID):
+    """Read one account."""
     with ctx().db.uow(readonly=True) as uow:
         account = accounts.render_accounts(uow, [accounts.visible_account(uow, principal(), account_id)])[0]
     return account, 200, _tagged(account)
@@ -108,6 +117,10 @@ def get_account(account_id: uuid.UUID):
 @accounts_blp.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_account(changes, account_id: uuid.UUID):
+    """Change an account (its owner or their leader).
+
+    Needs If-Match with the ETag you last read.
+    """
     with ctx().db.uow() as uow:
         account = accounts.update_account(uow, ctx().settings, principal(), account_id, changes, require_if_match)
         uow.commit()
@@ -118,6 +131,7 @@ def patch_account(changes, account_id: uuid.UUID):
 @accounts_blp.response(204)
 @roles(*SELLERS)
 def delete_account(account_id: uuid.UUID):
+    """Delete an account with no open deals (soft)."""
     with ctx().db.uow() as uow:
         accounts.delete_account(uow, ctx().settings, principal(), account_id)
         uow.commit()
@@ -128,6 +142,10 @@ def delete_account(account_id: uuid.UUID):
 @accounts_blp.response(200, AccountSchema)
 @roles(*SELLERS)
 def put_account_team(body, account_id: uuid.UUID):
+    """Replace an account's virtual team.
+
+    Each member once, every one an active user.
+    """
     with ctx().db.uow() as uow:
         account = accounts.set_account_team(uow, ctx().settings, principal(), account_id, body["members"])
         uow.commit()
@@ -140,6 +158,7 @@ def put_account_team(body, account_id: uuid.UUID):
 @accounts_blp.response(201, ContactSchema)
 @roles(*SELLERS)
 def add_contact(fields, account_id: uuid.UUID):
+    """Add a contact to an account; the first is primary."""
     with ctx().db.uow() as uow:
         contact = contacts.add_contact(uow, ctx().settings, principal(), account_id, fields)
         uow.commit()
@@ -151,6 +170,7 @@ def add_contact(fields, account_id: uuid.UUID):
 @accounts_blp.response(200, ContactPageSchema)
 @roles(*DEAL_READERS)
 def list_account_contacts(args, account_id: uuid.UUID):
+    """List an account's contacts."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = contacts.list_contacts(uow, principal(), args, account_id)
     return {"items": items, "next_cursor": next_cursor}
@@ -162,6 +182,7 @@ def list_account_contacts(args, account_id: uuid.UUID):
 @accounts_blp.response(201, ContactSchema)
 @roles(*SELLERS)
 def create_contact(fields):
+    """Add a contact to the account named in the body."""
     with ctx().db.uow() as uow:
         contact = contacts.add_contact(uow, ctx().settings, principal(), fields.pop("account_id"), fields)
         uow.commit()
@@ -173,6 +194,7 @@ def create_contact(fields):
 @accounts_blp.response(200, ContactPageSchema)
 @roles(*DEAL_READERS)
 def list_contacts(args):
+    """List the contacts of the accounts you may see."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = contacts.list_contacts(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
@@ -182,6 +204,7 @@ def list_contacts(args):
 @accounts_blp.response(200, ContactSchema)
 @roles(*DEAL_READERS)
 def get_contact(contact_id: uuid.UUID):
+    """Read one contact."""
     with ctx().db.uow(readonly=True) as uow:
         contact = contacts.get_contact(uow, principal(), contact_id)
     return contact, 200, _tagged(contact)
@@ -193,6 +216,10 @@ def get_contact(contact_id: uuid.UUID):
 @accounts_blp.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_contact(changes, contact_id: uuid.UUID):
+    """Change a contact; making it primary demotes the old one.
+
+    Needs If-Match with the ETag you last read.
+    """
     with ctx().db.uow() as uow:
         contact = contacts.update_contact(uow, ctx().settings, principal(), contact_id, changes, require_if_match)
         uow.commit()
@@ -203,6 +230,7 @@ def patch_contact(changes, contact_id: uuid.UUID):
 @accounts_blp.response(204)
 @roles(*SELLERS)
 def delete_contact(contact_id: uuid.UUID):
+    """Delete a contact (soft)."""
     with ctx().db.uow() as uow:
         contacts.delete_contact(uow, ctx().settings, principal(), contact_id)
         uow.commit()
@@ -214,6 +242,7 @@ def delete_contact(contact_id: uuid.UUID):
 @accounts_blp.response(201, ActivitySchema)
 @roles(*DEAL_READERS)
 def log_account_activity(data, account_id: uuid.UUID):
+    """Log a call, visit or e-mail on an account."""
     with ctx().db.uow() as uow:
         activity = activities.log_activity(uow, ctx().settings, principal(), data, account_id=account_id)
         uow.commit()
@@ -225,6 +254,7 @@ def log_account_activity(data, account_id: uuid.UUID):
 @accounts_blp.response(200, ActivityPageSchema)
 @roles(*DEAL_READERS)
 def list_account_activities(args, account_id: uuid.UUID):
+    """List an account's activities, newest first."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = activities.list_activities(uow, principal(), args, account_id=account_id)
     return {"items": items, "next_cursor": next_cursor}
@@ -252,6 +282,10 @@ def create_opportunity(fields):
 @deals_blp.response(200, OpportunityPageSchema)
 @roles(*DEAL_READERS)
 def list_opportunities(args):
+    """List the opportunities you may see, with filters and a cursor.
+
+    `cursor` is opaque: only a `next_cursor` this API answered.
+    """
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = deals.list_opportunities(uow, principal(), args)
     return {"items": items, "next_cursor": next_cursor}
@@ -261,6 +295,7 @@ def list_opportunities(args):
 @deals_blp.response(200, OpportunitySchema)
 @roles(*DEAL_READERS)
 def get_opportunity(opp_id: uuid.UUID):
+    """Read one opportunity, with its virtual team, checklist and collisions."""
     with ctx().db.uow(readonly=True) as uow:
         opp = deals.get_opportunity(uow, principal(), opp_id)
     return opp, 200, _tagged(opp)
@@ -295,6 +330,10 @@ def _render_committed(opp) -> None:
 @deals_blp.doc(parameters=[IF_MATCH])
 @roles(*SELLERS)
 def patch_opportunity(changes, opp_id: uuid.UUID):
+    """Change an open opportunity (its owner or their leader); collisions are re-checked.
+
+    Needs If-Match with the ETag you last read. Each product (SKU) once; put the quantity in `qty`.
+    """
     return _changed(lambda uow: deals.update_opportunity(uow, ctx().settings, principal(), opp_id, changes,
                                                             require_if_match))
 
@@ -303,6 +342,7 @@ def patch_opportunity(changes, opp_id: uuid.UUID):
 @deals_blp.response(204)
 @roles(*SELLERS)
 def delete_opportunity(opp_id: uuid.UUID):
+    """Delete an opportunity (soft)."""
     with ctx().db.uow() as uow:
         deals.delete_opportunity(uow, ctx().settings, principal(), opp_id)
         uow.commit()
@@ -314,6 +354,7 @@ def delete_opportunity(opp_id: uuid.UUID):
 @deals_blp.alt_response(409, description="a required checklist item is not done (named in `errors.checklist`)")
 @roles(*SELLERS)
 def move_stage(body, opp_id: uuid.UUID):
+    """Move an open opportunity to another stage; forward past a required checklist item is 409."""
     return _changed(lambda uow: pipeline.move_stage(uow, ctx().settings, principal(), opp_id, body["stage"],
                                                     check_if_match_if_given))
 
@@ -323,6 +364,7 @@ def move_stage(body, opp_id: uuid.UUID):
 @deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def tick_checklist(body, opp_id: uuid.UUID, key: str):
+    """Tick (or untick) an item of the current stage's checklist."""
     return _changed(lambda uow: pipeline.tick_checklist(uow, ctx().settings, principal(), opp_id, key, body["done"]))
 
 
@@ -331,6 +373,7 @@ def tick_checklist(body, opp_id: uuid.UUID, key: str):
 @deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def win(body, opp_id: uuid.UUID):
+    """Mark an opportunity won."""
     return _changed(lambda uow: pipeline.win(uow, ctx().settings, principal(), opp_id, body, check_if_match_if_given))
 
 
@@ -339,6 +382,7 @@ def win(body, opp_id: uuid.UUID):
 @deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def lose(body, opp_id: uuid.UUID):
+    """Mark an opportunity lost, with the reason."""
     return _changed(lambda uow: pipeline.lose(uow, ctx().settings, principal(), opp_id, body["reason"],
                                               check_if_match_if_given))
 
@@ -348,6 +392,10 @@ def lose(body, opp_id: uuid.UUID):
 @deals_blp.response(200, OpportunitySchema)
 @roles(*SELLERS)
 def put_opportunity_team(body, opp_id: uuid.UUID):
+    """Replace an opportunity's virtual team (tech, service, presales, ...).
+
+    Each member once, every one an active user.
+    """
     return _changed(lambda uow: deals.set_opportunity_team(uow, ctx().settings, principal(), opp_id,
                                                               body["members"]))
 
@@ -356,6 +404,7 @@ def put_opportunity_team(body, opp_id: uuid.UUID):
 @deals_blp.response(200, CollisionListSchema)
 @roles(*SELLERS)
 def list_collisions(opp_id: uuid.UUID):
+    """The other reps' deals this one collides with (a hidden deal shows only its owner and whom to ask)."""
     with ctx().db.uow(readonly=True) as uow:
         return {"items": deals.list_collisions(uow, principal(), opp_id)}
 
@@ -378,6 +427,7 @@ def dismiss_collision(body, opp_id: uuid.UUID, other_id: uuid.UUID):
 @deals_blp.response(201, ActivitySchema)
 @roles(*DEAL_READERS)
 def log_opportunity_activity(data, opp_id: uuid.UUID):
+    """Log a call, visit or e-mail on an opportunity."""
     with ctx().db.uow() as uow:
         activity = activities.log_activity(uow, ctx().settings, principal(), data, opp_id=opp_id)
         uow.commit()
@@ -389,6 +439,7 @@ def log_opportunity_activity(data, opp_id: uuid.UUID):
 @deals_blp.response(200, ActivityPageSchema)
 @roles(*DEAL_READERS)
 def list_opportunity_activities(args, opp_id: uuid.UUID):
+    """List an opportunity's activities, newest first."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = activities.list_activities(uow, principal(), args, opp_id=opp_id)
     return {"items": items, "next_cursor": next_cursor}
@@ -400,6 +451,7 @@ def list_opportunity_activities(args, opp_id: uuid.UUID):
 @deals_blp.response(201, ExpenseSchema)
 @roles(*SELLERS)
 def add_expense(data, opp_id: uuid.UUID):
+    """Record an expense on an opportunity."""
     with ctx().db.uow() as uow:
         expense = activities.add_expense(uow, ctx().settings, principal(), opp_id, data)
         uow.commit()
@@ -411,6 +463,7 @@ def add_expense(data, opp_id: uuid.UUID):
 @deals_blp.response(200, ExpensePageSchema)
 @roles(*SELLERS)
 def list_expenses(args, opp_id: uuid.UUID):
+    """List an opportunity's expenses."""
     with ctx().db.uow(readonly=True) as uow:
         items, next_cursor = activities.list_expenses(uow, principal(), opp_id, args)
     return {"items": items, "next_cursor": next_cursor}
@@ -420,6 +473,7 @@ def list_expenses(args, opp_id: uuid.UUID):
 @deals_blp.response(200, StagesSchema)
 @roles(*DEAL_READERS)
 def get_stages():
+    """Read the pipeline's stages (its ETag is the version to send back)."""
     with ctx().db.uow(readonly=True) as uow:
         doc = stages.get_stages(uow)
     return doc, 200, {"ETag": etag_for(doc["version"])}
@@ -431,6 +485,10 @@ def get_stages():
 @deals_blp.doc(parameters=[IF_MATCH])
 @roles("admin")
 def put_stages(body):
+    """Replace the pipeline's stages (admin); a stage with open deals cannot be removed.
+
+    Needs If-Match with the ETag you last read.
+    """
     with ctx().db.uow() as uow:
         doc = stages.put_stages(uow, ctx().settings, principal(), body, require_if_match)
         uow.commit()
@@ -443,6 +501,7 @@ def put_stages(body):
 @report_blp.response(200, PipelineReportSchema)
 @roles(*SELLERS)
 def pipeline_report(args):
+    """Open pipeline by stage, owner, team or month, over the deals you may see."""
     with ctx().db.uow(readonly=True) as uow:
         return reports.pipeline(uow, principal(), args["group_by"])
 
@@ -452,6 +511,7 @@ def pipeline_report(args):
 @report_blp.response(200, ForecastReportSchema)
 @roles(*SELLERS)
 def forecast_report(args):
+    """Forecast for a period: committed, best case, pipeline and weighted, by owner or team."""
     with ctx().db.uow(readonly=True) as uow:
         return reports.forecast(uow, principal(), args["period"], args["group_by"])
 
@@ -461,6 +521,7 @@ def forecast_report(args):
 @report_blp.response(200, WinRateReportSchema)
 @roles(*SELLERS)
 def win_rate_report(args):
+    """Win rate over deals closed in the period."""
     with ctx().db.uow(readonly=True) as uow:
         return reports.win_rate(uow, principal(), args.get("period"), args["group_by"])
 
@@ -470,6 +531,7 @@ def win_rate_report(args):
 @report_blp.response(200, SalesCycleReportSchema)
 @roles(*SELLERS)
 def sales_cycle_report(args):
+    """Average days from creation to close over deals closed in the period."""
     with ctx().db.uow(readonly=True) as uow:
         return reports.sales_cycle(uow, principal(), args.get("period"), args["group_by"])
 
@@ -479,6 +541,7 @@ def sales_cycle_report(args):
 @report_blp.response(200, OpportunityFunnelSchema)
 @roles(*FUNNEL_READERS)
 def opportunity_funnel(args):
+    """The opportunity half of the funnel for a period."""
     with ctx().db.uow(readonly=True) as uow:
         return reports.opportunity_funnel(uow, principal(), args["period"])
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -35,6 +36,19 @@ def test_the_document_covers_the_running_services(crm_schema):
     labels = {op.ok().label for op in crm_schema.get_all_operations()}
     assert {"GET /api/v1/leads", "POST /api/v1/leads", "PATCH /api/v1/users/{user_id}", "GET /api/v1/reports/funnel",
             "POST /api/v1/auth/token"} <= labels
+
+
+def test_every_operation_has_a_summary_and_documents_its_errors_as_problems(crm):
+    doc = requests.get(f"{crm.url}/openapi.json", timeout=30).json()
+    operations = [(method.upper(), path, op) for path, ops in doc["paths"].items() for method, op in ops.items()
+                  if method in ("get", "post", "put", "patch", "delete")]
+    assert len(operations) >= 60
+    assert [f"{m} {p}" for m, p, op in operations if not op.get("summary")] == []
+    responses = doc["components"]["responses"]
+    for method, path, op in operations:
+        default = op["responses"]["default"]
+        default = responses[default["$ref"].rsplit("/", 1)[1]] if "$ref" in default else default
+        assert list(default["content"]) == ["application/problem+json"], f"{method} {path}"
 
 
 def test_no_operation_fails_or_breaks_its_schema(crm_schema, fuzz_target):
