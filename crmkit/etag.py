@@ -11,6 +11,11 @@ IF_MATCH = {"in": "header", "name": "If-Match", "required": True, "schema": {"ty
             "description": "the ETag of the version you last read (428 without it, 412 when it is not current)"}
 
 
+# Where If-Match is optional but honoured (actions: stage moves, win, lose).
+IF_MATCH_OPTIONAL = {**IF_MATCH, "required": False,
+                     "description": "if sent, the ETag of the version you last read (412 when it is not current)"}
+
+
 def etag_for(version: int) -> str:
     return f'"v{version}"'
 

@@ -25,7 +25,15 @@ class Payload(Schema):
 
 def Money(**kw) -> fields.Decimal:  # noqa: N802 - a field factory, named like the fields it makes
     """Money as a decimal string ("480000.00"): exact, and what every consumer parses the same way."""
-    return fields.Decimal(as_string=True, places=2, **kw)
+    metadata = {"type": "string", "format": "decimal", "pattern": r"^-?[0-9]+(\.[0-9]{2})?$", "example": "480000.00",
+                **kw.pop("metadata", {})}
+    return fields.Decimal(as_string=True, places=2, metadata=metadata, **kw)
+
+
+# Fields some roles may not see through the API (CONTRACT §2). Events go to services, not callers, so
+# they carry them; a consumer that shows an event to a person (notifications, webhooks) must leave
+# them out for these roles. Marked in docs/asyncapi.yaml as `x-hidden-from`.
+HIDDEN_FROM_MARKETING = {"x-hidden-from": ["marketing"]}
 
 
 @dataclass(frozen=True)

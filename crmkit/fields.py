@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from marshmallow import ValidationError, fields, missing, validate
 
@@ -34,7 +35,9 @@ class _UTCDateTime(fields.AwareDateTime):
     def _deserialize(self, value, attr, data, **kwargs):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         _sane_year(parsed)  # before converting: extreme years overflow in astimezone
-        return parsed.astimezone(dt.UTC)
+        utc = parsed.astimezone(dt.UTC)
+        _sane_year(utc)  # and after: 1900-01-01T00:30+01:00 is 1899 in UTC, which the API could not take back
+        return utc
 
 
 # The documented form of what _UTCDateTime accepts: ISO 8601 with an offset, years 1900-2999.
@@ -91,6 +94,19 @@ class Flag(fields.Boolean):
         return value
 
 
+class QueryFlag(fields.Boolean):
+    """A boolean in a query string: exactly `true` or `false` (what the document says, and nothing
+    marshmallow would also take, such as `1` or `yes`)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value not in ("true", "false"):
+            raise self.make_error("invalid")
+        return value == "true"
+
+
+_MONEY_TEXT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")  # ASCII digits: the documented pattern, exactly
+
+
 class Money(fields.Decimal):
     """Money as a decimal string ("12500.00"), as documented: a JSON number is refused (binary
     floating point cannot hold most amounts exactly). `strings_only=False` for outside producers'
@@ -98,14 +114,22 @@ class Money(fields.Decimal):
 
     def __init__(self, *, hidden_from: tuple[str, ...] = (), strings_only: bool = True, **kwargs):
         kwargs.setdefault("validate", _money_range)
-        metadata = {"type": "string", "format": "decimal", "pattern": r"^\d{1,12}(\.\d{1,2})?$",
+        metadata = {"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,2})?$",
                     "example": "12500.00", **kwargs.pop("metadata", {})}
+        if not strings_only:
+            metadata = {**metadata, "type": ["string", "number"], "description": (
+                "a decimal string such as \"12500.00\"; a JSON number is taken too, rounded to cents")}
         super().__init__(as_string=True, places=2, metadata=metadata, **kwargs)
         self.hidden_from = frozenset(hidden_from)
         self.strings_only = strings_only
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if self.strings_only and not isinstance(value, str):
+        if isinstance(value, str):
+            # Exactly the documented form: no exponent, sign, spaces, underscores, other scripts'
+            # digits, or a third decimal silently rounded away.
+            if not _MONEY_TEXT.fullmatch(value):
+                raise ValidationError('a decimal string such as "12500.00": digits, at most 2 decimals')
+        elif self.strings_only or isinstance(value, bool):
             raise ValidationError('a decimal string such as "12500.00"')
         return super()._deserialize(value, attr, data, **kwargs)
 

@@ -15,7 +15,8 @@ from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
-from crmkit.web import SWAGGER_UI_URL, Blueprint, create_service_app, ctx, passthrough, principal
+from crmkit.problems import Problem
+from crmkit.web import SWAGGER_UI_URL, Blueprint, create_service_app, ctx, passthrough, principal, problem_response
 
 from . import compose, services
 from .bootstrap import context, gateway
@@ -247,12 +248,14 @@ def create_app():
     @app.after_request
     def _allow_what_the_policy_allows(response):
         # Flask answers OPTIONS, and an unknown method with 405, listing the forwarding rule's
-        # methods (every one); the truth for a path is its route in the policy.
-        if "Allow" in response.headers:
+        # methods (every one); the truth for a path is its route in the policy, and a path with no
+        # route has none: 404.
+        if "Allow" in response.headers and request.path.startswith("/api/"):
             route = gw.policy.match(request.path.rstrip("/") or "/")
-            if route is not None:
-                methods = set(route.allowed) | {"OPTIONS"} | ({"HEAD"} if "GET" in route.allowed else set())
-                response.headers["Allow"] = ", ".join(sorted(methods))
+            if route is None:
+                return problem_response(Problem(f"no route {request.path}", status=404))
+            methods = set(route.allowed) | {"OPTIONS"} | ({"HEAD"} if "GET" in route.allowed else set())
+            response.headers["Allow"] = ", ".join(sorted(methods))
         return response
 
     own_spec = app.extensions["crm_api"].spec.to_dict

@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from crmkit.auth import ROLES
-from crmkit.fields import Flag, Text
+from crmkit.fields import Flag, QueryFlag, Text
 from crmkit.pagination import PageArgsSchema
 
 from .domain import MIN_PASSWORD_LENGTH
@@ -70,7 +70,7 @@ class UserListArgsSchema(PageArgsSchema):
     role = fields.String(validate=validate.OneOf(ROLES))
     team_id = fields.UUID()
     region = Text(100)
-    active = Flag()
+    active = QueryFlag()
     q = Text(100)
 
 

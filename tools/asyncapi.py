@@ -136,8 +136,13 @@ def document() -> dict:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # a shared dict is written out each time, never as &id/*id
+        return True
+
+
 def render() -> str:
-    return yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=110)
+    return yaml.dump(document(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from crmkit.directory_events import HANDOVER_COMPLETED, HandoverCompletedV1
-from crmkit.eventschema import Catalog, Money, Payload
+from crmkit.eventschema import HIDDEN_FROM_MARKETING, Catalog, Money, Payload
 from crmkit.settings import Settings
 
 from . import SERVICE
@@ -34,7 +34,8 @@ class ScoreReasonV1(Payload):
 
 
 class LeadV1(Payload):
-    """A lead as other services read it: what is stored, not what one caller may see of it."""
+    """A lead as other services read it: what is stored, not what one caller may see of it. Fields
+    marked x-hidden-from must be left out when the event is shown to those roles."""
     id = fields.UUID(required=True)
     status = fields.String(required=True, metadata={"enum": ["new", "contacted", "qualified", "disqualified",
                                                              "converted"]})
@@ -48,11 +49,15 @@ class LeadV1(Payload):
     campaign = fields.String(required=True, allow_none=True)
     interest = fields.String(required=True, allow_none=True)
     external_id = fields.String(required=True, allow_none=True)
-    quoted_price = Money(required=True, allow_none=True)
-    estimated_value = Money(required=True, allow_none=True)
+    quoted_price = Money(required=True, allow_none=True, metadata=HIDDEN_FROM_MARKETING)
+    estimated_value = Money(required=True, allow_none=True, metadata=HIDDEN_FROM_MARKETING)
     currency = fields.String(required=True)
-    score = fields.Integer(required=True, validate=validate.Range(0, 100))
-    score_reasons = fields.List(fields.Nested(ScoreReasonV1), required=True)
+    score = fields.Integer(required=True, validate=validate.Range(0, 100), metadata={
+        **HIDDEN_FROM_MARKETING, "description": "by every scoring rule, money rules included"})
+    score_public = fields.Integer(required=True, validate=validate.Range(0, 100), metadata={
+        "description": "by the rules that read no money field: the score to show marketing"})
+    score_reasons = fields.List(fields.Nested(ScoreReasonV1), required=True, metadata={
+        **HIDDEN_FROM_MARKETING, "description": "for marketing, only those whose field is not a money field"})
     owner_id = fields.String(required=True, allow_none=True)
     team_id = fields.String(required=True, allow_none=True)
     assigned_by_rule = fields.String(required=True, allow_none=True)

@@ -6,7 +6,7 @@ import math
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing, validate, validates_schema
 
 from crmkit.activities import ActivityFields
-from crmkit.fields import CURRENCY, PHONE, Flag, Money, Text, Timestamp, viewer_role
+from crmkit.fields import CURRENCY, PHONE, Flag, Money, Text, Timestamp, WholeNumber, viewer_role
 from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 from .assignment import STRATEGIES
@@ -200,7 +200,7 @@ class ScoringRuleSchema(Schema):
     field = fields.String(required=True, validate=validate.OneOf(SCORABLE_FIELDS))
     op = fields.String(required=True, validate=validate.OneOf(OPS))
     value = fields.Raw(load_default=None, allow_none=True)
-    points = fields.Integer(required=True, strict=True, validate=validate.Range(min=-100, max=100))
+    points = WholeNumber(required=True, validate=validate.Range(min=-100, max=100))
 
     @validates_schema
     def _value_fits_op(self, data, **_):
@@ -250,7 +250,7 @@ class AssignmentMatchSchema(Schema):
     region = fields.Raw(allow_none=True)  # a value or a list of values
     industry = fields.Raw(allow_none=True)
     source = fields.Raw(allow_none=True)
-    min_score = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=100))
+    min_score = WholeNumber(allow_none=True, validate=validate.Range(min=0, max=100))
 
     @validates_schema
     def _strings(self, data, **_):

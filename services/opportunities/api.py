@@ -8,7 +8,7 @@ from marshmallow import RAISE
 from sqlalchemy.exc import SQLAlchemyError
 
 from crmkit.activities import ActivityCreateSchema
-from crmkit.etag import IF_MATCH, check_if_match_if_given, etag_for, require_if_match
+from crmkit.etag import IF_MATCH, IF_MATCH_OPTIONAL, check_if_match_if_given, etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
@@ -352,6 +352,7 @@ def delete_opportunity(opp_id: uuid.UUID):
 @deals_blp.arguments(StageMoveSchema)
 @deals_blp.response(200, OpportunitySchema)
 @deals_blp.alt_response(409, description="a required checklist item is not done (named in `errors.checklist`)")
+@deals_blp.doc(parameters=[IF_MATCH_OPTIONAL])
 @roles(*SELLERS)
 def move_stage(body, opp_id: uuid.UUID):
     """Move an open opportunity to another stage; forward past a required checklist item is 409."""
@@ -371,6 +372,7 @@ def tick_checklist(body, opp_id: uuid.UUID, key: str):
 @deals_blp.route("/opportunities/<uuid:opp_id>/win", methods=["POST"])
 @deals_blp.arguments(WinSchema)
 @deals_blp.response(200, OpportunitySchema)
+@deals_blp.doc(parameters=[IF_MATCH_OPTIONAL])
 @roles(*SELLERS)
 def win(body, opp_id: uuid.UUID):
     """Mark an opportunity won."""
@@ -380,6 +382,7 @@ def win(body, opp_id: uuid.UUID):
 @deals_blp.route("/opportunities/<uuid:opp_id>/lose", methods=["POST"])
 @deals_blp.arguments(LoseSchema)
 @deals_blp.response(200, OpportunitySchema)
+@deals_blp.doc(parameters=[IF_MATCH_OPTIONAL])
 @roles(*SELLERS)
 def lose(body, opp_id: uuid.UUID):
     """Mark an opportunity lost, with the reason."""

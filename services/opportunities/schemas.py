@@ -304,7 +304,7 @@ class StageSchema(Schema):
 
     key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_]{1,40}$"))
     label = Text(200, min_length=1, required=True)
-    probability = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100))
+    probability = WholeNumber(required=True, validate=validate.Range(min=0, max=100))
     checklist = fields.List(fields.Nested(StageChecklistItemSchema), load_default=list,
                             validate=validate.Length(max=50))
 
@@ -453,9 +453,9 @@ class OrderRevenueSchema(_Part):
 
     id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     account_id = fields.UUID(required=True)
-    total = Money(required=True)
+    total = Money(required=True, strings_only=False)  # another service's event: a number is taken too
     currency = fields.String(load_default=None, allow_none=True)
-    counts_toward_quota = Flag(load_default=True)
+    counts_toward_quota = fields.Boolean(load_default=True)
 
 
 account_schema = AccountSchema()

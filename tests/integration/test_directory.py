@@ -292,3 +292,25 @@ def test_rs256_tokens_verify_with_the_public_key_only(database_url, request, mon
     with pytest.raises(Unauthorized):
         service_verifier.verify(confused)
     assert admin.client.get("/api/v1/me", headers={"Authorization": f"Bearer {confused}"}).status_code == 401
+
+
+def test_query_flags_take_true_and_false_as_documented(gw):
+    admin = gw.as_("admin")
+    team = make_team(admin, "Flags")
+    make_user(admin, "fay.active", team_id=team["id"])
+    active = admin.get("/users?active=true")
+    assert active.status_code == 200 and "fay.active" in {u["username"] for u in active.json["items"]}
+    assert admin.get("/users?active=false").status_code == 200
+    for wrong in ("1", "yes", "True"):
+        assert admin.get(f"/users?active={wrong}").status_code == 400, wrong
+
+
+def test_allow_lists_what_the_route_policy_allows_and_an_unknown_path_is_404(gw):
+    admin = gw.as_("admin")
+    options = admin.options("/teams")
+    assert set(options.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+    trace = admin.trace("/teams")
+    assert trace.status_code == 405 and set(trace.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+    for method in ("options", "trace", "put"):
+        nowhere = getattr(admin, method)("/no-such-route")
+        assert nowhere.status_code == 404 and "Allow" not in nowhere.headers, method

@@ -93,10 +93,14 @@ def test_renaming_or_adding_an_api_field_changes_no_event_payload(settings, monk
 
 
 def test_a_lead_event_carries_the_whole_lead_whoever_caused_it(settings):
-    """Events go to services, not to a caller: the full score and the money, never a role's view."""
+    """Events go to services, not to a caller: the full score and the money, never a role's view;
+    with the public score and the marks a consumer needs to show it to marketing."""
     data = lead_events.lead_event(settings, "lead.created", _lead(), actor="marketing-1")[1]["data"]
     assert data["lead"]["score"] == 70 and data["lead"]["estimated_value"] == "480000.00"
-    assert "score_public" not in data["lead"]
+    assert data["lead"]["score_public"] == 55
+    published = asyncapi.document()["components"]["schemas"]["LeadV1"]["properties"]
+    hidden = {name for name, prop in published.items() if "marketing" in prop.get("x-hidden-from", [])}
+    assert hidden == {"quoted_price", "estimated_value", "score", "score_reasons"}
 
 
 # ---- every event is declared and matches its schema ------------------------------------------------------
@@ -111,6 +115,9 @@ def test_an_event_that_does_not_match_its_schema_is_reported(settings):
     assert "lead.exploded" in str(problems(topic, undeclared))
     newer = {**good, "version": 2}
     assert "version 2" in str(problems(topic, newer))
+    # What marshmallow would load but the published JSON Schema refuses: money as a JSON number.
+    as_number = {**good, "data": {"lead": {**good["data"]["lead"], "estimated_value": 480000}}}
+    assert "estimated_value" in str(problems(topic, as_number)["published JSON Schema"])
 
 
 def test_publishing_an_undeclared_event_fails_loudly(settings):
@@ -141,7 +148,7 @@ def test_the_asyncapi_document_describes_every_declared_event():
             assert message["payload"]["properties"]["type"]["const"] == kind.type
             assert message["payload"]["properties"]["data"]["$ref"].endswith("/" + kind.schema.__name__)
     lead = doc["components"]["schemas"]["LeadV1"]
-    assert "status" in lead["required"] and "score_public" not in lead["properties"]
+    assert "status" in lead["required"] and lead["properties"]["estimated_value"]["type"] == ["string", "null"]
 
 
 # ---- consumers read only what their producers declare ------------------------------------------------

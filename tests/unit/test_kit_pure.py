@@ -214,3 +214,44 @@ def test_every_domain_error_has_one_status_and_keeps_its_details():
         409, "in progress; retry", {"key": ["busy"]}, {"Retry-After": "1"})
     assert problem_of(errors.StaleVersion("changed")).status == 412
     assert problem_of(errors.VersionRequired("send If-Match")).status == 428
+
+
+def test_money_strings_are_exactly_the_documented_form_never_rounded():
+    from marshmallow import Schema, ValidationError
+
+    from crmkit.fields import Money
+
+    class S(Schema):
+        m = Money()
+
+    assert S().load({"m": "12500"}) == {"m": decimal.Decimal("12500.00")}
+    for wrong in ("0.125", "0.001", "-0", "1E+2", "12_000", " 5 ", "+5", "\u0661\u0662\u0663", "\uff10.\uff15", "1" * 13):  # Arabic-Indic, fullwidth digits
+        with pytest.raises(ValidationError):
+            S().load({"m": wrong})
+
+
+def test_a_timestamp_is_checked_in_utc_too():
+    from marshmallow import Schema, ValidationError
+
+    from crmkit.fields import Timestamp
+
+    class S(Schema):
+        t = Timestamp()
+
+    with pytest.raises(ValidationError):  # 1899-12-31T23:30 in UTC: the API could not take it back
+        S().load({"t": "1900-01-01T00:30:00+01:00"})
+    assert S().load({"t": "1900-01-01T00:30:00-01:00"})["t"].year == 1900
+
+
+def test_a_query_flag_is_exactly_true_or_false():
+    from marshmallow import Schema, ValidationError
+
+    from crmkit.fields import QueryFlag
+
+    class S(Schema):
+        f = QueryFlag()
+
+    assert S().load({"f": "true"}) == {"f": True} and S().load({"f": "false"}) == {"f": False}
+    for wrong in ("1", "yes", "True", True):
+        with pytest.raises(ValidationError):
+            S().load({"f": wrong})
