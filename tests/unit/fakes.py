@@ -48,6 +48,11 @@ class FakeUnitOfWork:
         self.state = None
 
     def publish(self, topic: str, envelope: dict) -> None:
+        from tests.support.event_catalogs import problems
+
+        # As the real unit of work is checked in every test (tests/conftest.py): the event matches
+        # its payload schema and the JSON Schema docs/asyncapi.yaml publishes.
+        assert problems(topic, envelope) is None, problems(topic, envelope)
         self.published.append((topic, envelope))
 
     def commit(self) -> None:
