@@ -15,6 +15,9 @@ from marshmallow import ValidationError, fields, missing, validate
 MONEY_MAX = 10**12  # Numeric(14, 2) holds up to 999,999,999,999.99
 
 
+NO_NUL_PATTERN = "^[^\\u0000]*$"  # JSON Schema (ECMA-262) for "no NUL character"
+
+
 def _no_nul(value: str) -> None:
     if "\x00" in value:
         raise ValidationError("must not contain NUL characters")
@@ -26,7 +29,9 @@ def _sane_year(value) -> None:
 
 
 def Text(max_length: int, *, min_length: int | None = None, **kwargs) -> fields.String:  # noqa: N802 - a field factory
-    return fields.String(validate=[validate.Length(min=min_length, max=max_length), _no_nul], **kwargs)
+    metadata = {"pattern": NO_NUL_PATTERN, **kwargs.pop("metadata", {})}  # documented as it is checked
+    return fields.String(validate=[validate.Length(min=min_length, max=max_length), _no_nul], metadata=metadata,
+                         **kwargs)
 
 
 class _UTCDateTime(fields.AwareDateTime):

@@ -31,8 +31,16 @@ class SortSpec:
     descending: bool
 
 
+def sort_field(allowed: set[str], default: str = "-created_at"):
+    """`?sort=` documented as what parse_sort takes: a sortable field, newest/largest first with -."""
+    from marshmallow import fields
+
+    choices = [f"{sign}{name}" for name in sorted(allowed) for sign in ("", "-")]
+    return fields.String(load_default=default, metadata={"enum": choices, "description": "the order of the list"})
+
+
 def parse_sort(raw: str | None, allowed: set[str], default: str) -> SortSpec:
-    raw = raw or default
+    raw = default if raw is None else raw  # an empty ?sort= is refused like any other unknown order
     name = raw[1:] if raw.startswith("-") else raw
     if name not in allowed:
         raise BadQuery(f"cannot sort by {name!r}", errors={"sort": [f"one of {sorted(allowed)}, optionally prefixed by -"]})

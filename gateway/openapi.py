@@ -23,6 +23,22 @@ def _rename_refs(doc: dict, renames: dict[tuple[str, str], str]) -> dict:
     return json.loads(text)
 
 
+def _clashes(components: dict, spec: dict, service: str) -> dict[tuple[str, str], str]:
+    """The service's components to rename (`service.Name`): those whose name is taken by a different
+    one. Until nothing changes: renaming one (Activity) changes those that refer to it (ActivityPage),
+    which then clash too, although their text was the same before."""
+    renames: dict[tuple[str, str], str] = {}
+    while True:
+        renamed = _rename_refs(spec, renames)
+        found = {(section, name): f"{service}.{name}"
+                 for section, entries in (renamed.get("components") or {}).items()
+                 for name, value in entries.items()
+                 if name in components.get(section, {}) and components[section][name] != value}
+        if found.keys() <= renames.keys():
+            return renames
+        renames.update(found)
+
+
 class SpecMerger:
     def __init__(self, upstreams: Upstreams, policy: RoutePolicy, own_spec, cache_seconds: float):
         self.upstreams = upstreams
@@ -65,16 +81,11 @@ class SpecMerger:
             if spec is None:
                 unavailable.append(service)
                 continue
-            renames = {}
-            for section, entries in (spec.get("components") or {}).items():
-                mine = components.setdefault(section, {})
-                for name, value in entries.items():
-                    if name in mine and mine[name] != value:
-                        renames[(section, name)] = f"{service}.{name}"
+            renames = _clashes(components, spec, service)
             spec = _rename_refs(spec, renames)
             for section, entries in (spec.get("components") or {}).items():
                 for name, value in entries.items():
-                    components[section][renames.get((section, name), name)] = value
+                    components.setdefault(section, {})[renames.get((section, name), name)] = value
             for path, operations in (spec.get("paths") or {}).items():
                 kept = {m: op for m, op in operations.items()
                         if m == "parameters" or self._exposed(service, path, m)}

@@ -7,9 +7,10 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing
 
 from crmkit.activities import ActivityFields
 from crmkit.fields import CURRENCY, PHONE, Flag, Money, Text, Timestamp, WholeNumber, viewer_role
-from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from crmkit.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_field
 
 from .assignment import STRATEGIES
+from .db import SORTABLE
 from .domain import SOURCES, STATUSES
 from .scoring import OPS, SCORABLE_FIELDS, public_reasons
 
@@ -161,7 +162,7 @@ class LeadListArgsSchema(Schema):
     account_id = fields.UUID(metadata={"description": "leads converted into this account"})
     company = Text(200, metadata={"description": "same company, as dedupe normalizes names (legal suffixes, "
                                                  "branch markers, width and case ignored)"})
-    sort = Text(40, load_default="-created_at")
+    sort = sort_field(SORTABLE)
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
     cursor = Text(1000)
 

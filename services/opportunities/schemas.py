@@ -7,9 +7,10 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from crmkit.activities import ActivityFields
 from crmkit.fields import CURRENCY, PHONE, Day, Flag, Money, Text, WholeNumber
-from crmkit.pagination import PageArgsSchema
+from crmkit.pagination import PageArgsSchema, sort_field
 from crmkit.periods import PeriodField
 
+from .db import ACCOUNT_SORTABLE, OPPORTUNITY_SORTABLE
 from .domain import ACCOUNT_TYPES, EXPENSE_CATEGORIES, MEMBER_ROLES, STATUSES, TIERS
 
 SKU = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$", error="letters, digits, . _ - (up to 64)")
@@ -78,7 +79,7 @@ class AccountListArgsSchema(PageArgsSchema):
     region = Text(100)
     industry = Text(100)
     q = Text(200)
-    sort = Text(40, load_default="-created_at")
+    sort = sort_field(ACCOUNT_SORTABLE)
 
 
 # ---- contacts ---------------------------------------------------------------------------------------
@@ -205,7 +206,7 @@ class OpportunityListArgsSchema(PageArgsSchema):
     close_before = fields.Date(metadata={"description": "expected to close before this day"})
     close_after = fields.Date(metadata={"description": "expected to close on or after this day"})
     q = Text(200)
-    sort = Text(40, load_default="-created_at")
+    sort = sort_field(OPPORTUNITY_SORTABLE)
 
 
 class StageMoveSchema(Schema):

@@ -197,3 +197,25 @@ def test_tokens_the_replica_cannot_confirm_never_tie_up_more_than_two_threads():
     busy = [o for o in outcomes if o[0] == 503]
     assert len(busy) == 18 and all(seconds < 0.3 for _, seconds in busy)  # told to retry at once
     assert sorted(status for status, _ in outcomes if status != 503) == [401, 401]
+
+
+def test_merged_documents_keep_each_service_s_pages_pointing_at_its_own_items():
+    """Two services with an `Activity` of their own and an `ActivityPage` of the same text: the second
+    service's page must be renamed too, or the first service's route would point at the second's
+    items (a response schema its answers violate)."""
+    from gateway.openapi import _clashes, _rename_refs
+
+    def spec(item_props):
+        return {"components": {"schemas": {
+            "Activity": {"type": "object", "properties": item_props, "additionalProperties": False},
+            "ActivityPage": {"type": "object", "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Activity"}}}}}}}
+
+    merged = spec({"id": {"type": "string"}, "lead_id": {"type": "string"}})["components"]
+    second = spec({"id": {"type": "string"}, "account_id": {"type": "string"}})
+    renames = _clashes(merged, second, "opportunities")
+    assert renames == {("schemas", "Activity"): "opportunities.Activity",
+                       ("schemas", "ActivityPage"): "opportunities.ActivityPage"}
+    renamed = _rename_refs(second, renames)
+    assert renamed["components"]["schemas"]["ActivityPage"]["properties"]["items"]["items"]["$ref"] == \
+        "#/components/schemas/opportunities.Activity"
