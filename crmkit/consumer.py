@@ -114,7 +114,17 @@ class IdempotentConsumer:
     # ---- the loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, poll_timeout_ms: int = 500) -> None:
         while not stop.is_set():
-            polled = self.consumer.poll(timeout_ms=poll_timeout_ms)
+            try:
+                polled = self.consumer.poll(timeout_ms=poll_timeout_ms)
+            except KafkaError as exc:
+                # The broker is away (a restart, an outage) while the client looks for its group
+                # coordinator: nothing was consumed, so wait and poll again. A worker that died here
+                # would stop its outbox relay too, and with no orchestrator (make run, the tests)
+                # nothing it accepted would be published. ConsumerStalled still ends a consumer that
+                # stays stuck with messages waiting.
+                log.warning("polling %s failed (%r); retrying", self.group_id, exc)
+                stop.wait(1.0)
+                continue
             messages = [m for batch in polled.values() for m in batch]
             if messages:
                 self.process(messages, stop)

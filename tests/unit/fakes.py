@@ -11,8 +11,9 @@ class FakeSession:
     def __init__(self, rows=()):
         self.rows: dict[tuple[type, object], object] = {}
         self.added: list = []
-        for row in rows:
-            self.add(row)
+        for row in rows:  # already stored: not new
+            self.rows[(type(row), self._key(row))] = row
+        self.new: list = []  # added in this transaction, not yet flushed (as Session.new)
 
     @staticmethod
     def _key(row):
@@ -24,6 +25,8 @@ class FakeSession:
     def add(self, row) -> None:
         self.rows[(type(row), self._key(row))] = row
         self.added.append(row)
+        if row not in self.new:
+            self.new.append(row)
 
     def get(self, model, key, **_):
         return self.rows.get((model, key))
@@ -37,7 +40,7 @@ class FakeSession:
         return SimpleNamespace(dialect=SimpleNamespace(name="fake"))  # lock_keys takes nothing
 
     def flush(self) -> None:
-        pass
+        self.new = []
 
 
 class FakeUnitOfWork:

@@ -255,3 +255,33 @@ def test_a_query_flag_is_exactly_true_or_false():
     for wrong in ("1", "yes", "True", True):
         with pytest.raises(ValidationError):
             S().load({"f": wrong})
+
+
+def test_a_consumer_outlives_the_broker_going_away_while_it_polls():
+    """kafka-python raises from poll() when the group coordinator cannot be reached (a broker
+    restart): the consumer waits and polls again instead of taking the worker down."""
+    import threading
+
+    from kafka.errors import KafkaConnectionError
+
+    from crmkit.consumer import IdempotentConsumer
+
+    stop = threading.Event()
+
+    class Broker:
+        polls = 0
+
+        def poll(self, timeout_ms):
+            Broker.polls += 1
+            if Broker.polls == 1:
+                raise KafkaConnectionError("111 ECONNREFUSED")
+            stop.set()
+            return {}
+
+        def assignment(self):
+            return set()
+
+    consumer = IdempotentConsumer(db=None, processed_table=None, consumer=Broker(), producer=None, service="t",
+                                  group_id="g", handlers={})
+    consumer.run(stop)
+    assert Broker.polls == 2
