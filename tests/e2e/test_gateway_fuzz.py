@@ -99,7 +99,9 @@ def _schemathesis(crm, token: str, report_dir: Path) -> tuple[int, str, list[tup
         [str(SCHEMATHESIS), "--no-color", "--config-file", str(CONFIG), "run", f"{crm.url}/openapi.json",
          "--checks", "all", "-H", f"Authorization: Bearer {token}", "--max-examples", str(TRUTH_EXAMPLES),
          "--seed", "13", "--report", "junit", "--report-dir", str(report_dir)],
-        capture_output=True, text=True, timeout=900)
+        # In its own folder: schemathesis keeps a cache of past failures (.schemathesis/) in the working
+        # directory and replays them first, which would make one run depend on the last.
+        capture_output=True, text=True, timeout=900, cwd=report_dir)
     failures = []
     for report in report_dir.glob("*.xml"):
         for case in ElementTree.parse(report).getroot().iter("testcase"):  # noqa: S314 - our own tool's report
