@@ -1,6 +1,7 @@
-"""marshmallow schemas: what the opportunities API accepts and returns, and what it reads from
-other services' events. Server-kept fields (owner, team, stage, status, tier, version...) are not
-in the create/patch schemas, and unknown fields are refused, so nothing is mass-assigned."""
+"""marshmallow schemas: what the opportunities API accepts and returns (the reports' are in
+report_schemas.py), and what it reads from other services' events. Server-kept fields (owner,
+team, stage, status, tier, version...) are not in the create/patch schemas, and unknown fields are
+refused, so nothing is mass-assigned."""
 from __future__ import annotations
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -8,7 +9,6 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from crmkit.activities import ActivityFields
 from crmkit.fields import CURRENCY, PHONE, Day, Flag, Money, Text, WholeNumber
 from crmkit.pagination import PageArgsSchema, sort_field
-from crmkit.periods import PeriodField
 
 from .db import ACCOUNT_SORTABLE, OPPORTUNITY_SORTABLE
 from .domain import ACCOUNT_TYPES, EXPENSE_CATEGORIES, MEMBER_ROLES, STATUSES, TIERS
@@ -316,93 +316,6 @@ class StagesSchema(Schema):
 
     stages = fields.List(fields.Nested(StageSchema), required=True, validate=validate.Length(min=1, max=30))
     version = fields.Integer(dump_only=True)
-
-
-# ---- reports -----------------------------------------------------------------------------------------
-class PipelineArgsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    group_by = fields.String(load_default="stage", validate=validate.OneOf(("stage", "owner", "team", "region", "month")))
-
-
-class ForecastArgsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    period = PeriodField(required=True, metadata={"description": "YYYY, YYYY-MM or YYYY-Qn"})
-    group_by = fields.String(load_default="owner", validate=validate.OneOf(("owner", "team")))
-
-
-class ClosedArgsSchema(Schema):
-    """Win rate and sales cycle: over deals closed in the period (all time when left out)."""
-
-    class Meta:
-        unknown = RAISE
-
-    period = PeriodField(metadata={"description": "YYYY, YYYY-MM or YYYY-Qn; all time when left out"})
-    group_by = fields.String(load_default="owner", validate=validate.OneOf(("owner", "team")))
-
-
-class PipelineRowSchema(Schema):
-    key = fields.String(allow_none=True)
-    currency = fields.String()
-    count = fields.Integer()
-    amount = Money()
-    weighted = Money()
-    expenses = Money()
-
-
-class PipelineReportSchema(Schema):
-    group_by = fields.String()
-    rows = fields.List(fields.Nested(PipelineRowSchema))
-
-
-class ForecastRowSchema(Schema):
-    key = fields.String(allow_none=True)
-    currency = fields.String()
-    closed_won = Money()
-    commit = Money()
-    best_case = Money()
-    pipeline = Money()
-    weighted = Money()
-
-
-class ForecastReportSchema(Schema):
-    period = fields.String()
-    group_by = fields.String()
-    rows = fields.List(fields.Nested(ForecastRowSchema))
-
-
-class WinRateRowSchema(Schema):
-    key = fields.String(allow_none=True)
-    won = fields.Integer()
-    lost = fields.Integer()
-    win_rate = fields.Float(allow_none=True)
-
-
-class SalesCycleRowSchema(Schema):
-    key = fields.String(allow_none=True)
-    won = fields.Integer()
-    average_days = fields.Float(allow_none=True)
-
-
-class WinRateReportSchema(Schema):
-    period = fields.String(allow_none=True)
-    group_by = fields.String()
-    rows = fields.List(fields.Nested(WinRateRowSchema))
-
-
-class SalesCycleReportSchema(Schema):
-    period = fields.String(allow_none=True)
-    group_by = fields.String()
-    rows = fields.List(fields.Nested(SalesCycleRowSchema))
-
-
-class OpportunityFunnelSchema(Schema):
-    period = fields.String()
-    opportunities = fields.Integer(metadata={"description": "created in the period"})
-    won = fields.Integer(metadata={"description": "of those, won"})
 
 
 # ---- what other services send --------------------------------------------------------------------------
