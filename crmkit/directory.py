@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .auth import Principal, Unauthorized
 from .consumer import Reject
 from .db import UTCDateTime, lock_keys, utcnow
-from .directory_events import HANDOVER_COMPLETED, HANDOVER_REQUESTED, TEAM_EVENTS, USER_EVENTS  # noqa: F401
+from .directory_events import HANDOVER_REQUESTED, TEAM_EVENTS, USER_EVENTS
 from .problems import Problem
 from .teams import TeamNode, managed_teams
 

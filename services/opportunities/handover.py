@@ -17,18 +17,15 @@ from .deals import opportunity_event
 from .events import event
 
 
-def handovers(settings: Settings) -> Handovers:
+def directory_handlers(settings: Settings) -> dict:
+    """This service's dispatch table for crm.directory.v1: the kit's handover saga, with how this
+    service moves a leaver's records and where it answers."""
     return Handovers(
         SERVICE, DirectoryUser, DirectoryTeam, CompletedHandover,
         move=lambda uow, leaver, heir, team, actor, handover_id: _move_records(
             uow, settings, leaver, heir, team, actor, handover_id),
         answer=lambda uow, handover_id, data, actor: uow.publish(*event(
-            settings, HANDOVER_COMPLETED, handover_id, data, actor=actor)))
-
-
-def directory_handlers(settings: Settings) -> dict:
-    """This service's dispatch table for crm.directory.v1."""
-    return handovers(settings).handlers()
+            settings, HANDOVER_COMPLETED, handover_id, data, actor=actor))).handlers()
 
 
 def _move_records(uow: UnitOfWork, settings: Settings, from_user: str, to_user: str, to_team: str | None, actor,
