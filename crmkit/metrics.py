@@ -5,6 +5,7 @@ samples there; /metrics aggregates them. Without it, the default in-process regi
 """
 from __future__ import annotations
 
+import json
 import os
 
 from prometheus_client import (
@@ -54,15 +55,17 @@ def metrics_payload() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def serve_metrics(port: int) -> None:
-    """For workers, which have no Flask app: a tiny HTTP server on its own port."""
+def serve_metrics(port: int, service: str = "") -> None:
+    """For workers, which have no Flask app: a tiny HTTP server on its own port. /healthz names the
+    service, so that whoever waits for it knows it is talking to this worker and not to whatever else
+    holds the port."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             if self.path.split("?")[0] == "/healthz":
-                body, ctype = b'{"status":"ok"}', "application/json"
+                body, ctype = json.dumps({"status": "ok", "service": service, "part": "worker"}).encode(), "application/json"
             elif self.path.split("?")[0] == "/metrics":
                 body, ctype = metrics_payload()
             else:

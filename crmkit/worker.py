@@ -51,7 +51,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
             signal.signal(sig, lambda *_: stop.set())
     port = os.environ.get("WORKER_METRICS_PORT")
     if port:
-        serve_metrics(int(port))
+        serve_metrics(int(port), settings.service)
     if settings.ensure_topics and spec.topics:
         all_topics = dict(spec.topics)
         all_topics.update({f"{t}.dlq": 1 for t in spec.topics})

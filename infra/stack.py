@@ -64,6 +64,9 @@ class ManagedProcess:
     env: dict
     log_path: Path
     health_url: str | None = None
+    # Who must answer /healthz: a port taken by another process (a worker's metrics server answers
+    # any GET) must not pass for this one being up.
+    health_service: str | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> ManagedProcess:
@@ -86,12 +89,17 @@ class ManagedProcess:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if self.health_url is None or requests.get(self.health_url, timeout=1).ok:
+                if self.health_url is None or self._answers_as_itself(requests.get(self.health_url, timeout=1)):
                     return
-            except requests.RequestException:
+            except (requests.RequestException, ValueError):
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} not healthy after {timeout}s; see {self.log_path}")
+
+    def _answers_as_itself(self, response: requests.Response) -> bool:
+        if not response.ok:
+            return False
+        return self.health_service is None or response.json().get("service") == self.health_service
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no cleanup, no flush, as a crash would."""
@@ -136,7 +144,8 @@ def api_process(service: ServiceDef, env: dict, *, state_dir: Path, port: int | 
     return ManagedProcess(
         name=f"{service.name}-api",
         argv=[str(VENV_BIN / "gunicorn"), "-c", "python:crmkit.gunicorn_conf", f"{service.package}.api:create_app()"],
-        env=env, log_path=state_dir / "logs" / f"{service.name}-api.log", health_url=f"http://127.0.0.1:{port}/healthz")
+        env=env, log_path=state_dir / "logs" / f"{service.name}-api.log", health_url=f"http://127.0.0.1:{port}/healthz",
+        health_service=service.name)
 
 
 def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_port: int | None = None) -> ManagedProcess:
@@ -145,7 +154,7 @@ def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_p
     return ManagedProcess(
         name=f"{service.name}-worker", argv=[str(VENV_BIN / "python"), "-m", service.package, "worker"],
         env=env, log_path=state_dir / "logs" / f"{service.name}-worker.log",
-        health_url=f"http://127.0.0.1:{port}/healthz")
+        health_url=f"http://127.0.0.1:{port}/healthz", health_service=service.name)
 
 
 # ---- make run / make stop -----------------------------------------------------------------------

@@ -3,6 +3,7 @@ each an API under gunicorn plus a worker, on their own PostgreSQL databases and 
 broker, and an organisation created through the gateway's own directory API."""
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -20,10 +21,26 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORD = "password-for-tests"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on, never handed out twice in this test run, and below the kernel's
+    ephemeral range (32768+), so that an outgoing connection does not take it as its source port
+    between now and the moment the process we start binds it. Asking the kernel for port 0 gave
+    ports from that very range, and the same port again once the first was released: the gateway
+    once got the port a worker's metrics server was about to take."""
+    while True:
+        port = random.randint(21000, 24999)  # clear of the benchmarks' fixed ports (25432, 29092)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 @dataclass

@@ -293,3 +293,35 @@ def test_the_dashboard_shows_only_exported_metrics():
     panels = generate.dashboard()["panels"]
     used = set().union(*(_metrics_in(t["expr"]) for p in panels for t in p["targets"]))
     assert used <= _exported_metrics() and len(panels) >= 8
+
+
+def test_a_process_is_healthy_only_when_it_answers_as_itself(tmp_path):
+    """The launcher once took a worker's metrics server, which held the port the gateway was to bind,
+    for the gateway being up (it answers any GET /healthz with 200). /healthz names its service and
+    the launcher checks the name."""
+    import sys
+
+    from crmkit.metrics import serve_metrics
+    from infra.stack import ManagedProcess
+    from tests.e2e.gateway_stack import free_port
+
+    port = free_port()
+    serve_metrics(port, "leads")  # a daemon thread: gone with the test process
+    health = f"http://127.0.0.1:{port}/healthz"
+
+    def waiting_for(service: str) -> ManagedProcess:
+        return ManagedProcess(name=service, argv=[sys.executable, "-c", "import time; time.sleep(30)"], env={},
+                              log_path=tmp_path / f"{service}.log", health_url=health,
+                              health_service=service).start()
+
+    impostor = waiting_for("gateway")
+    try:
+        with pytest.raises(RuntimeError, match="not healthy"):
+            impostor.wait_healthy(timeout=1.5)
+    finally:
+        impostor.stop()
+    itself = waiting_for("leads")
+    try:
+        itself.wait_healthy(timeout=5)
+    finally:
+        itself.stop()
