@@ -161,6 +161,12 @@ class UnitOfWork:
         self._outgoing = []
         self.session.close()
 
+    def repository(self, kind, *args):
+        """The repository `kind` on this transaction's session: kind(session, *args). Use cases ask
+        for repositories here rather than building them, so that the use-case tests' fake unit of
+        work (tests/unit/fakes.py) can hand out in-memory ones."""
+        return kind(self.session, *args)
+
     def publish(self, topic: str, envelope: dict) -> None:
         """Queue an event; commit() writes it to the outbox, in the same transaction."""
         self._outgoing.append((topic, envelope))

@@ -223,6 +223,22 @@ def score_column(principal: Principal):
     return Lead.score_public if principal.role in MONEY_BLIND_ROLES else Lead.score
 
 
+class ClaimRepository:
+    """Duplicate claims on leads."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def by(self, lead_id: uuid.UUID, user_id: str) -> DuplicateClaim | None:
+        """Someone's claim on a lead (one per person and lead)."""
+        with self.session.no_autoflush:
+            return self.session.execute(select(DuplicateClaim).where(
+                DuplicateClaim.lead_id == lead_id, DuplicateClaim.claimed_by == user_id)).scalar_one_or_none()
+
+    def add(self, claim: DuplicateClaim) -> None:
+        self.session.add(claim)
+
+
 class LeadRepository:
     """Every read goes through here, already narrowed to what the principal may see."""
 

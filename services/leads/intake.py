@@ -21,6 +21,7 @@ from crmkit.settings import Settings
 from . import domain
 from .batch import batch
 from .db import (
+    ClaimRepository,
     DuplicateClaim,
     Lead,
 )
@@ -183,15 +184,14 @@ def _claim(uow: UnitOfWork, settings: Settings, existing: Lead, fields: dict, pr
            via: str) -> DuplicateClaim:
     """Record that someone who may not change the lead brought its prospect again, for the lead's
     owner and their manager (the collision rule: they learn of each other; nothing is merged)."""
-    with uow.session.no_autoflush:
-        claim = uow.session.execute(select(DuplicateClaim).where(
-            DuplicateClaim.lead_id == existing.id, DuplicateClaim.claimed_by == principal.user_id)).scalar_one_or_none()
+    claims = uow.repository(ClaimRepository)
+    claim = claims.by(existing.id, principal.user_id)
     if claim is not None:  # the same person again: one claim, brought up to date, announced once
         claim.brought, claim.via, claim.created_at = {**claim.brought, **_plain(fields)}, via, utcnow()
         return claim
     claim = DuplicateClaim(id=uuid.uuid4(), lead_id=existing.id, claimed_by=principal.user_id,
                            claimed_role=principal.role, via=via, brought=_plain(fields), created_at=utcnow())
-    uow.session.add(claim)
+    claims.add(claim)
     uow.publish(*leads_event(settings, "lead.duplicate_claimed", existing.id, {
         "lead_id": existing.id, "claim_id": claim.id, "owner_id": existing.owner_id,
         "team_id": existing.team_id, "manager_id": manager_of(uow, existing), "claimed_by": principal.user_id,

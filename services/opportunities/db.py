@@ -370,6 +370,24 @@ class OpportunityRepository:
         return paginate(self.session, stmt, model=Opportunity, sort=sort, limit=limit, cursor=cursor)
 
 
+class MemberRepository:
+    """Deals' virtual teams: who is on a deal besides its owner, and as what."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def teams(self, opportunity_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict]]:
+        teams: dict = {i: [] for i in opportunity_ids}
+        if opportunity_ids:
+            for m in self.session.execute(select(OpportunityMember).where(
+                    OpportunityMember.opportunity_id.in_(opportunity_ids)).order_by(OpportunityMember.user_id)).scalars():
+                teams[m.opportunity_id].append({"user_id": m.user_id, "role": m.role})
+        return teams
+
+    def team(self, opportunity_id: uuid.UUID) -> list[dict]:
+        return self.teams([opportunity_id])[opportunity_id]
+
+
 def open_deal_ids():
     """The ids of open, undeleted opportunities, as a subquery."""
     return select(Opportunity.id).where(Opportunity.status == "open", Opportunity.deleted_at.is_(None))

@@ -19,6 +19,7 @@ from .db import (
     OPPORTUNITY_SORTABLE,
     Account,
     Collision,
+    MemberRepository,
     Opportunity,
     OpportunityMember,
     OpportunityRepository,
@@ -38,12 +39,9 @@ def _stored_products(products: list[dict] | None) -> list[dict]:
 
 def render_opportunities(uow: UnitOfWork, opportunities: list[Opportunity]) -> list[Opportunity]:
     ids = [o.id for o in opportunities]
-    teams: dict = {i: [] for i in ids}
+    teams = uow.repository(MemberRepository).teams(ids)
     clashes: dict = {i: [] for i in ids}
     if ids:
-        for m in uow.session.execute(select(OpportunityMember).where(OpportunityMember.opportunity_id.in_(ids))
-                                     .order_by(OpportunityMember.user_id)).scalars():
-            teams[m.opportunity_id].append({"user_id": m.user_id, "role": m.role})
         for c in uow.session.execute(select(Collision.opportunity_id, Collision.other_id).where(
                 Collision.opportunity_id.in_(ids), Collision.other_id.in_(open_deal_ids()))
                 .order_by(Collision.other_id)):  # not by score: the order would rank hidden deals
@@ -58,15 +56,13 @@ def render_opportunities(uow: UnitOfWork, opportunities: list[Opportunity]) -> l
 def opportunity_event(uow, settings, kind: str, opp: Opportunity, actor, extra: dict | None = None) -> None:
     # The event carries the deal as stored and its virtual team (who is on it decides who else sees
     # it); not the API's rendering, whose collisions and checklist cost queries on every write.
-    opp.team = [{"user_id": m.user_id, "role": m.role} for m in uow.session.execute(
-        select(OpportunityMember).where(OpportunityMember.opportunity_id == opp.id)
-        .order_by(OpportunityMember.user_id)).scalars()]
+    opp.team = uow.repository(MemberRepository).team(opp.id)
     uow.publish(*event(settings, kind, opp.id, {"opportunity": opp, **(extra or {})},
                        actor=actor))
 
 
 def visible_opportunity(uow: UnitOfWork, principal: Principal, opp_id: uuid.UUID, *, for_update=False) -> Opportunity:
-    opp = OpportunityRepository(uow.session, principal).get(opp_id, for_update=for_update)
+    opp = uow.repository(OpportunityRepository, principal).get(opp_id, for_update=for_update)
     if opp is None:
         raise NotFound(f"opportunity {opp_id} not found")
     return opp
@@ -84,7 +80,7 @@ def get_opportunity(uow: UnitOfWork, principal: Principal, opp_id: uuid.UUID) ->
 
 def list_opportunities(uow: UnitOfWork, principal: Principal, args: dict):
     sort = parse_sort(args.pop("sort", None), OPPORTUNITY_SORTABLE, "-created_at")
-    items, cursor = OpportunityRepository(uow.session, principal).list(
+    items, cursor = uow.repository(OpportunityRepository, principal).list(
         args, sort=sort, limit=args.pop("limit"), cursor=args.pop("cursor", None))
     return render_opportunities(uow, items), cursor
 
@@ -175,7 +171,7 @@ def list_collisions(uow: UnitOfWork, principal: Principal, opp_id: uuid.UUID) ->
         .join(Account, Account.id == Opportunity.account_id)
         .where(Collision.opportunity_id == opp.id, Opportunity.status == "open", Opportunity.deleted_at.is_(None))
         .order_by(Collision.other_id)).all()
-    seen = OpportunityRepository(uow.session, principal).visible_ids([r[1].id for r in rows])
+    seen = uow.repository(OpportunityRepository, principal).visible_ids([r[1].id for r in rows])
     items = []
     for collision, other, account_name in rows:
         item = {"opportunity_id": other.id, "owner_id": other.owner_id,

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from crmkit.db import UnitOfWork, lock_keys, utcnow
 from crmkit.settings import Settings
 
-from . import collisions, people
+from . import collisions, pairs, people
 from .db import (
     Account,
     Collision,
@@ -74,48 +74,34 @@ def detect(uow: UnitOfWork, settings: Settings, opportunity: Opportunity, accoun
                      for k in sorted(stored)])
     if _locks_wait(uow):  # on SQLite this transaction has held the only write lock all along
         rows_now = _candidates(uow, opportunity, keys)
-        assessed = {row.id: assessed[row.id] for row in rows_now if row.id in assessed and assessed[row.id][0] == row}
+        assessed = {row.id: assessed[row.id] for row in rows_now
+                    if row.id in assessed and assessed[row.id].row == row}
         assessed.update(_assess(uow, opportunity, deal, [row for row in rows_now if row.id not in assessed]))
-    dismissed = _dismissed_with(uow, opportunity.id)
     mine = {c.other_id: c for c in session.execute(
         select(Collision).where(Collision.opportunity_id == opportunity.id)).scalars()}
     theirs = {c.opportunity_id: c for c in session.execute(
         select(Collision).where(Collision.other_id == opportunity.id)).scalars()}
     known = set(mine) | set(theirs)
-    blind = {i for i, (_row, _match, is_blind, _hit) in assessed.items() if is_blind}
+    blind = {i for i, verdict in assessed.items() if verdict.blind}
     blind |= _blind_pairs(uow, opportunity, known - set(assessed))
-    matches = {other_id: (row, match) for other_id, (row, match, _blind, hit) in assessed.items()
-               if hit and other_id not in dismissed}
+    # What to clear, write and announce (pairs.py, where the rules are, and their unit tests).
     # A burst of look-alike deals would pair each new one with every earlier one (up to CANDIDATES):
     # the best NEW_MATCHES_KEPT new pairs are recorded, which is plenty to resolve, and keeps the
     # write (and the match-key locks other look-alike writers wait for) short.
-    # Visible pairs first, by score; blind pairs after them by id alone: whether a blind pair makes
-    # the cut must not rank the hidden deal's score.
-    fresh = sorted((i for i in matches if i not in known),
-                   key=lambda i: (1, 0.0, str(i)) if i in blind else (0, -matches[i][1].score, str(i)))
-    for dropped in fresh[NEW_MATCHES_KEPT:]:
-        del matches[dropped]
-    beyond_cut = max(0, len(fresh) - NEW_MATCHES_KEPT)
-    # A pair of deals whose owners see each other's deal is cleared as soon as they differ, and its
-    # explanation kept current. A blind pair (see the module's docstring) is written once and then
-    # left alone, matching or not: neither a clearing nor a changed row may answer a probe.
-    for other_id in known - set(matches) - blind:
+    todo = pairs.plan(assessed, known, blind, _dismissed_with(uow, opportunity.id), keep=NEW_MATCHES_KEPT)
+    for other_id in todo.cleared:
         for row in (mine.get(other_id), theirs.get(other_id)):
             if row is not None:
                 session.delete(row)
     now = utcnow()
-    for other_id, (_other, match) in matches.items():
-        if other_id in known and other_id in blind:
-            continue
+    for other_id, match in todo.written.items():
         for this, that, rows in ((opportunity.id, other_id, mine), (other_id, opportunity.id, theirs)):
             row = rows.get(other_id) or Collision(opportunity_id=this, other_id=that, detected_at=now)
             row.score, row.signals, row.reasons = match.score, match.signals, match.reasons
             session.add(row)
-    new = [matches[other_id] for other_id in matches if other_id not in known]
-    if new:
-        current = (known - (known - set(matches) - blind)) | set(matches)  # what the deal collides with now
-        _announce(uow, settings, opportunity, new, actor, more=beyond_cut, current=current)
-    return [other.id for other, _ in new]
+    if todo.new:
+        _announce(uow, settings, opportunity, todo.new, actor, more=todo.beyond_cut, current=todo.current)
+    return [other.id for other, _ in todo.new]
 
 
 # ---- re-detection after an account rename, in the worker -------------------------------------------
@@ -187,15 +173,15 @@ def recheck_loop(db, settings: Settings, stop) -> None:
 
 
 def _assess(uow: UnitOfWork, opportunity: Opportunity, deal: collisions.Deal, rows: list) -> dict:
-    """Each candidate row's verdict: {id: (row, match, blind, collides)}. A blind pair (module
-    docstring) collides by collisions.blind_collision, an open one by its score."""
+    """Each candidate row's verdict, by id. A blind pair (module docstring) collides by
+    collisions.blind_collision, an open one by its score."""
     blind = _blind_pairs(uow, opportunity, {row.id for row in rows})
     verdicts = {}
     for row in rows:
         other = deal_of(row, row.account_name)
         match = collisions.compare(deal, other)
         hit = collisions.blind_collision(deal, other) if row.id in blind else match.is_collision
-        verdicts[row.id] = (row, match, row.id in blind, hit)
+        verdicts[row.id] = pairs.Verdict(row, match, row.id in blind, hit)
     return verdicts
 
 

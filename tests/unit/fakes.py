@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 from types import SimpleNamespace
 
+from sqlalchemy import inspect as sa_inspect
+
 
 class FakeSession:
     def __init__(self, rows=()):
@@ -17,10 +19,14 @@ class FakeSession:
 
     @staticmethod
     def _key(row):
-        for name in ("id", "handover_id", "team_id", "name"):
-            if hasattr(row, name):
-                return getattr(row, name)
-        raise TypeError(f"no key for {row!r}")
+        """The row's primary key, as session.get takes it: one value, or a tuple for a composite key.
+        A plain object standing in for a row is keyed by the first of its id-like attributes."""
+        mapper = sa_inspect(type(row), raiseerr=False)
+        if mapper is None:
+            return next(getattr(row, name) for name in ("id", "handover_id", "team_id", "name") if hasattr(row, name))
+        columns = mapper.primary_key
+        values = tuple(getattr(row, column.key) for column in columns)
+        return values[0] if len(values) == 1 else values
 
     def add(self, row) -> None:
         self.rows[(type(row), self._key(row))] = row
@@ -44,11 +50,23 @@ class FakeSession:
 
 
 class FakeUnitOfWork:
-    def __init__(self, rows=()):
+    """repositories: the fakes to hand out for uow.repository(kind, ...), by the real kind; each is
+    built as fake(session, *args), so it reads and writes the same in-memory rows."""
+
+    def __init__(self, rows=(), repositories: dict | None = None):
         self.session = FakeSession(rows)
+        self.repositories = repositories or {}
         self.published: list[tuple[str, dict]] = []
         self.committed = False
         self.state = None
+
+    def repository(self, kind, *args):
+        if kind not in self.repositories:
+            raise AssertionError(f"this test gave the unit of work no fake {kind.__name__}")
+        return self.repositories[kind](self.session, *args)
+
+    def rows_of(self, model) -> list:
+        return [row for (kind, _key), row in self.session.rows.items() if kind is model]
 
     def publish(self, topic: str, envelope: dict) -> None:
         from tests.support.event_catalogs import problems

@@ -1,8 +1,9 @@
 """Intake (services/leads/intake.py) as a use case, with a fake unit of work: a new lead is scored,
 routed and announced; a duplicate in the same batch or already stored is merged (it fills gaps,
-overwrites nothing, adds a touch). The dedupe lookups a batch already made (prefetch_duplicates)
-are batch state, so these run without a database; the same flows run on SQLite and PostgreSQL in
-tests/integration/test_lead_life.py and through Kafka in tests/e2e."""
+overwrites nothing, adds a touch), unless whoever brings it may not change it: then it is a claim
+on it (nothing written into it, its owner and manager told). The dedupe lookups a batch already
+made (prefetch_duplicates) are batch state, so these run without a database; the same flows run
+on SQLite and PostgreSQL in tests/integration/test_lead_life.py and through Kafka in tests/e2e."""
 from __future__ import annotations
 
 import datetime as dt
@@ -15,7 +16,7 @@ from crmkit.auth import Principal
 from crmkit.settings import load_settings
 from services.leads import intake
 from services.leads.batch import Batch
-from services.leads.db import AssignmentCursor, DirectoryUser, Lead
+from services.leads.db import AssignmentCursor, ClaimRepository, DirectoryTeam, DirectoryUser, DuplicateClaim, Lead
 from services.leads.dedupe import DEDUPE_KEYS, keys_for
 from tests.unit.fakes import FakeUnitOfWork
 
@@ -31,10 +32,24 @@ def settings(monkeypatch):
     return load_settings("leads")
 
 
+class FakeClaimRepository:
+    def __init__(self, session):
+        self.session = session
+
+    def by(self, lead_id: uuid.UUID, user_id: str) -> DuplicateClaim | None:
+        return next((c for (kind, _), c in self.session.rows.items()
+                     if kind is DuplicateClaim and c.lead_id == lead_id and c.claimed_by == user_id), None)
+
+    def add(self, claim: DuplicateClaim) -> None:
+        self.session.add(claim)
+
+
 def _uow(*prospects: dict, stored=()) -> FakeUnitOfWork:
     """A unit of work whose batch already looked these prospects' keys up (as prefetch_duplicates
     does for a consumer poll), finding `stored`."""
-    uow = FakeUnitOfWork([*stored, DirectoryUser(id="ann", role="rep", team_id="east", active=True)])
+    uow = FakeUnitOfWork([*stored, DirectoryUser(id="ann", role="rep", team_id="east", active=True),
+                          DirectoryTeam(id="east", name="East", parent_team_id=None, manager_id="mgr-east")],
+                         repositories={ClaimRepository: FakeClaimRepository})
     uow.state = Batch(rules={"scoring": SCORING, "assignment": ROUTING}, reps={"east": ["ann", "amy"]},
                       cursors={"east": AssignmentCursor(team_id="east", last_user_id=None)})
     for prospect in prospects:
@@ -112,3 +127,39 @@ def test_marketing_does_not_reopen_a_disqualified_lead_but_its_owner_does(settin
                       team_id="east", created_by="x", actor="x", via="api" if principal else "marketing",
                       principal=principal)
         assert stored.status == expected
+
+
+def test_a_rep_of_another_team_bringing_the_prospect_again_claims_it_and_changes_nothing(settings):
+    """The collision rule for leads: the owner and their manager learn that someone else brought the
+    prospect; nothing the other rep brought is written into the lead, whose owner stays."""
+    bo = Principal(user_id="bo", role="rep", teams=("west",))
+    stored = _stored()
+    prospect = {"company": "Acme", "email": "zhao@acme.cn", "interest": "lathes", "phone": "+86 21 5555 0000"}
+    uow = _uow(prospect, stored=[stored])
+    result = intake.intake(uow, settings, dict(prospect), owner_id="bo", team_id="west", created_by="bo",
+                           actor="bo", via="api", principal=bo)
+    assert not result.merged and result.lead is stored and result.claim is not None
+    assert (stored.interest, stored.phone, stored.touches, stored.owner_id) == ("mills", None, 1, "ann")
+    assert result.claim.brought == prospect and (result.claim.claimed_by, result.claim.claimed_role) == ("bo", "rep")
+    (_, claimed), = uow.published
+    assert claimed["type"] == "lead.duplicate_claimed"
+    assert {k: claimed["data"][k] for k in ("owner_id", "team_id", "manager_id", "claimed_by", "via")} == {
+        "owner_id": "ann", "team_id": "east", "manager_id": "mgr-east", "claimed_by": "bo", "via": "api"}
+
+    # The same rep again: one claim, brought up to date, not announced twice.
+    again = intake.intake(uow, settings, {"email": "zhao@acme.cn", "industry": "machining"}, owner_id="bo",
+                          team_id="west", created_by="bo", actor="bo", via="import", principal=bo)
+    assert again.claim is result.claim and len(uow.rows_of(DuplicateClaim)) == 1
+    assert result.claim.brought["industry"] == "machining" and result.claim.via == "import"
+    assert len(uow.published) == 1
+
+
+def test_the_owners_manager_bringing_the_prospect_merges_it(settings):
+    manager = Principal(user_id="mgr-east", role="manager", teams=("east",), manages=("east",))
+    stored = _stored()
+    prospect = {"email": "zhao@acme.cn", "phone": "+86 21 5555 0000"}
+    uow = _uow(prospect, stored=[stored])
+    result = intake.intake(uow, settings, dict(prospect), owner_id="mgr-east", team_id="east",
+                           created_by="mgr-east", actor="mgr-east", via="api", principal=manager)
+    assert result.merged and result.claim is None and stored.phone == "+86 21 5555 0000"
+    assert uow.rows_of(DuplicateClaim) == [] and [e["type"] for _, e in uow.published] == ["lead.merged"]
