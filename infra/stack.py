@@ -107,10 +107,15 @@ class ManagedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
 
+    def terminate(self) -> None:
+        """SIGTERM the process group and return at once: stopping many processes, ask them all first."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 30) -> None:
         if not self.alive():
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
