@@ -373,7 +373,7 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
 
     @app.get("/healthz")
     def healthz():
-        return {"status": "ok", "service": context.settings.service}
+        return {"status": "ok", "service": context.settings.service, "part": "api"}
 
     @app.get("/readyz")
     def readyz():

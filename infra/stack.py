@@ -64,9 +64,9 @@ class ManagedProcess:
     env: dict
     log_path: Path
     health_url: str | None = None
-    # Who must answer /healthz: a port taken by another process (a worker's metrics server answers
-    # any GET) must not pass for this one being up.
-    health_service: str | None = None
+    # Who must answer /healthz ({"service": ..., "part": "api" or "worker"}): a port taken by another
+    # process (a worker's metrics server answers GET /healthz too) must not pass for this one being up.
+    health_of: dict | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> ManagedProcess:
@@ -91,7 +91,7 @@ class ManagedProcess:
             try:
                 if self.health_url is None or self._answers_as_itself(requests.get(self.health_url, timeout=1)):
                     return
-            except (requests.RequestException, ValueError):
+            except (requests.RequestException, ValueError, AttributeError):
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} not healthy after {timeout}s; see {self.log_path}")
@@ -99,7 +99,10 @@ class ManagedProcess:
     def _answers_as_itself(self, response: requests.Response) -> bool:
         if not response.ok:
             return False
-        return self.health_service is None or response.json().get("service") == self.health_service
+        if self.health_of is None:
+            return True
+        body = response.json()
+        return isinstance(body, dict) and all(body.get(k) == v for k, v in self.health_of.items())
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no cleanup, no flush, as a crash would."""
@@ -150,7 +153,7 @@ def api_process(service: ServiceDef, env: dict, *, state_dir: Path, port: int | 
         name=f"{service.name}-api",
         argv=[str(VENV_BIN / "gunicorn"), "-c", "python:crmkit.gunicorn_conf", f"{service.package}.api:create_app()"],
         env=env, log_path=state_dir / "logs" / f"{service.name}-api.log", health_url=f"http://127.0.0.1:{port}/healthz",
-        health_service=service.name)
+        health_of={"service": service.name, "part": "api"})
 
 
 def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_port: int | None = None) -> ManagedProcess:
@@ -159,7 +162,8 @@ def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_p
     return ManagedProcess(
         name=f"{service.name}-worker", argv=[str(VENV_BIN / "python"), "-m", service.package, "worker"],
         env=env, log_path=state_dir / "logs" / f"{service.name}-worker.log",
-        health_url=f"http://127.0.0.1:{port}/healthz", health_service=service.name)
+        health_url=f"http://127.0.0.1:{port}/healthz",
+        health_of={"service": service.name, "part": "worker"})
 
 
 # ---- make run / make stop -----------------------------------------------------------------------

@@ -31,7 +31,7 @@ def free_port() -> int:
     between now and the moment the process we start binds it. Asking the kernel for port 0 gave
     ports from that very range, and the same port again once the first was released: the gateway
     once got the port a worker's metrics server was about to take."""
-    while True:
+    for _ in range(10_000):
         port = random.randint(21000, 24999)  # clear of the benchmarks' fixed ports (25432, 29092)
         if port in _HANDED_OUT:
             continue
@@ -42,6 +42,7 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.add(port)
         return port
+    raise RuntimeError("no free port left in 21000-24999")
 
 
 @dataclass
@@ -156,10 +157,15 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
     # another (they are mostly interpreter start-up and imports, waiting on each other for nothing).
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda s: migrate(s, gw_env if s is GATEWAY else env), [*SERVICES, GATEWAY]))
-    launched = [crm.launch(f"{service.name}-{part}") for service in [*SERVICES, GATEWAY] for part in ("api", "worker")]
-    for proc in launched:
-        proc.wait_healthy()
-    build_org(crm)
+    try:
+        launched = [crm.launch(f"{service.name}-{part}") for service in [*SERVICES, GATEWAY]
+                    for part in ("api", "worker")]
+        for proc in launched:
+            proc.wait_healthy()
+        build_org(crm)
+    except BaseException:
+        stop_crm(crm, postgres)  # the fixture never gets a stack to stop: nothing may outlive the failure
+        raise
     return crm
 
 

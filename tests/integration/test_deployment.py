@@ -297,30 +297,37 @@ def test_the_dashboard_shows_only_exported_metrics():
 
 def test_a_process_is_healthy_only_when_it_answers_as_itself(tmp_path):
     """The launcher once took a worker's metrics server, which held the port the gateway was to bind,
-    for the gateway being up (it answers any GET /healthz with 200). /healthz names its service and
-    the launcher checks the name."""
+    for the gateway being up (it answers GET /healthz with 200). /healthz names its service and part,
+    and the launcher checks both: another service's worker, or this service's own worker, on the
+    port is not this service's API."""
     import sys
 
     from crmkit.metrics import serve_metrics
-    from infra.stack import ManagedProcess
+    from infra.stack import GATEWAY, SERVICES, ManagedProcess, api_process, worker_process
     from tests.e2e.gateway_stack import free_port
 
+    for service in [*SERVICES, GATEWAY]:  # what the stack launcher waits for
+        assert api_process(service, {}, state_dir=tmp_path, port=free_port()).health_of == {
+            "service": service.name, "part": "api"}
+        assert worker_process(service, {}, state_dir=tmp_path, metrics_port=free_port()).health_of == {
+            "service": service.name, "part": "worker"}
+
     port = free_port()
-    serve_metrics(port, "leads")  # a daemon thread: gone with the test process
-    health = f"http://127.0.0.1:{port}/healthz"
+    serve_metrics(port, "gateway")  # a worker's metrics server; a daemon thread, gone with the test process
 
-    def waiting_for(service: str) -> ManagedProcess:
-        return ManagedProcess(name=service, argv=[sys.executable, "-c", "import time; time.sleep(30)"], env={},
-                              log_path=tmp_path / f"{service}.log", health_url=health,
-                              health_service=service).start()
+    def waiting_for(health_of: dict) -> ManagedProcess:
+        return ManagedProcess(name=str(health_of), argv=[sys.executable, "-c", "import time; time.sleep(30)"],
+                              env={}, log_path=tmp_path / "sleeper.log", health_url=f"http://127.0.0.1:{port}/healthz",
+                              health_of=health_of).start()
 
-    impostor = waiting_for("gateway")
-    try:
-        with pytest.raises(RuntimeError, match="not healthy"):
-            impostor.wait_healthy(timeout=1.5)
-    finally:
-        impostor.stop()
-    itself = waiting_for("leads")
+    for impostor_of in ({"service": "gateway", "part": "api"}, {"service": "leads", "part": "worker"}):
+        impostor = waiting_for(impostor_of)
+        try:
+            with pytest.raises(RuntimeError, match="not healthy"):
+                impostor.wait_healthy(timeout=1.5)
+        finally:
+            impostor.stop()
+    itself = waiting_for({"service": "gateway", "part": "worker"})
     try:
         itself.wait_healthy(timeout=5)
     finally:

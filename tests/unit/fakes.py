@@ -16,6 +16,7 @@ class FakeSession:
         for row in rows:  # already stored: not new
             self.rows[(type(row), self._key(row))] = row
         self.new: list = []  # added in this transaction, not yet flushed (as Session.new)
+        self.flushes = 0  # the database bumps versions at flush: an event must come after it
 
     @staticmethod
     def _key(row):
@@ -47,6 +48,7 @@ class FakeSession:
 
     def flush(self) -> None:
         self.new = []
+        self.flushes += 1
 
 
 class FakeUnitOfWork:
@@ -57,6 +59,7 @@ class FakeUnitOfWork:
         self.session = FakeSession(rows)
         self.repositories = repositories or {}
         self.published: list[tuple[str, dict]] = []
+        self.flushes_before: list[int] = []  # for each published event, the flushes before it
         self.committed = False
         self.state = None
 
@@ -75,6 +78,7 @@ class FakeUnitOfWork:
         # its payload schema and the JSON Schema docs/asyncapi.yaml publishes.
         assert problems(topic, envelope) is None, problems(topic, envelope)
         self.published.append((topic, envelope))
+        self.flushes_before.append(self.session.flushes)
 
     def commit(self) -> None:
         self.committed = True

@@ -72,18 +72,30 @@ def test_a_dismissed_pair_is_never_recorded_again_and_is_cleared_if_open():
     assert _plan([(other, verdict)], known={other}, dismissed={other}).cleared == {other}
 
 
-def test_one_write_keeps_the_best_open_pairs_then_blind_ones_by_id_alone():
+def test_one_write_keeps_the_best_open_pairs_by_score():
     open_pairs = [_verdict(score) for score in (0.6, 0.9, 0.7)]
-    blind_pairs = [_verdict(0.99, blind=True), _verdict(0.56, blind=True)]
-    todo = _plan([*open_pairs, *blind_pairs], keep=3)
-    by_score = sorted(open_pairs, key=lambda pair: -pair[1].match.score)
-    assert set(todo.written) == {other for other, _ in by_score[:3]}
-    assert todo.beyond_cut == 2 and len(todo.new) == 3
-    # With room for one blind pair, which one makes the cut depends on the ids, never on the scores.
-    todo = _plan([*open_pairs, *blind_pairs], keep=4)
-    first_blind = min((other for other, _ in blind_pairs), key=str)
-    assert set(todo.written) == {other for other, _ in open_pairs} | {first_blind}
-    assert todo.beyond_cut == 1
+    todo = _plan(open_pairs, keep=2)
+    kept = {other for other, v in open_pairs if v.match.score in (0.9, 0.7)}
+    assert set(todo.written) == kept and {row.id for row, _ in todo.new} == kept
+    assert todo.beyond_cut == 1 and todo.current == kept  # the one cut is not among the current pairs
+
+
+def _blind(other: str, score: float) -> tuple[uuid.UUID, Verdict]:
+    other_id = uuid.UUID(other)
+    return other_id, Verdict(SimpleNamespace(id=other_id), _match(score), True, True)
+
+
+def test_blind_pairs_come_after_open_ones_and_by_id_alone():
+    """Which blind pair makes the cut must not rank the hidden deal's score: the best-scoring one here
+    has the larger id, and loses its place to the smaller id."""
+    open_pairs = [_verdict(0.6), _verdict(0.7)]
+    low_id = _blind("00000000-0000-4000-8000-000000000001", 0.56)
+    high_id = _blind("ffffffff-0000-4000-8000-000000000001", 0.99)
+    todo = _plan([*open_pairs, high_id, low_id], keep=3)
+    assert set(todo.written) == {other for other, _ in open_pairs} | {low_id[0]}
+    assert todo.beyond_cut == 1 and high_id[0] not in todo.current
+    todo = _plan([*open_pairs, high_id, low_id], keep=2)  # the open pairs first, whatever the scores
+    assert set(todo.written) == {other for other, _ in open_pairs} and todo.beyond_cut == 2
 
 
 def test_known_pairs_do_not_count_against_the_cut():

@@ -35,6 +35,7 @@ class FakeOpportunityRepository:
 
     def __init__(self, session, principal: Principal):
         self.session, self.principal = session, principal
+        session.locked = getattr(session, "locked", set())  # what was read FOR UPDATE, as a change must be
 
     def _visible(self, opp: Opportunity) -> bool:
         on_it = (OpportunityMember, (opp.id, self.principal.user_id)) in self.session.rows
@@ -43,7 +44,11 @@ class FakeOpportunityRepository:
 
     def get(self, opportunity_id: uuid.UUID, *, for_update: bool = False) -> Opportunity | None:
         opp = self.session.get(Opportunity, opportunity_id)
-        return opp if opp is not None and self._visible(opp) else None
+        if opp is None or not self._visible(opp):
+            return None
+        if for_update:
+            self.session.locked.add(opp.id)
+        return opp
 
 
 class FakeMemberRepository:
@@ -105,6 +110,8 @@ def test_a_move_past_a_done_checklist_changes_stage_and_probability_and_says_how
     # Who is on the deal travels with it: it decides who else may see the event's subject.
     assert data["opportunity"]["team"] == [{"user_id": "tess", "role": "tech"}]
     assert not uow.committed  # the caller commits
+    assert deal.id in uow.session.locked  # read FOR UPDATE: two moves at once are one after the other
+    assert uow.flushes_before == [1]  # flushed first: the event carries the version the UPDATE made
 
 
 def test_a_required_item_not_done_stops_a_forward_move_and_names_the_item(settings):
@@ -166,7 +173,9 @@ def test_the_owners_manager_moves_it_a_team_member_may_not_and_another_team_does
     uow = _uow(deal, OpportunityMember(opportunity_id=deal.id, user_id="tess", role="tech"))
     with pytest.raises(Forbidden):
         pipeline.move_stage(uow, settings, helper, deal.id, "needs_analysis", _any_version)
-    with pytest.raises(NotFound):  # not 403: whether the deal exists is not BO's to learn
+    # Not 403: whether the deal exists is not BO's to learn. (Here the fake repository decides what BO
+    # sees; the real rule is tested against both databases in tests/integration.)
+    with pytest.raises(NotFound):
         pipeline.move_stage(uow, settings, BO, deal.id, "needs_analysis", _any_version)
     assert uow.published == []
     pipeline.move_stage(uow, settings, MGR_EAST, deal.id, "needs_analysis", _any_version)
@@ -180,5 +189,6 @@ def test_ticking_an_item_records_it_under_the_current_stage(settings):
     assert deal.checklist_done == {"qualification:budget_confirmed": True}
     (_, updated), = uow.published
     assert updated["type"] == "opportunity.updated" and updated["data"]["changed"] == ["checklist"]
+    assert deal.id in uow.session.locked and uow.flushes_before == [1]
     with pytest.raises(NotFound, match="no checklist item 'quote_sent' in stage 'qualification'"):
         pipeline.tick_checklist(uow, settings, ANN, deal.id, "quote_sent", True)
