@@ -58,6 +58,9 @@ class OutboxWriter:
         self.add_many(session, [(topic, envelope)])
 
 
+NOTIFY_SLICE_SECONDS = 0.5
+
+
 class _Waker:
     """Blocks until a commit may have added outbox rows, or the timeout passes."""
 
@@ -103,8 +106,14 @@ class _Waker:
         if self.in_process.is_set():
             return
         if self.engine.dialect.name == "postgresql":
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                break
+            # In slices, so that a stop (which sets in_process) is seen within half a second rather
+            # than after the whole idle wait: a relay told to stop used to sit out its idle_wait.
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                for _ in self._conn.notifies(timeout=min(left, NOTIFY_SLICE_SECONDS), stop_after=1):
+                    return
+                if self.in_process.is_set():
+                    return
             return
         # data_version is per connection and only moves for *other* connections' commits, which
         # is exactly what we want to see; our own process signals through in_process instead.
