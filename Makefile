@@ -35,15 +35,18 @@ stop:
 # pytest exits 5 when it collected no test, and make fails on it like on any other failure.
 test: install
 	infra/kafka/kafka.sh fetch
+	infra/haproxy/haproxy.sh install
 	$(PY) -m pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install
+	infra/haproxy/haproxy.sh install
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: install
+	infra/haproxy/haproxy.sh install
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 bench: install

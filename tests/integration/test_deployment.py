@@ -332,3 +332,25 @@ def test_a_process_is_healthy_only_when_it_answers_as_itself(tmp_path):
         itself.wait_healthy(timeout=5)
     finally:
         itself.stop()
+
+
+def test_the_edge_configuration_is_current_and_haproxy_accepts_it(tmp_path):
+    """deploy/edge/haproxy.cfg is what gateway/edge.py renders from policy.toml, and haproxy itself
+    (Debian's, installed by infra/haproxy/haproxy.sh) finds it valid with every setting given."""
+    import os
+    import subprocess
+
+    from gateway.edge import CONFIG_FILE, main
+    from gateway.policy import RoutePolicy
+
+    assert main(["--check"]) == 0, "run: python -m gateway.edge"
+    env = {**os.environ, "EDGE_STATE_DIR": str(tmp_path), "EDGE_BIND": "127.0.0.1:8080",
+           "EDGE_METRICS_BIND": "127.0.0.1:9190", "CRM_JWT_SECRET": "secret", "CRM_JWT_ISSUER": "sfa-crm",
+           "CRM_JWT_AUDIENCE": "sfa-crm-api", "EDGE_LIMIT_PER_USER": "1200", "EDGE_LIMIT_PER_ADDRESS": "6000",
+           "EDGE_LIMIT_LOGIN": "10", "EDGE_MAX_BODY_BYTES": "1048576", "EDGE_MAX_IMPORT_BYTES": "20971520",
+           **{f"EDGE_UPSTREAM_{s.upper()}": "127.0.0.1:9" for s in RoutePolicy.load().services()}}
+    script = Path(__file__).resolve().parents[2] / "infra" / "haproxy" / "haproxy.sh"
+    checked = subprocess.run([str(script), "check", str(CONFIG_FILE)], env=env, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    del env["EDGE_UPSTREAM_LEADS"]  # a missing setting is an error, not an empty address
+    assert subprocess.run([str(script), "check", str(CONFIG_FILE)], env=env, capture_output=True).returncode != 0

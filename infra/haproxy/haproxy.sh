@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Run a project-owned HAProxy (Debian's package), the edge on the public port.
+#
+#   infra/haproxy/haproxy.sh install             install Debian's haproxy if it is missing
+#   infra/haproxy/haproxy.sh check CONFIG        validate a configuration (haproxy -c)
+#   infra/haproxy/haproxy.sh start CONFIG        start it in the background (master-worker mode)
+#   infra/haproxy/haproxy.sh stop
+#   infra/haproxy/haproxy.sh status
+#
+# The configuration reads its upstreams, ports and secrets from the environment (HAProxy expands
+# "${VAR}" in quoted arguments), so the committed deploy/edge/haproxy.cfg serves make run, the
+# tests, compose and Kubernetes alike.
+#
+# Settings (environment):
+#   EDGE_STATE_DIR  pid file and logs        (default <repo>/.state/edge)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+state="${EDGE_STATE_DIR:-$repo/.state/edge}"
+pidfile="$state/haproxy.pid"
+
+log() { echo "[edge] $*" >&2; }
+
+binary() { command -v haproxy || { [ -x /usr/sbin/haproxy ] && echo /usr/sbin/haproxy; }; }
+
+install() {
+  if binary >/dev/null; then return 0; fi
+  log "installing Debian's haproxy package"
+  if [ "$(id -u)" -ne 0 ]; then log "need root (or sudo) to apt-get install haproxy"; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  # The package starts a system-wide instance; ours is project-owned, so stop and disable that one.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now haproxy >/dev/null 2>&1 || true; fi
+  if [ -x /etc/init.d/haproxy ]; then /etc/init.d/haproxy stop >/dev/null 2>&1 || true; fi
+}
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+check() {
+  install
+  "$(binary)" -c -q -f "$1"
+}
+
+start() {
+  install
+  local config="$1"
+  mkdir -p "$state"
+  if running; then log "already running (pid $(cat "$pidfile"))"; return 0; fi
+  "$(binary)" -c -q -f "$config"
+  # -W: master-worker, so a reload (SIGUSR2) swaps workers without dropping connections;
+  # -D: daemon, the master's pid in the pid file.
+  "$(binary)" -W -D -p "$pidfile" -f "$config"
+  log "started (pid $(cat "$pidfile")) with $config"
+}
+
+stop() {
+  if ! running; then rm -f "$pidfile"; return 0; fi
+  local pid; pid="$(cat "$pidfile")"
+  kill -USR1 "$pid" 2>/dev/null || true  # soft stop: finish what is in flight, then exit
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }; sleep 0.25; done
+  log "still alive after 10 s, stopping it"; kill -TERM "$pid" 2>/dev/null || true; rm -f "$pidfile"
+}
+
+case "${1:-}" in
+  install) install ;;
+  check) check "${2:?config file}" ;;
+  start) start "${2:?config file}" ;;
+  stop) stop ;;
+  status) running ;;
+  *) echo "usage: $0 install|check CONFIG|start CONFIG|stop|status" >&2; exit 2 ;;
+esac
