@@ -12,7 +12,12 @@
 # tests, compose and Kubernetes alike.
 #
 # Settings (environment):
-#   EDGE_STATE_DIR  pid file and logs        (default <repo>/.state/edge)
+#   EDGE_STATE_DIR  pid file, logs and the peers section   (default <repo>/.state/edge)
+#   EDGE_PEER_NAME  this instance's name among its peers    (default: local)
+#   EDGE_PEERS      every instance, "name@host:port ..."    (default: local@127.0.0.1:10000)
+#                   Replicas keep their rate-limit tables in step through HAProxy's peers protocol,
+#                   so a limit holds across them. The list differs per deployment, so it is written
+#                   here, as a second configuration file, not in the generated one.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,9 +42,20 @@ install() {
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
+peers_file() {
+  # The peers section the generated configuration's stick tables refer to ("peers edge").
+  local file="$1" entry
+  echo "peers edge" > "$file"
+  for entry in ${EDGE_PEERS:-local@127.0.0.1:10000}; do
+    echo "    peer ${entry%@*} ${entry#*@}" >> "$file"
+  done
+}
+
 check() {
   install
-  "$(binary)" -c -q -f "$1"
+  mkdir -p "$state"
+  peers_file "$state/peers.check.cfg"
+  "$(binary)" -c -q -L "${EDGE_PEER_NAME:-local}" -f "$state/peers.check.cfg" -f "$1"
 }
 
 start() {
@@ -47,10 +63,12 @@ start() {
   local config="$1"
   mkdir -p "$state"
   if running; then log "already running (pid $(cat "$pidfile"))"; return 0; fi
-  "$(binary)" -c -q -f "$config"
+  peers_file "$state/peers.cfg"
+  local args=(-L "${EDGE_PEER_NAME:-local}" -f "$state/peers.cfg" -f "$config")
+  "$(binary)" -c -q "${args[@]}"
   # -W: master-worker, so a reload (SIGUSR2) swaps workers without dropping connections;
   # -D: daemon, the master's pid in the pid file.
-  "$(binary)" -W -D -p "$pidfile" -f "$config"
+  "$(binary)" -W -D -p "$pidfile" "${args[@]}"
   log "started (pid $(cat "$pidfile")) with $config"
 }
 

@@ -39,6 +39,7 @@ def edge_env(crm: Crm, state_dir: Path, **overrides) -> dict:
     upstreams = {f"EDGE_UPSTREAM_{name.upper()}": f"127.0.0.1:{port}" for name, port in crm.ports.items()
                  if name != "gateway-metrics"}
     return {**os.environ, "EDGE_STATE_DIR": str(state_dir), "EDGE_BIND": f"127.0.0.1:{free_port()}",
+            "EDGE_PEER_NAME": "local", "EDGE_PEERS": f"local@127.0.0.1:{free_port()}",
             "EDGE_METRICS_BIND": f"127.0.0.1:{free_port()}", "EDGE_UPSTREAM_ORDERS": NOWHERE,
             "EDGE_UPSTREAM_NOTIFICATIONS": NOWHERE, **upstreams,
             "CRM_JWT_SECRET": crm.env["CRM_JWT_SECRET"], "CRM_JWT_ISSUER": "sfa-crm", "CRM_JWT_AUDIENCE": "sfa-crm-api",

@@ -13,6 +13,7 @@ import requests
 
 from crmkit.auth import issue_token
 from tests.e2e.edge_stack import start_edge
+from tests.e2e.gateway_stack import free_port
 from tests.infra import JWT_SECRET
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -149,6 +150,27 @@ def test_rate_limits_answer_429_with_retry_after(crm, tmp_path):
         assert logins[:3] == [401] * 3 and logins[-1] == 429, logins
     finally:
         strict.stop()
+
+
+def test_two_edges_share_one_limit_through_peers(crm, tmp_path):
+    """Two edge processes, a user's requests alternating between them: the per-user limit holds
+    across both (each alone would let the whole limit through, twice over together)."""
+    ports = {"a": free_port(), "b": free_port()}
+    peers = " ".join(f"{name}@127.0.0.1:{port}" for name, port in ports.items())
+    edges = [start_edge(crm, tmp_path / name, EDGE_PEER_NAME=name, EDGE_PEERS=peers, EDGE_LIMIT_PER_USER="10")
+             for name in ports]
+    try:
+        token = crm.token("nora")
+        statuses = []
+        for i in range(24):
+            statuses.append(_get(edges[i % 2], token).status_code)
+            time.sleep(0.05)  # the peers push each update at once; let it land
+        assert set(statuses) <= {200, 429}, statuses
+        assert statuses.count(200) <= 12, statuses  # 10, and at most one in flight per edge while syncing
+        assert statuses[-4:] == [429] * 4, statuses
+    finally:
+        for edge in edges:
+            edge.stop()
 
 
 def test_slow_clients_do_not_starve_anyone_else(crm, edge):
