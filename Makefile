@@ -22,6 +22,7 @@ install: .venv/.installed
 	@touch $@
 
 run: install
+	infra/haproxy/haproxy.sh install
 	infra/kafka/kafka.sh start
 	@if [ "$(DB)" = "postgres" ]; then infra/postgres/postgres.sh start; fi
 	$(PY) -m infra.stack up --db $(DB)

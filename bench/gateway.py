@@ -33,9 +33,9 @@ def _client(args) -> tuple[int, list[float]]:
     """One load-generator process: threads loop over the URLs until the deadline."""
     import threading
 
-    base, paths, token, warmup, duration = args
+    base, paths, token, warmup, duration, threads_per_process = args
     host, port = base.removeprefix("http://").split(":")
-    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=THREADS_PER_PROCESS, block=True, retries=False)
+    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=threads_per_process, block=True, retries=False)
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     errors = [0]
@@ -60,7 +60,7 @@ def _client(args) -> tuple[int, list[float]]:
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(THREADS_PER_PROCESS)]
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(threads_per_process)]
     for th in threads:
         th.start()
     for th in threads:
@@ -68,9 +68,11 @@ def _client(args) -> tuple[int, list[float]]:
     return errors[0], latencies
 
 
-def _load(base: str, paths: list[str], token: str, warmup: float, duration: float) -> dict:
-    with mp.get_context("spawn").Pool(CLIENT_PROCESSES) as pool:
-        results = pool.map(_client, [(base, paths, token, warmup, duration)] * CLIENT_PROCESSES)
+def _load(base: str, paths: list[str], token: str, warmup: float, duration: float, *,
+          processes: int = CLIENT_PROCESSES, threads: int = THREADS_PER_PROCESS) -> dict:
+    """processes x threads clients, each on HTTP keep-alive, for `duration` seconds after `warmup`."""
+    with mp.get_context("spawn").Pool(processes) as pool:
+        results = pool.map(_client, [(base, paths, token, warmup, duration, threads)] * processes)
     latencies = [t for _, lat in results for t in lat]
     errors = sum(e for e, _ in results)
     return {"throughput_rps": round(len(latencies) / duration, 1), "errors": errors, **summary_ms(latencies)}

@@ -3,10 +3,11 @@ second lock it puts on every request (CONTRACT §2: bypassing the gateway gains 
 
 A token is only a signed claim. Each service checks it against its replica: the user exists, is
 active, the token's version is the current one (a password reset, a role or team change, a
-deactivation ends every token issued before), and the role matches; then the caller's role, team
-and managed teams are taken from the replica, not from the claims, so a validly signed token with
-an inflated `manages` gains nothing. A token newer than the replica (a user created or changed a
-moment ago, whose event is still on its way) waits briefly for the replica to catch up.
+deactivation ends every token issued before), and the role, team and managed teams are the
+replica's: a validly signed token claiming anything else is refused, as the gateway refuses it on
+its own routes (since the HAProxy edge sends service routes straight to the services, this is the
+check those requests get). A token newer than the replica (a user created or changed a moment ago,
+whose event is still on its way) waits briefly for the replica to catch up.
 """
 from __future__ import annotations
 
@@ -65,17 +66,19 @@ class DirectoryGuard:
 
     def _known(self, principal: Principal) -> KnownUser | None:
         known = self._current().get(principal.user_id)
-        if known is not None and not _behind(known, principal):
+        if not _unsettled(known, principal):
             return known
-        # Unknown, or a token newer than what the replica has: the event may be on its way. Only a
-        # couple of requests per process wait for it (each holds a thread); the others are told to
-        # come back, so tokens the replica cannot confirm can never tie up every thread.
+        # Unknown, a token newer than what the replica has, or claims the replica does not hold yet
+        # (a team change's events arrive on several partitions, in any order): the events may be on
+        # their way. Only a couple of requests per process wait for them (each holds a thread); the
+        # others are told to come back, so tokens the replica cannot confirm can never tie up every
+        # thread.
         if not self._waiters.acquire(blocking=False):
             raise Problem("your sign-in is still reaching this service; retry in a second", status=503,
                           headers={"Retry-After": "1"})
         try:
             deadline = time.monotonic() + self.catch_up_seconds
-            while (known is None or _behind(known, principal)) and time.monotonic() < deadline:
+            while _unsettled(known, principal) and time.monotonic() < deadline:
                 time.sleep(0.1)
                 known = self._current(fresh_within=0.1).get(principal.user_id)
         finally:
@@ -93,8 +96,27 @@ class DirectoryGuard:
             raise Unauthorized("token is no longer valid (password, role or team changed); sign in again")
         if known.role != principal.role:
             raise Unauthorized("the token's role is no longer the user's role; sign in again")
-        return replace(principal, role=known.role, teams=(known.team_id,) if known.team_id else (),
-                       manages=known.manages)
+        if not _claims_agree(known, principal):
+            raise Unauthorized("the token's claims are not the directory's; sign in again")
+        return replace(principal, role=known.role, teams=_teams(known), manages=known.manages)
+
+
+def _unsettled(known: KnownUser | None, principal: Principal) -> bool:
+    """Whether the replica may not have caught up with this token yet: it does not know the user, it
+    has an older token version, or the same version with other teams (an event still on its way).
+    A token older than the replica's version is simply stale: no wait."""
+    return (known is None or _behind(known, principal)
+            or (known.token_version == principal.token_version and not _claims_agree(known, principal)))
+
+
+def _teams(known: KnownUser) -> tuple[str, ...]:
+    return (known.team_id,) if known.team_id else ()
+
+
+def _claims_agree(known: KnownUser, principal: Principal) -> bool:
+    """The token's team and managed teams are the replica's (a token claiming more is forged, or from
+    before a change whose new token version the replica has not seen yet)."""
+    return tuple(principal.teams) == _teams(known) and set(principal.manages) == set(known.manages)
 
 
 def _behind(known: KnownUser, principal: Principal) -> bool:

@@ -30,6 +30,7 @@ from .policy import _PLACEHOLDER, METHODS, RoutePolicy
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "deploy" / "edge" / "haproxy.cfg"
 # Paths the Python gateway answers outside the policy's /api/v1 routes, without a token.
 GATEWAY_PUBLIC = ("/openapi.json", "/docs", "/healthz", "/readyz")
+MAX_URL_LENGTH = 4000  # the request line's path and query; gunicorn allows 4094 for the whole line
 GATEWAY_PUBLIC_ROUTE = 999  # the route number those paths get (the policy's are 0, 1, ...)
 _LITERAL = re.compile(r"[A-Za-z0-9/_.-]*")
 
@@ -50,17 +51,17 @@ def _regex(path: str) -> str:
 
 
 def _problem(status: int, title: str, detail: str) -> str:
-    """A problem+json body as an HAProxy log-format string (lf-string): single-quoted, so JSON's
-    double quotes pass unchanged; %[unique-id] makes each answer carry the request's id."""
+    """A problem+json body, exactly the documented problem schema (no other member: the document
+    forbids them); the request's id travels in the X-Request-ID header, as every answer's does."""
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail},
                       ensure_ascii=True, separators=(",", ":"))
     assert "'" not in body and "%" not in body, body
-    return body[:-1] + ',"request_id":"%[var(txn.request_id)]"}'
+    return body
 
 
 def _return(status: int, title: str, detail: str, condition: str, headers: str = "") -> str:
     return (f"    http-request return status {status} content-type application/problem+json "
-            f"lf-string '{_problem(status, title, detail)}' hdr X-Request-ID %[var(txn.request_id)]"
+            f"string '{_problem(status, title, detail)}' hdr X-Request-ID %[var(txn.request_id)]"
             f"{headers} if {condition}")
 
 
@@ -131,6 +132,22 @@ def render(policy: RoutePolicy) -> str:
         "",
         _return(429, "Too Many Requests", "too many requests from this address; slow down",
                 '{ sc0_http_req_rate gt "${EDGE_LIMIT_PER_ADDRESS}" }', " hdr Retry-After 60"),
+        # As the services' gunicorn (limit_request_line 4094): a longer request line is refused.
+        _return(414, "URI Too Long", "the request line is too long; send filters in a shorter form",
+                f"{{ url,length gt {MAX_URL_LENGTH} }}"),
+        "",
+        "    # ---- CORS: browsers on the origins listed in EDGE_CORS_ORIGINS (haproxy.sh writes the list) --",
+        '    acl cors_origin req.hdr(Origin) -m str -f "${EDGE_STATE_DIR}/cors-origins.lst"',
+        "    http-request set-var(txn.origin) req.hdr(Origin) if cors_origin",
+        "    http-request return status 200 hdr Access-Control-Allow-Origin %[var(txn.origin)]"
+        f' hdr Access-Control-Allow-Methods "{", ".join(METHODS)}, OPTIONS"'
+        " hdr Access-Control-Allow-Headers %[req.hdr(Access-Control-Request-Headers)]"
+        " hdr Access-Control-Max-Age 600 hdr Vary Origin"
+        " if METH_OPTIONS cors_origin { req.hdr(Access-Control-Request-Method) -m found }",
+        "    http-response set-header Access-Control-Allow-Origin %[var(txn.origin)] if { var(txn.origin) -m found }",
+        '    http-response set-header Access-Control-Expose-Headers "ETag, Location, X-Request-ID, Retry-After"'
+        " if { var(txn.origin) -m found }",
+        "    http-response add-header Vary Origin if { var(txn.origin) -m found }",
         "",
         "    # The services' /metrics are scraped on their own ports, never through the public one.",
         "    acl gateway_public path " + " ".join(GATEWAY_PUBLIC),
@@ -180,8 +197,6 @@ def render(policy: RoutePolicy) -> str:
         "",
         "    # ---- the policy: 404 no route, 405 method not on the route, 403 role not allowed -------",
         _return(404, "Not Found", "no such resource", "!routed"),
-        "    http-request set-var(txn.method) method",
-        "    http-request set-var(txn.method) str(GET) if METH_HEAD",  # HEAD is allowed where GET is
     ]
     for i, route in [(GATEWAY_PUBLIC_ROUTE, None), *enumerate(routes)]:
         allowed = {"GET"} if route is None else set(route.allowed)
@@ -195,8 +210,11 @@ def render(policy: RoutePolicy) -> str:
         for method in METHODS:
             roles = route.allowed.get(method)
             if roles:
+                # HEAD is allowed where GET is. (The method is matched with the method fetch itself:
+                # one stored in a variable loses a method HAProxy has no name for, such as PATCH.)
+                methods = "GET HEAD" if method == "GET" else method
                 lines.append(f"    http-request set-var(txn.permitted) int(1) if {{ var(txn.route) -m int {i} }} "
-                             f"{{ var(txn.method) -m str {method} }} {{ var(txn.role) -m str {' '.join(sorted(roles))} }}")
+                             f"{{ method {methods} }} {{ var(txn.role) -m str {' '.join(sorted(roles))} }}")
     lines += [
         _return(403, "Forbidden", "your role may not do this", "!public_route !METH_OPTIONS !{ var(txn.permitted) -m found }"),
         "",
@@ -243,9 +261,12 @@ def _backend(service: str, timeouts: dict[int, float]) -> list[str]:
         "    balance leastconn",
         "    option httpchk GET /healthz",
         "    http-check expect status 200",
-        "    # The circuit breaker: a server answering 5xx or not at all ten times running is taken",
+        "    # The circuit breaker: a server answering 5xx or not at all five times running is taken",
         "    # out until its health check passes again; meanwhile requests get 503 at once.",
-        "    default-server inter 2s fall 2 rise 1 observe layer7 error-limit 10 on-error mark-down maxconn 64",
+        "    default-server inter 2s fall 2 rise 1 observe layer7 error-limit 5 on-error mark-down maxconn 64",
+        _return(503, "Service Unavailable",
+                f"the {service} service is failing; requests are refused at once until it recovers",
+                "{ nbsrv eq 0 }", " hdr Retry-After 5"),
         "    http-request disable-l7-retry unless METH_GET || METH_HEAD || { method PUT DELETE OPTIONS }",
         *slow,
         f'    server {service}1 "${{EDGE_UPSTREAM_{service.upper()}}}" check',

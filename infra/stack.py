@@ -41,6 +41,11 @@ class ServiceDef:
 SERVICES = [ServiceDef("leads", 8001, 9101), ServiceDef("opportunities", 8002, 9102)]
 GATEWAY = ServiceDef("gateway", 8080, 9100, package_name="gateway")
 GATEWAY_API_METRICS_PORT = 9180  # the gateway API's /metrics (not on 8080, the public port)
+# Under make run the public port is HAProxy's (the edge, deploy/edge/haproxy.cfg); the Python gateway
+# is one of its upstreams, on a port of its own. (deploy/ still puts the Python gateway on 8080 until
+# the edge's Deployment lands there too.)
+EDGE_PORT, EDGE_METRICS_PORT, LOCAL_GATEWAY_PORT = 8080, 9190, 8090
+NOWHERE = "127.0.0.1:9"  # the upstream of a service not built yet: nothing answers there (503)
 RECORD_SERVICES = ("leads", "opportunities", "orders")  # those that move records on a handover
 DEV_ADMIN_PASSWORD = "admin-dev-password"  # noqa: S105 - make run only, printed
 
@@ -182,22 +187,53 @@ def up(db: str) -> None:
                                  text=True, check=True).stdout.strip()
             overrides[f"{s.name.upper()}_DATABASE_URL"] = url
     env = service_env(overrides, state_dir=REPO / ".state")
-    gw_env = gateway_env(env, SERVICES)
+    # Behind the edge, whose X-Forwarded-For names the client (its own limits count per client, not
+    # per edge).
+    gw_env = {**gateway_env(env, SERVICES), "CRM_TRUSTED_PROXIES": "1"}
     procs = []
     for s in SERVICES:
         migrate(s, env)
         procs += [api_process(s, env, state_dir=RUN_DIR).start(), worker_process(s, env, state_dir=RUN_DIR).start()]
     migrate(GATEWAY, gw_env)  # also creates the admin user in an empty directory
     subprocess.run([str(VENV_BIN / "python"), "-m", "gateway", "seed-demo"], env=gw_env, cwd=REPO, check=True)
-    procs += [api_process(GATEWAY, gw_env, state_dir=RUN_DIR).start(),
+    procs += [api_process(GATEWAY, gw_env, state_dir=RUN_DIR, port=LOCAL_GATEWAY_PORT).start(),
               worker_process(GATEWAY, gw_env, state_dir=RUN_DIR).start()]
     PIDS.write_text(json.dumps({p.name: p.pid for p in procs}))
     for p in procs:
         p.wait_healthy()
+    _edge("start", edge_env(env, {s.name: s.api_port for s in SERVICES} | {"gateway": LOCAL_GATEWAY_PORT}))
     print_welcome(gw_env)
 
 
+def edge_env(env: dict, ports: dict[str, int], *, bind: str = f"127.0.0.1:{EDGE_PORT}",
+             metrics_bind: str = f"127.0.0.1:{EDGE_METRICS_PORT}") -> dict:
+    """What the edge's configuration reads from the environment (see deploy/edge/haproxy.cfg's header):
+    the upstreams on these ports, every other service of the policy nowhere yet."""
+    from gateway.policy import RoutePolicy
+
+    upstreams = {f"EDGE_UPSTREAM_{name.upper()}": NOWHERE for name in RoutePolicy.load().services()}
+    upstreams |= {f"EDGE_UPSTREAM_{name.upper()}": f"127.0.0.1:{port}" for name, port in ports.items()}
+    return {**env, **upstreams, "EDGE_STATE_DIR": str(RUN_DIR / "edge"), "EDGE_BIND": bind,
+            "EDGE_METRICS_BIND": metrics_bind,
+            "CRM_JWT_ISSUER": env.get("CRM_JWT_ISSUER", "sfa-crm"),
+            "CRM_JWT_AUDIENCE": env.get("CRM_JWT_AUDIENCE", "sfa-crm-api"),
+            "EDGE_LIMIT_PER_USER": env.get("EDGE_LIMIT_PER_USER", "1200"),
+            "EDGE_LIMIT_PER_ADDRESS": env.get("EDGE_LIMIT_PER_ADDRESS", "6000"),
+            "EDGE_LIMIT_LOGIN": env.get("EDGE_LIMIT_LOGIN", "10"),
+            "EDGE_MAX_BODY_BYTES": env.get("CRM_MAX_BODY_BYTES", str(1024 * 1024)),
+            "EDGE_MAX_IMPORT_BYTES": env.get("CRM_MAX_IMPORT_BYTES", str(20 * 1024 * 1024)),
+            "EDGE_CORS_ORIGINS": env.get("CRM_CORS_ORIGINS", "")}
+
+
+def _edge(command: str, env: dict) -> None:
+    from gateway.edge import CONFIG_FILE
+
+    subprocess.run([str(REPO / "infra/haproxy/haproxy.sh"), command,
+                    *([str(CONFIG_FILE)] if command == "start" else [])], env=env, cwd=REPO, check=True)
+
+
 def down() -> None:
+    _edge("stop", {**os.environ, "EDGE_STATE_DIR": str(RUN_DIR / "edge")})
     if not PIDS.exists():
         return
     for name, pid in json.loads(PIDS.read_text()).items():
@@ -213,18 +249,20 @@ def print_welcome(env: dict) -> None:
     from gateway.demo import DEMO_PASSWORD, DEMO_USERS
 
     print("\nThe CRM is running.")
-    print(f"  gateway       http://127.0.0.1:{GATEWAY.api_port}/api/v1    API docs http://127.0.0.1:{GATEWAY.api_port}/docs")
+    print(f"  the CRM       http://127.0.0.1:{EDGE_PORT}/api/v1    API docs http://127.0.0.1:{EDGE_PORT}/docs")
+    print(f"                (HAProxy, the edge; its metrics on http://127.0.0.1:{EDGE_METRICS_PORT}/metrics)")
+    print(f"  gateway       http://127.0.0.1:{LOCAL_GATEWAY_PORT} (tokens, directory, customer view; behind the edge)")
     for s in SERVICES:
-        print(f"  {s.name:<13} http://127.0.0.1:{s.api_port} (behind the gateway; services verify tokens too)")
+        print(f"  {s.name:<13} http://127.0.0.1:{s.api_port} (behind the edge; services verify tokens too)")
     print(f"  logs          {RUN_DIR / 'logs'}")
     print(f"\nSign in as admin / {env['CRM_ADMIN_PASSWORD']}, or as a demo user with the password {DEMO_PASSWORD}:")
     for username, name, role, team, _region in DEMO_USERS:
         print(f"  {username:<5} {role:<10} {team or '':<5} {name}")
     print(f"""
-  TOKEN=$(curl -s -X POST http://127.0.0.1:{GATEWAY.api_port}/api/v1/auth/token -H 'Content-Type: application/json' \\
+  TOKEN=$(curl -s -X POST http://127.0.0.1:{EDGE_PORT}/api/v1/auth/token -H 'Content-Type: application/json' \\
           -d '{{"username":"ann","password":"{DEMO_PASSWORD}"}}' \\
           | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{GATEWAY.api_port}/api/v1/leads
+  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{EDGE_PORT}/api/v1/leads
 """)
 
 

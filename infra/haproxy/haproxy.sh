@@ -15,6 +15,7 @@
 #   EDGE_STATE_DIR  pid file, logs and the peers section   (default <repo>/.state/edge)
 #   EDGE_PEER_NAME  this instance's name among its peers    (default: local)
 #   EDGE_PEERS      every instance, "name@host:port ..."    (default: local@127.0.0.1:10000)
+#   EDGE_CORS_ORIGINS  origins browsers may call from, comma separated (default: none)
 #                   Replicas keep their rate-limit tables in step through HAProxy's peers protocol,
 #                   so a limit holds across them. The list differs per deployment, so it is written
 #                   here, as a second configuration file, not in the generated one.
@@ -51,9 +52,16 @@ peers_file() {
   done
 }
 
+cors_file() {
+  # Written as a pattern file: an origin a line, compared whole.
+  tr ',' '\n' <<< "${EDGE_CORS_ORIGINS:-}" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$state/cors-origins.lst" || true
+}
+
 check() {
   install
   mkdir -p "$state"
+  export EDGE_STATE_DIR="$state"
+  cors_file
   peers_file "$state/peers.check.cfg"
   "$(binary)" -c -q -L "${EDGE_PEER_NAME:-local}" -f "$state/peers.check.cfg" -f "$1"
 }
@@ -63,6 +71,8 @@ start() {
   local config="$1"
   mkdir -p "$state"
   if running; then log "already running (pid $(cat "$pidfile"))"; return 0; fi
+  export EDGE_STATE_DIR="$state"
+  cors_file
   peers_file "$state/peers.cfg"
   local args=(-L "${EDGE_PEER_NAME:-local}" -f "$state/peers.cfg" -f "$config")
   "$(binary)" -c -q "${args[@]}"

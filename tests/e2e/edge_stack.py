@@ -45,7 +45,7 @@ def edge_env(crm: Crm, state_dir: Path, **overrides) -> dict:
             "CRM_JWT_SECRET": crm.env["CRM_JWT_SECRET"], "CRM_JWT_ISSUER": "sfa-crm", "CRM_JWT_AUDIENCE": "sfa-crm-api",
             "EDGE_LIMIT_PER_USER": "100000", "EDGE_LIMIT_PER_ADDRESS": "100000", "EDGE_LIMIT_LOGIN": "1000",
             "EDGE_MAX_BODY_BYTES": str(1024 * 1024), "EDGE_MAX_IMPORT_BYTES": str(20 * 1024 * 1024),
-            **overrides}
+            "EDGE_CORS_ORIGINS": crm.gateway_env.get("CRM_CORS_ORIGINS", ""), **overrides}
 
 
 def start_edge(crm: Crm, state_dir: Path, **overrides) -> Edge:

@@ -56,6 +56,7 @@ class Crm:
     topic_prefix: str = ""
     users: dict[str, dict] = field(default_factory=dict)  # name -> the user as the directory returned it
     teams: dict[str, dict] = field(default_factory=dict)
+    edge: object | None = None  # the HAProxy edge on the public port (tests/e2e/edge_stack.py), if started
 
     def sql(self, database: str, query: str, *params):
         url = self.databases[database]
@@ -64,6 +65,11 @@ class Crm:
 
     @property
     def url(self) -> str:
+        """The public port: the edge, when the stack has one, else the Python gateway."""
+        return self.edge.url if self.edge is not None else self.gateway_url
+
+    @property
+    def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"
 
     @property
@@ -137,8 +143,10 @@ def build_org(crm: Crm) -> None:
         assert r.status_code == 200, r.text
 
 
-def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None, db: str = "postgres") -> Crm:
-    """db="sqlite": every service on its own SQLite file, as `make run` runs by default."""
+def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None, db: str = "postgres",
+              edge: bool = True) -> Crm:
+    """db="sqlite": every service on its own SQLite file, as `make run` runs by default. edge: HAProxy
+    on the public port (crm.url), in front of the services and the Python gateway, as deployed."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     if db == "sqlite":
         databases = {s.name: f"sqlite:///{state_dir}/{s.name}.db" for s in [*SERVICES, GATEWAY]}
@@ -151,7 +159,8 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
     gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD, "CRM_BREAKER_RESET_SECONDS": "2",
                           "CRM_RATE_LIMIT_PER_USER": "100000/minute", "CRM_RATE_LIMIT_PER_ADDRESS": "100000/minute",
                           "CRM_RATE_LIMIT_LOGIN": "1000/minute",
-                          "CRM_CORS_ORIGINS": "https://crm.example.com", **(extra_env or {})}, SERVICES, ports)
+                          "CRM_CORS_ORIGINS": "https://crm.example.com",
+                          **({"CRM_TRUSTED_PROXIES": "1"} if edge else {}), **(extra_env or {})}, SERVICES, ports)
     crm = Crm(state_dir=state_dir, env=env, gateway_env=gw_env, ports=ports, databases=databases, topic_prefix=prefix)
     # Each module's stack is started afresh: migrations and processes side by side, not one after
     # another (they are mostly interpreter start-up and imports, waiting on each other for nothing).
@@ -162,6 +171,10 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
                     for part in ("api", "worker")]
         for proc in launched:
             proc.wait_healthy()
+        if edge:
+            from tests.e2e.edge_stack import start_edge
+
+            crm.edge = start_edge(crm, state_dir / "edge")
         build_org(crm)
     except BaseException:
         stop_crm(crm, postgres)  # the fixture never gets a stack to stop: nothing may outlive the failure
@@ -170,6 +183,8 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
 
 
 def stop_crm(crm: Crm, postgres) -> None:
+    if crm.edge is not None:
+        crm.edge.stop()
     for proc in crm.procs.values():  # all asked at once: each takes a moment to close its consumers
         proc.terminate()
     for proc in crm.procs.values():

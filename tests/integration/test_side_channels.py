@@ -250,10 +250,13 @@ def _attack_tokens(client, service: str):
     assert stale.get(path).status_code == 401
     assert stale.post(path, json={"company": "x"} if service == "leads" else {}).status_code == 401
     assert client.as_("ann", "rep", teams=["east"], register=False, token_version=2).get(path).status_code == 200
-    # A validly signed token claiming to manage west: the replica says east only.
+    # A validly signed token claiming to manage west, or to sit in it: the replica says east only.
+    # Refused outright, as the gateway refuses it (the edge sends service routes straight here).
     inflated = _forged(client, "mia", "manager", teams=["east"], manages=["east", "west"], extra={"ver": 1})
-    assert inflated.get(f"{path}/{west_record}").status_code == 404
-    assert west_record not in {i["id"] for i in inflated.get(path).json["items"]}
+    assert inflated.get(f"{path}/{west_record}").status_code == 401
+    assert inflated.get(path).status_code == 401
+    moved = _forged(client, "mia", "manager", teams=["west"], manages=["east"], extra={"ver": 1})
+    assert moved.get(path).status_code == 401
     assert mia.get(f"{path}/{west_record}").status_code == 404
     # A rep's id with role=admin, and a user who does not exist.
     assert _forged(client, "bo", "admin", extra={"ver": 1}).get(path).status_code == 401
