@@ -39,11 +39,13 @@ LEADS_PORT, GATEWAY_PORT, EDGE_PORT, EDGE_METRICS_PORT = 18821, 18890, 18881, 18
 CONCURRENCY = {"1_client": (1, 1), "32_clients": (4, 8)}  # client processes x threads each
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes and their children so far (from /proc)."""
+def _cpu_seconds(leader: int) -> float:
+    """User + system CPU so far of a process group (from /proc): its live members', and what the
+    leader's reaped children used (gunicorn replaces workers now and then; their CPU moves to the
+    master's cutime/cstime when it reaps them)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in pids:
+    for pid in _group(leader):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
@@ -85,8 +87,8 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
                     "EDGE_LIMIT_PER_USER": "100000000", "EDGE_LIMIT_PER_ADDRESS": "100000000"}
             script = str(REPO / "infra/haproxy/haproxy.sh")
             subprocess.run([script, "start", str(CONFIG_FILE)], env=edge, check=True)
-            edge_pids = _group(int(Path(f"{tmp}/edge/haproxy.pid").read_text()))
-            leads_pids = _group(procs[0].pid)
+            edge_pids = int(Path(f"{tmp}/edge/haproxy.pid").read_text())  # the master: leads its group
+            leads_pids = procs[0].pid
             edge_url, leads_url = f"http://127.0.0.1:{EDGE_PORT}", f"http://127.0.0.1:{LEADS_PORT}"
             rep_id, team_id, token = _organisation(edge_url)
             with psycopg.connect(leads_db.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
