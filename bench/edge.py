@@ -63,7 +63,8 @@ def _group(leader: int) -> list[int]:
 def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds_per_case: int = 3) -> dict:
     broker, pg = infrastructure()
     leads_db, gateway_db = pg.create_database(), pg.create_database()
-    procs, edge = [], None
+    procs = []
+    script = str(REPO / "infra/haproxy/haproxy.sh")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             env = service_env({"LEADS_DATABASE_URL": leads_db, "GATEWAY_DATABASE_URL": gateway_db,
@@ -85,46 +86,46 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
                                bind=f"127.0.0.1:{EDGE_PORT}", metrics_bind=f"127.0.0.1:{EDGE_METRICS_PORT}"),
                     "EDGE_STATE_DIR": f"{tmp}/edge", "EDGE_PEERS": f"local@127.0.0.1:{EDGE_PORT + 20}",
                     "EDGE_LIMIT_PER_USER": "100000000", "EDGE_LIMIT_PER_ADDRESS": "100000000"}
-            script = str(REPO / "infra/haproxy/haproxy.sh")
             subprocess.run([script, "start", str(CONFIG_FILE)], env=edge, check=True)
-            edge_pids = int(Path(f"{tmp}/edge/haproxy.pid").read_text())  # the master: leads its group
-            leads_pids = procs[0].pid
-            edge_url, leads_url = f"http://127.0.0.1:{EDGE_PORT}", f"http://127.0.0.1:{LEADS_PORT}"
-            rep_id, team_id, token = _organisation(edge_url)
-            with psycopg.connect(leads_db.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-                deadline = time.monotonic() + 60
-                while not conn.execute("select 1 from directory_users where id = %s", (rep_id,)).fetchone():
-                    assert time.monotonic() < deadline, "the leads service never learnt of the bench rep"
-                    time.sleep(0.2)
-                conn.execute("update leads set owner_id = %s, team_id = %s where owner_id = 'rep-7'", (rep_id, team_id))
-                ids = [str(r[0]) for r in conn.execute("select id from leads where owner_id = %s limit 500", (rep_id,))]
-                conn.execute("analyze leads")
-            cases = {"get_by_id": [f"/api/v1/leads/{i}" for i in ids], "list_limit_50": ["/api/v1/leads?limit=50"]}
-            results = {}
-            for case, paths in cases.items():
-                for label, (processes, threads) in CONCURRENCY.items():
-                    rounds = []
-                    for _ in range(rounds_per_case):
-                        direct = _load(leads_url, paths, token, warmup, duration, processes=processes, threads=threads)
-                        edge_cpu, leads_cpu = _cpu_seconds(edge_pids), _cpu_seconds(leads_pids)
-                        through = _load(edge_url, paths, token, warmup, duration, processes=processes, threads=threads)
-                        served = through["n"] or 1
-                        rounds.append({
-                            "direct": direct, "edge": through,
-                            "p50_added_ms": round(through["p50_ms"] - direct["p50_ms"], 3),
-                            "throughput_ratio": round(through["throughput_rps"] / direct["throughput_rps"], 3),
-                            # CPU over the whole edge round (warm-up included), per 1,000 measured requests.
-                            "edge_cpu_s_per_1000": round((_cpu_seconds(edge_pids) - edge_cpu) / served * 1000, 3),
-                            "leads_cpu_s_per_1000": round((_cpu_seconds(leads_pids) - leads_cpu) / served * 1000, 3)})
-                    medians = {k: statistics.median(r[k] for r in rounds)
-                               for k in ("p50_added_ms", "throughput_ratio", "edge_cpu_s_per_1000",
-                                         "leads_cpu_s_per_1000")}
-                    goal = (medians["p50_added_ms"] <= 0.5 if label == "1_client"
-                            else medians["throughput_ratio"] >= 0.9)
-                    results[f"{case}/{label}"] = {**medians, "meets_goal": goal, "rounds": rounds}
+            try:
+                edge_pids = int(Path(f"{tmp}/edge/haproxy.pid").read_text())  # the master: leads its group
+                leads_pids = procs[0].pid
+                edge_url, leads_url = f"http://127.0.0.1:{EDGE_PORT}", f"http://127.0.0.1:{LEADS_PORT}"
+                rep_id, team_id, token = _organisation(edge_url)
+                with psycopg.connect(leads_db.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+                    deadline = time.monotonic() + 60
+                    while not conn.execute("select 1 from directory_users where id = %s", (rep_id,)).fetchone():
+                        assert time.monotonic() < deadline, "the leads service never learnt of the bench rep"
+                        time.sleep(0.2)
+                    conn.execute("update leads set owner_id = %s, team_id = %s where owner_id = 'rep-7'", (rep_id, team_id))
+                    ids = [str(r[0]) for r in conn.execute("select id from leads where owner_id = %s limit 500", (rep_id,))]
+                    conn.execute("analyze leads")
+                cases = {"get_by_id": [f"/api/v1/leads/{i}" for i in ids], "list_limit_50": ["/api/v1/leads?limit=50"]}
+                results = {}
+                for case, paths in cases.items():
+                    for label, (processes, threads) in CONCURRENCY.items():
+                        rounds = []
+                        for _ in range(rounds_per_case):
+                            direct = _load(leads_url, paths, token, warmup, duration, processes=processes, threads=threads)
+                            edge_cpu, leads_cpu = _cpu_seconds(edge_pids), _cpu_seconds(leads_pids)
+                            through = _load(edge_url, paths, token, warmup, duration, processes=processes, threads=threads)
+                            served = through["n"] or 1
+                            rounds.append({
+                                "direct": direct, "edge": through,
+                                "p50_added_ms": round(through["p50_ms"] - direct["p50_ms"], 3),
+                                "throughput_ratio": round(through["throughput_rps"] / direct["throughput_rps"], 3),
+                                # CPU over the whole edge round (warm-up included), per 1,000 measured requests.
+                                "edge_cpu_s_per_1000": round((_cpu_seconds(edge_pids) - edge_cpu) / served * 1000, 3),
+                                "leads_cpu_s_per_1000": round((_cpu_seconds(leads_pids) - leads_cpu) / served * 1000, 3)})
+                        medians = {k: statistics.median(r[k] for r in rounds)
+                                   for k in ("p50_added_ms", "throughput_ratio", "edge_cpu_s_per_1000",
+                                             "leads_cpu_s_per_1000")}
+                        goal = (medians["p50_added_ms"] <= 0.5 if label == "1_client"
+                                else medians["throughput_ratio"] >= 0.9)
+                        results[f"{case}/{label}"] = {**medians, "meets_goal": goal, "rounds": rounds}
+            finally:  # while the temporary folder, with the pid file the script stops it by, exists
+                subprocess.run([script, "stop"], env=edge, check=False)
     finally:
-        if edge is not None:
-            subprocess.run([str(REPO / "infra/haproxy/haproxy.sh"), "stop"], env=edge, check=False)
         for p in procs:
             p.stop()
         pg.drop_database(leads_db)
