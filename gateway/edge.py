@@ -30,6 +30,8 @@ from .policy import _PLACEHOLDER, METHODS, RoutePolicy
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "deploy" / "edge" / "haproxy.cfg"
 # Paths the Python gateway answers outside the policy's /api/v1 routes, without a token.
 GATEWAY_PUBLIC = ("/openapi.json", "/docs", "/healthz", "/readyz")
+LOGIN_PATH = "/api/v1/auth/token"
+MAX_LOGIN_BODY_BYTES = 4096  # a user name and a password: a bigger body at sign-in is not one
 MAX_URL_LENGTH = 4000  # the request line's path and query; gunicorn allows 4094 for the whole line
 GATEWAY_PUBLIC_ROUTE = 999  # the route number those paths get (the policy's are 0, 1, ...)
 _LITERAL = re.compile(r"[A-Za-z0-9/_.-]*")
@@ -101,7 +103,8 @@ def render(policy: RoutePolicy) -> str:
         "    option dontlognull",
         "    option http-keep-alive",
         "    # A slow client holds one connection of its own, never a worker behind the edge: the",
-        "    # headers (and a buffered body) must arrive within timeout http-request.",
+        "    # headers, and with http-buffer-request the body up to a buffer, must arrive within",
+        "    # timeout http-request. (A body over a buffer, up to the size limits, may still trickle.)",
         "    timeout http-request 5s",
         "    timeout http-keep-alive 10s",
         "    timeout client 30s",
@@ -116,8 +119,13 @@ def render(policy: RoutePolicy) -> str:
         "frontend public",
         '    bind "${EDGE_BIND}"',
         "    maxconn 6000",
+        "    # The body too (up to one buffer, 16 KiB) must arrive within timeout http-request: a client",
+        "    # trickling a small body would otherwise hold a service thread that reads it (408 instead).",
+        "    option http-buffer-request",
+        _error(400, "Bad Request", "the request is not valid HTTP"),
+        _error(408, "Request Timeout", "the request did not arrive in time"),
         "    # Per client address: connections held and requests made (slow clients and floods).",
-        "    stick-table type ip size 100k expire 2m store conn_cur,http_req_rate(1m) peers edge",
+        "    stick-table type ipv6 size 100k expire 2m store conn_cur,http_req_rate(1m) peers edge",
         "    tcp-request connection track-sc0 src",
         "    tcp-request connection reject if { sc0_conn_cur gt 200 }",
         "",
@@ -127,6 +135,7 @@ def render(policy: RoutePolicy) -> str:
         "    http-request set-var(txn.request_id) uuid() unless { var(txn.request_id) -m found }",
         "    http-request set-header X-Request-ID %[var(txn.request_id)]",
         "    http-response set-header X-Request-ID %[var(txn.request_id)]",
+        "    http-request del-header X-Forwarded-Proto",  # the edge's to say, never the client's
         '    http-request set-header X-Forwarded-Proto https if { ssl_fc }',
         "    option forwardfor",
         "",
@@ -157,8 +166,11 @@ def render(policy: RoutePolicy) -> str:
         "    # ---- the route: the first pattern that matches, most literal segments first -------------",
         f"    http-request set-var(txn.route) int({GATEWAY_PUBLIC_ROUTE}) if gateway_public",
     ]
+    # Matched on the decoded path, as gunicorn decodes it before the service routes it: on the raw
+    # path "/leads/<id>%2Fduplicate-claims" would pass for the route "/leads/{id}".
+    lines.append("    http-request set-var(txn.path) path,url_dec")
     for i, route in enumerate(routes):
-        lines.append(f"    acl p{i} path_reg {_regex(route.path)}")
+        lines.append(f"    acl p{i} var(txn.path) -m reg {_regex(route.path)}")
     lines.append("    acl routed var(txn.route) -m found")
     for i in range(len(routes)):
         lines.append(f"    http-request set-var(txn.route) int({i}) if !routed p{i}")
@@ -193,7 +205,7 @@ def render(policy: RoutePolicy) -> str:
         "    http-request track-sc1 var(txn.sub) table st_user if valid_token",
         _return(429, "Too Many Requests", "too many requests; slow down",
                 '{ sc1_http_req_rate(st_user) gt "${EDGE_LIMIT_PER_USER}" }', " hdr Retry-After 60"),
-        "    acl login path /api/v1/auth/token",
+        f"    acl login var(txn.route) -m int {_ids(routes, lambda r: r.path == LOGIN_PATH)}",
         "    http-request track-sc2 src table st_login if login METH_POST",
         _return(429, "Too Many Requests", "too many sign-in attempts from this address; wait a minute",
                 'login METH_POST { sc2_http_req_rate(st_login) gt "${EDGE_LIMIT_LOGIN}" }', " hdr Retry-After 60"),
@@ -226,6 +238,8 @@ def render(policy: RoutePolicy) -> str:
         "    acl import_route var(txn.route) -m int " + _ids(routes, lambda r: r.large_body),
         _return(413, "Content Too Large", "the request body is too large",
                 'import_route { req.hdr_val(content-length) gt "${EDGE_MAX_IMPORT_BYTES}" }'),
+        _return(413, "Content Too Large", "a sign-in is a user name and a password",
+                f"login {{ req.hdr_val(content-length) gt {MAX_LOGIN_BODY_BYTES} }}"),
         _return(413, "Content Too Large", "the request body is too large",
                 '!import_route { req.hdr_val(content-length) gt "${EDGE_MAX_BODY_BYTES}" }'),
         "",
@@ -244,7 +258,7 @@ def render(policy: RoutePolicy) -> str:
         "    stick-table type string len 64 size 200k expire 2m store http_req_rate(1m) peers edge",
         "",
         "backend st_login",
-        "    stick-table type ip size 100k expire 2m store http_req_rate(1m) peers edge",
+        "    stick-table type ipv6 size 100k expire 2m store http_req_rate(1m) peers edge",
         "",
         "frontend metrics",
         '    bind "${EDGE_METRICS_BIND}"',
@@ -284,7 +298,8 @@ def _backend(service: str, timeouts: dict[int, float]) -> list[str]:
 def _error(status: int, title: str, detail: str, headers: str = "") -> str:
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail},
                       separators=(",", ":"))
-    return f"    http-error status {status} content-type application/problem+json string '{body}'{headers}"
+    return (f"    http-error status {status} content-type application/problem+json string '{body}'"
+            f" hdr X-Request-ID %[var(txn.request_id)]{headers}")
 
 
 def main(argv: list[str] | None = None) -> int:

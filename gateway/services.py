@@ -171,11 +171,15 @@ def create_team(uow: UnitOfWork, settings: Settings, actor: str, data: dict) -> 
     if uow.session.execute(select(Team.id).where(Team.name == data["name"].strip())).first():
         raise Conflict("a team with that name exists", errors={"name": ["taken"]})
     now = utcnow()
+    before = _managers_scope(repo)
     team = Team(id=uuid.uuid4(), name=data["name"].strip(), manager_id=data.get("manager_id"),
                 parent_team_id=data.get("parent_team_id"), region=data.get("region"), version=1,
                 created_at=now, updated_at=now)
     uow.session.add(team)
+    uow.session.flush()
     uow.publish(*directory_event(settings, "team.created", team.id, team_data(team), actor=actor))
+    # A team created under someone's tree (or with a manager) widens what they manage.
+    _end_stale_manager_tokens(uow, settings, repo, before, actor)
     return team
 
 
@@ -202,10 +206,18 @@ def update_team(uow: UnitOfWork, settings: Settings, actor: str, team_id: uuid.U
         if name in changes:
             setattr(team, name, changes[name].strip() if name == "name" else changes[name])
     uow.session.flush()
-    after = _managers_scope(repo)
     uow.publish(*directory_event(settings, "team.updated", team.id, team_data(team), actor=actor))
-    # Whoever gained or lost a managed team holds a token with a stale `manages`: end it now, here
-    # and (through user.updated, which carries the new token version) at every service.
+    _end_stale_manager_tokens(uow, settings, repo, before, actor)
+    return team
+
+
+def _end_stale_manager_tokens(uow: UnitOfWork, settings: Settings, repo: DirectoryRepository,
+                              before: dict, actor: str) -> None:
+    """Whoever gained or lost a managed team since `before` holds a token with a stale `manages`: end
+    it now, here and (through user.updated, which carries the new token version) at every service.
+    (Left alone, the token would be refused by every service anyway, but only after each had waited
+    for its replica to catch up with a claim that never comes.)"""
+    after = _managers_scope(repo)
     for user_id in sorted({u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}, key=str):
         manager = repo.user(user_id, for_update=True)
         if manager is not None:
@@ -213,7 +225,6 @@ def update_team(uow: UnitOfWork, settings: Settings, actor: str, team_id: uuid.U
             uow.session.flush()
             announce_change(uow, manager.id)
             _publish_user(uow, settings, "user.updated", manager, actor)
-    return team
 
 
 def _managers_scope(repo: DirectoryRepository) -> dict[uuid.UUID, set[uuid.UUID]]:

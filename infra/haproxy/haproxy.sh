@@ -57,8 +57,14 @@ cors_file() {
   tr ',' '\n' <<< "${EDGE_CORS_ORIGINS:-}" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$state/cors-origins.lst" || true
 }
 
+secret_set() {
+  # An empty secret would make the edge accept tokens signed with an empty key.
+  if [ "${#CRM_JWT_SECRET}" -lt 32 ]; then log "CRM_JWT_SECRET must be set, 32 characters or more"; exit 1; fi
+}
+
 check() {
   install
+  secret_set
   mkdir -p "$state"
   export EDGE_STATE_DIR="$state"
   cors_file
@@ -69,6 +75,7 @@ check() {
 start() {
   install
   local config="$1"
+  secret_set
   mkdir -p "$state"
   if running; then log "already running (pid $(cat "$pidfile"))"; return 0; fi
   export EDGE_STATE_DIR="$state"

@@ -345,7 +345,8 @@ def test_the_edge_configuration_is_current_and_haproxy_accepts_it(tmp_path):
 
     assert main(["--check"]) == 0, "run: python -m gateway.edge"
     env = {**os.environ, "EDGE_STATE_DIR": str(tmp_path), "EDGE_BIND": "127.0.0.1:8080",
-           "EDGE_METRICS_BIND": "127.0.0.1:9190", "CRM_JWT_SECRET": "secret", "CRM_JWT_ISSUER": "sfa-crm",
+           "EDGE_METRICS_BIND": "127.0.0.1:9190", "CRM_JWT_SECRET": "a-secret-of-at-least-32-characters!",
+           "CRM_JWT_ISSUER": "sfa-crm",
            "CRM_JWT_AUDIENCE": "sfa-crm-api", "EDGE_LIMIT_PER_USER": "1200", "EDGE_LIMIT_PER_ADDRESS": "6000",
            "EDGE_LIMIT_LOGIN": "10", "EDGE_MAX_BODY_BYTES": "1048576", "EDGE_MAX_IMPORT_BYTES": "20971520",
            **{f"EDGE_UPSTREAM_{s.upper()}": "127.0.0.1:9" for s in RoutePolicy.load().services()}}
@@ -354,3 +355,7 @@ def test_the_edge_configuration_is_current_and_haproxy_accepts_it(tmp_path):
     assert checked.returncode == 0, checked.stderr
     del env["EDGE_UPSTREAM_LEADS"]  # a missing setting is an error, not an empty address
     assert subprocess.run([str(script), "check", str(CONFIG_FILE)], env=env, capture_output=True).returncode != 0
+    # An empty (or short) secret would let the edge accept tokens signed with an empty key.
+    env = {**env, "EDGE_UPSTREAM_LEADS": "127.0.0.1:9", "CRM_JWT_SECRET": ""}
+    refused = subprocess.run([str(script), "check", str(CONFIG_FILE)], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "CRM_JWT_SECRET" in refused.stderr
