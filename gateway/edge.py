@@ -296,9 +296,9 @@ def _backend(service: str, timeouts: dict[int, float]) -> list[str]:
 
 
 def _error(status: int, title: str, detail: str, headers: str = "") -> str:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail},
-                      separators=(",", ":"))
-    return (f"    http-error status {status} content-type application/problem+json string '{body}'"
+    """An error page HAProxy itself makes (a timeout, no server up), as problem+json."""
+    return (f"    http-error status {status} content-type application/problem+json"
+            f" string '{_problem(status, title, detail)}'"
             f" hdr X-Request-ID %[var(txn.request_id)]{headers}")
 
 

@@ -2,7 +2,6 @@
 a real haproxy process started through infra/haproxy/haproxy.sh, its upstreams the stack's APIs."""
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +10,11 @@ import requests
 
 from gateway.edge import CONFIG_FILE
 from infra.stack import REPO
+from infra.stack import edge_env as stack_edge_env
 from tests.e2e.gateway_stack import Crm, free_port
 from tests.infra import wait_for
 
 SCRIPT = REPO / "infra" / "haproxy" / "haproxy.sh"
-NOWHERE = "127.0.0.1:9"  # the discard port: nothing answers HTTP there (services not built yet)
 
 
 @dataclass
@@ -36,16 +35,14 @@ class Edge:
 
 
 def edge_env(crm: Crm, state_dir: Path, **overrides) -> dict:
-    upstreams = {f"EDGE_UPSTREAM_{name.upper()}": f"127.0.0.1:{port}" for name, port in crm.ports.items()
-                 if name != "gateway-metrics"}
-    return {**os.environ, "EDGE_STATE_DIR": str(state_dir), "EDGE_BIND": f"127.0.0.1:{free_port()}",
-            "EDGE_PEER_NAME": "local", "EDGE_PEERS": f"local@127.0.0.1:{free_port()}",
-            "EDGE_METRICS_BIND": f"127.0.0.1:{free_port()}", "EDGE_UPSTREAM_ORDERS": NOWHERE,
-            "EDGE_UPSTREAM_NOTIFICATIONS": NOWHERE, **upstreams,
-            "CRM_JWT_SECRET": crm.env["CRM_JWT_SECRET"], "CRM_JWT_ISSUER": "sfa-crm", "CRM_JWT_AUDIENCE": "sfa-crm-api",
+    """The edge's environment as make run builds it (infra.stack.edge_env), in front of this stack's
+    APIs, on ports of its own, with limits no test reaches unless it lowers them."""
+    ports = {name: port for name, port in crm.ports.items() if name != "gateway-metrics"}
+    return {**stack_edge_env(crm.gateway_env, ports, bind=f"127.0.0.1:{free_port()}",
+                             metrics_bind=f"127.0.0.1:{free_port()}"),
+            "EDGE_STATE_DIR": str(state_dir), "EDGE_PEER_NAME": "local", "EDGE_PEERS": f"local@127.0.0.1:{free_port()}",
             "EDGE_LIMIT_PER_USER": "100000", "EDGE_LIMIT_PER_ADDRESS": "100000", "EDGE_LIMIT_LOGIN": "1000",
-            "EDGE_MAX_BODY_BYTES": str(1024 * 1024), "EDGE_MAX_IMPORT_BYTES": str(20 * 1024 * 1024),
-            "EDGE_CORS_ORIGINS": crm.gateway_env.get("CRM_CORS_ORIGINS", ""), **overrides}
+            **overrides}
 
 
 def start_edge(crm: Crm, state_dir: Path, **overrides) -> Edge:
