@@ -37,6 +37,9 @@ class KnownUser:
     manages: tuple[str, ...] = ()
 
 
+REREAD_SECONDS = 0.1  # the most often a refusal may make the replica be read again
+
+
 class DirectoryGuard:
     def __init__(self, load: Callable[[], dict[str, KnownUser]], refresh_seconds: float = 2.0,
                  catch_up_seconds: float = 3.0):
@@ -88,6 +91,11 @@ class DirectoryGuard:
     def check(self, principal: Principal) -> Principal:
         """The caller as the directory knows them, or Unauthorized."""
         known = self._known(principal)
+        if known is not None and not known.active:
+            # Reactivated a moment ago? Refusing costs the user a sign-in failure, so the replica is
+            # read once more first (at most every REREAD_SECONDS per process, however many refused
+            # tokens arrive: a deactivated user's client retrying cannot make it read more often).
+            known = self._current(fresh_within=REREAD_SECONDS).get(principal.user_id)
         if known is None:
             raise Unauthorized("the token names no user of this directory")
         if not known.active:

@@ -231,3 +231,28 @@ def test_merged_documents_keep_each_service_s_pages_pointing_at_its_own_items():
     renamed = _rename_refs(second, renames)
     assert renamed["components"]["schemas"]["ActivityPage"]["properties"]["items"]["items"]["$ref"] == \
         "#/components/schemas/opportunities.Activity"
+
+
+def test_a_user_reactivated_a_moment_ago_is_let_in_before_the_next_refresh():
+    from crmkit.auth import Unauthorized
+    from crmkit.directory import DirectoryGuard, KnownUser
+
+    replica = {"ann": KnownUser("rep", False, "east", 1)}
+    loads = []
+    guard = DirectoryGuard(lambda: loads.append(1) or dict(replica), refresh_seconds=60, catch_up_seconds=0.2)
+    with pytest.raises(Unauthorized, match="not active"):
+        guard.check(Principal("ann", "rep", teams=("east",), token_version=1))
+    replica["ann"] = KnownUser("rep", True, "east", 1)
+    time.sleep(0.15)
+    assert guard.check(Principal("ann", "rep", teams=("east",), token_version=1)).user_id == "ann"
+    # A deactivated user's retries read the replica at most every 0.1 s, not once per request.
+    replica["ann"] = KnownUser("rep", False, "east", 1)
+    loads.clear()
+    guard = DirectoryGuard(lambda: loads.append(1) or dict(replica), refresh_seconds=60, catch_up_seconds=0.2)
+    before, started = len(loads), time.monotonic()
+    refused = 0
+    while time.monotonic() - started < 0.3:
+        with pytest.raises(Unauthorized):
+            guard.check(Principal("ann", "rep", teams=("east",), token_version=1))
+        refused += 1
+    assert refused > 20 and len(loads) - before <= 4
