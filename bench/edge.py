@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import infrastructure, write_result
-from bench.gateway import ADMIN_PASSWORD, SECRET, _load, _organisation
+from bench.http_load import ADMIN_PASSWORD, SECRET, load, organisation
 from bench.leads_list import _generate
 from gateway.edge import CONFIG_FILE
 from infra.stack import (
@@ -91,7 +91,7 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
                 edge_pids = int(Path(f"{tmp}/edge/haproxy.pid").read_text())  # the master: leads its group
                 leads_pids = procs[0].pid
                 edge_url, leads_url = f"http://127.0.0.1:{EDGE_PORT}", f"http://127.0.0.1:{LEADS_PORT}"
-                rep_id, team_id, token = _organisation(edge_url)
+                rep_id, team_id, token = organisation(edge_url)
                 with psycopg.connect(leads_db.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
                     deadline = time.monotonic() + 60
                     while not conn.execute("select 1 from directory_users where id = %s", (rep_id,)).fetchone():
@@ -106,9 +106,9 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
                     for label, (processes, threads) in CONCURRENCY.items():
                         rounds = []
                         for _ in range(rounds_per_case):
-                            direct = _load(leads_url, paths, token, warmup, duration, processes=processes, threads=threads)
+                            direct = load(leads_url, paths, token, warmup, duration, processes=processes, threads=threads)
                             edge_cpu, leads_cpu = _cpu_seconds(edge_pids), _cpu_seconds(leads_pids)
-                            through = _load(edge_url, paths, token, warmup, duration, processes=processes, threads=threads)
+                            through = load(edge_url, paths, token, warmup, duration, processes=processes, threads=threads)
                             served = through["n"] or 1
                             rounds.append({
                                 "direct": direct, "edge": through,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import edge, gateway, ingest, leads_list, look_alike, opportunities
+from bench import edge, ingest, leads_list, look_alike, opportunities
 
-BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run, "gateway": gateway.run,
+BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run,
               "opportunities": opportunities.run, "look_alike": look_alike.run, "edge": edge.run}
 
 
@@ -15,12 +15,11 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=list(BENCHMARKS), help=f"any of {sorted(BENCHMARKS)}")
     parser.add_argument("--messages", type=int, default=100_000, help="ingest: inbound messages")
     parser.add_argument("--leads", type=int, default=1_000_000, help="leads_list: leads in the table")
-    parser.add_argument("--gateway-leads", type=int, default=200_000, help="gateway: leads in the table")
     parser.add_argument("--edge-leads", type=int, default=200_000, help="edge: leads in the table")
     parser.add_argument("--opportunities", type=int, default=200_000, help="opportunities: open ones in the table")
     parser.add_argument("--look-alike-seconds", type=int, default=30, help="look_alike: seconds of writing per phase kind")
     args = parser.parse_args()
-    sizes = {"ingest": args.messages, "leads_list": args.leads, "gateway": args.gateway_leads,
+    sizes = {"ingest": args.messages, "leads_list": args.leads,
              "opportunities": args.opportunities, "look_alike": args.look_alike_seconds, "edge": args.edge_leads}
     for name in args.names:
         result = BENCHMARKS[name](sizes[name])

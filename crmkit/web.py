@@ -63,10 +63,8 @@ class ServiceContext:
     readiness: list[Callable[[], bool]] = field(default_factory=list)
     # Paths (prefixes) that need no token besides the health, metrics and docs endpoints.
     public_paths: tuple[str, ...] = ()
-    # Called on every request but health/metrics/docs, before authentication (e.g. a per-address
-    # rate limit), and after it with the caller (e.g. route policy); both raise a Problem to refuse.
-    admit: Callable[[], None] | None = None
-    # ... and may answer the caller as it knows them (a service's directory replica does).
+    # Called on every authenticated request with the caller (e.g. the route policy); raises a Problem
+    # to refuse, and may answer the caller as it knows them (a service's directory replica does).
     authorize: Callable[[Principal], Principal | None] | None = None
 
 
@@ -243,18 +241,6 @@ def large_body(view):
     return view
 
 
-def passthrough(body_limit: Callable[[], int]):
-    """Marks a route that takes any body unparsed (the gateway's forwarding route), with a size limit
-    decided per request."""
-
-    def deco(view):
-        view.crm_passthrough = True
-        view.crm_body_limit = body_limit
-        return view
-
-    return deco
-
-
 def create_service_app(*, context: ServiceContext, title: str, blueprints: list, version: str = "1.0.0",
                        openapi_json_path: str = "openapi.json", docs_path: str | None = "docs") -> Flask:
     app = Flask(context.settings.service)
@@ -285,17 +271,11 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
             return None  # CORS preflight carries no token; it is answered without touching a route
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
         large = bool(view and getattr(view, "crm_large_body", False))
-        passthrough_body = bool(view and getattr(view, "crm_passthrough", False))
-        if passthrough_body:
-            request.max_content_length = view.crm_body_limit()
-        else:
-            request.max_content_length = context.settings.max_import_bytes if large else context.settings.max_body_bytes
+        request.max_content_length = context.settings.max_import_bytes if large else context.settings.max_body_bytes
         if request.path.startswith(PUBLIC_PATHS) or request.endpoint is None:
             return None
-        if context.admit is not None:
-            context.admit()
         if request.path.startswith(context.public_paths):
-            if request.method in ("POST", "PUT", "PATCH") and not passthrough_body and request.is_json:
+            if request.method in ("POST", "PUT", "PATCH") and request.is_json:
                 _refuse_unstorable_text()  # the sign-in route, too
             return None
         header = request.headers.get("Authorization", "")
@@ -307,8 +287,6 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         allowed = getattr(view, "crm_roles", None)
         if allowed is not None and g.principal.role not in allowed:
             raise Forbidden(f"role {g.principal.role!r} may not use this route")
-        if passthrough_body:
-            return None
         if request.method in ("POST", "PUT", "PATCH") and not large and (request.content_length or request.data):
             if not request.is_json:
                 raise Problem("send a JSON body with Content-Type: application/json", status=415)

@@ -41,7 +41,7 @@ def _closure(roots: list[str]) -> set[str]:
 
 def runtime_lock() -> str:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    roots = project["dependencies"] + project["optional-dependencies"]["runtime"]
+    roots = project["dependencies"]
     keep = _closure(roots)
     pinned = [line for line in LOCK.read_text().splitlines() if line and not line.startswith("#")]
     lines = [line for line in pinned if _name(line) in keep]

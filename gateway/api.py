@@ -1,24 +1,21 @@
-"""The gateway's HTTP surface: identity and directory, handovers, composed views, the merged API
-docs, and the forwarding route behind which every service's API sits (CONTRACT §1-§4)."""
+"""The gateway's HTTP surface: identity and directory, handovers, composed views and the merged API
+docs (CONTRACT §1-§4). It is one upstream behind the edge (HAProxy, gateway/edge.py), which sends
+every other route straight to the service that owns it."""
 from __future__ import annotations
 
 import uuid
-from urllib.parse import quote, quote_from_bytes
 
 from flask import Response, g, request
-from flask_cors import CORS
 from marshmallow import RAISE
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from crmkit.errors import NotFound
 from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
-from crmkit.problems import Problem
-from crmkit.web import SWAGGER_UI_URL, Blueprint, create_service_app, ctx, passthrough, principal, problem_response
+from crmkit.web import SWAGGER_UI_URL, Blueprint, create_service_app, ctx, principal
 
-from . import compose, services
+from . import compose, services, sign_in
 from .bootstrap import context, gateway
 from .gate import client_address
 from .openapi import DOCS_HTML, SpecMerger
@@ -51,12 +48,15 @@ views_blp = Blueprint("views", __name__, description="Views composed from severa
 @auth_blp.response(200, TokenSchema)
 def token(credentials):
     """Exchange a username and password for a short-lived bearer token."""
-    # Per address and name (guessing one password), and per address (each attempt costs a KDF run).
-    gateway().limits.hit("login", f"{client_address()}|{credentials['username'].lower()}")
-    gateway().limits.hit("login_address", client_address())
-    with ctx().db.uow(readonly=True) as uow:
+    # The edge limits sign-in requests per address; here, failures per address and name (guessing
+    # one user's password), counted in the database every gateway replica shares.
+    key = sign_in.attempt_key(client_address(), credentials["username"])
+
+    def attempt(uow):
         user = services.authenticate(uow, credentials["username"], credentials["password"])
-        return services.issue_for(uow, ctx().settings, gateway().config, user), 200, {"Cache-Control": "no-store"}
+        return services.issue_for(uow, ctx().settings, gateway().config, user)
+
+    return sign_in.sign_in(ctx().db, gateway().sign_in, key, attempt), 200, {"Cache-Control": "no-store"}
 
 
 @auth_blp.route("/me", methods=["GET"])
@@ -204,60 +204,11 @@ def funnel(args):
     return compose.funnel(_fetcher(), args["period"].label)
 
 
-# ---- forwarding -----------------------------------------------------------------------------------
-FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "Accept-Language", "If-Match", "If-None-Match",
-                     "Idempotency-Key", "User-Agent")
-NOT_RETURNED = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                          "trailer", "trailers", "transfer-encoding", "upgrade", "content-length",
-                          "content-encoding", "x-request-id", "server", "date"})
-
-
-def _body_limit() -> int:
-    route = gateway().policy.match(request.path)
-    settings = context().settings
-    return settings.max_import_bytes if route is not None and route.large_body else settings.max_body_bytes
-
-
-@passthrough(_body_limit)
-def forward(rest: str):
-    route = g.get("route") or gateway().policy.decide(request.method, request.path, None)
-    if route.service == "gateway":
-        raise NotFound("no such resource")  # a gateway route whose id did not parse (not a UUID)
-    headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
-    forwarded_for = request.headers.get("X-Forwarded-For")
-    headers.update({"X-Request-ID": g.request_id, "Accept-Encoding": "identity", "X-Forwarded-Proto": request.scheme,
-                    "X-Forwarded-For": f"{forwarded_for}, {client_address()}" if forwarded_for else client_address()})
-    body = request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
-    target = quote(request.path, safe="/:@!$&'()*+,;=-._~")
-    if request.query_string:
-        # As the client sent it, escaping only what is not valid in a URL (raw UTF-8, spaces).
-        target += "?" + quote_from_bytes(request.query_string, safe="/:@!$&'()*+,;=-._~?%")
-    answer = gateway().upstreams[route.service].request(request.method, target, headers=headers, body=body,
-                                                        timeout=route.timeout)
-    kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in NOT_RETURNED]
-    return Response(answer.body, status=answer.status, headers=kept)
-
-
 # ---- the app --------------------------------------------------------------------------------------
 def create_app():
     gw = gateway()
     app = create_service_app(context=context(), title="CRM gateway", blueprints=[auth_blp, directory_blp, views_blp],
                              openapi_json_path="gateway-openapi.json", docs_path=None)
-    app.add_url_rule("/api/v1/<path:rest>", endpoint="forward", view_func=forward,
-                     methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    @app.after_request
-    def _allow_what_the_policy_allows(response):
-        # Flask answers OPTIONS, and an unknown method with 405, listing the forwarding rule's
-        # methods (every one); the truth for a path is its route in the policy, and a path with no
-        # route has none: 404.
-        if "Allow" in response.headers and request.path.startswith("/api/"):
-            route = gw.policy.match(request.path.rstrip("/") or "/")
-            if route is None:
-                return problem_response(Problem(f"no route {request.path}", status=404))
-            methods = set(route.allowed) | {"OPTIONS"} | ({"HEAD"} if "GET" in route.allowed else set())
-            response.headers["Allow"] = ", ".join(sorted(methods))
-        return response
-
     own_spec = app.extensions["crm_api"].spec.to_dict
     merger = SpecMerger(gw.upstreams, gw.policy, own_spec, gw.config.openapi_cache_seconds)
 
@@ -269,9 +220,6 @@ def create_app():
     def docs():
         return Response(DOCS_HTML.format(ui=SWAGGER_UI_URL), mimetype="text/html")
 
-    if gw.config.cors_origins:
-        CORS(app, origins=list(gw.config.cors_origins), expose_headers=["ETag", "Location", "X-Request-ID",
-                                                                          "Retry-After"], max_age=600)
     if gw.config.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=gw.config.trusted_proxies, x_proto=gw.config.trusted_proxies)
     return app

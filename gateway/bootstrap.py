@@ -1,4 +1,4 @@
-"""Builds the gateway's settings, database, policy, upstream pools and limits once per process."""
+"""Builds the gateway's settings, database, policy, upstream pools and sign-in policy once per process."""
 from __future__ import annotations
 
 import logging
@@ -19,7 +19,7 @@ from . import SERVICE
 from .config import GatewayConfig, load_config
 from .db import KIT_TABLES
 from .policy import RoutePolicy
-from .ratelimit import RateLimits
+from .sign_in import SignInPolicy
 from .upstream import Upstreams
 from .user_status import UserStatusCache
 
@@ -33,7 +33,7 @@ class Gateway:
     config: GatewayConfig
     policy: RoutePolicy
     upstreams: Upstreams
-    limits: RateLimits
+    sign_in: SignInPolicy
     parts_pool: ThreadPoolExecutor  # composition fetches run here, in parallel
     user_statuses: UserStatusCache
 
@@ -42,14 +42,14 @@ class Gateway:
 def gateway() -> Gateway:
     config = load_config()
     return Gateway(config=config, policy=RoutePolicy.load(), upstreams=Upstreams(config),
-                   limits=RateLimits(config),
+                   sign_in=SignInPolicy.from_env(),
                    parts_pool=ThreadPoolExecutor(max_workers=32, thread_name_prefix="compose"),
                    user_statuses=UserStatusCache(context().db.engine))
 
 
 @lru_cache(maxsize=1)
 def context() -> ServiceContext:
-    from .gate import admit, authorize  # the per-request checks, which need the context themselves
+    from .gate import authorize  # the per-request checks, which need the context themselves
 
     settings = load_settings(SERVICE)
     configure_logging(SERVICE)
@@ -57,7 +57,7 @@ def context() -> ServiceContext:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     db = Database(settings.database_url, OutboxWriter(KIT_TABLES["outbox"], SERVICE))
     return ServiceContext(settings=settings, db=db, tables=KIT_TABLES, verifier=TokenVerifier(settings, cache_size=10_000),
-                          public_paths=("/api/v1/auth/",), admit=admit, authorize=authorize)
+                          public_paths=("/api/v1/auth/",), authorize=authorize)
 
 
 def migrate() -> None:

@@ -24,12 +24,6 @@ class GatewayConfig:
     jwt_private_key: str | None  # RS256 signing (the services verify with CRM_JWT_PUBLIC_KEY or JWKS)
     jwt_key_id: str | None
     admin_password: str | None
-    rate_limit_storage: str
-    rate_limit_per_user: str
-    rate_limit_per_address: str
-    rate_limit_login: str
-    rate_limit_login_address: str
-    cors_origins: tuple[str, ...]
     connect_timeout: float
     read_timeout: float
     pool_size: int
@@ -49,12 +43,6 @@ def load_config() -> GatewayConfig:
         jwt_private_key=env.get("CRM_JWT_PRIVATE_KEY") or None,
         jwt_key_id=env.get("CRM_JWT_KEY_ID") or None,
         admin_password=env.get("CRM_ADMIN_PASSWORD") or None,
-        rate_limit_storage=env.get("CRM_RATE_LIMIT_STORAGE", "memory://"),
-        rate_limit_per_user=env.get("CRM_RATE_LIMIT_PER_USER", "1200/minute"),
-        rate_limit_per_address=env.get("CRM_RATE_LIMIT_PER_ADDRESS", "6000/minute"),
-        rate_limit_login=env.get("CRM_RATE_LIMIT_LOGIN", "10/minute"),
-        rate_limit_login_address=env.get("CRM_RATE_LIMIT_LOGIN_ADDRESS", "60/minute"),
-        cors_origins=tuple(o.strip() for o in env.get("CRM_CORS_ORIGINS", "").split(",") if o.strip()),
         connect_timeout=_float("CRM_UPSTREAM_CONNECT_TIMEOUT", 2.0),
         read_timeout=_float("CRM_UPSTREAM_READ_TIMEOUT", 10.0),
         pool_size=int(env.get("CRM_UPSTREAM_POOL_SIZE", "32")),

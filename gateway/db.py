@@ -74,6 +74,16 @@ class Handover(Base):
     __table_args__ = (Index("ix_handovers_created", "created_at", "id"),)
 
 
+class SignInFailure(Base):
+    """Failed sign-ins per client address and user name in the current window (gateway/sign_in.py)."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of address and name
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    window_started_at = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
 class DirectoryRepository:
     def __init__(self, session: Session):
         self.session = session

@@ -91,18 +91,3 @@ def read_topic(bootstrap: str, topic: str, *, timeout_ms: int = 3000) -> list:
         return messages
     finally:
         consumer.close()
-
-
-class Redis:
-    """A project-owned Redis for shared rate limits (infra/redis/redis.sh); reused if already up."""
-
-    def __init__(self, port: int, name: str = "test"):
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.env = {**os.environ, "REDIS_PORT": str(port), "REDIS_STATE_DIR": str(STATE / f"{name}-redis-{port}")}
-
-    def start(self) -> None:
-        subprocess.run([str(REPO / "infra/redis/redis.sh"), "start"], env=self.env, check=True)
-
-    def stop(self) -> None:
-        subprocess.run([str(REPO / "infra/redis/redis.sh"), "stop"], env=self.env, check=True)

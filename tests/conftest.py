@@ -7,11 +7,10 @@ import uuid
 
 import pytest
 
-from tests.infra import JWT_SECRET, Broker, Postgres, Redis
+from tests.infra import JWT_SECRET, Broker, Postgres
 
 KAFKA_PORT = int(os.environ.get("CRM_TEST_KAFKA_PORT", "19092"))
 PG_PORT = int(os.environ.get("CRM_TEST_PG_PORT", "15432"))
-REDIS_PORT = int(os.environ.get("CRM_TEST_REDIS_PORT", "16379"))
 
 
 @pytest.fixture(scope="session")
@@ -26,14 +25,6 @@ def postgres() -> Postgres:
     pg = Postgres(PG_PORT)
     pg.start()
     return pg
-
-
-@pytest.fixture(scope="session")
-def redis() -> Redis:
-    server = Redis(REDIS_PORT)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,11 +1,11 @@
 """What the tests share: the local infrastructure helpers and the JWT secret of test tokens."""
 import time
 
-from infra.local import Broker, Postgres, Redis, read_topic
+from infra.local import Broker, Postgres, read_topic
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
-__all__ = ["JWT_SECRET", "Broker", "Postgres", "Redis", "read_topic", "wait_for"]
+__all__ = ["JWT_SECRET", "Broker", "Postgres", "read_topic", "wait_for"]
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.1, what: str = "condition"):

@@ -65,8 +65,8 @@ class Crm:
 
     @property
     def url(self) -> str:
-        """The public port: the edge, when the stack has one, else the Python gateway."""
-        return self.edge.url if self.edge is not None else self.gateway_url
+        """The public port: the edge."""
+        return self.edge.url
 
     @property
     def gateway_url(self) -> str:
@@ -143,10 +143,9 @@ def build_org(crm: Crm) -> None:
         assert r.status_code == 200, r.text
 
 
-def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None, db: str = "postgres",
-              edge: bool = True) -> Crm:
-    """db="sqlite": every service on its own SQLite file, as `make run` runs by default. edge: HAProxy
-    on the public port (crm.url), in front of the services and the Python gateway, as deployed."""
+def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None, db: str = "postgres") -> Crm:
+    """db="sqlite": every service on its own SQLite file, as `make run` runs by default. HAProxy is on
+    the public port (crm.url), in front of the services and the Python gateway, as deployed."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     if db == "sqlite":
         databases = {s.name: f"sqlite:///{state_dir}/{s.name}.db" for s in [*SERVICES, GATEWAY]}
@@ -157,10 +156,8 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CRM_TOPIC_PREFIX": prefix,
                        "CRM_JWT_SECRET": JWT_SECRET, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": "1"}, state_dir=state_dir)
     gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD, "CRM_BREAKER_RESET_SECONDS": "2",
-                          "CRM_RATE_LIMIT_PER_USER": "100000/minute", "CRM_RATE_LIMIT_PER_ADDRESS": "100000/minute",
-                          "CRM_RATE_LIMIT_LOGIN": "1000/minute",
-                          "CRM_CORS_ORIGINS": "https://crm.example.com",
-                          **({"CRM_TRUSTED_PROXIES": "1"} if edge else {}), **(extra_env or {})}, SERVICES, ports)
+                          "CRM_CORS_ORIGINS": "https://crm.example.com",  # the edge's list (edge_env)
+                          "CRM_TRUSTED_PROXIES": "1", **(extra_env or {})}, SERVICES, ports)
     crm = Crm(state_dir=state_dir, env=env, gateway_env=gw_env, ports=ports, databases=databases, topic_prefix=prefix)
     # Each module's stack is started afresh: migrations and processes side by side, not one after
     # another (they are mostly interpreter start-up and imports, waiting on each other for nothing).
@@ -171,10 +168,9 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
                     for part in ("api", "worker")]
         for proc in launched:
             proc.wait_healthy()
-        if edge:
-            from tests.e2e.edge_stack import start_edge
+        from tests.e2e.edge_stack import start_edge
 
-            crm.edge = start_edge(crm, state_dir / "edge")
+        crm.edge = start_edge(crm, state_dir / "edge")
         build_org(crm)
     except BaseException:
         stop_crm(crm, postgres)  # the fixture never gets a stack to stop: nothing may outlive the failure
