@@ -84,7 +84,8 @@ def render(policy: RoutePolicy) -> str:
         "#   EDGE_BIND                  public address, e.g. 127.0.0.1:8080 or :8080",
         "#   EDGE_METRICS_BIND          Prometheus exporter and /healthz, never public, e.g. 127.0.0.1:9190",
         *[f"#   EDGE_UPSTREAM_{s.upper():<19} host:port of the {s} API" for s in services],
-        "#   CRM_JWT_SECRET             the HS256 secret the gateway signs tokens with",
+        "#   CRM_JWT_SECRET             the HS256 secret the gateway signs tokens with, or",
+        "#   EDGE_JWT_PUBLIC_KEY_FILE   a PEM public key: tokens are then RS256 (CRM_JWT_PRIVATE_KEY signs them)",
         "#   CRM_JWT_ISSUER, CRM_JWT_AUDIENCE",
         "#   EDGE_LIMIT_PER_USER, EDGE_LIMIT_PER_ADDRESS, EDGE_LIMIT_LOGIN   requests a minute",
         "#   EDGE_MAX_BODY_BYTES, EDGE_MAX_IMPORT_BYTES",
@@ -96,6 +97,10 @@ def render(policy: RoutePolicy) -> str:
         "    hard-stop-after 30s",
         "    # The JWT secret and limits arrive as text; these keep HAProxy from logging them.",
         "    log stderr format short local0 notice",
+        "",
+        "resolvers dns",
+        "    parse-resolv-conf",
+        "    hold valid 10s",
         "",
         "defaults",
         "    mode http",
@@ -176,14 +181,20 @@ def render(policy: RoutePolicy) -> str:
         lines.append(f"    http-request set-var(txn.route) int({i}) if !routed p{i}")
     lines += [
         "",
-        "    # ---- the token: HS256 only (alg=none and key confusion fail), signed with our secret,",
-        "    # ---- unexpired (5 s leeway, as the services), ours by issuer and audience, a known role.",
+        "    # ---- the token: one algorithm (alg=none and key confusion fail), HS256 with our secret or,",
+        "    # ---- with EDGE_JWT_PUBLIC_KEY_FILE, RS256 with that public key; unexpired (5 s leeway, as",
+        "    # ---- the services), ours by issuer and audience, a known role.",
         f"    acl public_route var(txn.route) -m int {GATEWAY_PUBLIC_ROUTE} " + _ids(routes, lambda r: r.public),
         # The signature is checked once and each claim read once, into variables: an ACL is evaluated
         # again wherever it is named, and a JWT function decodes the token every time.
         "    http-request set-var(txn.bearer) http_auth_bearer",
+        '.if streq("${EDGE_JWT_PUBLIC_KEY_FILE}","")',
         "    http-request set-var(txn.signed) var(txn.bearer),jwt_verify(\"HS256\",\"${CRM_JWT_SECRET}\")"
         " if { var(txn.bearer),jwt_header_query('$.alg') -m str HS256 }",
+        ".else",
+        "    http-request set-var(txn.signed) var(txn.bearer),jwt_verify(\"RS256\",\"${EDGE_JWT_PUBLIC_KEY_FILE}\")"
+        " if { var(txn.bearer),jwt_header_query('$.alg') -m str RS256 }",
+        ".endif",
         "    acl signed var(txn.signed) -m int 1",
         "    http-request set-var(txn.now) date if signed",
         "    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int') if signed",
@@ -281,6 +292,9 @@ def _backend(service: str, timeouts: dict[int, float]) -> list[str]:
         "    # The circuit breaker: a server answering 5xx or not at all five times running is taken",
         "    # out until its health check passes again; meanwhile requests get 503 at once.",
         "    default-server inter 2s fall 2 rise 1 observe layer7 error-limit 5 on-error mark-down maxconn 64",
+        "    # A name that does not resolve yet (a service not deployed) starts the server down instead",
+        "    # of stopping the edge; names are looked up again at run time (a Service created later).",
+        "    default-server resolvers dns init-addr last,libc,none",
         _return(503, "Service Unavailable",
                 f"the {service} service is failing; requests are refused at once until it recovers",
                 "{ nbsrv eq 0 }", " hdr Retry-After 5"),

@@ -219,7 +219,7 @@ def edge_env(env: dict, ports: dict[str, int], *, bind: str = f"127.0.0.1:{EDGE_
             "CRM_JWT_AUDIENCE": env.get("CRM_JWT_AUDIENCE", "sfa-crm-api"),
             "EDGE_LIMIT_PER_USER": env.get("EDGE_LIMIT_PER_USER", "1200"),
             "EDGE_LIMIT_PER_ADDRESS": env.get("EDGE_LIMIT_PER_ADDRESS", "6000"),
-            "EDGE_LIMIT_LOGIN": env.get("EDGE_LIMIT_LOGIN", "10"),
+            "EDGE_LIMIT_LOGIN": env.get("EDGE_LIMIT_LOGIN", "60"),
             "EDGE_MAX_BODY_BYTES": env.get("CRM_MAX_BODY_BYTES", str(1024 * 1024)),
             "EDGE_MAX_IMPORT_BYTES": env.get("CRM_MAX_IMPORT_BYTES", str(20 * 1024 * 1024)),
             "EDGE_CORS_ORIGINS": env.get("CRM_CORS_ORIGINS", "")}

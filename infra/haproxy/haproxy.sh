@@ -4,6 +4,7 @@
 #   infra/haproxy/haproxy.sh install             install Debian's haproxy if it is missing
 #   infra/haproxy/haproxy.sh check CONFIG        validate a configuration (haproxy -c)
 #   infra/haproxy/haproxy.sh start CONFIG        start it in the background (master-worker mode)
+#   infra/haproxy/haproxy.sh run CONFIG          run it in the foreground (a container's process)
 #   infra/haproxy/haproxy.sh stop
 #   infra/haproxy/haproxy.sh status
 #
@@ -16,6 +17,8 @@
 #   EDGE_PEER_NAME  this instance's name among its peers    (default: local)
 #   EDGE_PEERS      every instance, "name@host:port ..."    (default: local@127.0.0.1:10000)
 #   EDGE_CORS_ORIGINS  origins browsers may call from, comma separated (default: none)
+#   CRM_JWT_SECRET  the HS256 secret (32 characters or more), or for RS256
+#   EDGE_JWT_PUBLIC_KEY_FILE, or CRM_JWT_PUBLIC_KEY (PEM text, written to a file here)
 #                   Replicas keep their rate-limit tables in step through HAProxy's peers protocol,
 #                   so a limit holds across them. The list differs per deployment, so it is written
 #                   here, as a second configuration file, not in the generated one.
@@ -57,30 +60,51 @@ cors_file() {
   tr ',' '\n' <<< "${EDGE_CORS_ORIGINS:-}" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$state/cors-origins.lst" || true
 }
 
-secret_set() {
-  # An empty secret would make the edge accept tokens signed with an empty key.
-  if [ "${#CRM_JWT_SECRET}" -lt 32 ]; then log "CRM_JWT_SECRET must be set, 32 characters or more"; exit 1; fi
+token_key() {
+  # RS256 when a public key is given (a file, or CRM_JWT_PUBLIC_KEY's PEM text written to one):
+  # the configuration then verifies with it and nothing else. Otherwise HS256 with the secret, which
+  # must be long: an empty one would make the edge accept tokens signed with an empty key.
+  if [ -z "${EDGE_JWT_PUBLIC_KEY_FILE:-}" ] && [ -n "${CRM_JWT_PUBLIC_KEY:-}" ]; then
+    printf '%s\n' "$CRM_JWT_PUBLIC_KEY" > "$state/jwt-public.pem"
+    export EDGE_JWT_PUBLIC_KEY_FILE="$state/jwt-public.pem"
+  fi
+  if [ -n "${EDGE_JWT_PUBLIC_KEY_FILE:-}" ]; then
+    # HAProxy accepts a missing key file and then refuses every token; say so now instead.
+    if ! grep -q "BEGIN PUBLIC KEY" "$EDGE_JWT_PUBLIC_KEY_FILE" 2>/dev/null; then
+      log "EDGE_JWT_PUBLIC_KEY_FILE ($EDGE_JWT_PUBLIC_KEY_FILE) is not a readable PEM public key"; exit 1
+    fi
+    return 0
+  fi
+  export EDGE_JWT_PUBLIC_KEY_FILE=""
+  local secret="${CRM_JWT_SECRET:-}"
+  if [ "${#secret}" -lt 32 ]; then log "CRM_JWT_SECRET must be set, 32 characters or more"; exit 1; fi
+}
+
+prepare() {
+  mkdir -p "$state"
+  export EDGE_STATE_DIR="$state"
+  token_key
+  cors_file
+  peers_file "$state/$1"
 }
 
 check() {
   install
-  secret_set
-  mkdir -p "$state"
-  export EDGE_STATE_DIR="$state"
-  cors_file
-  peers_file "$state/peers.check.cfg"
+  prepare peers.check.cfg
   "$(binary)" -c -q -L "${EDGE_PEER_NAME:-local}" -f "$state/peers.check.cfg" -f "$1"
+}
+
+foreground() {
+  # In a container: HAProxy is the container's process (master-worker, logs on stderr).
+  prepare peers.cfg
+  exec "$(binary)" -W -db -L "${EDGE_PEER_NAME:-local}" -f "$state/peers.cfg" -f "$1"
 }
 
 start() {
   install
   local config="$1"
-  secret_set
-  mkdir -p "$state"
   if running; then log "already running (pid $(cat "$pidfile"))"; return 0; fi
-  export EDGE_STATE_DIR="$state"
-  cors_file
-  peers_file "$state/peers.cfg"
+  prepare peers.cfg
   local args=(-L "${EDGE_PEER_NAME:-local}" -f "$state/peers.cfg" -f "$config")
   "$(binary)" -c -q "${args[@]}"
   # -W: master-worker, so a reload (SIGUSR2) swaps workers without dropping connections;
@@ -101,7 +125,8 @@ case "${1:-}" in
   install) install ;;
   check) check "${2:?config file}" ;;
   start) start "${2:?config file}" ;;
+  run) foreground "${2:?config file}" ;;
   stop) stop ;;
   status) running ;;
-  *) echo "usage: $0 install|check CONFIG|start CONFIG|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|check CONFIG|start CONFIG|run CONFIG|stop|status" >&2; exit 2 ;;
 esac
