@@ -3,6 +3,7 @@
 #   docker build --target leads -t sfa-crm-leads .
 #   docker build --target opportunities -t sfa-crm-opportunities .
 #   docker build --target gateway -t sfa-crm-gateway .
+#   docker build --target edge -t sfa-crm-edge .
 # The API runs under gunicorn (CMD); the worker is the same image with `python -m <package> worker`,
 # and migrations `python -m <package> migrate` (an init container in Kubernetes).
 
@@ -45,3 +46,17 @@ COPY gateway/ gateway/
 USER 10001:10001
 EXPOSE 8000 9100
 CMD ["gunicorn", "-c", "python:crmkit.gunicorn_conf", "gateway.api:create_app()"]
+
+# The public entry: HAProxy (the 2.6 LTS line, as Debian 12 ships and the tests run) with the
+# configuration rendered from gateway/policy.toml; Kubernetes mounts the same file from a ConfigMap.
+FROM haproxy:2.6-bookworm AS edge
+COPY --chmod=755 infra/haproxy/haproxy.sh /usr/local/bin/haproxy.sh
+COPY deploy/edge/haproxy.cfg /usr/local/etc/haproxy/haproxy.cfg
+ENV EDGE_STATE_DIR=/tmp/edge
+USER 10001:10001
+EXPOSE 8080 9190
+# A soft stop: what is in flight finishes (hard-stop-after bounds it).
+STOPSIGNAL SIGUSR1
+HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9190 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q ' 200 ' <&3"]
+CMD ["haproxy.sh", "run", "/usr/local/etc/haproxy/haproxy.cfg"]

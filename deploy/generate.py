@@ -15,13 +15,25 @@ environment variable its packages read (deploy/inventory.py), and the topics of 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import yaml
 
-from deploy.inventory import DEPLOYABLES, Deployable, env_for, topics
+from deploy.inventory import (
+    DEPLOYABLES,
+    EDGE_CONFIG_DIR,
+    EDGE_IMAGE,
+    EDGE_METRICS_PORT,
+    EDGE_PORT,
+    Deployable,
+    edge_env,
+    env_for,
+    topics,
+)
+from gateway.edge import CONFIG_FILE as EDGE_CONFIG_FILE
 
 ROOT = Path(__file__).resolve().parent
 K8S = ROOT / "k8s"
@@ -109,11 +121,12 @@ def _network_policies(d: Deployable) -> list[dict]:
     database = {"to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": d.database}}}],
                 "ports": [{"protocol": "TCP", "port": 5432}]}
     monitoring = {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
-    if d.name == "gateway":
-        callers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
-    else:
-        callers = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway",
-                                                    "app.kubernetes.io/component": "api"}}}]
+    # Every API is called by the edge; the services' APIs also by the gateway (composed views, the
+    # merged API document). Nothing from outside the namespace reaches any of them.
+    callers = [{"podSelector": {"matchLabels": EDGE_LABELS}}]
+    if d.name != "gateway":
+        callers.append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway",
+                                                        "app.kubernetes.io/component": "api"}}})
     upstreams = [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": u,
                                                           "app.kubernetes.io/component": "api"}}}],
                   "ports": [{"protocol": "TCP", "port": API_PORT}]} for u in d.upstreams]
@@ -181,18 +194,98 @@ def _deployable_resources(d: Deployable) -> dict[str, list[dict] | dict]:
                                    "bootstrap": {"initdb": {"database": d.name, "owner": d.name}},
                                    "storage": {"size": "20Gi"}}},
     }
-    if d.name == "gateway":
-        resources["ingress.yaml"] = {
+    return resources
+
+
+EDGE_LABELS = {"app.kubernetes.io/name": "edge", "app.kubernetes.io/component": "edge"}
+
+
+def _edge_resources() -> dict[str, list[dict] | dict]:
+    """The public entry: HAProxy with the configuration rendered from the route policy
+    (deploy/edge/haproxy.cfg, in a ConfigMap mounted over the image's copy, so a policy change rolls
+    out as a ConfigMap change), its Service, the Ingress, an HPA, a PDB and its NetworkPolicy: the
+    only pods reachable from the ingress controller, and the only ones (with the gateway, for the
+    composed views) that reach the APIs."""
+    labels = {**EDGE_LABELS, "app.kubernetes.io/part-of": PART_OF}
+    values = edge_env(upstream=lambda name: f"{name}-api:{API_PORT}")
+    env = []
+    for name, source in values.items():
+        if isinstance(source, dict):
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {k: v for k, v in source.items() if k != "compose"}}})
+        else:
+            env.append({"name": name, "valueFrom": {"configMapKeyRef": {"name": "edge-env", "key": name}}})
+    probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 5, "timeoutSeconds": 2,
+             "failureThreshold": 3}
+    container = {
+        "name": "edge", "image": EDGE_IMAGE, "imagePullPolicy": "IfNotPresent",
+        "command": ["haproxy.sh", "run", f"{EDGE_CONFIG_DIR}/haproxy.cfg"], "env": env,
+        "ports": [{"name": "http", "containerPort": EDGE_PORT}, {"name": "metrics", "containerPort": EDGE_METRICS_PORT}],
+        "livenessProbe": probe, "readinessProbe": probe,
+        # Out of the Service's endpoints before HAProxy stops listening.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        "securityContext": SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP}, {"name": "config", "mountPath": EDGE_CONFIG_DIR, "readOnly": True}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "edge", "labels": labels},
+        "spec": {"replicas": 2, "selector": {"matchLabels": EDGE_LABELS},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                 # The configuration's digest in the pod template: applying a changed policy rolls the
+                 # edge replica by replica (a mounted ConfigMap changes under HAProxy, which would not
+                 # read it again by itself).
+                 "template": {"metadata": {"labels": labels, "annotations": {
+                     "prometheus.io/scrape": "true",
+                     "crm/edge-config-sha256": hashlib.sha256(EDGE_CONFIG_FILE.read_bytes()).hexdigest()}},
+                              "spec": {"automountServiceAccountToken": False, "securityContext": POD_SECURITY,
+                                       # The image stops HAProxy with SIGUSR1 (STOPSIGNAL): a soft stop
+                                       # that finishes what is in flight, cut at hard-stop-after (30 s).
+                                       "terminationGracePeriodSeconds": 40, "containers": [container],
+                                       "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+                                                   {"name": "config", "configMap": {"name": "edge-config"}}]}}}}
+    dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    apis = {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": d.name, "app.kubernetes.io/component": "api"}}}
+                   for d in DEPLOYABLES], "ports": [{"protocol": "TCP", "port": API_PORT}]}
+    return {
+        "configmap.yaml": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "edge-config", "labels": labels},
+             "data": {"haproxy.cfg": EDGE_CONFIG_FILE.read_text()}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "edge-env", "labels": labels},
+             "data": {k: str(v) for k, v in values.items() if not isinstance(v, dict)}}],
+        "deployment.yaml": deployment,
+        "service.yaml": {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "labels": labels},
+                         "spec": {"selector": EDGE_LABELS,
+                                  "ports": [{"name": "http", "port": EDGE_PORT, "targetPort": "http"}]}},
+        "ingress.yaml": {
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": "gateway", "labels": _labels(d, "api"),
+            "metadata": {"name": "crm", "labels": labels,
                          "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "20m"}},
             "spec": {"ingressClassName": "nginx",
-                     # The API and its docs only: /metrics and /readyz stay inside the cluster.
+                     # The API and its docs only; the edge answers 404 for anything else anyway, and its
+                     # metrics are on a port no Service exposes.
                      "rules": [{"host": "crm.example.com", "http": {"paths": [
                          {"path": path, "pathType": "Prefix",
-                          "backend": {"service": {"name": "gateway-api", "port": {"number": API_PORT}}}}
-                         for path in ("/api/", "/docs", "/openapi.json")]}}]}}
-    return resources
+                          "backend": {"service": {"name": "edge", "port": {"number": EDGE_PORT}}}}
+                         for path in ("/api/", "/docs", "/openapi.json")]}}]}},
+        "hpa.yaml": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                     "metadata": {"name": "edge", "labels": labels},
+                     "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "edge"},
+                              "minReplicas": 2, "maxReplicas": 6,
+                              "metrics": [{"type": "Resource", "resource": {
+                                  "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}]}},
+        "pdb.yaml": {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "edge", "labels": labels},
+                     "spec": {"maxUnavailable": 1, "selector": {"matchLabels": EDGE_LABELS}}},
+        "networkpolicy.yaml": {
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "edge", "labels": labels},
+            "spec": {"podSelector": {"matchLabels": EDGE_LABELS}, "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [
+                         {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+                          "ports": [{"protocol": "TCP", "port": EDGE_PORT}]},
+                         {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                          "ports": [{"protocol": "TCP", "port": EDGE_METRICS_PORT}]}],
+                     "egress": [dns, apis]}},
+    }
 
 
 def _platform() -> dict[str, list[dict] | dict]:
@@ -225,7 +318,7 @@ def _platform() -> dict[str, list[dict] | dict]:
             "metadata": {"name": "default-deny"},
             "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF},
                                      "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
-                                                           "values": ["api", "worker"]}]},
+                                                           "values": ["api", "worker", "edge"]}]},
                      "policyTypes": ["Ingress", "Egress"]}}
     rules = yaml.safe_load((ROOT / "prometheus" / "rules.yml").read_text())
     monitoring = [
@@ -272,9 +365,23 @@ def dashboard() -> dict:
               "short", "{{service}} {{topic}}"),
         panel(9, "Business events (leads created, deals won, orders confirmed...)",
               "sum by (type) (increase(crm_business_events_total[1h]))", "short", "{{type}}"),
-        panel(10, "Gateway: upstream failures and 429s",
+        panel(10, "Gateway composed views: failed parts",
               "sum by (upstream, reason) (rate(crm_gateway_upstream_failures_total[5m]))", "ops",
               "{{upstream}} {{reason}}"),
+        # The edge (HAProxy's exporter): what clients got, per upstream, and how the upstreams hold up.
+        panel(11, "Edge: answers per second by class",
+              'sum by (code) (rate(haproxy_frontend_http_responses_total{proxy="public"}[5m]))', "reqps", "{{code}}"),
+        panel(12, "Edge: 5xx share per upstream",
+              'sum by (proxy) (rate(haproxy_backend_http_responses_total{code="5xx"}[5m])) '
+              "/ sum by (proxy) (rate(haproxy_backend_http_responses_total[5m]))", "percentunit", "{{proxy}}"),
+        panel(13, "Edge: healthy servers per upstream", "max by (proxy) (haproxy_backend_active_servers)",
+              "short", "{{proxy}}"),
+        panel(14, "Edge: average response time per upstream",
+              "max by (proxy) (haproxy_backend_response_time_average_seconds)", "s", "{{proxy}}"),
+        panel(15, "Edge: requests queued for an upstream", "sum by (proxy) (haproxy_backend_current_queue)",
+              "short", "{{proxy}}"),
+        panel(16, "Edge: sign-ins refused after repeated failures (gateway)",
+              'sum (rate(crm_gateway_rate_limited_total{scope="sign_in"}[5m]))', "ops", "sign-in"),
     ]
     return {"title": "SFA CRM", "uid": "sfa-crm", "schemaVersion": 39, "version": 1, "editable": True,
             "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "tags": ["crm"], "panels": panels}
@@ -303,6 +410,11 @@ def _overlay(name: str) -> dict:
                         "patch": yaml.safe_dump([{"op": "replace", "path": f"/spec/triggers/{i}/metadata/bootstrapServers",
                                                   "value": _bootstrap_fqdn(namespace)}
                                                  for i in range(len(d.consumed))])})
+    patches.append({"target": {"kind": "HorizontalPodAutoscaler", "name": "edge"},
+                    "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/minReplicas", "value": 3 if prod else 1},
+                                             {"op": "replace", "path": "/spec/maxReplicas", "value": 10 if prod else 2}])})
+    patches.append({"target": {"kind": "Deployment", "name": "edge"},
+                    "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/replicas", "value": 3 if prod else 1}])})
     if not prod:
         # One Kafka node: every replication factor and min ISR down to 1.
         patches.append({"target": {"kind": "KafkaNodePool", "name": "dual-role"},
@@ -327,8 +439,8 @@ def _overlay(name: str) -> dict:
         extra["generatorOptions"] = {"disableNameSuffixHash": True}
     return _kustomization(["../../base"], namespace="crm" if prod else "crm-dev", **extra,
                           labels=[{"pairs": {"crm/environment": name}, "includeSelectors": False}],
-                          images=[{"name": d.image, "newName": f"ghcr.io/sfa-crm/{d.image}",
-                                   "newTag": "1.0.0" if prod else "dev"} for d in DEPLOYABLES],
+                          images=[{"name": image, "newName": f"ghcr.io/sfa-crm/{image}", "newTag": "1.0.0" if prod else "dev"}
+                                  for image in [*(d.image for d in DEPLOYABLES), EDGE_IMAGE]],
                           patches=patches)
 
 
@@ -366,21 +478,24 @@ def _compose() -> dict:
             env = {}
             for name, source in env_for(d, component, kafka="kafka:9092").items():
                 env[name] = source["compose"] if isinstance(source, dict) else str(source)
-            if "CRM_TRUSTED_PROXIES" in env:
-                env["CRM_TRUSTED_PROXIES"] = "0"  # no proxy in front of the gateway on a laptop
             service = {**base, "environment": {**env, **x_env}, "restart": "unless-stopped"}
             migrated = {f"{d.name}-migrate": {"condition": "service_completed_successfully"}}
             service["depends_on"] = {**base["depends_on"], **migrated}
             if component == "worker":
                 service["command"] = ["python", "-m", d.package, "worker"]
-            if d.name == "gateway" and component == "api":
-                service["ports"] = ["8080:8000"]
-                service["depends_on"].update({f"{u}-api": {"condition": "service_healthy"} for u in d.upstreams})
             services[f"{d.name}-{component}"] = service
         services[f"{d.name}-migrate"] = {**base, "environment": services[f"{d.name}-api"]["environment"],
                                          "depends_on": base["depends_on"],
                                          "command": ["python", "-m", d.package, "migrate"], "restart": "no",
                                          "healthcheck": {"disable": True}}
+    edge_values = edge_env(upstream=lambda name: f"{name}-api:{API_PORT}")
+    services["edge"] = {
+        "build": {"context": "..", "target": "edge"}, "image": EDGE_IMAGE, "user": "10001:10001", "read_only": True,
+        "tmpfs": [TMP], "ports": [f"8080:{EDGE_PORT}"],
+        "environment": {k: v["compose"] if isinstance(v, dict) else str(v) for k, v in edge_values.items()},
+        # The upstreams that exist here; the others (services not built yet) answer 503 at the edge.
+        "depends_on": {f"{d.name}-api": {"condition": "service_healthy"} for d in DEPLOYABLES},
+        "restart": "unless-stopped"}
     services["prometheus"] = {"image": "prom/prometheus:v2.55.1",
                               "volumes": ["./compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
                                           "./prometheus/rules.yml:/etc/prometheus/rules.yml:ro"],
@@ -394,7 +509,7 @@ def _compose() -> dict:
 
 def _prometheus_config() -> dict:
     targets = [f"{d.name}-{c}:{API_PORT if c == 'api' and d.name != 'gateway' else METRICS_PORT}"
-               for d in DEPLOYABLES for c in ("api", "worker")]
+               for d in DEPLOYABLES for c in ("api", "worker")] + [f"edge:{EDGE_METRICS_PORT}"]
     return {"global": {"scrape_interval": "15s"}, "rule_files": ["/etc/prometheus/rules.yml"],
             "scrape_configs": [{"job_name": "crm", "static_configs": [{"targets": targets}]}]}
 
@@ -417,11 +532,15 @@ def files() -> dict[Path, str]:
         for name, content in resources.items():
             put(base / d.name / name, content)
         put(base / d.name / "kustomization.yaml", _kustomization(sorted(resources)))
+    edge = _edge_resources()
+    for name, content in edge.items():
+        put(base / "edge" / name, content)
+    put(base / "edge" / "kustomization.yaml", _kustomization(sorted(edge)))
     platform = _platform()
     for name, content in platform.items():
         put(base / "platform" / name, content)
     put(base / "platform" / "kustomization.yaml", _kustomization(sorted(platform)))
-    put(base / "kustomization.yaml", _kustomization(["platform", *[d.name for d in DEPLOYABLES]],
+    put(base / "kustomization.yaml", _kustomization(["platform", "edge", *[d.name for d in DEPLOYABLES]],
                                                     labels=[{"pairs": {"app.kubernetes.io/part-of": PART_OF},
                                                              "includeSelectors": False}]))
     for overlay in ("dev", "prod"):

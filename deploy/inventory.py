@@ -8,6 +8,7 @@ import importlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -114,18 +115,46 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_HANDOVER_SERVICES": ",".join(u for u in d.upstreams),
         "CRM_ADMIN_PASSWORD": _secret("crm-admin", "password", "${CRM_ADMIN_PASSWORD:-admin-dev-password}"),
         "CRM_JWT_PRIVATE_KEY": _secret("crm-jwt", "private-key", "", optional=True), "CRM_JWT_KEY_ID": "",
-        "CRM_TOKEN_TTL_SECONDS": 900, "CRM_RATE_LIMIT_STORAGE": "memory://", "CRM_RATE_LIMIT_PER_USER": "1200/minute",
-        "CRM_RATE_LIMIT_PER_ADDRESS": "3000/minute", "CRM_RATE_LIMIT_LOGIN": "10/minute",
-        "CRM_RATE_LIMIT_LOGIN_ADDRESS": "60/minute", "CRM_CORS_ORIGINS": "", "CRM_UPSTREAM_CONNECT_TIMEOUT": 2,
+        "CRM_TOKEN_TTL_SECONDS": 900, "CRM_SIGN_IN_FAILURES": 10, "CRM_SIGN_IN_WINDOW_SECONDS": 900,
+        "CRM_UPSTREAM_CONNECT_TIMEOUT": 2,
         "CRM_UPSTREAM_READ_TIMEOUT": 10, "CRM_UPSTREAM_POOL_SIZE": 32, "CRM_BREAKER_FAILURES": 5,
         "CRM_BREAKER_RESET_SECONDS": 15, "CRM_OPENAPI_CACHE_SECONDS": 30,
-        "CRM_TRUSTED_PROXIES": 1,  # the ingress controller in front of the gateway
+        "CRM_TRUSTED_PROXIES": 1,  # the edge in front of the gateway (its X-Forwarded-For names the client)
     }
     wanted = env_read_by(d) - ({"WORKER_METRICS_PORT"} if component == "api" else set())
     unknown = wanted - set(values)
     if unknown:
         raise KeyError(f"{d.name} reads {sorted(unknown)}: give them a value in deploy/inventory.py")
     return {name: values[name] for name in sorted(wanted)}
+
+
+# ---- the edge (HAProxy, deploy/edge/haproxy.cfg) -------------------------------------------------------
+EDGE_IMAGE = "sfa-crm-edge"
+EDGE_PORT, EDGE_METRICS_PORT = 8080, 9190
+EDGE_CONFIG_DIR = "/usr/local/etc/haproxy"  # where the image, and the ConfigMap over it, put haproxy.cfg
+
+
+def edge_env(*, upstream: Callable[[str], str]) -> dict[str, object]:
+    """Every variable deploy/edge/haproxy.cfg and infra/haproxy/haproxy.sh read, as deployed (a test
+    checks the list against the configuration). `upstream(service)` is that API's host:port."""
+    from gateway.policy import RoutePolicy
+
+    return {
+        "EDGE_BIND": f":{EDGE_PORT}", "EDGE_METRICS_BIND": f":{EDGE_METRICS_PORT}",
+        "EDGE_STATE_DIR": "/tmp/edge",  # noqa: S108 - the container's own /tmp volume
+        **{f"EDGE_UPSTREAM_{name.upper()}": upstream(name) for name in sorted(RoutePolicy.load().services())},
+        "CRM_JWT_SECRET": _secret("crm-jwt", "secret", DEV_JWT_SECRET),
+        # RS256 instead, when the secret has a public key (the gateway then signs with private-key).
+        "CRM_JWT_PUBLIC_KEY": _secret("crm-jwt", "public-key", "", optional=True),
+        "CRM_JWT_ISSUER": "sfa-crm", "CRM_JWT_AUDIENCE": "sfa-crm-api",
+        "EDGE_LIMIT_PER_USER": 1200, "EDGE_LIMIT_PER_ADDRESS": 6000,
+        # Sign-in requests per address: an office behind one NAT signs in together at nine.
+        "EDGE_LIMIT_LOGIN": 60,
+        "EDGE_MAX_BODY_BYTES": 1048576, "EDGE_MAX_IMPORT_BYTES": 20971520, "EDGE_CORS_ORIGINS": "",
+        # Each replica counts its own limits here: HAProxy's peers need every replica's address in its
+        # configuration, which a Deployment scaled by an HPA does not have (docs/operations.md).
+        "EDGE_PEER_NAME": "local", "EDGE_PEERS": "local@127.0.0.1:10000",
+    }
 
 
 # ---- topics ----------------------------------------------------------------------------------------------

