@@ -51,14 +51,14 @@ class DirectoryGuard:
         self._lock = threading.Lock()
         self._waiters = threading.BoundedSemaphore(2)
 
-    def _current(self, *, fresh_within: float | None = None) -> dict[str, KnownUser]:
+    def _current(self, *, fresh_within: float | None = None, wait: bool = True) -> dict[str, KnownUser]:
         max_age = self.refresh_seconds if fresh_within is None else fresh_within
         if time.monotonic() - self._loaded_at < max_age and self._users is not None:
             return self._users
         # Until the first load has succeeded every request waits for it (an empty answer would let
         # everyone through); after that, one thread refreshes while the others use the last answer,
-        # except a request that asked for a fresh answer, which waits for it.
-        if self._lock.acquire(blocking=self._users is None or fresh_within is not None):
+        # except a request that asked for a fresh answer and may wait, which waits for it.
+        if self._lock.acquire(blocking=self._users is None or (fresh_within is not None and wait)):
             try:
                 if time.monotonic() - self._loaded_at >= max_age or self._users is None:
                     self._users = self._load()
@@ -94,8 +94,9 @@ class DirectoryGuard:
         if known is not None and not known.active:
             # Reactivated a moment ago? Refusing costs the user a sign-in failure, so the replica is
             # read once more first (at most every REREAD_SECONDS per process, however many refused
-            # tokens arrive: a deactivated user's client retrying cannot make it read more often).
-            known = self._current(fresh_within=REREAD_SECONDS).get(principal.user_id)
+            # tokens arrive: a deactivated user's client retrying cannot make it read more often;
+            # and without waiting for a read another thread is doing).
+            known = self._current(fresh_within=REREAD_SECONDS, wait=False).get(principal.user_id)
         if known is None:
             raise Unauthorized("the token names no user of this directory")
         if not known.active:

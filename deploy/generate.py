@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from deploy.inventory import (
+    CLUSTER_PROXIES,
     DEPLOYABLES,
     EDGE_CONFIG_DIR,
     EDGE_IMAGE,
@@ -207,7 +208,7 @@ def _edge_resources() -> dict[str, list[dict] | dict]:
     only pods reachable from the ingress controller, and the only ones (with the gateway, for the
     composed views) that reach the APIs."""
     labels = {**EDGE_LABELS, "app.kubernetes.io/part-of": PART_OF}
-    values = edge_env(upstream=lambda name: f"{name}-api:{API_PORT}")
+    values = edge_env(upstream=lambda name: f"{name}-api:{API_PORT}", trusted_proxies=CLUSTER_PROXIES)
     env = []
     for name, source in values.items():
         if isinstance(source, dict):
@@ -491,7 +492,8 @@ def _compose() -> dict:
     edge_values = edge_env(upstream=lambda name: f"{name}-api:{API_PORT}")
     services["edge"] = {
         "build": {"context": "..", "target": "edge"}, "image": EDGE_IMAGE, "user": "10001:10001", "read_only": True,
-        "tmpfs": [TMP], "ports": [f"8080:{EDGE_PORT}"],
+        # On this machine only: the compose file's secrets are development defaults.
+        "tmpfs": [TMP], "ports": [f"127.0.0.1:8080:{EDGE_PORT}"],
         "environment": {k: v["compose"] if isinstance(v, dict) else str(v) for k, v in edge_values.items()},
         # The upstreams that exist here; the others (services not built yet) answer 503 at the edge.
         "depends_on": {f"{d.name}-api": {"condition": "service_healthy"} for d in DEPLOYABLES},

@@ -95,7 +95,9 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         f"{upper}_DATABASE_URL": _secret(f"{d.database}-app", "uri",
                                          f"postgresql://crm:${{POSTGRES_PASSWORD:-crm-dev}}@postgres:5432/{d.name}"),
         "CRM_JWT_SECRET": _secret("crm-jwt", "secret", DEV_JWT_SECRET),
-        "CRM_JWT_PUBLIC_KEY": "", "CRM_JWT_JWKS_URL": "", "CRM_JWT_ISSUER": "sfa-crm", "CRM_JWT_AUDIENCE": "sfa-crm-api",
+        # One source for the RS256 public key: the Secret the edge reads it from too.
+        "CRM_JWT_PUBLIC_KEY": _secret("crm-jwt", "public-key", "", optional=True),
+        "CRM_JWT_JWKS_URL": "", "CRM_JWT_ISSUER": "sfa-crm", "CRM_JWT_AUDIENCE": "sfa-crm-api",
         "CRM_DEFAULT_CURRENCY": "CNY", "CRM_MAX_BODY_BYTES": 1048576, "CRM_MAX_IMPORT_BYTES": 20971520,
         # Topics are declared (KafkaTopic resources), not created by whichever worker starts first.
         "CRM_TOPIC_PREFIX": "", "CRM_ENSURE_TOPICS": "0" if kafka != "kafka:9092" else "1",
@@ -116,6 +118,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_ADMIN_PASSWORD": _secret("crm-admin", "password", "${CRM_ADMIN_PASSWORD:-admin-dev-password}"),
         "CRM_JWT_PRIVATE_KEY": _secret("crm-jwt", "private-key", "", optional=True), "CRM_JWT_KEY_ID": "",
         "CRM_TOKEN_TTL_SECONDS": 900, "CRM_SIGN_IN_FAILURES": 10, "CRM_SIGN_IN_WINDOW_SECONDS": 900,
+        "CRM_SIGN_IN_CONCURRENCY": 4,  # password checks at once per process (~32 MiB each)
         "CRM_UPSTREAM_CONNECT_TIMEOUT": 2,
         "CRM_UPSTREAM_READ_TIMEOUT": 10, "CRM_UPSTREAM_POOL_SIZE": 32, "CRM_BREAKER_FAILURES": 5,
         "CRM_BREAKER_RESET_SECONDS": 15, "CRM_OPENAPI_CACHE_SECONDS": 30,
@@ -134,9 +137,15 @@ EDGE_PORT, EDGE_METRICS_PORT = 8080, 9190
 EDGE_CONFIG_DIR = "/usr/local/etc/haproxy"  # where the image, and the ConfigMap over it, put haproxy.cfg
 
 
-def edge_env(*, upstream: Callable[[str], str]) -> dict[str, object]:
+# In Kubernetes the ingress controller connects to the edge (its NetworkPolicy admits nothing else)
+# and names the client in X-Forwarded-For; its pods' addresses are in the cluster's private ranges.
+CLUSTER_PROXIES = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10"
+
+
+def edge_env(*, upstream: Callable[[str], str], trusted_proxies: str = "") -> dict[str, object]:
     """Every variable deploy/edge/haproxy.cfg and infra/haproxy/haproxy.sh read, as deployed (a test
-    checks the list against the configuration). `upstream(service)` is that API's host:port."""
+    checks the list against the configuration). `upstream(service)` is that API's host:port;
+    `trusted_proxies` the proxies in front whose X-Forwarded-For names the client."""
     from gateway.policy import RoutePolicy
 
     return {
@@ -151,6 +160,7 @@ def edge_env(*, upstream: Callable[[str], str]) -> dict[str, object]:
         # Sign-in requests per address: an office behind one NAT signs in together at nine.
         "EDGE_LIMIT_LOGIN": 60,
         "EDGE_MAX_BODY_BYTES": 1048576, "EDGE_MAX_IMPORT_BYTES": 20971520, "EDGE_CORS_ORIGINS": "",
+        "EDGE_TRUSTED_PROXIES": trusted_proxies,
         # Each replica counts its own limits here: HAProxy's peers need every replica's address in its
         # configuration, which a Deployment scaled by an HPA does not have (docs/operations.md).
         "EDGE_PEER_NAME": "local", "EDGE_PEERS": "local@127.0.0.1:10000",

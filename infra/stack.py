@@ -222,7 +222,8 @@ def edge_env(env: dict, ports: dict[str, int], *, bind: str = f"127.0.0.1:{EDGE_
             "EDGE_LIMIT_LOGIN": env.get("EDGE_LIMIT_LOGIN", "60"),
             "EDGE_MAX_BODY_BYTES": env.get("CRM_MAX_BODY_BYTES", str(1024 * 1024)),
             "EDGE_MAX_IMPORT_BYTES": env.get("CRM_MAX_IMPORT_BYTES", str(20 * 1024 * 1024)),
-            "EDGE_CORS_ORIGINS": env.get("CRM_CORS_ORIGINS", "")}
+            "EDGE_CORS_ORIGINS": env.get("CRM_CORS_ORIGINS", ""),
+            "EDGE_TRUSTED_PROXIES": env.get("EDGE_TRUSTED_PROXIES", "")}
 
 
 def _edge(command: str, env: dict) -> None:

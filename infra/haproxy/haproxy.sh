@@ -17,6 +17,8 @@
 #   EDGE_PEER_NAME  this instance's name among its peers    (default: local)
 #   EDGE_PEERS      every instance, "name@host:port ..."    (default: local@127.0.0.1:10000)
 #   EDGE_CORS_ORIGINS  origins browsers may call from, comma separated (default: none)
+#   EDGE_TRUSTED_PROXIES  proxies in front (addresses or CIDRs, comma separated) whose last
+#                   X-Forwarded-For entry is the client (default: none)
 #   CRM_JWT_SECRET  the HS256 secret (32 characters or more), or for RS256
 #   EDGE_JWT_PUBLIC_KEY_FILE, or CRM_JWT_PUBLIC_KEY (PEM text, written to a file here)
 #                   Replicas keep their rate-limit tables in step through HAProxy's peers protocol,
@@ -55,6 +57,12 @@ peers_file() {
   done
 }
 
+proxies_file() {
+  # The proxies in front of the edge whose X-Forwarded-For names the client (an ingress
+  # controller's pod network): an address or CIDR a line. None by default: the peer is the client.
+  tr ',' '\n' <<< "${EDGE_TRUSTED_PROXIES:-}" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$state/trusted-proxies.lst" || true
+}
+
 cors_file() {
   # Written as a pattern file: an origin a line, compared whole.
   tr ',' '\n' <<< "${EDGE_CORS_ORIGINS:-}" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$state/cors-origins.lst" || true
@@ -65,13 +73,17 @@ token_key() {
   # the configuration then verifies with it and nothing else. Otherwise HS256 with the secret, which
   # must be long: an empty one would make the edge accept tokens signed with an empty key.
   if [ -z "${EDGE_JWT_PUBLIC_KEY_FILE:-}" ] && [ -n "${CRM_JWT_PUBLIC_KEY:-}" ]; then
-    printf '%s\n' "$CRM_JWT_PUBLIC_KEY" > "$state/jwt-public.pem"
+    # A key pasted into a variable with literal \n for its line breaks is a key too.
+    printf '%s\n' "${CRM_JWT_PUBLIC_KEY//\\n/$'\n'}" > "$state/jwt-public.pem"
     export EDGE_JWT_PUBLIC_KEY_FILE="$state/jwt-public.pem"
   fi
   if [ -n "${EDGE_JWT_PUBLIC_KEY_FILE:-}" ]; then
-    # HAProxy accepts a missing key file and then refuses every token; say so now instead.
+    # HAProxy accepts a missing or broken key file and then refuses every token; say so now.
     if ! grep -q "BEGIN PUBLIC KEY" "$EDGE_JWT_PUBLIC_KEY_FILE" 2>/dev/null; then
       log "EDGE_JWT_PUBLIC_KEY_FILE ($EDGE_JWT_PUBLIC_KEY_FILE) is not a readable PEM public key"; exit 1
+    fi
+    if command -v openssl >/dev/null && ! openssl rsa -pubin -in "$EDGE_JWT_PUBLIC_KEY_FILE" -noout 2>/dev/null; then
+      log "EDGE_JWT_PUBLIC_KEY_FILE ($EDGE_JWT_PUBLIC_KEY_FILE) is not an RSA public key (RS256 needs one)"; exit 1
     fi
     return 0
   fi
@@ -85,6 +97,7 @@ prepare() {
   export EDGE_STATE_DIR="$state"
   token_key
   cors_file
+  proxies_file
   peers_file "$state/$1"
 }
 

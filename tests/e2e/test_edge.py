@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import time
+import uuid
 
 import jwt
 import pytest
@@ -13,7 +14,7 @@ import requests
 
 from crmkit.auth import issue_token
 from tests.e2e.edge_stack import start_edge
-from tests.e2e.gateway_stack import free_port
+from tests.e2e.gateway_stack import PASSWORD, free_port
 from tests.infra import JWT_SECRET
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -241,3 +242,24 @@ def test_the_edge_exports_prometheus_metrics_on_its_private_port(crm, edge):
     _get(edge, crm.token("ann"))
     text = requests.get(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=10).text
     assert "haproxy_backend_http_responses_total" in text and 'proxy="be_leads"' in text
+
+
+def test_behind_a_proxy_one_clients_failed_sign_ins_do_not_lock_out_another(crm, tmp_path):
+    """An ingress controller in front (EDGE_TRUSTED_PROXIES): the sign-in count is per client it
+    forwards, so a stranger failing ten times for a user does not lock that user out elsewhere."""
+    proxied = start_edge(crm, tmp_path / "proxied", EDGE_TRUSTED_PROXIES="127.0.0.1")
+    try:
+        name = f"target{uuid.uuid4().hex[:8]}"
+        created = crm.as_("admin").post(crm.api("/users"), json={
+            "username": name, "password": PASSWORD, "name": name, "role": "rep", "team_id": crm.teams["east"]["id"]})
+        assert created.status_code == 201, created.text
+
+        def sign_in(password: str, client: str) -> int:
+            return requests.post(proxied.api("/auth/token"), json={"username": name, "password": password},
+                                 headers={"X-Forwarded-For": client}, timeout=10).status_code
+
+        assert [sign_in("guess", "192.0.2.66") for _ in range(11)] == [401] * 10 + [429]
+        assert sign_in(PASSWORD, "192.0.2.66") == 429
+        assert sign_in(PASSWORD, "198.51.100.23") == 200  # the user, from where they are
+    finally:
+        proxied.stop()

@@ -36,7 +36,8 @@ class Receiver(BaseHTTPRequestHandler):
     def _answer(self):
         if self.path != "/healthz":
             Receiver.seen.append((self.command, self.path))
-        body = json.dumps({"service": "gateway", "part": "api", "path": self.path}).encode()
+        body = json.dumps({"service": "gateway", "part": "api", "path": self.path,
+                           "forwarded_for": self.headers.get("X-Forwarded-For", "")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -63,26 +64,38 @@ def _pem_pair():
 
 
 @pytest.fixture(scope="module")
-def rs256_edge(tmp_path_factory):
+def receiver():
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    private, public = _pem_pair()
-    state = tmp_path_factory.mktemp("edge-rs256")
-    ports = dict.fromkeys(RoutePolicy.load().services(), server.server_port)
-    # The HS256 secret is set too (as a deployment moving to RS256 may still have it): it must not
-    # be accepted once a public key is configured.
-    env = {**edge_env({"CRM_JWT_SECRET": JWT_SECRET, "CRM_JWT_PUBLIC_KEY": public, "PATH": "/usr/bin:/bin:/usr/sbin"},
-                      ports, bind=f"127.0.0.1:{free_port()}", metrics_bind=f"127.0.0.1:{free_port()}"),
-           "EDGE_STATE_DIR": str(state), "EDGE_PEERS": f"local@127.0.0.1:{free_port()}"}
+    yield server
+    server.shutdown()
+
+
+def _start_edge(receiver, state, **env) -> tuple[str, dict]:
+    """An edge in front of the receiver (every upstream), with these settings; returns its URL."""
+    ports = dict.fromkeys(RoutePolicy.load().services(), receiver.server_port)
+    env = {**edge_env({"PATH": "/usr/bin:/bin:/usr/sbin", **env}, ports, bind=f"127.0.0.1:{free_port()}",
+                      metrics_bind=f"127.0.0.1:{free_port()}"),
+           "EDGE_STATE_DIR": str(state), "EDGE_PEERS": f"local@127.0.0.1:{free_port()}", **env}
     subprocess.run([str(SCRIPT), "start", str(CONFIG_FILE)], env=env, check=True)
     url = f"http://127.0.0.1:{env['EDGE_BIND'].rsplit(':', 1)[1]}"
     try:
-        wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).status_code == 200, timeout=30,
-                 what="the RS256 edge up")
-        yield url, private, public, env
-    finally:
+        wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).status_code == 200, timeout=30, what="the edge up")
+    except BaseException:
         subprocess.run([str(SCRIPT), "stop"], env=env, check=True)
-        server.shutdown()
+        raise
+    return url, env
+
+
+@pytest.fixture(scope="module")
+def rs256_edge(receiver, tmp_path_factory):
+    private, public = _pem_pair()
+    # The HS256 secret is set too (as a deployment moving to RS256 may still have it): it must not
+    # be accepted once a public key is configured.
+    url, env = _start_edge(receiver, tmp_path_factory.mktemp("edge-rs256"), CRM_JWT_SECRET=JWT_SECRET,
+                           CRM_JWT_PUBLIC_KEY=public)
+    yield url, private, public, env
+    subprocess.run([str(SCRIPT), "stop"], env=env, check=True)
 
 
 def _claims(**changes) -> dict:
@@ -169,3 +182,50 @@ def test_every_edge_metric_the_alerts_and_dashboard_use_is_exported(rs256_edge):
     # The labels the expressions select on are there too.
     assert 'haproxy_frontend_http_responses_total{proxy="public",code="2xx"}' in text
     assert 'haproxy_backend_http_responses_total{proxy="be_leads",code="5xx"}' in text
+
+
+def test_behind_a_trusted_proxy_the_client_is_the_last_forwarded_address(receiver, tmp_path):
+    """Behind an ingress controller every connection comes from the controller: with its address in
+    EDGE_TRUSTED_PROXIES each client is counted by the address the controller forwarded (an IPv6
+    client by its /64), not all of them as one."""
+    url, env = _start_edge(receiver, tmp_path, CRM_JWT_SECRET=JWT_SECRET, EDGE_TRUSTED_PROXIES="127.0.0.1",
+                           EDGE_LIMIT_PER_ADDRESS="4")
+    try:
+        def health(client: str) -> int:
+            return requests.get(f"{url}/openapi.json", headers={"X-Forwarded-For": f"198.51.100.1, {client}"},
+                                timeout=10).status_code
+
+        assert [health("192.0.2.10") for _ in range(5)] == [200] * 4 + [429]
+        assert health("192.0.2.11") == 200  # another client behind the same proxy
+        # One /64: its addresses share one count.
+        assert [health(f"2001:db8:5:6::{i}") for i in range(1, 6)] == [200] * 4 + [429]
+        assert health("2001:db8:5:7::1") == 200
+        # The service is told the client's address, last.
+        Receiver.seen.clear()
+        token = jwt.encode(_claims(), JWT_SECRET, algorithm="HS256")
+        r = requests.get(f"{url}/api/v1/leads", headers={"X-Forwarded-For": "192.0.2.20",
+                                                         "Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 200 and r.json()["forwarded_for"].endswith("192.0.2.20")
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env=env, check=True)
+    # Without the setting, the same header from the same peer is just a header: one client.
+    url, env = _start_edge(receiver, tmp_path / "untrusted", CRM_JWT_SECRET=JWT_SECRET, EDGE_LIMIT_PER_ADDRESS="4")
+    try:
+        codes = [requests.get(f"{url}/openapi.json", headers={"X-Forwarded-For": f"192.0.2.{i}"},
+                              timeout=10).status_code for i in range(5)]
+        assert codes == [200] * 3 + [429] * 2  # (the readiness check before them was the fourth)
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env=env, check=True)
+
+
+def test_the_configuration_refuses_to_start_with_an_empty_secret(rs256_edge, tmp_path):
+    """Run without haproxy.sh's checks (as a container run by hand might), an empty HS256 secret
+    still stops HAProxy: tokens signed with an empty key must never pass."""
+    *_, env = rs256_edge
+    (tmp_path / "peers.cfg").write_text("peers edge\n    peer local 127.0.0.1:1\n")
+    for name in ("cors-origins.lst", "trusted-proxies.lst"):
+        (tmp_path / name).write_text("")
+    r = subprocess.run(["/usr/sbin/haproxy", "-c", "-L", "local", "-f", str(tmp_path / "peers.cfg"), "-f", str(CONFIG_FILE)],
+                       capture_output=True, text=True,
+                       env={**env, "EDGE_STATE_DIR": str(tmp_path), "EDGE_JWT_PUBLIC_KEY_FILE": "", "CRM_JWT_SECRET": ""})
+    assert r.returncode != 0 and "CRM_JWT_SECRET is empty" in r.stdout + r.stderr, r.stdout + r.stderr

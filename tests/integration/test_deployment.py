@@ -255,7 +255,7 @@ def test_the_edge_runs_the_generated_configuration_with_every_setting_it_reads(r
     assert next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"] == "edge-config"
     assert container["command"] == ["haproxy.sh", "run", f"{mounted['config']}/haproxy.cfg"]
     read = set(re.findall(r"\$\{([A-Z0-9_]+)\}", CONFIG_FILE.read_text()))
-    read |= {"EDGE_PEERS", "EDGE_PEER_NAME", "EDGE_CORS_ORIGINS", "CRM_JWT_PUBLIC_KEY"}  # haproxy.sh's
+    read |= {"EDGE_PEERS", "EDGE_PEER_NAME", "EDGE_CORS_ORIGINS", "EDGE_TRUSTED_PROXIES", "CRM_JWT_PUBLIC_KEY"}  # haproxy.sh's
     read -= {"EDGE_JWT_PUBLIC_KEY_FILE"}  # haproxy.sh writes CRM_JWT_PUBLIC_KEY to it
     assert read - {e["name"] for e in container["env"]} == set()
     assert read - set(_compose()["services"]["edge"]["environment"]) == set()
@@ -265,7 +265,13 @@ def test_the_edge_runs_the_generated_configuration_with_every_setting_it_reads(r
     assert EDGE in [p["spec"]["selector"]["matchLabels"] for p in _of(rendered, "PodDisruptionBudget")]
     # The compose edge is the one published port; the gateway is an upstream like the services.
     services = _compose()["services"]
-    assert services["edge"]["ports"] == ["8080:8080"]
+    assert services["edge"]["ports"] == ["127.0.0.1:8080:8080"]
+    # Behind the ingress controller the edge counts clients by the address it forwards.
+    trusted = next(e for e in container["env"] if e["name"] == "EDGE_TRUSTED_PROXIES")
+    assert trusted["valueFrom"]["configMapKeyRef"]["name"] == "edge-env"
+    edge_env = next(c for c in _of(rendered, "ConfigMap") if c["metadata"]["name"] == "edge-env")["data"]
+    assert "10.0.0.0/8" in edge_env["EDGE_TRUSTED_PROXIES"]
+    assert services["edge"]["environment"]["EDGE_TRUSTED_PROXIES"] == ""  # nothing in front on a laptop
     assert [name for name, service in services.items() if "ports" in service and name not in
             ("prometheus", "grafana")] == ["edge"]
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -246,7 +247,48 @@ def test_failed_sign_ins_are_counted_per_address_and_name_in_the_database(gw):
         rows = uow.session.execute(select(SignInFailure.key, SignInFailure.failures)).all()
     # The table holds hashes, never what was typed as a name; ann's count went with her success.
     assert len(rows) == 2 and all(len(key) == 64 for key, _ in rows)
-    assert sorted(n for _, n in rows) == [1, 8]  # cy's new count, and nobody's
+    assert sorted(n for _, n in rows) == [1, 8]  # cy's new count, and nobody's (a refused attempt is not counted)
+
+
+def test_concurrent_guesses_get_no_more_password_checks_than_the_limit(gw):
+    """Counted before the check: thirty guesses at once run at most CRM_SIGN_IN_FAILURES (8 here)
+    password checks, not however many passed a read of the count before any was written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crmkit.auth import Unauthorized
+    from crmkit.problems import Problem
+    from gateway import sign_in
+
+    ctx, policy = bootstrap.context(), bootstrap.gateway().sign_in
+    key = sign_in.attempt_key("198.51.100.7", "target")
+    checks = []
+
+    def attempt(uow):
+        checks.append(1)
+        time.sleep(0.05)
+        raise Unauthorized("wrong username or password")
+
+    def guess(_):
+        try:
+            sign_in.sign_in(ctx.db, policy, key, attempt)
+        except Unauthorized:
+            return 401
+        except Problem as problem:
+            return problem.status
+        return 200
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(guess, range(30)))
+    assert len(checks) == 8 and statuses.count(401) == 8 and statuses.count(429) == 22, statuses
+
+
+def test_an_ipv6_client_counts_by_its_64():
+    from gateway.sign_in import attempt_key
+
+    assert attempt_key("2001:db8:1:2::1", "ann") == attempt_key("2001:db8:1:2:ffff::9", " ANN")
+    assert attempt_key("2001:db8:1:2::1", "ann") != attempt_key("2001:db8:1:3::1", "ann")
+    assert attempt_key("::ffff:192.0.2.1", "ann") == attempt_key("192.0.2.1", "ann")
+    assert attempt_key("192.0.2.1", "ann") != attempt_key("192.0.2.2", "ann")
 
 
 def test_handover_bookkeeping(gw):
