@@ -13,9 +13,10 @@ from .domain import COST_HIDDEN_FROM
 
 ORDERS_TOPIC = "crm.orders.v1"
 DIRECTORY_TOPIC = "crm.directory.v1"    # the replica of users and teams, and handover requests
+OPPORTUNITIES_TOPIC = "crm.opportunities.v1"  # account.* keep the replica of accounts
 
 # Partitions bound how many worker replicas can consume in parallel (see docs/operations).
-TOPIC_PARTITIONS = {ORDERS_TOPIC: 6, DIRECTORY_TOPIC: 3}
+TOPIC_PARTITIONS = {ORDERS_TOPIC: 6, DIRECTORY_TOPIC: 3, OPPORTUNITIES_TOPIC: 6}
 
 Time = fields.AwareDateTime  # ISO 8601 with its offset (UTC)
 HIDDEN_COST = {"x-hidden-from": list(COST_HIDDEN_FROM)}

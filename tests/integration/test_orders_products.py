@@ -4,6 +4,7 @@ and every change is an event of its own schema in the outbox."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from sqlalchemy import select
@@ -161,3 +162,62 @@ def test_a_handover_is_answered_though_the_service_has_no_orders_to_move_yet(ord
     [done] = _events("handover.completed")
     assert ORDERS.problems(done) is None
     assert done["data"]["service"] == "orders" and done["data"]["status"] == "completed" and done["data"]["moved"] == 0
+
+
+# ---- the replica of accounts (crm.opportunities.v1) ------------------------------------------------
+def _account_event(kind: str, account_id: str, version: int, **changes) -> dict:
+    account = {"id": account_id, "name": "Huadong Machinery", "type": "b2b", "industry": None, "region": "east",
+               "tier": "unranked", "owner_id": "ann", "team_id": "east",
+               "team": [{"user_id": "sam", "role": "after_sales"}], "created_by": "ann",
+               "created_at": "2026-11-30T08:00:00+00:00", "updated_at": "2026-11-30T08:00:00+00:00",
+               "version": version, **changes}
+    return new_event(kind, account_id, {"account": account, **({"changed": ["name"]} if kind == "account.updated"
+                                                               else {})}, source="opportunities")
+
+
+def _apply(envelope: dict) -> None:
+    from services.orders import accounts
+
+    with bootstrap.context().db.uow() as uow:
+        deliver(accounts.ACCOUNT_HANDLERS, uow, envelope)
+        uow.commit()
+
+
+def _replica(account_id: str):
+    from services.orders.db import AccountMemberReplica, AccountReplica
+
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        row = uow.session.get(AccountReplica, uuid.UUID(account_id))
+        members = [{"user_id": m.user_id, "role": m.role} for m in uow.session.execute(
+            select(AccountMemberReplica).where(AccountMemberReplica.account_id == uuid.UUID(account_id))
+            .order_by(AccountMemberReplica.user_id)).scalars()]
+        return None if row is None else {"name": row.name, "owner_id": row.owner_id, "team_id": row.team_id,
+                                         "members": members, "deleted": row.deleted, "version": row.version}
+
+
+def test_the_account_replica_follows_account_events_and_ignores_late_old_ones(orders):
+    from crmkit.consumer import Reject
+
+    account_id = "2b7f1c2e-0a55-4f0e-8a5e-6f3b9d1c0a01"
+    _apply(_account_event("account.created", account_id, 1))
+    assert _replica(account_id) == {"name": "Huadong Machinery", "owner_id": "ann", "team_id": "east",
+                                    "members": [{"user_id": "sam", "role": "after_sales"}], "deleted": False,
+                                    "version": 1}
+    _apply(_account_event("account.updated", account_id, 3, name="Huadong Machinery Co.", owner_id="bo",
+                          team_id="west", team=[{"user_id": "tom", "role": "tech"}, {"user_id": "tom", "role": "tech"}]))
+    _apply(_account_event("account.updated", account_id, 2, name="An older name"))  # late: changes nothing
+    now = _replica(account_id)
+    assert now["name"] == "Huadong Machinery Co." and now["owner_id"] == "bo" and now["team_id"] == "west"
+    assert now["members"] == [{"user_id": "tom", "role": "tech"}]  # the virtual team replaced, once per person
+    _apply(_account_event("account.deleted", account_id, 4))
+    assert _replica(account_id)["deleted"] is True
+    # What it cannot read is refused with the reason (the consumer dead-letters it); other events
+    # on the topic are not its business.
+    for broken in ({"account": {"id": "not-a-uuid"}}, {"account": None}, {}):
+        with pytest.raises(Reject, match=r"invalid account\.updated"):
+            _apply(new_event("account.updated", account_id, broken, source="opportunities"))
+    with pytest.raises(Reject, match="version 2"):
+        _apply({**_account_event("account.created", account_id, 9), "version": 2})
+    from crmkit.consumer import Dispatch
+    from services.orders import accounts
+    assert "opportunity.won" not in Dispatch(accounts.ACCOUNT_HANDLERS).types
