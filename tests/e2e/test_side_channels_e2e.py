@@ -220,8 +220,11 @@ def test_renaming_an_account_with_200_deals_does_not_stall_other_writers(crm):
     waits.sort()
     print(f"rename {renamed * 1000:.0f} ms; concurrent writes p50 {waits[len(waits) // 2] * 1000:.0f} ms, "
           f"p90 {waits[int(len(waits) * 0.9)] * 1000:.0f} ms, max {waits[-1] * 1000:.0f} ms over {len(waits)}")
-    assert renamed < 0.2
-    assert waits[int(len(waits) * 0.9)] < 0.2 and waits[-1] < 1.0
+    # Re-detecting 200 deals inline takes seconds and holds every writer behind it; queued, the
+    # rename and the writes around it take tens of milliseconds. The bounds sit between the two
+    # with room for a loaded 2-core CI (the rename once took 0.24 s there with the queue working).
+    assert renamed < 1.0
+    assert waits[int(len(waits) * 0.9)] < 0.5 and waits[-1] < 2.0
 
 
 # ---- 9. lone surrogates, and the server's own errors ---------------------------------------------------------
