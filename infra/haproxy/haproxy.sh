@@ -57,15 +57,9 @@ peers_file() {
   done
 }
 
-proxies_file() {
-  # The proxies in front of the edge whose X-Forwarded-For names the client (an ingress
-  # controller's pod network): an address or CIDR a line. None by default: the peer is the client.
-  tr ',' '\n' <<< "${EDGE_TRUSTED_PROXIES:-}" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$state/trusted-proxies.lst" || true
-}
-
-cors_file() {
-  # Written as a pattern file: an origin a line, compared whole.
-  tr ',' '\n' <<< "${EDGE_CORS_ORIGINS:-}" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$state/cors-origins.lst" || true
+list_file() {
+  # A comma-separated setting as a pattern file for the configuration: an entry a line, trimmed.
+  tr ',' '\n' <<< "$1" | sed 's/^ *//; s/ *$//' | grep -v '^$' > "$2" || true
 }
 
 token_key() {
@@ -96,8 +90,10 @@ prepare() {
   mkdir -p "$state"
   export EDGE_STATE_DIR="$state"
   token_key
-  cors_file
-  proxies_file
+  # Origins browsers may call from, compared whole; the proxies in front of the edge whose
+  # X-Forwarded-For names the client (none by default: the peer is the client).
+  list_file "${EDGE_CORS_ORIGINS:-}" "$state/cors-origins.lst"
+  list_file "${EDGE_TRUSTED_PROXIES:-}" "$state/trusted-proxies.lst"
   peers_file "$state/$1"
 }
 
