@@ -25,6 +25,15 @@ NAMING_CONVENTION = {
 }
 
 
+def upsert(session: Session, table):
+    """An INSERT with ON CONFLICT clauses (`.on_conflict_do_update/nothing`) for the session's
+    database: PostgreSQL's and SQLite's spell them the same, but are separate constructs."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+
+
 def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from crmkit import metrics
-from crmkit.db import UnitOfWork, utcnow
+from crmkit.db import UnitOfWork, upsert, utcnow
 from crmkit.problems import Problem
 
 from .db import SignInFailure
@@ -76,8 +74,7 @@ def count_attempt(uow: UnitOfWork, policy: SignInPolicy, key: str, now: datetime
     that has ended starts again at one. 429 with Retry-After when the count is over the limit."""
     now = now or utcnow()
     expired = SignInFailure.window_started_at <= now - timedelta(seconds=policy.window_seconds)
-    dialect = uow.session.get_bind().dialect.name
-    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(SignInFailure)
+    insert = upsert(uow.session, SignInFailure)
     # Ended windows are forgotten here (the index makes it a short range delete).
     uow.session.execute(delete(SignInFailure).where(
         SignInFailure.window_started_at <= now - timedelta(seconds=2 * policy.window_seconds)))

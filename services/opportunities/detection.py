@@ -17,10 +17,8 @@ import time
 import uuid
 
 from sqlalchemy import delete, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from crmkit.db import UnitOfWork, lock_keys, utcnow
+from crmkit.db import UnitOfWork, lock_keys, upsert, utcnow
 from crmkit.settings import Settings
 
 from . import collisions, pairs, people
@@ -117,8 +115,7 @@ def queue_recheck(uow: UnitOfWork, opportunity_ids: list[uuid.UUID], actor) -> N
         return
     now = utcnow()
     rows = [{"opportunity_id": i, "actor": actor, "queued_at": now} for i in opportunity_ids]
-    insert = (pg_insert if uow.session.get_bind().dialect.name == "postgresql" else sqlite_insert)(CollisionRecheck)
-    uow.session.execute(insert.values(rows).on_conflict_do_update(
+    uow.session.execute(upsert(uow.session, CollisionRecheck).values(rows).on_conflict_do_update(
         index_elements=["opportunity_id"], set_={"queued_at": now, "actor": actor}))
 
 

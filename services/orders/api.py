@@ -1,4 +1,5 @@
-"""Orders HTTP API: the product catalogue so far. Thin routes: parse, call one use case, commit, render."""
+"""Orders HTTP API: the product catalogue here; orders (order_api) and approvals (approval_api) beside it,
+all in one app. Thin routes: parse, call one use case, commit, render."""
 from __future__ import annotations
 
 import uuid
@@ -10,8 +11,10 @@ from crmkit.idempotency import idempotent
 from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
 
 from . import products
+from .approval_api import approvals_blp
 from .bootstrap import context
 from .domain import CATALOGUE_READERS
+from .order_api import orders_blp, quota_blp
 from .schemas import ProductCreateSchema, ProductListArgsSchema, ProductPageSchema, ProductSchema, ProductWriteSchema
 
 products_blp = Blueprint("products", __name__, description="The product catalogue (admins write it)")
@@ -82,4 +85,5 @@ def delete_product(product_id: uuid.UUID):
 
 
 def create_app():
-    return create_service_app(context=context(), title="CRM orders service", blueprints=[products_blp])
+    return create_service_app(context=context(), title="CRM orders service",
+                              blueprints=[products_blp, orders_blp, quota_blp, approvals_blp])

@@ -9,7 +9,7 @@ from crmkit.eventschema import Catalog, Money, Payload
 from crmkit.settings import Settings
 
 from . import SERVICE
-from .domain import COST_HIDDEN_FROM
+from .domain import COST_HIDDEN_FROM, LEVELS, STATUSES
 
 ORDERS_TOPIC = "crm.orders.v1"
 DIRECTORY_TOPIC = "crm.directory.v1"    # the replica of users and teams, and handover requests
@@ -20,6 +20,8 @@ TOPIC_PARTITIONS = {ORDERS_TOPIC: 6, DIRECTORY_TOPIC: 3, OPPORTUNITIES_TOPIC: 6}
 
 Time = fields.AwareDateTime  # ISO 8601 with its offset (UTC)
 HIDDEN_COST = {"x-hidden-from": list(COST_HIDDEN_FROM)}
+# Order money (prices, totals, payments) is not for marketing (CONTRACT §2: no orders or money fields).
+HIDDEN_MONEY = {"x-hidden-from": ["marketing"]}
 
 
 # ---- payloads -------------------------------------------------------------------------------------------
@@ -43,6 +45,109 @@ class ProductEventV1(Payload):
     changed = fields.List(fields.String(), metadata={"description": "on product.updated: the fields that changed"})
 
 
+class OrderLineV1(Payload):
+    sku = fields.String(required=True)
+    name = fields.String(required=True)
+    category = fields.String(required=True, allow_none=True)
+    qty = fields.Integer(required=True)
+    list_price = Money(required=True, metadata=HIDDEN_MONEY)
+    unit_price = Money(required=True, metadata=HIDDEN_MONEY)
+    discount_pct = fields.Decimal(required=True, as_string=True, places=2)
+    line_total = Money(required=True, metadata=HIDDEN_MONEY)
+    unit_cost = Money(required=True, allow_none=True, metadata=HIDDEN_COST)
+    excluded_from_quota = fields.Boolean(required=True)
+
+
+class OrderV1(Payload):
+    id = fields.UUID(required=True)
+    number = fields.String(required=True)
+    account_id = fields.UUID(required=True)
+    opportunity_id = fields.UUID(required=True, allow_none=True)
+    owner_id = fields.String(required=True, allow_none=True)
+    team_id = fields.String(required=True, allow_none=True)
+    credited_to = fields.String(required=True, allow_none=True,
+                                metadata={"description": "whose performance it counts for (set when confirmed)"})
+    type = fields.String(required=True)
+    counts_toward_quota = fields.Boolean(required=True)
+    quota_reason = fields.String(required=True)
+    lines = fields.List(fields.Nested(OrderLineV1), required=True)
+    total = Money(required=True, metadata=HIDDEN_MONEY)
+    gross_margin = Money(required=True, allow_none=True, metadata=HIDDEN_COST)
+    collected = Money(required=True, metadata=HIDDEN_MONEY)
+    outstanding = Money(required=True, metadata=HIDDEN_MONEY)
+    currency = fields.String(required=True)
+    delivery_date = fields.Date(required=True, allow_none=True)
+    payment_terms_days = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    created_at = Time(required=True)
+    updated_at = Time(required=True)
+    version = fields.Integer(required=True)
+
+
+class PaymentV1(Payload):
+    id = fields.UUID(required=True)
+    amount = Money(required=True, metadata=HIDDEN_MONEY)
+    paid_on = fields.Date(required=True)
+
+
+class OrderEventV1(Payload):
+    order = fields.Nested(OrderV1, required=True)
+    changed = fields.List(fields.String(), metadata={"description": "on order.updated: the fields that changed"})
+    previous_owner_id = fields.String(allow_none=True, metadata={"description": "on a handover"})
+    reason = fields.String(allow_none=True, metadata={"description": "why (a cancellation, a handover, a rejection)"})
+    payment = fields.Nested(PaymentV1, metadata={"description": "on order.payment_recorded"})
+
+
+class ApprovalReasonV1(Payload):
+    rule = fields.String(required=True)
+    metric = fields.String(required=True)
+    op = fields.String(required=True)
+    threshold = fields.String(required=True, metadata=HIDDEN_COST)
+    value = fields.String(required=True, allow_none=True, metadata=HIDDEN_COST)
+    chain = fields.List(fields.String(), required=True)
+
+
+class ApprovalStepV1(Payload):
+    position = fields.Integer(required=True)
+    level = fields.String(required=True, validate=validate.OneOf(LEVELS))
+    approver_id = fields.String(required=True, allow_none=True,
+                                metadata={"description": "null: any executive may decide"})
+    status = fields.String(required=True)
+    decided_by = fields.String(required=True, allow_none=True)
+    decided_at = Time(required=True, allow_none=True)
+    comment = fields.String(required=True, allow_none=True)
+
+
+class ApprovalV1(Payload):
+    id = fields.UUID(required=True)
+    order_id = fields.UUID(required=True)
+    order_number = fields.String(required=True)
+    owner_id = fields.String(required=True, allow_none=True)
+    team_id = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True)
+    reasons = fields.List(fields.Nested(ApprovalReasonV1), required=True)
+    steps = fields.List(fields.Nested(ApprovalStepV1), required=True)
+    current_approver_id = fields.String(required=True, allow_none=True,
+                                        metadata={"description": "who must act now (null: any executive)"})
+    current_level = fields.String(required=True, allow_none=True)
+    requested_by = fields.String(required=True)
+    created_at = Time(required=True)
+    closed_at = Time(required=True, allow_none=True)
+
+
+class ApprovalEventV1(Payload):
+    approval = fields.Nested(ApprovalV1, required=True)
+    decision = fields.String(validate=validate.OneOf(["approve", "reject"]), metadata={"description": "on approval.decided"})
+    decided_by = fields.String(metadata={"description": "on approval.decided"})
+    comment = fields.String(allow_none=True, metadata={"description": "on approval.decided"})
+    escalated_from = fields.String(allow_none=True, metadata={"description": "on approval.escalated: who did not act"})
+
+
+class OrdersHandoverCompletedV1(HandoverCompletedV1):
+    orders = fields.Integer(metadata={"description": "open orders moved (credit already given stays)"})
+    approvals = fields.Integer(metadata={"description": "approvals that waited for the leaver's decision"})
+
+
 # ---- what the orders service publishes on crm.orders.v1 ------------------------------------------------
 ORDERS = Catalog(SERVICE, ORDERS_TOPIC, "The product catalogue, orders, approvals, payments and performance.",
                  partitions=TOPIC_PARTITIONS[ORDERS_TOPIC])
@@ -51,7 +156,29 @@ PRODUCT_CREATED = ORDERS.define("product.created", ProductEventV1, subject=PRODU
                                 summary="A product was added to the catalogue.")
 PRODUCT_UPDATED = ORDERS.define("product.updated", ProductEventV1, subject=PRODUCT,
                                 summary="A product changed (price, cost, category, active, excluded from quota).")
-ORDERS.define(HANDOVER_COMPLETED, HandoverCompletedV1, subject="handover id",
+ORDER = "order id"
+APPROVAL = "order id (an order's approvals stay in order with the order's events)"
+ORDER_CREATED = ORDERS.define("order.created", OrderEventV1, subject=ORDER,
+                              summary="An order was created (by hand, by duplication, or from a won deal).")
+ORDER_UPDATED = ORDERS.define("order.updated", OrderEventV1, subject=ORDER,
+                              summary="An order's lines or terms changed, or it was given to someone else.")
+ORDER_SUBMITTED = ORDERS.define("order.submitted", OrderEventV1, subject=ORDER,
+                                summary="An order was submitted: it is confirmed next, or waits for approval.")
+ORDER_CONFIRMED = ORDERS.define("order.confirmed", OrderEventV1, subject=ORDER,
+                                summary="An order was confirmed (no approval needed, or every approver approved).")
+ORDER_FULFILLED = ORDERS.define("order.fulfilled", OrderEventV1, subject=ORDER, summary="An order was delivered.")
+ORDER_PAYMENT_RECORDED = ORDERS.define("order.payment_recorded", OrderEventV1, subject=ORDER,
+                                       summary="Money was collected on an order (partial payments included).")
+ORDER_PAID = ORDERS.define("order.paid", OrderEventV1, subject=ORDER,
+                           summary="An order was fulfilled and paid in full.")
+ORDER_CANCELLED = ORDERS.define("order.cancelled", OrderEventV1, subject=ORDER, summary="An order was cancelled.")
+APPROVAL_REQUESTED = ORDERS.define("approval.requested", ApprovalEventV1, subject=APPROVAL,
+                                   summary="An order needs approval; current_approver_id must act.")
+APPROVAL_DECIDED = ORDERS.define("approval.decided", ApprovalEventV1, subject=APPROVAL,
+                                 summary="An approver approved or rejected; the next approver, if any, must act.")
+APPROVAL_ESCALATED = ORDERS.define("approval.escalated", ApprovalEventV1, subject=APPROVAL,
+                                   summary="An approval waited too long and went to the next approver up.")
+ORDERS.define(HANDOVER_COMPLETED, OrdersHandoverCompletedV1, subject="handover id",
               summary="The leaver's open orders moved to the successor (or it failed).")
 
 

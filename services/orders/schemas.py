@@ -3,12 +3,15 @@ times) are not in the create/patch schemas, and unknown fields are refused (no m
 a SKU is given once, at creation."""
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, missing, validate
+import re
+from decimal import Decimal
 
-from crmkit.fields import CURRENCY, Flag, Money, QueryFlag, Text, viewer_role
-from crmkit.pagination import PageArgsSchema
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
 
-from .domain import COST_HIDDEN_FROM, margin_pct
+from crmkit.fields import CURRENCY, Day, Flag, Money, QueryFlag, Text, WholeNumber, viewer_role
+from crmkit.pagination import PageArgsSchema, sort_field
+
+from .domain import COST_HIDDEN_FROM, COST_METRICS, LEVELS, MAX_LINES, MAX_QTY, METRICS, STATUSES, margin_pct
 
 SKU = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$", error="letters, digits, . _ - (up to 64)")
 
@@ -70,3 +73,321 @@ class ProductListArgsSchema(PageArgsSchema):
 
 
 ProductPageSchema = _page(ProductSchema, "ProductPageSchema")
+
+
+# ---- orders -----------------------------------------------------------------------------------------
+_PERCENT_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,2})?")
+
+
+class Percent(fields.Decimal):
+    """A percentage from 0 to 100 with at most two decimals, as a string ("12.5") or a JSON number."""
+
+    def __init__(self, **kwargs):
+        super().__init__(as_string=True, places=2, metadata={
+            "type": ["string", "number"], "format": "decimal", "minimum": 0, "maximum": 100, "example": "12.5",
+            **kwargs.pop("metadata", {})}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValidationError("a percentage such as 12.5")
+        text = value if isinstance(value, str) else repr(value)
+        if not _PERCENT_TEXT.fullmatch(text) and not (isinstance(value, float) and value.is_integer()
+                                                       and 0 <= value <= 100):
+            raise ValidationError("a percentage from 0 to 100, at most 2 decimals")
+        number = Decimal(text if _PERCENT_TEXT.fullmatch(text) else str(int(value)))
+        if number > 100:
+            raise ValidationError("at most 100")
+        return number.quantize(Decimal("0.01"))
+
+
+class OrderLineInSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    sku = fields.String(required=True, validate=SKU)
+    qty = WholeNumber(required=True, validate=validate.Range(min=1, max=MAX_QTY))
+    unit_price = Money(metadata={"description": "the catalogue's list price when left out"})
+    discount_pct = Percent(load_default=None)
+
+
+_LINES = {"validate": validate.Length(max=MAX_LINES), "metadata": {"description": "replaced whole on PATCH",
+                                                                    "maxItems": MAX_LINES}}
+
+
+class OrderWriteSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    type = Text(40, metadata={"description": "a key of GET /order-types (standard by default)"})
+    lines = fields.List(fields.Nested(OrderLineInSchema), **_LINES)
+    currency = fields.String(validate=CURRENCY)
+    delivery_date = Day(allow_none=True)
+    payment_terms_days = WholeNumber(validate=validate.Range(min=0, max=365))
+    notes = Text(5000, allow_none=True)
+
+
+class OrderCreateSchema(OrderWriteSchema):
+    account_id = fields.UUID(required=True)
+
+
+class OrderLineSchema(Schema):
+    sku = fields.String()
+    name = fields.String()
+    category = fields.String(allow_none=True)
+    qty = fields.Integer()
+    list_price = Money()
+    unit_price = Money()
+    discount_pct = fields.Decimal(as_string=True, places=2, metadata={"type": "string", "format": "decimal"})
+    line_total = Money()
+    unit_cost = Money(allow_none=True, hidden_from=COST_HIDDEN_FROM)
+    excluded_from_quota = fields.Boolean()
+
+
+class InstalmentSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    due_on = Day(required=True)
+    amount = Money(required=True)
+
+
+class InstalmentStateSchema(InstalmentSchema):
+    paid = Money()
+    outstanding = Money()
+    overdue = fields.Boolean()
+
+
+class OrderSchema(Schema):
+    id = fields.UUID()
+    number = fields.String(metadata={"example": "SO-2026-000123"})
+    account_id = fields.UUID()
+    opportunity_id = fields.UUID(allow_none=True)
+    duplicated_from = fields.UUID(allow_none=True)
+    owner_id = fields.String(allow_none=True)
+    team_id = fields.String(allow_none=True)
+    credited_to = fields.String(allow_none=True, metadata={"description": "whose performance it counts for"})
+    type = fields.String()
+    counts_toward_quota = fields.Boolean()
+    quota_reason = fields.String()
+    counted_total = Money(metadata={"description": "the part of the total that counts toward quota"})
+    lines = fields.List(fields.Nested(OrderLineSchema))
+    total = Money()
+    gross_margin = Money(allow_none=True, hidden_from=COST_HIDDEN_FROM,
+                         metadata={"description": "total - cost; null when a cost is unknown; left out for reps, "
+                                                  "service and marketing"})
+    collected = Money()
+    outstanding = Money()
+    payment_plan = fields.List(fields.Nested(InstalmentStateSchema))
+    currency = fields.String()
+    delivery_date = fields.Date(allow_none=True)
+    payment_terms_days = fields.Integer()
+    status = fields.String(metadata={"enum": list(STATUSES)})
+    rejection_reason = fields.String(allow_none=True)
+    notes = fields.String(allow_none=True)
+    created_by = fields.String()
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    version = fields.Integer()
+
+
+class OrderListArgsSchema(PageArgsSchema):
+    account_id = fields.UUID()
+    opportunity_id = fields.UUID()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    owner_id = Text(64)
+    team_id = Text(64)
+    type = Text(40)
+    counts_toward_quota = QueryFlag()
+    q = Text(40, metadata={"description": "in the order number"})
+    sort = sort_field({"created_at", "updated_at", "total"})
+
+
+class PaySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    amount = Money(required=True)
+    paid_on = Day(required=True)
+    reference = Text(200, allow_none=True)
+
+
+class PaymentSchema(Schema):
+    id = fields.UUID()
+    amount = Money()
+    paid_on = fields.Date()
+    reference = fields.String(allow_none=True)
+    recorded_by = fields.String()
+    recorded_at = fields.AwareDateTime()
+
+
+class PaymentPlanSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    instalments = fields.List(fields.Nested(InstalmentSchema), required=True, validate=validate.Length(max=120))
+
+
+class CancelSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    reason = Text(2000, allow_none=True)
+
+
+class HistoryEntrySchema(Schema):
+    at = fields.AwareDateTime()
+    actor = fields.String(allow_none=True)
+    action = fields.String()
+    detail = fields.Dict()
+
+
+class HistorySchema(Schema):
+    items = fields.List(fields.Nested(HistoryEntrySchema))
+
+
+class PaymentListSchema(Schema):
+    items = fields.List(fields.Nested(PaymentSchema))
+
+
+OrderPageSchema = _page(OrderSchema, "OrderPageSchema")
+
+
+# ---- order types and house accounts -------------------------------------------------------------------
+class OrderTypeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,39}$",
+                                                                error="lower-case letters, digits, _ (up to 40)"))
+    label = Text(100, min_length=1, required=True)
+    counts_toward_quota = Flag(required=True)
+
+
+class OrderTypesSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    types = fields.List(fields.Nested(OrderTypeSchema), required=True, validate=validate.Length(min=1, max=50))
+
+
+class HouseAccountSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    house_account = Flag(required=True)
+
+
+class HouseAccountStateSchema(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    house_account = fields.Boolean()
+
+
+class HouseAccountListSchema(Schema):
+    items = fields.List(fields.Nested(HouseAccountStateSchema))
+
+
+# ---- approvals --------------------------------------------------------------------------------------
+class RuleSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_\-]{0,59}$",
+                                                                error="lower-case letters, digits, - _"))
+    metric = fields.String(required=True, validate=validate.OneOf(METRICS))
+    op = fields.String(required=True, validate=validate.OneOf(["above", "below"]))
+    threshold = fields.String(required=True, validate=validate.Regexp(r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$",
+                                                                      error="a decimal string such as \"25\""))
+    chain = fields.List(fields.String(validate=validate.OneOf(LEVELS)), required=True,
+                        validate=validate.Length(min=1, max=len(LEVELS)))
+
+
+class PolicySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    rules = fields.List(fields.Nested(RuleSchema), required=True, validate=validate.Length(max=100))
+    limits = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(LEVELS[:-1])),
+        values=fields.Dict(keys=fields.String(validate=validate.OneOf(METRICS)),
+                           values=fields.String(validate=validate.Regexp(r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"))),
+        load_default=dict, metadata={"description": "per level, the most it may approve (e.g. manager: "
+                                                    "discount_pct 20); above it the next level up decides too"})
+    escalate_after_hours = fields.Decimal(as_string=True, allow_none=True, load_default=None, allow_nan=False,
+                                          validate=validate.Range(min=0, max=8760),
+                                          metadata={"type": ["string", "number", "null"], "format": "decimal",
+                                                    "description": "a request waiting longer goes up a level; "
+                                                                   "null or 0: never"})
+
+
+class PolicyStateSchema(PolicySchema):
+    version = fields.Integer()
+    updated_by = fields.String(allow_none=True)
+    updated_at = fields.AwareDateTime()
+
+
+class ReasonSchema(Schema):
+    rule = fields.String()
+    metric = fields.String()
+    op = fields.String()
+    threshold = fields.Method("_threshold", metadata={"type": "string"})
+    value = fields.Method("_value", metadata={"type": ["string", "null"],
+                                              "description": "left out of margin rules for reps and service"})
+    chain = fields.List(fields.String())
+
+    @staticmethod
+    def _hidden(reason) -> bool:
+        return reason["metric"] in COST_METRICS and viewer_role() in COST_HIDDEN_FROM
+
+    def _threshold(self, reason):
+        return missing if self._hidden(reason) else reason["threshold"]
+
+    def _value(self, reason):
+        return missing if self._hidden(reason) else reason["value"]
+
+
+class StepSchema(Schema):
+    position = fields.Integer()
+    level = fields.String()
+    approver_id = fields.String(allow_none=True, metadata={"description": "null: any executive"})
+    status = fields.String()
+    escalated_from = fields.String(allow_none=True)
+    decided_by = fields.String(allow_none=True)
+    decided_at = fields.AwareDateTime(allow_none=True)
+    comment = fields.String(allow_none=True)
+
+
+class ApprovalSchema(Schema):
+    id = fields.UUID()
+    order_id = fields.UUID()
+    order_number = fields.String()
+    owner_id = fields.String(allow_none=True)
+    team_id = fields.String(allow_none=True)
+    order_total = Money()
+    currency = fields.String()
+    status = fields.String(metadata={"enum": ["pending", "approved", "rejected", "superseded", "cancelled"]})
+    reasons = fields.List(fields.Nested(ReasonSchema))
+    steps = fields.List(fields.Nested(StepSchema))
+    current_approver = fields.String(allow_none=True, data_key="current_approver_id")
+    current_level = fields.String(allow_none=True)
+    requested_by = fields.String()
+    waiting_since = fields.AwareDateTime(allow_none=True)
+    created_at = fields.AwareDateTime()
+    closed_at = fields.AwareDateTime(allow_none=True)
+
+
+class ApprovalListArgsSchema(PageArgsSchema):
+    status = fields.String(validate=validate.OneOf(["pending", "approved", "rejected", "superseded", "cancelled"]),
+                           metadata={"description": "pending alone: the caller's queue"})
+    order_id = fields.UUID()
+
+
+class DecisionSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
+    comment = Text(2000, allow_none=True)
+
+
+ApprovalPageSchema = _page(ApprovalSchema, "ApprovalPageSchema")

@@ -54,9 +54,12 @@ def test_an_order_moves_only_along_its_life():
 def test_why_an_order_counts_or_not():
     from services.orders.domain import counts_toward_quota
 
-    assert counts_toward_quota(True, "standard", False, []) == (True, "order type standard counts toward quota")
-    assert counts_toward_quota(False, "sample", False, [])[0] is False
-    assert "sample" in counts_toward_quota(False, "sample", True, ["X"])[1]  # the first reason given
-    assert counts_toward_quota(True, "repeat", True, [])[1].startswith("a house account")
-    assert counts_toward_quota(True, "standard", False, ["B-2", "A-1"])[1] == \
-        "products excluded from quota: A-1, B-2"
+    assert counts_toward_quota(True, "standard", False, [], 2) == (True, "order type standard counts toward quota")
+    assert counts_toward_quota(False, "sample", False, [], 1)[0] is False
+    assert "sample" in counts_toward_quota(False, "sample", True, ["X"], 1)[1]  # the first reason given
+    assert counts_toward_quota(True, "repeat", True, [], 1)[1].startswith("a house account")
+    # Some lines excluded: the order counts, those lines do not; all of them: it does not count.
+    assert counts_toward_quota(True, "standard", False, ["B-2", "A-1"], 3) == \
+        (True, "order type standard counts toward quota, except products excluded from it: A-1, B-2")
+    assert counts_toward_quota(True, "standard", False, ["B-2", "A-1"], 2) == \
+        (False, "every product is excluded from quota: A-1, B-2")
