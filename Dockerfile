@@ -41,6 +41,13 @@ USER 10001:10001
 EXPOSE 8000 9100
 CMD ["gunicorn", "-c", "python:crmkit.gunicorn_conf", "services.opportunities.api:create_app()"]
 
+FROM base AS orders
+COPY services/__init__.py services/__init__.py
+COPY services/orders/ services/orders/
+USER 10001:10001
+EXPOSE 8000 9100
+CMD ["gunicorn", "-c", "python:crmkit.gunicorn_conf", "services.orders.api:create_app()"]
+
 FROM base AS gateway
 COPY gateway/ gateway/
 USER 10001:10001

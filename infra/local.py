@@ -21,7 +21,9 @@ class Broker:
     def __init__(self, port: int, name: str = "test"):
         self.port = port
         self.bootstrap = f"127.0.0.1:{port}"
-        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(STATE / f"{name}-kafka-{port}")}
+        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(STATE / f"{name}-kafka-{port}"),
+                    # a test broker not running starts empty: earlier runs' topics are of no use
+                    "KAFKA_FRESH": "1" if name == "test" else "0"}
 
     def _script(self, command: str) -> None:
         subprocess.run([str(REPO / "infra/kafka/kafka.sh"), command], env=self.env, check=True)

@@ -18,6 +18,7 @@ from crmkit.eventschema import Catalog, EventType
 from gateway.events import DIRECTORY
 from services.leads.events import LEADS, MARKETING
 from services.opportunities.events import OPPORTUNITIES
+from services.orders.events import ORDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "asyncapi.yaml"
@@ -25,14 +26,22 @@ TARGET = ROOT / "docs" / "asyncapi.yaml"
 # Who reads what (the producers are the catalogs' sources). Kept here, beside the catalogs, and
 # checked against the workers' dispatch tables by tests/unit/test_event_contracts.py.
 RECEIVERS = {
-    ("crm.directory.v1", "*"): ["leads", "opportunities"],
+    ("crm.directory.v1", "*"): ["leads", "opportunities", "orders"],
     ("crm.leads.v1", "lead.converted"): ["opportunities"],
     ("crm.leads.v1", "handover.completed"): ["gateway"],
     ("crm.opportunities.v1", "lead.conversion_rejected"): ["leads"],
     ("crm.opportunities.v1", "handover.completed"): ["gateway"],
+    ("crm.opportunities.v1", "account.created"): ["orders"],
+    ("crm.opportunities.v1", "account.updated"): ["orders"],
+    ("crm.opportunities.v1", "account.deleted"): ["orders"],
+    ("crm.opportunities.v1", "opportunity.won"): ["orders"],
+    ("crm.orders.v1", "order.confirmed"): ["opportunities"],
+    ("crm.orders.v1", "order.paid"): ["opportunities"],
+    ("crm.orders.v1", "order.cancelled"): ["opportunities"],
+    ("crm.orders.v1", "handover.completed"): ["gateway"],
     ("marketing.leads.inbound.v1", "*"): ["leads"],
 }
-CATALOGS: list[Catalog] = [DIRECTORY, LEADS, OPPORTUNITIES, MARKETING]
+CATALOGS: list[Catalog] = [DIRECTORY, LEADS, OPPORTUNITIES, ORDERS, MARKETING]
 
 ENVELOPE = {
     "type": "object",

@@ -1,3 +1,4 @@
 CREATE DATABASE leads;
 CREATE DATABASE opportunities;
+CREATE DATABASE orders;
 CREATE DATABASE gateway;

@@ -52,7 +52,7 @@ class OrderLineV1(Payload):
     qty = fields.Integer(required=True)
     list_price = Money(required=True, metadata=HIDDEN_MONEY)
     unit_price = Money(required=True, metadata=HIDDEN_MONEY)
-    discount_pct = fields.Decimal(required=True, as_string=True, places=2)
+    discount_pct = fields.Decimal(required=True, as_string=True, places=2, metadata={"type": "string", "format": "decimal"})
     line_total = Money(required=True, metadata=HIDDEN_MONEY)
     unit_cost = Money(required=True, allow_none=True, metadata=HIDDEN_COST)
     excluded_from_quota = fields.Boolean(required=True)

@@ -1,6 +1,7 @@
 """Idempotent retries under concurrency on the embedded default (SQLite), through the gateway
 (issue 12): writers with their own Idempotency-Keys never see a 5xx, an unrelated reader never sees
-an error, and requests sharing one key make one record and all end with its first response."""
+an error, and requests sharing one key make one record and all end with its first response. The stack
+is also where the orders story runs on SQLite (one stack started, not two)."""
 from __future__ import annotations
 
 import threading
@@ -96,3 +97,10 @@ def test_eight_requests_sharing_one_key_make_one_record_and_all_end_with_its_res
     assert len({r.json()["id"] for r in finals}) == 1 and len({r.content for r in finals}) == 1
     mine = crm.session(session_token).get(crm.api("/leads"), params={"q": company}).json()["items"]
     assert [lead["company"] for lead in mine] == [company]
+
+
+def test_the_order_story_runs_on_the_embedded_default(crm):
+    """Issue 15's story (tests/e2e/test_orders_e2e.py) on SQLite, as `make run` stores it."""
+    from tests.e2e.test_orders_e2e import order_story
+
+    order_story(crm)

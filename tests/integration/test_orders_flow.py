@@ -16,6 +16,7 @@ from crmkit.events import new_event
 from services.orders import approvals, bootstrap, handover, won
 from services.orders.events import ORDERS
 from tests.integration.service_client import deliver, service_client
+from tests.support.event_catalogs import problems
 
 ACCOUNT = "2b7f1c2e-0a55-4f0e-8a5e-6f3b9d1c0a01"
 OTHER_ACCOUNT = "2b7f1c2e-0a55-4f0e-8a5e-6f3b9d1c0a02"
@@ -112,7 +113,7 @@ def test_an_order_is_priced_numbered_and_published_by_the_server(crm):
     assert seen["gross_margin"] == "1350.00" and seen["lines"][0]["unit_cost"] == "600.00"
     assert _order(ann)["number"] == f"SO-{utcnow().year}-000002"
     [created, _] = _events("order.created")
-    assert ORDERS.problems(created) is None and created["data"]["order"]["total"] == "2800.00"
+    assert problems(ORDERS.topic, created) is None and created["data"]["order"]["total"] == "2800.00"
 
 
 @pytest.mark.parametrize("line, field", [
@@ -160,7 +161,7 @@ def test_a_draft_within_policy_is_confirmed_on_submit(crm):
     assert ann.post(f"/orders/{order['id']}/submit").json["status"] == "confirmed"
     assert ann.post(f"/orders/{order['id']}/submit").status_code == 409
     [confirmed] = _events("order.confirmed")
-    assert ORDERS.problems(confirmed) is None and confirmed["data"]["order"]["credited_to"] == "ann"
+    assert problems(ORDERS.topic, confirmed) is None and confirmed["data"]["order"]["credited_to"] == "ann"
     empty = ann.post("/orders", json={"account_id": ACCOUNT}).json
     assert ann.post(f"/orders/{empty['id']}/submit").status_code == 409
 
@@ -222,7 +223,7 @@ def test_the_approval_chain_from_request_to_paid(crm):
                      if h["action"] == "approval_rejected")
     assert rejection["actor"] == "eve" and rejection["detail"]["comment"] == "30% is too much for a repeat customer"
     for kind in ("approval.requested", "approval.decided", "order.submitted", "order.payment_recorded", "order.paid"):
-        assert _events(kind) and all(ORDERS.problems(e) is None for e in _events(kind)), kind
+        assert _events(kind) and all(problems(ORDERS.topic, e) is None for e in _events(kind)), kind
     requested = _events("approval.requested")[0]["data"]["approval"]
     assert requested["current_approver_id"] == "mia" and requested["order_number"] == order["number"]
 
@@ -314,7 +315,7 @@ def test_an_approval_waiting_too_long_goes_up_a_level(crm):
         ("manager", "mia", "escalated"), ("parent_manager", "pat", "pending")]
     assert _decide(crm.people["mia"], approval["id"], "approve").status_code == 403
     [escalated] = _events("approval.escalated")
-    assert ORDERS.problems(escalated) is None
+    assert problems(ORDERS.topic, escalated) is None
     assert escalated["data"]["escalated_from"] == "mia" and escalated["data"]["approval"]["current_approver_id"] == "pat"
 
 

@@ -14,6 +14,7 @@ from services.orders import bootstrap, handover
 from services.orders.db import Base
 from services.orders.events import ORDERS
 from tests.integration.service_client import assert_migrations_match, deliver, service_client
+from tests.support.event_catalogs import problems
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_an_admin_adds_a_product_and_its_event_follows_its_own_schema(orders):
     again = admin.post("/products", json=LATHE, headers={"Idempotency-Key": "lathe-1"})
     assert again.status_code == 201 and again.json["id"] == product["id"]
     [created] = _events("product.created")
-    assert ORDERS.problems(created) is None
+    assert problems(ORDERS.topic, created) is None
     assert created["subject"] == product["id"] and created["data"]["product"]["sku"] == "LATHE-5X"
     assert created["actor"] == "root"
     # The SKU is unique, whatever its case.
@@ -96,7 +97,7 @@ def test_changing_a_product_needs_the_current_version_and_says_what_changed(orde
     assert r.status_code == 200 and r.headers["ETag"] == '"v2"'
     assert r.json["list_price"] == "500000.00" and r.json["active"] is False and r.json["margin_pct"] == "37.6"
     [updated] = _events("product.updated")
-    assert ORDERS.problems(updated) is None and updated["data"]["changed"] == ["active", "list_price"]
+    assert problems(ORDERS.topic, updated) is None and updated["data"]["changed"] == ["active", "list_price"]
     # A SKU never changes (orders name products by it), nor do server-kept fields.
     for body in ({"sku": "OTHER"}, {"id": product["id"]}, {"version": 9}, {"created_at": "2026-01-01T00:00:00Z"}):
         assert admin.patch(path, json=body, headers={"If-Match": '"v2"'}).status_code == 422, body
@@ -160,7 +161,7 @@ def test_a_handover_is_answered_though_the_service_has_no_orders_to_move_yet(ord
             "handover_id": "h1", "from_user_id": "leaver", "to_user_id": "heir"}, source="gateway"))
         uow.commit()
     [done] = _events("handover.completed")
-    assert ORDERS.problems(done) is None
+    assert problems(ORDERS.topic, done) is None
     assert done["data"]["service"] == "orders" and done["data"]["status"] == "completed" and done["data"]["moved"] == 0
 
 

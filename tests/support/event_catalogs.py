@@ -10,8 +10,9 @@ from jsonschema import Draft202012Validator
 from gateway.events import DIRECTORY
 from services.leads.events import LEADS, MARKETING
 from services.opportunities.events import OPPORTUNITIES
+from services.orders.events import ORDERS
 
-BY_TOPIC = {catalog.topic: catalog for catalog in (DIRECTORY, LEADS, OPPORTUNITIES, MARKETING)}
+BY_TOPIC = {catalog.topic: catalog for catalog in (DIRECTORY, LEADS, OPPORTUNITIES, ORDERS, MARKETING)}
 
 
 @functools.cache

@@ -28,6 +28,9 @@ from services.opportunities import events as opp_events
 from services.opportunities import schemas as opp_schemas
 from services.opportunities.db import Opportunity
 from services.opportunities.events import OPPORTUNITIES
+from services.orders import accounts as order_accounts
+from services.orders import won
+from services.orders.events import ORDERS
 from tests.support.event_catalogs import problems
 from tools import asyncapi
 
@@ -157,15 +160,20 @@ def test_every_event_a_consumer_dispatches_is_declared_by_its_producer():
         (LEADS, set(conversion.handlers(None))),  # the opportunities service reads lead.converted
         (OPPORTUNITIES, {(LEAD_CONVERSION_REJECTED, 1)}),  # the leads service reads the refusals
         (DIRECTORY, set(directory_dispatch(None, None))),  # every service's replica and handovers
+        (ORDERS, set(tiering.ORDER_HANDLERS)),  # the opportunities service's tiers read order revenue
+        # the orders service reads accounts (its replica) and won deals (draft orders)
+        (OPPORTUNITIES, set(order_accounts.ACCOUNT_HANDLERS) | set(won.handlers(None))),
     ]
     for catalog, keys in consumed:
         assert keys <= set(catalog.events), f"{sorted(keys - set(catalog.events))} not declared by {catalog.source}"
-    for catalog in (LEADS, OPPORTUNITIES):  # the gateway reads each service's handover answers
+    for catalog in (LEADS, OPPORTUNITIES, ORDERS):  # the gateway reads each service's handover answers
         assert (HANDOVER_COMPLETED, 1) in catalog.events
     assert set(MARKETING.events) == {(lead_events.MARKETING_LEAD_SUBMITTED, 1)}
     # What the AsyncAPI document says about receivers matches the tables above.
     receivers = {(t, k) for (t, k), who in asyncapi.RECEIVERS.items() if who}
     assert ("crm.leads.v1", "lead.converted") in receivers and ("crm.opportunities.v1", LEAD_CONVERSION_REJECTED) in receivers
+    assert {("crm.orders.v1", kind) for kind, _ in tiering.ORDER_HANDLERS} <= receivers
+    assert {("crm.opportunities.v1", kind) for kind, _ in won.handlers(None)} <= receivers
 
 
 def test_the_order_events_the_opportunities_service_reads_are_version_1():
