@@ -38,10 +38,9 @@ def get_policy():
 def put_policy(document):
     """Replace the approval policy (admin); requests already open keep the chain they were given.
 
-    Needs If-Match with the ETag you last read.
+    Needs If-Match with the ETag you last read. Rule keys are unique (422).
     """
-    doc = {**document, "escalate_after_hours": None if document["escalate_after_hours"] is None
-           else str(document["escalate_after_hours"])}
+    doc = document
     with ctx().db.uow() as uow:
         row = approvals.put_policy(uow, principal(), doc, require_if_match)
         uow.commit()
@@ -73,7 +72,11 @@ def get_approval(approval_id: uuid.UUID):
 @approvals_blp.response(200, ApprovalSchema)
 @roles(*LEADERS)
 def decide(body, approval_id: uuid.UUID):
-    """Approve or reject the step waiting for you, with a comment (required to reject); final."""
+    """Approve or reject the step waiting for you, with a comment (required to reject); final.
+
+    A rejection without a comment is 422 ("say why you reject it"); nobody decides their own order
+    or another approver's step (403), and a request no longer pending takes no decision (409).
+    """
     with ctx().db.uow() as uow:
         approval = approvals.decide(uow, ctx().settings, principal(), approval_id, body["decision"],
                                     body.get("comment"))

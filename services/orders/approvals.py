@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from decimal import Decimal
 
 from sqlalchemy import or_, select
 
@@ -240,7 +239,7 @@ def escalate_due(uow: UnitOfWork, settings: Settings, now: dt.datetime | None = 
     now = now or utcnow()
     due = uow.session.execute(select(Approval).where(
         Approval.status == "pending", Approval.current_level != "executive",
-        Approval.waiting_since <= now - dt.timedelta(hours=float(Decimal(str(hours)))))
+        Approval.waiting_since <= now - dt.timedelta(hours=float(hours)))
         .order_by(Approval.waiting_since).limit(limit).with_for_update(skip_locked=True)).scalars().all()
     for approval in due:
         order = uow.session.get(Order, approval.order_id)

@@ -121,7 +121,7 @@ DEFAULT_POLICY = {
          "chain": ["manager"]},
     ],
     "limits": {},
-    "escalate_after_hours": "48",
+    "escalate_after_hours": 48,
 }
 
 

@@ -55,7 +55,12 @@ def _changed(action):
 @orders_blp.response(201, OrderSchema)
 @roles(*SELLERS)
 def create_order(fields):
-    """Create a draft order on an account you can see; lines are priced from the catalogue."""
+    """Create a draft order on an account you can see; lines are priced from the catalogue.
+
+    Refused (422) when the account is not one you can see ("no such account"), a SKU is unknown or
+    no longer sold, the products are priced in different currencies, the type is not one of
+    GET /order-types, or a line or the total is beyond what an order can hold (under 10^12).
+    """
     with ctx().db.uow() as uow:
         order = orders.create_order(uow, ctx().settings, principal(), fields)
         uow.commit()
@@ -92,7 +97,8 @@ def get_order(order_id: uuid.UUID):
 def patch_order(changes, order_id: uuid.UUID):
     """Change an order's lines or terms; on an order under approval or approved, approval re-opens.
 
-    Needs If-Match with the ETag you last read.
+    Needs If-Match with the ETag you last read. Lines are refused as on create (422); a paid,
+    fulfilled or cancelled order cannot change (409).
     """
     return _changed(lambda uow: orders.update_order(uow, ctx().settings, principal(), order_id, changes,
                                                     require_if_match))
@@ -136,7 +142,11 @@ def fulfill(order_id: uuid.UUID):
 @orders_blp.response(200, OrderSchema)
 @roles(*SELLERS)
 def pay(body, order_id: uuid.UUID):
-    """Record money collected on an order (partial payments add up); send an Idempotency-Key."""
+    """Record money collected on an order (partial payments add up); send an Idempotency-Key.
+
+    Refused (422) for more than is outstanding, zero, or a date in the future; 409 unless the order
+    is confirmed or fulfilled.
+    """
     return _changed(lambda uow: lifecycle.pay(uow, ctx().settings, principal(), order_id, body))
 
 
@@ -169,7 +179,10 @@ def duplicate(order_id: uuid.UUID):
 @orders_blp.response(200, OrderSchema)
 @roles(*SELLERS)
 def put_payment_plan(body, order_id: uuid.UUID):
-    """Set the instalments (due dates and amounts adding up to the total); an empty list removes the plan."""
+    """Set the instalments (due dates and amounts adding up to the total); an empty list removes the plan.
+
+    Refused (422) when the instalments do not add up to the order's total or two share a due date.
+    """
     return _changed(lambda uow: lifecycle.set_payment_plan(uow, ctx().settings, principal(), order_id,
                                                            body["instalments"]))
 
@@ -207,7 +220,10 @@ def get_order_types():
 @quota_blp.response(200, OrderTypesSchema)
 @roles("admin")
 def put_order_types(body):
-    """Replace the order types (admin); orders not yet confirmed follow a change of what counts."""
+    """Replace the order types (admin); orders not yet confirmed follow a change of what counts.
+
+    Keys are unique and `standard` stays (422); a type still named by an order cannot go (409).
+    """
     with ctx().db.uow() as uow:
         types = order_types.put_order_types(uow, ctx().settings, principal(), body["types"])
         uow.commit()

@@ -3,8 +3,9 @@ times) are not in the create/patch schemas, and unknown fields are refused (no m
 a SKU is given once, at creation."""
 from __future__ import annotations
 
+import math
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
 
@@ -80,24 +81,25 @@ _PERCENT_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,2})?")
 
 
 class Percent(fields.Decimal):
-    """A percentage from 0 to 100 with at most two decimals, as a string ("12.5") or a JSON number."""
+    """A percentage from 0 to 100: a string with at most two decimals ("12.5"), or a JSON number,
+    rounded to two decimals (half up) as an invoice would."""
 
     def __init__(self, **kwargs):
         super().__init__(as_string=True, places=2, metadata={
-            "type": ["string", "number"], "format": "decimal", "minimum": 0, "maximum": 100, "example": "12.5",
-            **kwargs.pop("metadata", {})}, **kwargs)
+            "type": ["string", "number"], "format": "decimal", "minimum": 0, "maximum": 100,
+            "pattern": r"^[0-9]{1,3}(\.[0-9]{1,2})?$", "example": "12.5", **kwargs.pop("metadata", {})}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValidationError("a percentage such as 12.5")
-        text = value if isinstance(value, str) else repr(value)
-        if not _PERCENT_TEXT.fullmatch(text) and not (isinstance(value, float) and value.is_integer()
-                                                       and 0 <= value <= 100):
+        if isinstance(value, str) and not _PERCENT_TEXT.fullmatch(value):
             raise ValidationError("a percentage from 0 to 100, at most 2 decimals")
-        number = Decimal(text if _PERCENT_TEXT.fullmatch(text) else str(int(value)))
-        if number > 100:
-            raise ValidationError("at most 100")
-        return number.quantize(Decimal("0.01"))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("a percentage from 0 to 100")
+        number = Decimal(value if isinstance(value, str) else repr(value))
+        if not 0 <= number <= 100:
+            raise ValidationError("from 0 to 100")
+        return number.quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
 class OrderLineInSchema(Schema):
@@ -313,11 +315,10 @@ class PolicySchema(Schema):
                            values=fields.String(validate=validate.Regexp(r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"))),
         load_default=dict, metadata={"description": "per level, the most it may approve (e.g. manager: "
                                                     "discount_pct 20); above it the next level up decides too"})
-    escalate_after_hours = fields.Decimal(as_string=True, allow_none=True, load_default=None, allow_nan=False,
-                                          validate=validate.Range(min=0, max=8760),
-                                          metadata={"type": ["string", "number", "null"], "format": "decimal",
-                                                    "description": "a request waiting longer goes up a level; "
-                                                                   "null or 0: never"})
+    escalate_after_hours = fields.Float(allow_none=True, load_default=None, allow_nan=False,
+                                        validate=validate.Range(min=0, max=8760),
+                                        metadata={"description": "a request waiting longer goes up a level; "
+                                                                 "null or 0: never"})
 
 
 class PolicyStateSchema(PolicySchema):

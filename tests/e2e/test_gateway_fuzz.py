@@ -95,6 +95,16 @@ DOCUMENTED_RULES = {
     "one entry per member": r"a user is listed twice",
     "live users": r"no active rep or manager with that id|unknown or inactive|hand over to an active rep or manager",
     "a text CSV": r"the file is neither UTF-8 nor GB18030 text|the file is empty|not a text CSV",
+    # orders (issue 15): what the catalogue, the account and the order itself decide
+    "an account you can see": r"no such account",
+    "products in the catalogue": r"some lines cannot be sold|an order is in one currency",
+    "what an order can hold": r"beyond what an order can hold",
+    "known order types": r"no order type",
+    "a plan adding up to the total": r"the instalments add up to the order's total|one instalment per due date",
+    "payments within what is owed": r"more than is outstanding|a payment is recorded when it is made|"
+                                    r"a payment is more than zero",
+    "a rejection says why": r"say why you reject it",
+    "unique keys": r"rule keys are unique|type keys are unique|the standard type stays",
 }
 
 

@@ -195,7 +195,7 @@ def upgrade() -> None:
              'chain': ['manager']},
         ],
         'limits': {},
-        'escalate_after_hours': '48'}}])
+        'escalate_after_hours': 48}}])
 
 
 def downgrade() -> None:
