@@ -12,9 +12,7 @@ refused at upload.
 """
 from __future__ import annotations
 
-import codecs
 import csv
-import io
 import itertools
 import logging
 import os
@@ -26,7 +24,9 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from crmkit import csvfile
 from crmkit.auth import Principal
+from crmkit.csvfile import encoding_of, header_key
 from crmkit.db import Database, utcnow
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.settings import Settings
@@ -64,40 +64,17 @@ _SOURCES_ZH = {"网站": "web", "官网": "web", "电话": "phone", "推荐": "r
 _row_schema = ImportRowSchema()
 
 
-def _header_key(header: str) -> str:
-    return "".join(ch for ch in header.strip().casefold() if ch not in " _-\ufeff")
-
-
 def max_rows() -> int:
     return int(os.environ.get("LEADS_IMPORT_MAX_ROWS", "200000"))
-
-
-def encoding_of(content: bytes) -> str:
-    """UTF-8 (with or without Excel's BOM), else GB18030, which Chinese Excel writes. Checked piece
-    by piece, so the whole file is never held as text."""
-    for encoding in ("utf-8-sig", "gb18030"):
-        decoder = codecs.getincrementaldecoder(encoding)()
-        try:
-            for start in range(0, len(content), 1 << 20):
-                decoder.decode(content[start:start + (1 << 20)])
-            decoder.decode(b"", final=True)
-            return encoding
-        except UnicodeDecodeError:
-            continue
-    raise ValidationFailed("the file is neither UTF-8 nor GB18030 text", errors={"file": ["not a text CSV"]})
-
-
-def _reader(content: bytes, encoding: str):
-    return csv.reader(io.TextIOWrapper(io.BytesIO(content), encoding=encoding, newline=""))
 
 
 def header_of(content: bytes, encoding: str) -> dict[int, str]:
     """Column index → field, for the columns we know; 422 when none is known."""
     try:
-        header = next(_reader(content, encoding), None)
+        header = next(csvfile.reader(content, encoding), None)
     except csv.Error as exc:
         raise ValidationFailed(f"not a CSV file: {exc}", errors={"file": [str(exc)]}) from None
-    mapping = {i: _HEADER_LOOKUP[_header_key(h)] for i, h in enumerate(header or []) if _header_key(h) in _HEADER_LOOKUP}
+    mapping = {i: _HEADER_LOOKUP[header_key(h)] for i, h in enumerate(header or []) if header_key(h) in _HEADER_LOOKUP}
     if "company" not in mapping.values() and "contact_name" not in mapping.values():
         raise ValidationFailed("the header names no company or contact column",
                                errors={"file": [f"known headers: {sorted(_HEADERS)} or their Chinese names"]})
@@ -106,7 +83,7 @@ def header_of(content: bytes, encoding: str) -> dict[int, str]:
 
 def rows_of(content: bytes, encoding: str, mapping: dict[int, str]) -> Iterator[tuple[int, dict]]:
     """(line number, raw fields) of each data row, one at a time."""
-    reader = _reader(content, encoding)
+    reader = csvfile.reader(content, encoding)
     next(reader)
     try:
         for values in reader:

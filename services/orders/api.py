@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import uuid
 
+from flask import request
 from marshmallow import RAISE
 
+from crmkit.errors import ValidationFailed
 from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.idempotency import idempotent
-from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
+from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
 
-from . import products
+from . import catalogue_import, products
 from .approval_api import approvals_blp
 from .bootstrap import context
 from .domain import CATALOGUE_READERS
 from .order_api import orders_blp, quota_blp
-from .schemas import ProductCreateSchema, ProductListArgsSchema, ProductPageSchema, ProductSchema, ProductWriteSchema
+from .schemas import (
+    ImportResultSchema,
+    ProductCreateSchema,
+    ProductListArgsSchema,
+    ProductPageSchema,
+    ProductSchema,
+    ProductWriteSchema,
+)
 
 products_blp = Blueprint("products", __name__, description="The product catalogue (admins write it)")
 
@@ -35,6 +44,34 @@ def create_product(fields):
         product = products.create_product(uow, ctx().settings, principal(), fields)
         uow.commit()
     return product, 201, {**_tagged(product), "Location": f"/api/v1/products/{product.id}"}
+
+
+@products_blp.route("/products/import", methods=["POST"])
+@products_blp.response(200, ImportResultSchema)
+@products_blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {"file": {
+        "type": "string", "format": "binary", "minLength": 1,
+        "description": "the CSV: a header row naming sku, name, list_price (and category, unit_cost, currency, "
+                       "active, excluded_from_quota), in UTF-8 or GB18030"}}}}}})
+@roles("admin")
+@large_body
+def import_products():
+    """Create or update products from a CSV file (admin); all rows or none.
+
+    The file must be text in UTF-8 or GB18030 with a header row, and not empty; each row is checked
+    as a create would be, and a file with any bad row changes nothing (422 naming each bad line).
+    """
+    upload = request.files.get("file")
+    if upload is None:
+        raise ValidationFailed("send the CSV as multipart/form-data in a field named 'file'",
+                               errors={"file": ["missing"]})
+    content = upload.read()
+    if not content:
+        raise ValidationFailed("the file is empty", errors={"file": ["empty"]})
+    with ctx().db.uow() as uow:
+        counts = catalogue_import.import_catalogue(uow, ctx().settings, principal(), content)
+        uow.commit()
+    return counts
 
 
 @products_blp.route("/products", methods=["GET"])

@@ -42,6 +42,16 @@ class ProductCreateSchema(ProductWriteSchema):
     list_price = Money(required=True)
 
 
+class ProductImportRowSchema(ProductCreateSchema):
+    """A catalogue CSV row: what a create takes (flags already read from the cell's words)."""
+
+
+class ImportResultSchema(Schema):
+    created = fields.Integer()
+    updated = fields.Integer()
+    unchanged = fields.Integer()
+
+
 class ProductSchema(Schema):
     id = fields.UUID()
     sku = fields.String()

@@ -222,3 +222,39 @@ def test_the_account_replica_follows_account_events_and_ignores_late_old_ones(or
     from crmkit.consumer import Dispatch
     from services.orders import accounts
     assert "opportunity.won" not in Dispatch(accounts.ACCOUNT_HANDLERS).types
+
+
+# ---- CSV import of the catalogue ------------------------------------------------------------------------
+def _upload(caller, text: str, encoding: str = "utf-8"):
+    import io
+
+    return caller.post("/products/import", data={"file": (io.BytesIO(text.encode(encoding)), "catalogue.csv")},
+                       content_type="multipart/form-data")
+
+
+def test_a_catalogue_csv_creates_and_updates_products_all_or_nothing(orders):
+    admin = orders.as_("root", "admin")
+    assert admin.post("/products", json=LATHE).status_code == 201
+    # Chinese Excel's headers and encoding: the lathe's price changes, a spindle is new.
+    sheet = "物料编码,产品名称,产品线,标准价,成本,不计业绩\nlathe-5x,Five-axis lathe,machines,450000.00,312000.00,否\n" \
+            "SPINDLE-1,主轴,parts,2000.00,,是\n"
+    r = _upload(admin, sheet, "gb18030")
+    assert r.status_code == 200, r.json
+    assert r.json == {"created": 1, "updated": 1, "unchanged": 0}
+    items = {p["sku"]: p for p in admin.get("/products").json["items"]}
+    assert items["LATHE-5X"]["list_price"] == "450000.00" and items["SPINDLE-1"]["name"] == "主轴"
+    assert items["SPINDLE-1"]["excluded_from_quota"] is True and items["SPINDLE-1"]["unit_cost"] is None
+    published = len(_events("product.created")) + len(_events("product.updated"))
+    # The same file again changes nothing and publishes nothing.
+    assert _upload(admin, sheet, "gb18030").json == {"created": 0, "updated": 0, "unchanged": 2}
+    assert len(_events("product.created")) + len(_events("product.updated")) == published
+    # One bad row: nothing is written, and each bad line says why.
+    bad = "sku,name,list_price\nNEW-1,New,10.00\nNEW-2,Broken,-5\nNEW-1,Again,11.00\n"
+    r = _upload(admin, bad)
+    assert r.status_code == 422 and set(r.json["errors"]["rows"]) == {"3", "4"}, r.json
+    assert "NEW-1" not in {p["sku"] for p in admin.get("/products").json["items"]}
+    for broken, reason in (("name\nx\n", "sku, name and list_price"), ("", "empty"), ("sku,name,list_price\n", "no rows")):
+        r = _upload(admin, broken)
+        assert r.status_code == 422 and reason in json.dumps(r.json), (broken, r.json)
+    assert _upload(admin, "\xff\xfe", "latin-1").status_code == 422
+    assert _upload(orders.as_("mia", "manager", teams=["east"], manages=["east"]), sheet).status_code == 403
