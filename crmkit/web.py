@@ -21,7 +21,7 @@ from flask_smorest import Api
 from flask_smorest import Blueprint as _SmorestBlueprint
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, fields, missing
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
@@ -328,6 +328,13 @@ def create_service_app(*, context: ServiceContext, title: str, blueprints: list,
         # Two requests raced to create the same row (a first rules document, a first cursor).
         return problem_response(Problem("a concurrent change conflicted with this one; read again and retry",
                                         status=409))
+
+    @app.errorhandler(DataError)
+    def _out_of_range(exc):
+        # A value the domain should have refused reached a column too small for it (PostgreSQL says
+        # so; SQLite stores it). The client's input, so a 422, and a warning for us to add the check.
+        log.warning("a value reached the database out of range: %r", exc)
+        return problem_response(Problem("a value is out of the range this API can store", status=422))
 
     @app.errorhandler(OperationalError)
     def _database_down(exc):

@@ -196,6 +196,7 @@ def up(db: str) -> None:
         procs += [api_process(s, env, state_dir=RUN_DIR).start(), worker_process(s, env, state_dir=RUN_DIR).start()]
     migrate(GATEWAY, gw_env)  # also creates the admin user in an empty directory
     subprocess.run([str(VENV_BIN / "python"), "-m", "gateway", "seed-demo"], env=gw_env, cwd=REPO, check=True)
+    subprocess.run([str(VENV_BIN / "python"), "-m", "services.orders", "seed-demo"], env=env, cwd=REPO, check=True)
     procs += [api_process(GATEWAY, gw_env, state_dir=RUN_DIR, port=LOCAL_GATEWAY_PORT).start(),
               worker_process(GATEWAY, gw_env, state_dir=RUN_DIR).start()]
     PIDS.write_text(json.dumps({p.name: p.pid for p in procs}))

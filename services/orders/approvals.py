@@ -55,13 +55,13 @@ def _active_user(uow: UnitOfWork, user_id: str | None) -> bool:
     return bool(user and user.active)
 
 
-def resolve_chain(uow: UnitOfWork, levels: list[str], owner_id: str | None, team_id: str | None
-                  ) -> list[tuple[str, str | None]]:
+def resolve_chain(uow: UnitOfWork, levels: list[str], owner_id: str | None, team_id: str | None,
+                  excluded: frozenset[str] = frozenset()) -> list[tuple[str, str | None]]:
     """(level, approver) for each level that must decide, lowest first. The owner's team's manager,
     that team's parent's manager, then any executive (None). A level with nobody to fill it (no
-    manager, a deactivated one, or the owner themselves: nobody approves their own order) passes the
-    decision up to the next level, so a request never loses an approver; one person filling two
-    levels decides once."""
+    manager, a deactivated one, or the owner or requester themselves: nobody approves their own order)
+    passes the decision up to the next level, so a request never loses an approver; one person
+    filling two levels decides once."""
     team = uow.session.get(DirectoryTeam, team_id) if team_id else None
     parent = uow.session.get(DirectoryTeam, team.parent_team_id) if team and team.parent_team_id else None
     people = {"manager": team.manager_id if team else None,
@@ -74,7 +74,7 @@ def resolve_chain(uow: UnitOfWork, levels: list[str], owner_id: str | None, team
             steps.append((level, None))
             continue
         who = people[level]
-        if who and who != owner_id and _active_user(uow, who):
+        if who and who != owner_id and who not in excluded and _active_user(uow, who):
             if who not in [approver for _, approver in steps]:
                 steps.append((level, who))
         else:
@@ -85,7 +85,7 @@ def resolve_chain(uow: UnitOfWork, levels: list[str], owner_id: str | None, team
 def open_approval(uow: UnitOfWork, settings: Settings, order: Order, terms: str, requested_by: str,
                   reasons: list[dict], levels: list[str], policy_version: int) -> Approval:
     now = utcnow()
-    chain = resolve_chain(uow, levels, order.owner_id, order.team_id)
+    chain = resolve_chain(uow, levels, order.owner_id, order.team_id, frozenset({requested_by}))
     approval = Approval(id=uuid.uuid4(), order_id=order.id, status="pending", terms=terms, reasons=reasons,
                         requested_by=requested_by, policy_version=policy_version, current_step=0,
                         current_level=chain[0][0], current_approver=chain[0][1], waiting_since=now,
@@ -125,11 +125,12 @@ def steps_of(uow: UnitOfWork, approval_id: uuid.UUID) -> list[ApprovalStep]:
 
 # ---- reading -------------------------------------------------------------------------------------------
 def _visible(principal: Principal):
-    """An approval is seen by whoever sees its order, and by everyone asked to decide it."""
+    """An approval is seen by whoever sees its order, and by whoever must decide it now (a past
+    approver who no longer manages the team sees it no more)."""
     if principal.role in SEES_EVERYTHING:
         return Approval.id.is_not(None)
-    on_step = select(ApprovalStep.approval_id).where(ApprovalStep.approver_id == principal.user_id)
-    return or_(Approval.order_id.in_(select(Order.id).where(order_visible(principal))), Approval.id.in_(on_step))
+    return or_(Approval.order_id.in_(select(Order.id).where(order_visible(principal))),
+               Approval.current_approver == principal.user_id)
 
 
 def visible_approval(uow: UnitOfWork, principal: Principal, approval_id: uuid.UUID, *, for_update=False) -> Approval:
@@ -190,16 +191,24 @@ def decide(uow: UnitOfWork, settings: Settings, principal: Principal, approval_i
     from . import lifecycle
     from .orders import record
 
+    # The order first, then the request: the order a PATCH or a cancel locks before the request, so
+    # two of them never wait on each other.
+    order_id = visible_approval(uow, principal, approval_id).order_id
+    order = uow.session.execute(select(Order).where(Order.id == order_id).with_for_update()).scalar_one()
     approval = visible_approval(uow, principal, approval_id, for_update=True)
-    order = uow.session.execute(select(Order).where(Order.id == approval.order_id).with_for_update()).scalar_one()
     if principal.user_id in (order.owner_id, approval.requested_by):
         raise Forbidden("nobody approves their own order")
     if approval.status != "pending":
         raise Conflict(f"this approval is {approval.status}; its decisions are final")
     steps = steps_of(uow, approval.id)
     step = steps[approval.current_step]
-    if step.approver_id != principal.user_id and principal.role not in DECIDERS_OF_ANY_STEP:
-        raise Forbidden("this approval waits for someone else's decision")
+    if principal.role not in DECIDERS_OF_ANY_STEP:
+        if step.approver_id != principal.user_id:
+            raise Forbidden("this approval waits for someone else's decision")
+        # Named when the chain was made: a manager who has since stopped managing the team decides no
+        # more (one handed the step by a handover was named for exactly this).
+        if order.team_id not in principal.manages and step.escalated_from is None:
+            raise Forbidden("you no longer manage this order's team")
     if decision == "reject" and not (comment or "").strip():
         raise ValidationFailed("say why you reject it", errors={"comment": ["a rejection needs a comment"]})
     now = utcnow()

@@ -173,13 +173,15 @@ class OrderLine(Base):
 
 
 class OrderCounter(Base):
-    """The last order number given in a year: locked and bumped in the creating transaction, so
-    numbers are unique and, as rolled-back transactions give theirs back, without gaps."""
+    """How many orders a year has: locked and bumped in the creating transaction, so no two orders
+    share a number. The number shown is the count permuted under the year's own random key
+    (domain.order_number_code), so it does not tell how many orders others placed."""
 
     __tablename__ = "order_counters"
 
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
     last: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(64))  # hex; made at random with the year's first order
 
 
 class Payment(Base):

@@ -181,6 +181,34 @@ def next_level(level: str) -> str | None:
     return LEVELS[i + 1] if i + 1 < len(LEVELS) else None
 
 
+# ---- order numbers --------------------------------------------------------------------------------------
+NUMBER_SPACE = 1_000_000  # SO-2026-000123: six digits a year
+
+
+def order_number_code(sequence: int, key: bytes) -> int:
+    """The sequence-th order of a year (0-based) as a six-digit code: a keyed permutation of
+    0..999,999 (a four-round Feistel network on 20 bits, walking the cycle back into range), so
+    numbers stay unique and short, but the gap between two of a rep's orders says nothing about how
+    many orders other teams placed in between."""
+    if not 0 <= sequence < NUMBER_SPACE:
+        raise ValueError("the year's numbers are used up")
+    value = sequence
+    while True:
+        left, right = value >> 10, value & 0x3FF
+        for round_ in range(4):
+            digest = hashlib.blake2b(bytes([round_]) + right.to_bytes(2, "big"), key=key, digest_size=2).digest()
+            left, right = right, left ^ (int.from_bytes(digest, "big") & 0x3FF)
+        value = (left << 10) | right
+        if value < NUMBER_SPACE:
+            return value
+
+
+def latest_due_date(delivery_date: dt.date | None, payment_terms_days: int, today: dt.date) -> dt.date:
+    """The last day an instalment may fall due: the order's payment terms from delivery (or today,
+    when no date is set). A plan stretching further is longer terms, which only an approval grants."""
+    return max(delivery_date or today, today) + dt.timedelta(days=payment_terms_days)
+
+
 # ---- payments -------------------------------------------------------------------------------------------
 def allocate(instalments: list[tuple[dt.date, Decimal]], collected: Decimal, today: dt.date) -> list[dict]:
     """Payments matched to the plan's instalments, earliest due first: what each has been paid, what

@@ -4,7 +4,7 @@ approvals waiting for their decision. Credit already given (credited_to, set whe
 confirmed) stays with the leaver."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.directory_events import HANDOVER_COMPLETED
@@ -12,8 +12,8 @@ from crmkit.handover import Handovers
 from crmkit.settings import Settings
 
 from . import SERVICE, domain
-from .approvals import publish_approval, steps_of
-from .db import Approval, CompletedHandover, DirectoryTeam, DirectoryUser, Order
+from .approvals import publish_approval, resolve_chain
+from .db import Approval, ApprovalStep, CompletedHandover, DirectoryTeam, DirectoryUser, Order
 from .events import APPROVAL_ESCALATED, ORDER_UPDATED, event
 from .orders import order_event, record
 
@@ -40,18 +40,39 @@ def move_work(uow: UnitOfWork, settings: Settings, leaver: str, heir: str, team:
     for order in orders:
         order_event(uow, settings, ORDER_UPDATED, order, actor, changed=["owner_id", "team_id"],
                     previous_owner_id=leaver, reason="handover")
-    waiting = uow.session.execute(select(Approval).where(Approval.status == "pending",
-                                                         Approval.current_approver == leaver)
-                                  .order_by(Approval.id).with_for_update()).scalars().all()
-    for approval in waiting:
+    approvals = _move_decisions(uow, settings, leaver, heir, {o.id for o in orders}, actor, now)
+    return {"moved": len(orders) + approvals, "orders": len(orders), "approvals": approvals}
+
+
+def _move_decisions(uow: UnitOfWork, settings: Settings, leaver: str, heir: str, moved_orders: set, actor,
+                    now) -> int:
+    """Steps of pending requests that name the leaver, now or later in the chain, go to the heir if
+    the heir may decide them (a manager or an executive who does not own the order); otherwise up a
+    level. Steps naming the heir on orders the heir now owns go up a level too: nobody decides
+    their own order."""
+    heir_user = uow.session.get(DirectoryUser, heir)
+    heir_decides = heir_user is not None and heir_user.role in ("manager", "executive")
+    rows = uow.session.execute(
+        select(ApprovalStep, Approval).join(Approval, Approval.id == ApprovalStep.approval_id)
+        .where(Approval.status == "pending", ApprovalStep.status.in_(("pending", "waiting")),
+               or_(ApprovalStep.approver_id == leaver,
+                   and_(ApprovalStep.approver_id == heir, Approval.order_id.in_(list(moved_orders)))))
+        .order_by(Approval.id, ApprovalStep.position).with_for_update()).all()
+    touched = {}
+    for step, approval in rows:
         order = uow.session.get(Order, approval.order_id)
-        step = steps_of(uow, approval.id)[approval.current_step]
-        if heir == order.owner_id:  # the heir cannot approve their own order: any executive decides
-            step.approver_id, step.level = None, "executive"
-        else:
+        if step.approver_id == leaver and heir_decides and heir != order.owner_id:
             step.approver_id = heir
+        else:  # up a level: the next manager up, or any executive
+            above = domain.next_level(step.level) or "executive"
+            step.level, step.approver_id = resolve_chain(uow, [above], order.owner_id, order.team_id,
+                                                         frozenset({leaver, heir, approval.requested_by}))[0]
         step.escalated_from = leaver
-        approval.current_approver, approval.current_level, approval.waiting_since = step.approver_id, step.level, now
-        uow.session.flush()
+        if step.position == approval.current_step:
+            approval.current_approver, approval.current_level = step.approver_id, step.level
+            approval.waiting_since = now
+        touched[approval.id] = (approval, order)
+    uow.session.flush()
+    for approval, order in touched.values():
         publish_approval(uow, settings, APPROVAL_ESCALATED, approval, order, actor, extra={"escalated_from": leaver})
-    return {"moved": len(orders) + len(waiting), "orders": len(orders), "approvals": len(waiting)}
+    return len(touched)

@@ -62,6 +62,9 @@ def submit(uow: UnitOfWork, settings: Settings, principal: Principal, order_id: 
     render(uow, [order])
     if not order.lines:
         raise Conflict("an order without lines cannot be submitted")
+    if order.delivery_date is None:  # the delivery-lead rules read it: no date, no way to judge them
+        raise ValidationFailed("an order needs a delivery date to be submitted",
+                               errors={"delivery_date": ["set it before submitting"]})
     order.rejection_reason = None
     record(uow, order, principal.user_id, "submitted")
     _evaluate(uow, settings, principal, order)
@@ -170,6 +173,12 @@ def set_payment_plan(uow: UnitOfWork, settings: Settings, principal: Principal, 
                                errors={"instalments": [f"they add up to {total}, the order is {order.total}"]})
     if len({i["due_on"] for i in instalments}) != len(instalments):
         raise ValidationFailed("one instalment per due date", errors={"instalments": ["two share a due date"]})
+    last = domain.latest_due_date(order.delivery_date, order.payment_terms_days, utcnow().date())
+    if instalments and max(i["due_on"] for i in instalments) > last:
+        # Later instalments are longer payment terms: change payment_terms_days, which approval sees.
+        raise ValidationFailed("an instalment falls due after the order's payment terms",
+                               errors={"instalments": [f"due by {last.isoformat()} ({order.payment_terms_days} days "
+                                                       "from delivery); longer terms need approval"]})
     uow.session.execute(delete(Instalment).where(Instalment.order_id == order.id))
     uow.session.add_all(Instalment(order_id=order.id, position=i, due_on=row["due_on"], amount=row["amount"])
                         for i, row in enumerate(sorted(instalments, key=lambda r: r["due_on"])))

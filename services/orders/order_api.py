@@ -234,9 +234,9 @@ def put_order_types(body):
 @quota_blp.response(200, HouseAccountListSchema)
 @roles(*LEADERS)
 def list_house_accounts():
-    """The house accounts: their orders count toward no rep's quota."""
+    """The house accounts you may see: their orders count toward no rep's quota."""
     with ctx().db.uow(readonly=True) as uow:
-        return {"items": order_types.house_accounts(uow)}
+        return {"items": order_types.house_accounts(uow, principal())}
 
 
 @quota_blp.route("/house-accounts/<uuid:account_id>", methods=["PUT"])

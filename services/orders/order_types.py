@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.errors import Conflict, NotFound, ValidationFailed
 from crmkit.settings import Settings
+from crmkit.visibility import SEES_EVERYTHING
 
 from .db import AccountReplica, Order, OrderType
 from .events import ORDER_UPDATED
@@ -62,9 +63,13 @@ def put_order_types(uow: UnitOfWork, settings: Settings, principal: Principal, t
     return order_types(uow)
 
 
-def house_accounts(uow: UnitOfWork) -> list[AccountReplica]:
-    return uow.session.execute(select(AccountReplica).where(AccountReplica.house_account.is_(True))
-                               .order_by(AccountReplica.name)).scalars().all()
+def house_accounts(uow: UnitOfWork, principal: Principal) -> list[AccountReplica]:
+    """The house accounts the caller may see (a manager, their teams'; executives and admins, all)."""
+    stmt = select(AccountReplica).where(AccountReplica.house_account.is_(True), AccountReplica.deleted.is_(False))
+    if principal.role not in SEES_EVERYTHING:
+        stmt = stmt.where(or_(AccountReplica.owner_id == principal.user_id,
+                              AccountReplica.team_id.in_(principal.manages or ("",))))
+    return uow.session.execute(stmt.order_by(AccountReplica.name, AccountReplica.id)).scalars().all()
 
 
 def set_house_account(uow: UnitOfWork, settings: Settings, principal: Principal, account_id: uuid.UUID,

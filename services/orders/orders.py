@@ -5,6 +5,7 @@ re-opens approval (lifecycle.resubmit). Each use case leaves the commit to its c
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import uuid
 from decimal import Decimal
 
@@ -66,11 +67,14 @@ def writable_order(uow: UnitOfWork, principal: Principal, order_id: uuid.UUID) -
     return order
 
 
-def lines_of(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[OrderLine]]:
-    out: dict[uuid.UUID, list[OrderLine]] = {i: [] for i in order_ids}
+def lines_of(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:
+    """The orders' lines as read-only rows (attribute access like the mapped class, without the cost
+    of ORM objects: a list page reads hundreds)."""
+    out: dict[uuid.UUID, list] = {i: [] for i in order_ids}
     if order_ids:
-        for line in uow.session.execute(select(OrderLine).where(OrderLine.order_id.in_(order_ids))
-                                        .order_by(OrderLine.order_id, OrderLine.position)).scalars():
+        columns = list(OrderLine.__table__.c)
+        for line in uow.session.execute(select(*columns).where(OrderLine.order_id.in_(order_ids))
+                                        .order_by(OrderLine.order_id, OrderLine.position)):
             out[line.order_id].append(line)
     return out
 
@@ -174,7 +178,9 @@ def price_lines(uow: UnitOfWork, wanted: list[dict], currency: str | None, *, al
     if len(currencies) > 1:
         raise ValidationFailed("an order is in one currency",
                                errors={"lines": [f"products priced in {', '.join(sorted(currencies))}"]})
-    if sum((ln["line_total"] for ln in lines), Decimal(0)) >= domain.MONEY_LIMIT:
+    if sum((ln["line_total"] for ln in lines), Decimal(0)) >= domain.MONEY_LIMIT \
+            or sum((ln["unit_cost"] * ln["qty"] for ln in lines if ln["unit_cost"] is not None),
+                   Decimal(0)) >= domain.MONEY_LIMIT:  # a 100% discount makes the total small, not the cost
         raise ValidationFailed("the order's total is beyond what an order can hold", errors={"lines": ["too large"]})
     return lines, (currencies.pop() if currencies else None)
 
@@ -209,14 +215,15 @@ def refresh_quota(uow: UnitOfWork, order: Order) -> None:
 
 
 def _next_number(uow: UnitOfWork, year: int) -> str:
-    """SO-2026-000123: the year's counter, locked until commit."""
+    """SO-2026-384107: the year's counter (locked until commit), permuted under the year's key."""
     counter = uow.session.get(OrderCounter, year, with_for_update=True)
     if counter is None:
-        counter = OrderCounter(year=year, last=0)
+        counter = OrderCounter(year=year, last=0, key=secrets.token_hex(32))
         uow.session.add(counter)
+    code = domain.order_number_code(counter.last, bytes.fromhex(counter.key))
     counter.last += 1
     uow.session.flush()  # a second creator of the year's first order fails here and is retried as a 409
-    return f"SO-{year}-{counter.last:06d}"
+    return f"SO-{year}-{code:06d}"
 
 
 # ---- writing -----------------------------------------------------------------------------------------
@@ -274,6 +281,7 @@ def duplicate_order(uow: UnitOfWork, settings: Settings, principal: Principal, o
     source = get_order(uow, principal, order_id)
     if principal.role == "service":
         raise Forbidden("you may read this order, not sell it")
+    visible_account(uow, principal, source.account_id)  # still there, and still the caller's to sell to
     wanted = [{"sku": ln.sku, "qty": ln.qty, "unit_price": ln.unit_price, "discount_pct": ln.discount_pct}
               for ln in source.lines]
     lines, currency = price_lines(uow, wanted, source.currency)
@@ -281,6 +289,12 @@ def duplicate_order(uow: UnitOfWork, settings: Settings, principal: Principal, o
                      team_id=principal.primary_team, created_by=principal.user_id, order_type=source.type,
                      lines=lines, currency=currency, payment_terms_days=source.payment_terms_days,
                      delivery_date=source.delivery_date, notes=source.notes, duplicated_from=source.id)
+
+
+def _terms(lines) -> list[tuple]:
+    def get(line, name):
+        return line[name] if isinstance(line, dict) else getattr(line, name)
+    return [(get(ln, "sku"), get(ln, "qty"), get(ln, "unit_price"), get(ln, "discount_pct")) for ln in lines]
 
 
 def terms_of(order: Order) -> str:
@@ -318,10 +332,15 @@ def update_order(uow: UnitOfWork, settings: Settings, principal: Principal, orde
                       for ln in order.lines]
         currency = changes.get("currency", order.currency)
         lines, priced_in = price_lines(uow, wanted, currency, allow_inactive={ln.sku.lower() for ln in order.lines})
-        order.currency = priced_in or currency
-        apply_lines(uow, order, lines)
-        changed += ["lines", "currency"]
-    elif "type" in changed:
+        if not lines and order.status != "draft":
+            raise Conflict("an order under approval or confirmed keeps at least one line; cancel it instead")
+        if (priced_in or currency) != order.currency:
+            order.currency = priced_in or currency
+            changed.append("currency")
+        if _terms(lines) != _terms(order.lines):  # the same lines again keep their prices as sold
+            apply_lines(uow, order, lines)
+            changed.append("lines")
+    if "type" in changed and "lines" not in changed:
         refresh_quota(uow, order)
     if not changed:
         return order

@@ -9,11 +9,12 @@ from sqlalchemy import select
 
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork
+from crmkit.directory import holder_now
 from crmkit.errors import ValidationFailed
 from crmkit.settings import Settings
 
 from . import domain
-from .db import Order
+from .db import CompletedHandover, DirectoryUser, Order
 from .orders import new_order, price_lines
 
 
@@ -60,7 +61,14 @@ def handlers(settings: Settings) -> dict:
                                           allow_inactive={p["sku"].lower() for p in deal["products"]})
         except ValidationFailed as exc:
             raise Reject(f"won deal {deal['id']} cannot be placed: {exc.detail}: {exc.errors}") from None
-        new_order(uow, settings, account_id=deal["account_id"], owner_id=deal["owner_id"], team_id=deal["team_id"],
+        # A deal won by someone who has left since (a late or replayed event) is their successor's
+        # order, as a handover would have made it; the owner's lock keeps a handover from racing it.
+        owner, team = deal["owner_id"], deal["team_id"]
+        holder = holder_now(uow, CompletedHandover, DirectoryUser, owner)
+        if holder != owner:
+            heir = uow.session.get(DirectoryUser, holder)
+            owner, team = holder, heir.team_id if heir else None
+        new_order(uow, settings, account_id=deal["account_id"], owner_id=owner, team_id=team,
                   created_by=envelope.get("actor") or deal["owner_id"] or "system", order_type="standard",
                   lines=lines, currency=currency or deal["currency"], payment_terms_days=domain.DEFAULT_TERMS_DAYS,
                   delivery_date=None, opportunity_id=deal["id"])

@@ -85,7 +85,7 @@ def order_story(crm) -> None:
     path = f"/orders/{order['id']}"
     # Edited, submitted with a 30% discount and 90-day terms: manager, then an executive.
     r = _patch(ann, crm, path, {"lines": [{"sku": product["sku"], "qty": 2, "discount_pct": "30"}],
-                                "payment_terms_days": 90})
+                                "payment_terms_days": 90, "delivery_date": CLOSE})
     assert r.status_code == 200 and r.json()["total"] == "140000.00", r.text
     assert ann.post(crm.api(f"{path}/submit")).json()["status"] == "pending_approval"
     approval = _pending(ann, crm, order["id"])
@@ -167,7 +167,7 @@ def test_bypasses_through_the_edge_are_refused(crm):
     account = ann.post(crm.api("/accounts"), json={"name": f"Bypass {_uid()}"}).json()
     wait_for(lambda: crm.sql("orders", "select count(*) from accounts where id = %s", account["id"])[0][0],
              what="the account replicated to orders")
-    order = ann.post(crm.api("/orders"), json={"account_id": account["id"], "lines": [
+    order = ann.post(crm.api("/orders"), json={"account_id": account["id"], "delivery_date": CLOSE, "lines": [
         {"sku": product["sku"], "qty": 1, "discount_pct": 15}]}).json()
     path = f"/orders/{order['id']}"
     assert ann.post(crm.api(f"{path}/submit")).json()["status"] == "pending_approval"
@@ -183,7 +183,7 @@ def test_bypasses_through_the_edge_are_refused(crm):
     copy = ann.post(crm.api(f"{path}/duplicate")).json()
     assert ann.post(crm.api(f"/orders/{copy['id']}/submit")).json()["status"] == "pending_approval"
     # A manager's own order is decided above them.
-    own = mgr.post(crm.api("/orders"), json={"account_id": account["id"], "lines": [
+    own = mgr.post(crm.api("/orders"), json={"account_id": account["id"], "delivery_date": CLOSE, "lines": [
         {"sku": product["sku"], "qty": 1, "discount_pct": 15}]})
     assert own.status_code == 201, own.text
     mgr.post(crm.api(f"/orders/{own.json()['id']}/submit"))

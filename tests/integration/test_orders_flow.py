@@ -4,7 +4,9 @@ becoming one draft order, and every change an event of its own schema in the out
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import re
 import uuid
 
 import pytest
@@ -74,9 +76,12 @@ def _events(kind: str) -> list[dict]:
         return [json.loads(r.payload) for r in rows]
 
 
+IN_A_MONTH = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+
+
 def _order(caller, account=ACCOUNT, **fields):
     body = {"account_id": account, "lines": [{"sku": "LATHE-5X", "qty": 2}, {"sku": "SPINDLE-1", "qty": 5}],
-            **fields}
+            "delivery_date": IN_A_MONTH, **fields}
     r = caller.post("/orders", json=body)
     assert r.status_code == 201, r.json
     return r.json
@@ -101,7 +106,7 @@ def test_an_order_is_priced_numbered_and_published_by_the_server(crm):
     ann, mia = crm.people["ann"], crm.people["mia"]
     order = _order(ann, lines=[{"sku": "lathe-5x", "qty": 2, "discount_pct": "5"},
                                {"sku": "SPINDLE-1", "qty": 5, "unit_price": "180.00"}])
-    assert order["number"] == f"SO-{utcnow().year}-000001" and order["status"] == "draft"
+    assert re.fullmatch(rf"SO-{utcnow().year}-\d{{6}}", order["number"]) and order["status"] == "draft"
     assert [ln["line_total"] for ln in order["lines"]] == ["1900.00", "900.00"]
     assert order["lines"][0]["sku"] == "LATHE-5X" and order["lines"][0]["list_price"] == "1000.00"
     assert order["total"] == "2800.00" and order["collected"] == "0.00" and order["outstanding"] == "2800.00"
@@ -111,7 +116,7 @@ def test_an_order_is_priced_numbered_and_published_by_the_server(crm):
     assert "gross_margin" not in order and all("unit_cost" not in ln for ln in order["lines"])
     seen = mia.get(f"/orders/{order['id']}").json
     assert seen["gross_margin"] == "1350.00" and seen["lines"][0]["unit_cost"] == "600.00"
-    assert _order(ann)["number"] == f"SO-{utcnow().year}-000002"
+    assert _order(ann)["number"] != order["number"]
     [created, _] = _events("order.created")
     assert problems(ORDERS.topic, created) is None and created["data"]["order"]["total"] == "2800.00"
 
@@ -162,8 +167,11 @@ def test_a_draft_within_policy_is_confirmed_on_submit(crm):
     assert ann.post(f"/orders/{order['id']}/submit").status_code == 409
     [confirmed] = _events("order.confirmed")
     assert problems(ORDERS.topic, confirmed) is None and confirmed["data"]["order"]["credited_to"] == "ann"
-    empty = ann.post("/orders", json={"account_id": ACCOUNT}).json
+    empty = ann.post("/orders", json={"account_id": ACCOUNT, "delivery_date": IN_A_MONTH}).json
     assert ann.post(f"/orders/{empty['id']}/submit").status_code == 409
+    undated = _order(ann, delivery_date=None)
+    r = ann.post(f"/orders/{undated['id']}/submit")
+    assert r.status_code == 422 and r.json["errors"] == {"delivery_date": ["set it before submitting"]}
 
 
 # ---- the approval story ---------------------------------------------------------------------------------
@@ -448,6 +456,8 @@ def test_a_won_deal_becomes_one_draft_order(crm):
     [order] = ann.get("/orders", query_string={"opportunity_id": deal}).json["items"]
     assert order["status"] == "draft" and order["owner_id"] == "ann" and order["total"] == "1800.00"
     assert order["lines"][0]["unit_price"] == "900.00" and order["account_id"] == ACCOUNT
+    assert order["delivery_date"] is None  # the rep sets it before submitting
+    assert _patch(ann, order, delivery_date=IN_A_MONTH).status_code == 200
     assert ann.post(f"/orders/{order['id']}/submit").json["status"] == "confirmed"  # 10% exactly: within policy
     for products, broken, reason in (
             ([{"sku": "NOPE", "qty": 1, "unit_price": "1.00"}], {}, "no product with SKU"),
@@ -478,3 +488,125 @@ def test_a_handover_moves_open_orders_and_waiting_approvals_and_keeps_credit(crm
     assert moved["owner_id"] == "amy" and moved["credited_to"] == "ann"
     approval = _pending(mia, waiting["id"])
     assert approval["current_approver_id"] == "max" and approval["steps"][0]["escalated_from"] == "mia"
+
+
+# ---- what the attack review found ---------------------------------------------------------------------
+def test_a_payment_plan_cannot_stretch_the_approved_terms(crm):
+    ann = crm.people["ann"]
+    order = _order(ann)
+    assert ann.post(f"/orders/{order['id']}/submit").json["status"] == "confirmed"  # net 30, no approval
+    late = (dt.date.today() + dt.timedelta(days=700)).isoformat()
+    r = ann.put(f"/orders/{order['id']}/payment-plan", json={"instalments": [
+        {"due_on": IN_A_MONTH, "amount": "1000.00"}, {"due_on": late, "amount": "2000.00"}]})
+    assert r.status_code == 422 and "longer terms need approval" in json.dumps(r.json["errors"])
+    fine = (dt.date.today() + dt.timedelta(days=60)).isoformat()  # delivery in 30 days, then 30 days' terms
+    assert ann.put(f"/orders/{order['id']}/payment-plan", json={"instalments": [
+        {"due_on": IN_A_MONTH, "amount": "1000.00"}, {"due_on": fine, "amount": "2000.00"}]}).status_code == 200
+
+
+def test_a_cost_beyond_what_an_order_holds_is_422_not_500(crm):
+    ann, root = crm.people["ann"], crm.people["root"]
+    assert root.post("/products", json={"sku": "BIG", "name": "Big", "list_price": "8000.00",
+                                        "unit_cost": "5000.00"}).status_code == 201
+    r = ann.post("/orders", json={"account_id": ACCOUNT, "lines": [
+        {"sku": "BIG", "qty": 1_000_000, "discount_pct": 100}] * 200})
+    assert r.status_code == 422 and r.json["errors"] == {"lines": ["too large"]}, r.json
+
+
+def test_house_accounts_are_listed_only_to_those_who_see_them(crm):
+    root = crm.people["root"]
+    root.put(f"/house-accounts/{ACCOUNT}", json={"house_account": True})
+    assert crm.people["wes"].get("/house-accounts").json["items"] == []
+    assert [a["id"] for a in crm.people["mia"].get("/house-accounts").json["items"]] == [ACCOUNT]
+    assert [a["id"] for a in crm.people["eve"].get("/house-accounts").json["items"]] == [ACCOUNT]
+
+
+def _handover(leaver: str, heir: str, handover_id: str) -> None:
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        deliver(handover.directory_handlers(ctx.settings), uow, new_event("handover.requested", leaver, {
+            "handover_id": handover_id, "from_user_id": leaver, "to_user_id": heir}, source="gateway"))
+        uow.commit()
+
+
+def test_a_heir_who_is_the_approver_of_an_inherited_order_passes_the_decision_up(crm):
+    ann, mia, pat = crm.people["ann"], crm.people["mia"], crm.people["pat"]
+    order = _order(ann, lines=[{"sku": "LATHE-5X", "qty": 1, "discount_pct": 15}])
+    ann.post(f"/orders/{order['id']}/submit")
+    _handover("ann", "mia", "h-ann-mia")
+    assert mia.get(f"/orders/{order['id']}").json["owner_id"] == "mia"
+    approval = _pending(pat, order["id"])
+    assert approval["current_approver_id"] == "pat" and approval["current_level"] == "parent_manager"
+    assert [a["id"] for a in pat.get("/approvals", query_string={"status": "pending"}).json["items"]] == [approval["id"]]
+    assert _decide(pat, approval["id"], "approve").json["status"] == "approved"
+
+
+def test_a_managers_decisions_are_not_handed_to_a_rep(crm):
+    ann, pat = crm.people["ann"], crm.people["pat"]
+    amy = crm.as_("amy", "rep", teams=["east"])
+    order = _order(ann, lines=[{"sku": "LATHE-5X", "qty": 1, "discount_pct": 15}])
+    ann.post(f"/orders/{order['id']}/submit")
+    _handover("mia", "amy", "h-mia-amy")
+    assert amy.get("/approvals").json["items"] == [] and amy.get("/approvals", query_string={
+        "status": "pending"}).json["items"] == []
+    assert _pending(pat, order["id"])["current_approver_id"] == "pat"
+
+
+def test_a_manager_who_no_longer_manages_the_team_decides_nothing(crm):
+    ann = crm.people["ann"]
+    order = _order(ann, lines=[{"sku": "LATHE-5X", "qty": 1, "discount_pct": 15}])
+    ann.post(f"/orders/{order['id']}/submit")
+    approval = _pending(ann, order["id"])
+    crm.directory.put_team("east", "max", parent="sales")  # mia manages no team now; her new token says so
+    former = crm.as_("mia", "manager", teams=["east"], manages=[], register=False)
+    assert former.get("/order-types").status_code == 200  # a valid token of hers
+    assert _decide(former, approval["id"], "approve").status_code == 403
+    assert crm.people["eve"].get(f"/approvals/{approval['id']}").json["status"] == "pending"
+
+
+def test_a_manager_submitting_a_team_order_is_not_its_approver(crm):
+    ann, mia, pat = crm.people["ann"], crm.people["mia"], crm.people["pat"]
+    order = _order(ann, lines=[{"sku": "LATHE-5X", "qty": 1, "discount_pct": 15}])
+    assert mia.post(f"/orders/{order['id']}/submit").json["status"] == "pending_approval"
+    approval = _pending(pat, order["id"])
+    assert [s["approver_id"] for s in approval["steps"]] == ["pat"]
+    assert _decide(pat, approval["id"], "approve").json["status"] == "approved"
+
+
+def test_the_same_lines_again_keep_the_plan_and_the_prices_as_sold(crm):
+    ann, root, mia = crm.people["ann"], crm.people["root"], crm.people["mia"]
+    order = _order(ann)
+    ann.post(f"/orders/{order['id']}/submit")
+    plan = [{"due_on": IN_A_MONTH, "amount": "3000.00"}]
+    assert ann.put(f"/orders/{order['id']}/payment-plan", json={"instalments": plan}).status_code == 200
+    lathe = root.get("/products", query_string={"q": "LATHE"}).json["items"][0]
+    root.patch(f"/products/{lathe['id']}", json={"unit_cost": "900.00"}, headers={"If-Match": f'"v{lathe["version"]}"'})
+    same = _patch(ann, order, lines=[{"sku": "LATHE-5X", "qty": 2}, {"sku": "SPINDLE-1", "qty": 5}], currency="CNY")
+    assert same.status_code == 200 and same.json["status"] == "confirmed"
+    assert [i["amount"] for i in same.json["payment_plan"]] == ["3000.00"]
+    assert mia.get(f"/orders/{order['id']}").json["lines"][0]["unit_cost"] == "600.00"  # as sold
+
+
+def test_order_numbers_do_not_count_other_teams_orders(crm):
+    numbers = [_order(crm.people["ann"])["number"] for _ in range(6)]
+    codes = [int(n.rsplit("-", 1)[1]) for n in numbers]
+    assert len(set(codes)) == 6
+    assert [b - a for a, b in itertools.pairwise(codes)] != [1] * 5  # not a visible sequence
+
+
+def test_an_order_under_approval_keeps_a_line(crm):
+    ann = crm.people["ann"]
+    order = _order(ann, lines=[{"sku": "LATHE-5X", "qty": 1, "discount_pct": 15}])
+    ann.post(f"/orders/{order['id']}/submit")
+    assert _patch(ann, order, lines=[]).status_code == 409
+    assert ann.get(f"/orders/{order['id']}").json["status"] == "pending_approval"
+
+
+def test_a_deal_won_by_someone_who_has_left_is_their_successors_order(crm):
+    crm.as_("amy", "rep", teams=["east"])
+    _handover("ann", "amy", "h-ann-amy")
+    crm.directory.put_user("ann", "rep", "east", active=False)
+    deal = str(uuid.uuid4())
+    _deliver_won(_won(deal, [{"sku": "LATHE-5X", "qty": 1, "unit_price": "1000.00"}]))
+    [order] = crm.people["eve"].get("/orders", query_string={"opportunity_id": deal}).json["items"]
+    assert order["owner_id"] == "amy" and order["team_id"] == "east"

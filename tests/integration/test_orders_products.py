@@ -258,3 +258,17 @@ def test_a_catalogue_csv_creates_and_updates_products_all_or_nothing(orders):
         assert r.status_code == 422 and reason in json.dumps(r.json), (broken, r.json)
     assert _upload(admin, "\xff\xfe", "latin-1").status_code == 422
     assert _upload(orders.as_("mia", "manager", teams=["east"], manages=["east"]), sheet).status_code == 403
+
+
+def test_make_run_seeds_a_demo_catalogue_once(orders):
+    from services.orders import demo
+
+    ctx = bootstrap.context()
+    for expected in (len(demo.CATALOGUE), 0):  # a second run finds the catalogue and adds nothing
+        with ctx.db.uow() as uow:
+            assert demo.seed(uow, ctx.settings) == expected
+            uow.commit()
+    items = orders.as_("mia", "manager", teams=["east"], manages=["east"]).get("/products").json["items"]
+    assert {p["sku"] for p in items} == {row[0] for row in demo.CATALOGUE}
+    assert next(p for p in items if p["sku"] == "DEMO-UNIT")["excluded_from_quota"] is True
+    assert len(_events("product.created")) == len(demo.CATALOGUE)

@@ -30,6 +30,7 @@ def upgrade() -> None:
     op.create_table('order_counters',
     sa.Column('year', sa.Integer(), nullable=False),
     sa.Column('last', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('year', name=op.f('pk_order_counters'))
     )
     op.create_table('order_types',
