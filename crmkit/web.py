@@ -235,6 +235,19 @@ def roles(*allowed: str):
     return deco
 
 
+def uploaded_csv() -> tuple[str | None, bytes]:
+    """(file name, bytes) of the CSV a client sent as multipart/form-data in a field named `file`;
+    422 when it is missing or empty."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise ValidationFailed("send the CSV as multipart/form-data in a field named 'file'",
+                               errors={"file": ["missing"]})
+    content = upload.read()
+    if not content:
+        raise ValidationFailed("the file is empty", errors={"file": ["empty"]})
+    return upload.filename, content
+
+
 def large_body(view):
     """Marks a route that takes uploads up to CRM_MAX_IMPORT_BYTES, in any content type."""
     view.crm_large_body = True

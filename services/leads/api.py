@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import uuid
 
-from flask import request
 from marshmallow import RAISE
 
 from crmkit.activities import ActivityCreateSchema
-from crmkit.errors import ValidationFailed
 from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
-from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
+from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles, uploaded_csv
 
 from . import conversion, imports, intake, lifecycle, people, routing, rules
 from .bootstrap import context
@@ -198,15 +196,9 @@ def import_leads():
 
     The file must be text in UTF-8 or GB18030 with a header row, and not empty.
     """
-    upload = request.files.get("file")
-    if upload is None:
-        raise ValidationFailed("send the CSV as multipart/form-data in a field named 'file'",
-                               errors={"file": ["missing"]})
-    content = upload.read()
-    if not content:
-        raise ValidationFailed("the file is empty", errors={"file": ["empty"]})
+    filename, content = uploaded_csv()
     with ctx().db.uow() as uow:
-        job = imports.create_job(uow, principal(), upload.filename, content)
+        job = imports.create_job(uow, principal(), filename, content)
         uow.commit()
     return {"job_id": job.id}, 202, {"Location": f"/api/v1/lead-imports/{job.id}"}
 

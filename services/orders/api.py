@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from flask import request
 from marshmallow import RAISE
 
-from crmkit.errors import ValidationFailed
 from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.idempotency import idempotent
-from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles
+from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles, uploaded_csv
 
 from . import catalogue_import, products
 from .approval_api import approvals_blp
@@ -61,13 +59,7 @@ def import_products():
     The file must be text in UTF-8 or GB18030 with a header row, and not empty; each row is checked
     as a create would be, and a file with any bad row changes nothing (422 naming each bad line).
     """
-    upload = request.files.get("file")
-    if upload is None:
-        raise ValidationFailed("send the CSV as multipart/form-data in a field named 'file'",
-                               errors={"file": ["missing"]})
-    content = upload.read()
-    if not content:
-        raise ValidationFailed("the file is empty", errors={"file": ["empty"]})
+    _filename, content = uploaded_csv()
     with ctx().db.uow() as uow:
         counts = catalogue_import.import_catalogue(uow, ctx().settings, principal(), content)
         uow.commit()
