@@ -42,6 +42,13 @@ CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of the partiti
 UPSTREAM_FAILURES = Counter("crm_gateway_upstream_failures_total", "Gateway calls to a service that failed",
                             ["upstream", "reason"])
 RATE_LIMITED = Counter("crm_gateway_rate_limited_total", "Requests refused with 429", ["scope"])
+# The orders worker's escalation schedule sets these on each pass: requests nobody decides are money
+# nobody collects.
+APPROVALS_PENDING = Gauge("crm_approvals_pending", "Approval requests waiting for a decision", ["service"],
+                          multiprocess_mode="livemax")
+APPROVALS_OLDEST_WAIT = Gauge("crm_approvals_oldest_waiting_seconds",
+                              "How long the longest-waiting approval step has waited", ["service"],
+                              multiprocess_mode="livemax")
 BUSINESS_EVENTS = Counter("crm_business_events_total", "Domain events by type (leads created, orders confirmed...)",
                           ["service", "type"])
 

@@ -383,6 +383,9 @@ def dashboard() -> dict:
               "short", "{{proxy}}"),
         panel(16, "Edge: sign-ins refused after repeated failures (gateway)",
               'sum (rate(crm_gateway_rate_limited_total{scope="sign_in"}[5m]))', "ops", "sign-in"),
+        panel(17, "Orders: approvals waiting, and the longest wait (hours)",
+              "max (crm_approvals_pending) or max (crm_approvals_oldest_waiting_seconds) / 3600", "short",
+              "waiting"),
     ]
     return {"title": "SFA CRM", "uid": "sfa-crm", "schemaVersion": 39, "version": 1, "editable": True,
             "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "tags": ["crm"], "panels": panels}

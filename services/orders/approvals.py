@@ -9,8 +9,9 @@ import logging
 import threading
 import uuid
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
+from crmkit import metrics
 from crmkit.auth import Principal
 from crmkit.db import Database, UnitOfWork, utcnow
 from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -271,13 +272,25 @@ def escalate_due(uow: UnitOfWork, settings: Settings, now: dt.datetime | None = 
     return len(due)
 
 
+def waiting(uow: UnitOfWork, now: dt.datetime | None = None) -> tuple[int, float]:
+    """(pending requests, seconds the longest-waiting one has waited), for the metrics."""
+    count, oldest = uow.session.execute(select(func.count(), func.min(Approval.waiting_since))
+                                        .where(Approval.status == "pending")).one()
+    return count, 0.0 if oldest is None else ((now or utcnow()) - oldest).total_seconds()
+
+
 def escalation_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 60.0) -> None:
-    """The worker's schedule: look for requests waiting too long every `interval` seconds."""
+    """The worker's schedule: look for requests waiting too long every `interval` seconds, and say
+    how many wait and for how long (crm_approvals_*)."""
     while not stop.wait(interval):
         try:
             with db.uow() as uow:
                 if escalate_due(uow, settings):
                     uow.commit()
+            with db.uow(readonly=True) as uow:
+                count, oldest = waiting(uow)
+            metrics.APPROVALS_PENDING.labels("orders").set(count)
+            metrics.APPROVALS_OLDEST_WAIT.labels("orders").set(oldest)
         except Exception:  # a schedule must outlive one bad run; it logs and tries again
             log.exception("approval escalation failed")
 

@@ -315,6 +315,8 @@ def test_an_approval_waiting_too_long_goes_up_a_level(crm):
     ann.post(f"/orders/{order['id']}/submit")
     ctx = bootstrap.context()
     with ctx.db.uow() as uow:
+        count, oldest = approvals.waiting(uow, utcnow() + dt.timedelta(hours=3))  # what the metrics say
+        assert count == 1 and 3 * 3600 - 60 < oldest < 3 * 3600 + 60
         assert approvals.escalate_due(uow, ctx.settings) == 0  # not yet due
         assert approvals.escalate_due(uow, ctx.settings, utcnow() + dt.timedelta(hours=3)) == 1
         uow.commit()
