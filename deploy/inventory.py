@@ -108,7 +108,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "WORKER_METRICS_PORT": 9100,
         "LEADS_FOLLOW_UP_SLA_HOURS": 24, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": 30,
         "LEADS_IMPORT_MAX_ROWS": 200000, "OPPORTUNITIES_RECHECK_INTERVAL_SECONDS": 0.5,
-        "ORDERS_ESCALATION_INTERVAL_SECONDS": 60,
+        "ORDERS_ESCALATION_INTERVAL_SECONDS": 60, "CRM_TIME_ZONE": "Asia/Shanghai",
         "CRM_DIRECTORY_REFRESH_SECONDS": 0.5, "CRM_DIRECTORY_CATCH_UP_SECONDS": 3,
         # The gateway API's /metrics on the metrics port, not on the port the ingress exposes.
         # (Read by gunicorn only, so the worker ignores it; empty for the services, whose API port is internal.)

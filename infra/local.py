@@ -21,15 +21,15 @@ class Broker:
     def __init__(self, port: int, name: str = "test"):
         self.port = port
         self.bootstrap = f"127.0.0.1:{port}"
-        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(STATE / f"{name}-kafka-{port}"),
-                    # a test broker not running starts empty: earlier runs' topics are of no use
-                    "KAFKA_FRESH": "1" if name == "test" else "0"}
+        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(STATE / f"{name}-kafka-{port}")}
 
-    def _script(self, command: str) -> None:
-        subprocess.run([str(REPO / "infra/kafka/kafka.sh"), command], env=self.env, check=True)
+    def _script(self, command: str, **env) -> None:
+        subprocess.run([str(REPO / "infra/kafka/kafka.sh"), command], env={**self.env, **env}, check=True)
 
-    def start(self) -> None:
-        self._script("start")
+    def start(self, *, fresh: bool = False) -> None:
+        """fresh: a broker not running starts empty (the test session's first start: earlier runs'
+        topics are of no use and slow its start). A restart within a run keeps its topics."""
+        self._script("start", KAFKA_FRESH="1" if fresh else "0")
 
     def stop(self) -> None:
         self._script("stop")

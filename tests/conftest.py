@@ -16,7 +16,7 @@ PG_PORT = int(os.environ.get("CRM_TEST_PG_PORT", "15432"))
 @pytest.fixture(scope="session")
 def kafka() -> Broker:
     broker = Broker(KAFKA_PORT)
-    broker.start()
+    broker.start(fresh=True)
     return broker
 
 

@@ -31,13 +31,17 @@ RECEIVERS = {
     ("crm.leads.v1", "handover.completed"): ["gateway"],
     ("crm.opportunities.v1", "lead.conversion_rejected"): ["leads"],
     ("crm.opportunities.v1", "handover.completed"): ["gateway"],
-    ("crm.opportunities.v1", "account.created"): ["orders"],
+    ("crm.opportunities.v1", "account.created"): ["orders"],  # the replica; new accounts count
+    ("crm.opportunities.v1", "activity.logged"): ["orders"],  # activities count toward performance
+    ("crm.leads.v1", "activity.logged"): ["orders"],
     ("crm.opportunities.v1", "account.updated"): ["orders"],
     ("crm.opportunities.v1", "account.deleted"): ["orders"],
     ("crm.opportunities.v1", "opportunity.won"): ["orders"],
-    ("crm.orders.v1", "order.confirmed"): ["opportunities"],
+    ("crm.orders.v1", "order.confirmed"): ["opportunities", "orders"],  # tiers; performance
     ("crm.orders.v1", "order.paid"): ["opportunities"],
-    ("crm.orders.v1", "order.cancelled"): ["opportunities"],
+    ("crm.orders.v1", "order.cancelled"): ["opportunities", "orders"],
+    ("crm.orders.v1", "order.submitted"): ["orders"],
+    ("crm.orders.v1", "order.payment_recorded"): ["orders"],
     ("crm.orders.v1", "handover.completed"): ["gateway"],
     ("marketing.leads.inbound.v1", "*"): ["leads"],
 }

@@ -34,6 +34,7 @@ class _Account(Schema):
     owner_id = fields.String(required=True, allow_none=True)
     team_id = fields.String(required=True, allow_none=True)
     team = fields.List(fields.Nested(_Member), required=True)
+    region = fields.String(load_default=None, allow_none=True)
     version = fields.Integer(required=True, strict=True)
 
 
@@ -53,6 +54,7 @@ def apply_account_event(uow: UnitOfWork, envelope: dict) -> None:
         return
     row = row or AccountReplica(id=account["id"])
     row.name, row.owner_id, row.team_id = account["name"], account["owner_id"], account["team_id"]
+    row.region = account["region"]
     row.deleted = envelope["type"] == "account.deleted"
     row.version, row.updated_at = account["version"], utcnow()
     uow.session.add(row)

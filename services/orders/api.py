@@ -15,6 +15,7 @@ from .approval_api import approvals_blp
 from .bootstrap import context
 from .domain import CATALOGUE_READERS
 from .order_api import orders_blp, quota_blp
+from .performance_api import performance_blp
 from .schemas import (
     ImportResultSchema,
     ProductCreateSchema,
@@ -115,4 +116,5 @@ def delete_product(product_id: uuid.UUID):
 
 def create_app():
     return create_service_app(context=context(), title="CRM orders service",
-                              blueprints=[products_blp, orders_blp, quota_blp, approvals_blp])
+                              blueprints=[products_blp, orders_blp, quota_blp, approvals_blp,
+                                                                         performance_blp])

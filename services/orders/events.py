@@ -13,10 +13,11 @@ from .domain import COST_HIDDEN_FROM, LEVELS, STATUSES
 
 ORDERS_TOPIC = "crm.orders.v1"
 DIRECTORY_TOPIC = "crm.directory.v1"    # the replica of users and teams, and handover requests
-OPPORTUNITIES_TOPIC = "crm.opportunities.v1"  # account.* keep the replica of accounts
+OPPORTUNITIES_TOPIC = "crm.opportunities.v1"  # account.* keep the replica of accounts; won deals; activities
+LEADS_TOPIC = "crm.leads.v1"  # activities logged on leads count toward performance
 
 # Partitions bound how many worker replicas can consume in parallel (see docs/operations).
-TOPIC_PARTITIONS = {ORDERS_TOPIC: 6, DIRECTORY_TOPIC: 3, OPPORTUNITIES_TOPIC: 6}
+TOPIC_PARTITIONS = {ORDERS_TOPIC: 6, DIRECTORY_TOPIC: 3, OPPORTUNITIES_TOPIC: 6, LEADS_TOPIC: 6}
 
 Time = fields.AwareDateTime  # ISO 8601 with its offset (UTC)
 HIDDEN_COST = {"x-hidden-from": list(COST_HIDDEN_FROM)}

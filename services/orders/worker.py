@@ -1,6 +1,7 @@
-"""Orders worker: the outbox relay; the consumers of the directory (replica and handovers) and of
-crm.opportunities.v1 (the replica of accounts, and won deals becoming draft orders); and the
-escalation schedule of approvals waiting too long."""
+"""Orders worker: the outbox relay; the consumers of the directory (replica and handovers), of
+crm.opportunities.v1 (the replica of accounts, and won deals becoming draft orders) and of the
+events performance counts (orders, payments, new accounts, activities); and the escalation
+schedule of approvals waiting too long."""
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ from functools import partial
 from crmkit.consumer import Dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import accounts, approvals, handover, won
+from . import accounts, actuals, approvals, handover, won
 from .bootstrap import context
-from .events import DIRECTORY_TOPIC, OPPORTUNITIES_TOPIC, TOPIC_PARTITIONS
+from .events import DIRECTORY_TOPIC, LEADS_TOPIC, OPPORTUNITIES_TOPIC, ORDERS_TOPIC, TOPIC_PARTITIONS
 
 
 def worker_spec() -> WorkerSpec:
@@ -31,6 +32,12 @@ def worker_spec() -> WorkerSpec:
             ConsumerSpec(group_id=f"{settings.topic_prefix}orders-accounts", handlers={
                 settings.topic(OPPORTUNITIES_TOPIC): Dispatch({**accounts.ACCOUNT_HANDLERS,
                                                                **won.handlers(settings)})}),
+            # Actuals: a group of its own, so performance catches up on its own pace (and a replay
+            # of it touches nothing else).
+            ConsumerSpec(group_id=f"{settings.topic_prefix}orders-performance", handlers={
+                settings.topic(ORDERS_TOPIC): Dispatch(actuals.ORDER_EVENTS),
+                settings.topic(OPPORTUNITIES_TOPIC): Dispatch(actuals.DEAL_EVENTS),
+                settings.topic(LEADS_TOPIC): Dispatch(actuals.LEAD_EVENTS)}),
         ],
         loops=[escalations],
     )

@@ -170,8 +170,8 @@ def test_a_body_over_the_limit_is_413_before_it_reaches_a_service(crm, edge):
 
 
 def test_a_service_that_is_not_there_is_503_problem_json(crm, edge):
-    # The orders service is in the policy but not built yet: its upstream answers nothing.
-    r = _get(edge, crm.token("exec"), "/orders")
+    # The notifications service is in the policy but not built yet: its upstream answers nothing.
+    r = _get(edge, crm.token("exec"), "/notifications")
     _problem(r, 503)
 
 

@@ -67,15 +67,23 @@ MATRIX = [
     ("GET", "/reports/win-rate", SELLERS), ("GET", "/reports/sales-cycle", SELLERS),
     ("GET", "/reports/opportunity-funnel", LEAD_USERS),
     # orders
-    ("GET", "/products", DEAL_READERS), ("POST", "/products", ADMIN),
-    ("GET", "/products/SKU-1", DEAL_READERS), ("PATCH", "/products/SKU-1", ADMIN), ("DELETE", "/products/SKU-1", ADMIN),
+    ("GET", "/products", DEAL_READERS), ("POST", "/products", ADMIN), ("POST", "/products/import", ADMIN),
+    ("GET", f"/products/{ID}", DEAL_READERS), ("PATCH", f"/products/{ID}", ADMIN), ("DELETE", f"/products/{ID}", ADMIN),
     ("GET", "/orders", DEAL_READERS), ("POST", "/orders", SELLERS),
     ("GET", f"/orders/{ID}", DEAL_READERS), ("PATCH", f"/orders/{ID}", SELLERS), ("DELETE", f"/orders/{ID}", SELLERS),
     ("POST", f"/orders/{ID}/submit", SELLERS), ("POST", f"/orders/{ID}/fulfill", SELLERS),
     ("POST", f"/orders/{ID}/pay", SELLERS), ("POST", f"/orders/{ID}/cancel", SELLERS),
+    ("POST", f"/orders/{ID}/duplicate", SELLERS), ("PUT", f"/orders/{ID}/payment-plan", SELLERS),
+    ("GET", f"/orders/{ID}/payments", DEAL_READERS), ("GET", f"/orders/{ID}/history", DEAL_READERS),
+    ("GET", "/order-types", DEAL_READERS), ("PUT", "/order-types", ADMIN),
+    ("GET", "/house-accounts", LEADERS), ("PUT", f"/house-accounts/{ID}", ADMIN),
     ("GET", "/approval-policies", LEADERS), ("PUT", "/approval-policies", ADMIN),
-    ("GET", "/approvals", SELLERS), ("POST", f"/approvals/{ID}/decision", LEADERS),
-    ("GET", "/targets", SELLERS), ("POST", "/targets", LEADERS), ("GET", "/performance", SELLERS),
+    ("GET", "/approvals", SELLERS), ("GET", f"/approvals/{ID}", SELLERS),
+    ("POST", f"/approvals/{ID}/decision", LEADERS),
+    ("GET", "/targets", SELLERS), ("POST", "/targets", LEADERS),
+    ("GET", f"/targets/{ID}", SELLERS), ("PATCH", f"/targets/{ID}", LEADERS),
+    ("GET", "/performance", SELLERS), ("GET", "/performance/contributions", SELLERS),
+    ("GET", "/kpi-schemes", SELLERS), ("PUT", "/kpi-schemes", {"executive", "admin"}),
     # notifications
     ("GET", "/notifications", ALL), ("POST", "/notifications/read-all", ALL), ("POST", f"/notifications/{ID}/read", ALL),
     ("GET", "/agenda", ALL), ("GET", "/notification-preferences", ALL), ("PUT", "/notification-preferences", ALL),
@@ -84,7 +92,7 @@ MATRIX = [
 ]
 USER_OF_ROLE = {"rep": "ann", "manager": "mgr-east", "executive": "exec", "marketing": "mkt", "service": "svc",
                 "admin": "admin"}
-RUNNING = {"gateway", "leads", "opportunities"}  # the other services are not deployed in this stack
+RUNNING = {"gateway", "leads", "opportunities", "orders"}  # notifications is not deployed in this stack
 
 
 def test_the_matrix_covers_every_route_and_method_of_the_policy():

@@ -8,6 +8,7 @@ import itertools
 import json
 import re
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
@@ -30,8 +31,15 @@ SPINDLE = {"sku": "SPINDLE-1", "name": "Spindle", "category": "parts", "list_pri
 
 @pytest.fixture
 def crm(database_url, topic_prefix, monkeypatch):
-    """The organisation: team east (manager mia) under sales (manager pat), team west (manager wes);
-    reps ann (east) and bob (west); executive eve; service sam on the first account's virtual team."""
+    with organisation(database_url, topic_prefix, monkeypatch) as client:
+        yield client
+
+
+@contextmanager
+def organisation(database_url, topic_prefix, monkeypatch):
+    """The orders service in-process, with an organisation: team east (manager mia) under sales
+    (manager pat), team west (manager wes); reps ann (east) and bob (west); executive eve; service
+    sam on the first account's virtual team; a lathe and a spindle in the catalogue."""
     with service_client(bootstrap, "orders", database_url, topic_prefix, monkeypatch) as client:
         client.directory.put_team("sales", "pat")
         client.directory.put_team("east", "mia", parent="sales")

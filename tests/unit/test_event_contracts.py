@@ -29,6 +29,7 @@ from services.opportunities import schemas as opp_schemas
 from services.opportunities.db import Opportunity
 from services.opportunities.events import OPPORTUNITIES
 from services.orders import accounts as order_accounts
+from services.orders import actuals as order_actuals
 from services.orders import won
 from services.orders.events import ORDERS
 from tests.support.event_catalogs import problems
@@ -163,6 +164,9 @@ def test_every_event_a_consumer_dispatches_is_declared_by_its_producer():
         (ORDERS, set(tiering.ORDER_HANDLERS)),  # the opportunities service's tiers read order revenue
         # the orders service reads accounts (its replica) and won deals (draft orders)
         (OPPORTUNITIES, set(order_accounts.ACCOUNT_HANDLERS) | set(won.handlers(None))),
+        # performance: the orders service's own order events, new accounts and activities
+        (ORDERS, set(order_actuals.ORDER_EVENTS)), (OPPORTUNITIES, set(order_actuals.DEAL_EVENTS)),
+        (LEADS, set(order_actuals.LEAD_EVENTS)),
     ]
     for catalog, keys in consumed:
         assert keys <= set(catalog.events), f"{sorted(keys - set(catalog.events))} not declared by {catalog.source}"

@@ -1,0 +1,224 @@
+"""Actuals kept current from events (issue 16), not recomputed by scanning on each read: each event
+adds its contributions to the ledger (PerformanceEntry, traceable to the order, payment, account or
+activity) and to the sums performance reads (Actual), in one transaction; the consumer applies each
+event once (by id). Only orders that count toward quota count, and only their counted lines.
+
+Credit goes to whom the order was credited when confirmed (`credited_to`), in the team it had then;
+a handover moves the open order, not the credit. A re-confirmed order (its terms changed and were
+approved again) replaces its contribution; one that goes back to approval, or is cancelled, takes
+it back."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+from functools import cache
+from zoneinfo import ZoneInfo
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from sqlalchemy import delete, select
+
+from crmkit.consumer import Reject
+from crmkit.db import UnitOfWork, upsert
+
+from .db import AccountReplica, Actual, DirectoryUser, PerformanceEntry
+
+
+@cache
+def time_zone() -> ZoneInfo:
+    """The deployment's time zone: a sale at 07:00 in Shanghai on the 1st belongs to that month."""
+    return ZoneInfo(os.environ.get("CRM_TIME_ZONE", "Asia/Shanghai"))
+
+
+def local_day(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(time_zone()).date()
+
+
+class _Part(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class _Line(_Part):
+    category = fields.String(required=True, allow_none=True)
+    qty = fields.Integer(required=True)
+    line_total = fields.Decimal(required=True)
+    unit_cost = fields.Decimal(required=True, allow_none=True)
+    excluded_from_quota = fields.Boolean(required=True)
+
+
+class _Order(_Part):
+    id = fields.UUID(required=True)
+    account_id = fields.UUID(required=True)
+    owner_id = fields.String(required=True, allow_none=True)
+    team_id = fields.String(required=True, allow_none=True)
+    credited_to = fields.String(required=True, allow_none=True)
+    counts_toward_quota = fields.Boolean(required=True)
+    status = fields.String(required=True)
+    lines = fields.List(fields.Nested(_Line), required=True)
+
+
+class _Payment(_Part):
+    id = fields.UUID(required=True)
+    amount = fields.Decimal(required=True)
+    paid_on = fields.Date(required=True)
+
+
+class _Account(_Part):
+    id = fields.UUID(required=True)
+    owner_id = fields.String(required=True, allow_none=True)
+    team_id = fields.String(required=True, allow_none=True)
+    region = fields.String(load_default=None, allow_none=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+def _load(schema: Schema, envelope: dict, key: str) -> dict:
+    try:
+        return schema.load(((envelope.get("data") or {}).get(key)) or {})
+    except ValidationError as exc:
+        raise Reject(f"invalid {envelope['type']}: {exc.messages}") from None
+
+
+def _time(envelope: dict) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(envelope["time"])
+    except (KeyError, TypeError, ValueError):
+        raise Reject(f"{envelope.get('type')} without a valid time") from None
+
+
+# ---- the ledger and its sums ------------------------------------------------------------------------------
+def _bump(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
+    sums: dict[tuple, Decimal] = defaultdict(Decimal)
+    for r in rows:
+        sums[(r["user_id"], r["team_id"], r["metric"], r["month"], r["product_category"], r["region"])] += r["amount"]
+    for (user, team, metric, month, category, region), amount in sorted(sums.items()):
+        uow.session.execute(upsert(uow.session, Actual).values(
+            user_id=user, team_id=team, metric=metric, month=month, product_category=category, region=region,
+            amount=sign * amount).on_conflict_do_update(
+            index_elements=["user_id", "team_id", "metric", "month", "product_category", "region"],
+            set_={"amount": Actual.amount + sign * amount}))
+
+
+def add(uow: UnitOfWork, rows: list[dict]) -> None:
+    if not rows:
+        return
+    uow.session.add_all(PerformanceEntry(id=uuid.uuid4(), **r) for r in rows)
+    _bump(uow, rows, +1)
+
+
+def take_back_order(uow: UnitOfWork, order_id: str) -> None:
+    """An order's contributions (not its payments: money collected stays collected) leave the figures."""
+    entries = uow.session.execute(select(PerformanceEntry).where(
+        PerformanceEntry.order_id == order_id, PerformanceEntry.source == "order")).scalars().all()
+    if not entries:
+        return
+    _bump(uow, [{c: getattr(e, c) for c in ("user_id", "team_id", "metric", "month", "product_category", "region",
+                                            "amount")} for e in entries], -1)
+    uow.session.execute(delete(PerformanceEntry).where(PerformanceEntry.id.in_([e.id for e in entries])))
+
+
+def _entry(envelope: dict, metric: str, user: str, team: str | None, day: dt.date, amount: Decimal, *,
+           source: str, source_id, order_id=None, category: str | None = None, region: str | None = None) -> dict:
+    return {"event_id": envelope["id"], "metric": metric, "user_id": user, "team_id": team or "",
+            "month": f"{day.year}-{day.month:02d}", "occurred_on": day, "amount": amount,
+            "product_category": category or "", "region": region or "", "source": source,
+            "source_id": str(source_id), "order_id": None if order_id is None else str(order_id)}
+
+
+def _region(uow: UnitOfWork, account_id) -> str | None:
+    account = uow.session.get(AccountReplica, account_id)
+    return account.region if account is not None else None
+
+
+# ---- handlers -----------------------------------------------------------------------------------------
+def order_confirmed(uow: UnitOfWork, envelope: dict) -> None:
+    order = _load(_Order(), envelope, "order")
+    take_back_order(uow, str(order["id"]))  # a re-confirmation replaces what the order gave before
+    user = order["credited_to"] or order["owner_id"]
+    if not order["counts_toward_quota"] or not user:
+        return
+    day, region = local_day(_time(envelope)), _region(uow, order["account_id"])
+    common = {"source": "order", "source_id": order["id"], "order_id": order["id"], "region": region}
+    rows = [_entry(envelope, "orders", user, order["team_id"], day, Decimal(1), **common)]
+    for line in order["lines"]:
+        if line["excluded_from_quota"]:
+            continue
+        rows.append(_entry(envelope, "revenue", user, order["team_id"], day, line["line_total"],
+                           category=line["category"], **common))
+        if line["unit_cost"] is not None:
+            rows.append(_entry(envelope, "gross_margin", user, order["team_id"], day,
+                               line["line_total"] - line["unit_cost"] * line["qty"], category=line["category"],
+                               **common))
+    add(uow, rows)
+
+
+def order_withdrawn(uow: UnitOfWork, envelope: dict) -> None:
+    """order.cancelled, or order.submitted of an order now waiting for approval again: its
+    contribution waits (or goes) with it."""
+    order = _load(_Order(), envelope, "order")
+    if envelope["type"] == "order.cancelled" or order["status"] != "confirmed":
+        take_back_order(uow, str(order["id"]))
+
+
+def payment_recorded(uow: UnitOfWork, envelope: dict) -> None:
+    order = _load(_Order(), envelope, "order")
+    payment = _load(_Payment(), envelope, "payment")
+    user = order["credited_to"] or order["owner_id"]
+    if not order["counts_toward_quota"] or not user:
+        return
+    add(uow, [_entry(envelope, "collections", user, order["team_id"], payment["paid_on"], payment["amount"],
+                     source="payment", source_id=payment["id"], order_id=order["id"],
+                     region=_region(uow, order["account_id"]))])
+
+
+def account_created(uow: UnitOfWork, envelope: dict) -> None:
+    account = _load(_Account(), envelope, "account")
+    if not account["owner_id"]:
+        return
+    add(uow, [_entry(envelope, "new_accounts", account["owner_id"], account["team_id"],
+                     local_day(account["created_at"]), Decimal(1), source="account", source_id=account["id"],
+                     region=account["region"])])
+
+
+def _activity(uow: UnitOfWork, envelope: dict, user: str | None, activity_id, occurred_at) -> None:
+    if not user:
+        return
+    person = uow.session.get(DirectoryUser, user)
+    add(uow, [_entry(envelope, "activities", user, person.team_id if person else None, local_day(occurred_at),
+                     Decimal(1), source="activity", source_id=activity_id)])
+
+
+class _DealActivity(_Part):
+    activity_id = fields.UUID(required=True)
+    logged_by = fields.String(required=True)
+    occurred_at = fields.AwareDateTime(required=True)
+
+
+class _LeadActivity(_Part):
+    activity_id = fields.UUID(required=True)
+    occurred_at = fields.AwareDateTime(required=True)
+
+
+def deal_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
+    try:
+        activity = _DealActivity().load(envelope.get("data") or {})
+    except ValidationError as exc:
+        raise Reject(f"invalid activity.logged: {exc.messages}") from None
+    _activity(uow, envelope, activity["logged_by"], activity["activity_id"], activity["occurred_at"])
+
+
+def lead_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
+    try:
+        activity = _LeadActivity().load(envelope.get("data") or {})
+    except ValidationError as exc:
+        raise Reject(f"invalid activity.logged: {exc.messages}") from None
+    _activity(uow, envelope, envelope.get("actor"), activity["activity_id"], activity["occurred_at"])
+
+
+# The worker's dispatch tables, by topic.
+ORDER_EVENTS = {("order.confirmed", 1): order_confirmed, ("order.cancelled", 1): order_withdrawn,
+                ("order.submitted", 1): order_withdrawn, ("order.payment_recorded", 1): payment_recorded}
+DEAL_EVENTS = {("account.created", 1): account_created, ("activity.logged", 1): deal_activity_logged}
+LEAD_EVENTS = {("activity.logged", 1): lead_activity_logged}
