@@ -38,8 +38,10 @@ performance_blp = Blueprint("performance", __name__, description="Targets, actua
 def create_target(fields):
     """Set a target for a user or team of yours, for a month, quarter or year.
 
-    A quarter's or year's distribution gives each month's share (percentages totalling 100; even by
-    default). One target per subject, period, metric and narrowing (409 for a second).
+    A quarter's or year's distribution gives each month's share (percentages totalling 100, months
+    of the period only; even by default; a month has none). The subject is a team of yours or one of
+    its people, never yourself (422 "no such team", "no such user" or "no such subject among your
+    teams" otherwise). One target per subject, period, metric and narrowing (409 for a second).
     """
     with ctx().db.uow() as uow:
         target = targets.create_target(uow, principal(), fields)

@@ -1,7 +1,7 @@
 """marshmallow schemas of targets, performance and KPI schemes (issue 16)."""
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from crmkit.fields import Text
 from crmkit.pagination import PageArgsSchema
@@ -28,15 +28,23 @@ class Amount(fields.Decimal):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-_PCT = fields.Decimal(as_string=True, places=2, validate=validate.Range(min=0, max=100),
+def _percent_range(value) -> None:
+    # Not validate.Range: apispec would publish its bounds as decimal strings, not valid OpenAPI.
+    if not 0 <= value <= 100:
+        raise ValidationError("from 0 to 100")
+
+
+_PCT = fields.Decimal(as_string=True, places=2, validate=_percent_range,
                       metadata={"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,2})?$"})
-_MONTH = validate.Regexp(r"^(19\d\d|2\d\d\d)-(0[1-9]|1[0-2])$", error="a month such as 2026-11")
+_MONTH_PATTERN = r"^(19\d\d|2\d\d\d)-(0[1-9]|1[0-2])$"
+_MONTH = validate.Regexp(_MONTH_PATTERN, error="a month such as 2026-11")
 
 
 class Distribution(fields.Dict):
     def __init__(self, **kwargs):
         super().__init__(keys=fields.String(validate=_MONTH), values=_PCT, allow_none=True, metadata={
-            "description": "month → percentage of the target, totalling 100 (even by default)",
+            "description": "month (YYYY-MM, within the period) → percentage of the target, totalling 100 "
+                           "(even by default)",
             "example": {"2026-10": "30", "2026-11": "30", "2026-12": "40"}}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -65,11 +73,6 @@ class TargetPatchSchema(Schema):
 
     value = Amount()
     distribution = Distribution()
-
-    @validates_schema
-    def _something(self, data, **_):
-        if not data:
-            raise ValidationError("change value or distribution")
 
 
 class TargetSchema(Schema):

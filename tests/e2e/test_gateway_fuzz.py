@@ -105,6 +105,11 @@ DOCUMENTED_RULES = {
                                     r"a payment is more than zero",
     "a rejection says why": r"say why you reject it",
     "unique keys": r"rule keys are unique|type keys are unique|the standard type stays",
+    # performance (issue 16)
+    "a subject of your teams": r"no such team|no such user|no such subject among your teams",
+    "a distribution adding up": r"a monthly target has no distribution|months outside|the shares total|"
+                                r"shares are not negative|a month such as 2026-11",
+    "weights totalling 100": r"the weights total 100|each metric once",
 }
 
 
