@@ -108,15 +108,24 @@ def add(uow: UnitOfWork, rows: list[dict]) -> None:
     _bump(uow, rows, +1)
 
 
-def take_back_order(uow: UnitOfWork, order_id: str) -> None:
-    """An order's contributions (not its payments: money collected stays collected) leave the figures."""
-    entries = uow.session.execute(select(PerformanceEntry).where(
-        PerformanceEntry.order_id == order_id, PerformanceEntry.source == "order")).scalars().all()
+def take_back(uow: UnitOfWork, source: str, *, order_id: str | None = None, source_id: str | None = None
+              ) -> dt.date | None:
+    """Contributions leave the figures: an order's (not its payments: money collected stays
+    collected), or one account's. Returns the day they had counted on, if any."""
+    stmt = select(PerformanceEntry).where(PerformanceEntry.source == source)
+    stmt = stmt.where(PerformanceEntry.order_id == order_id) if order_id is not None else \
+        stmt.where(PerformanceEntry.source_id == source_id)
+    entries = uow.session.execute(stmt).scalars().all()
     if not entries:
-        return
+        return None
     _bump(uow, [{c: getattr(e, c) for c in ("user_id", "team_id", "metric", "month", "product_category", "region",
                                             "amount")} for e in entries], -1)
     uow.session.execute(delete(PerformanceEntry).where(PerformanceEntry.id.in_([e.id for e in entries])))
+    return min(e.occurred_on for e in entries)
+
+
+def take_back_order(uow: UnitOfWork, order_id: str) -> dt.date | None:
+    return take_back(uow, "order", order_id=order_id)
 
 
 def _entry(envelope: dict, metric: str, user: str, team: str | None, day: dt.date, amount: Decimal, *,
@@ -135,11 +144,13 @@ def _region(uow: UnitOfWork, account_id) -> str | None:
 # ---- handlers -----------------------------------------------------------------------------------------
 def order_confirmed(uow: UnitOfWork, envelope: dict) -> None:
     order = _load(_Order(), envelope, "order")
-    take_back_order(uow, str(order["id"]))  # a re-confirmation replaces what the order gave before
+    # A re-confirmation (the terms changed, and needed no new approval) replaces what the order gave
+    # before, on the day it first counted: an edit does not move revenue into another month.
+    counted_on = take_back_order(uow, str(order["id"]))
     user = order["credited_to"] or order["owner_id"]
     if not order["counts_toward_quota"] or not user:
         return
-    day, region = local_day(_time(envelope)), _region(uow, order["account_id"])
+    day, region = counted_on or local_day(_time(envelope)), _region(uow, order["account_id"])
     common = {"source": "order", "source_id": order["id"], "order_id": order["id"], "region": region}
     rows = [_entry(envelope, "orders", user, order["team_id"], day, Decimal(1), **common)]
     for line in order["lines"]:
@@ -182,23 +193,35 @@ def account_created(uow: UnitOfWork, envelope: dict) -> None:
                      region=account["region"])])
 
 
-def _activity(uow: UnitOfWork, envelope: dict, user: str | None, activity_id, occurred_at) -> None:
-    if not user:
+def account_deleted(uow: UnitOfWork, envelope: dict) -> None:
+    """An account created and deleted is no new customer: its count goes."""
+    account = _load(_Account(), envelope, "account")
+    take_back(uow, "account", source_id=str(account["id"]))
+
+
+# What counts as an activity toward performance: meeting customers, not notes or e-mails.
+COUNTED_ACTIVITIES = frozenset({"call", "visit", "meeting", "demo"})
+
+
+def _activity(uow: UnitOfWork, envelope: dict, user: str | None, activity_id, kind: str) -> None:
+    """Counted on the day it was logged (the event's time), not the day the client says it happened:
+    a date typed into the form cannot move it into another month."""
+    if not user or kind not in COUNTED_ACTIVITIES:
         return
     person = uow.session.get(DirectoryUser, user)
-    add(uow, [_entry(envelope, "activities", user, person.team_id if person else None, local_day(occurred_at),
+    add(uow, [_entry(envelope, "activities", user, person.team_id if person else None, local_day(_time(envelope)),
                      Decimal(1), source="activity", source_id=activity_id)])
 
 
 class _DealActivity(_Part):
     activity_id = fields.UUID(required=True)
+    kind = fields.String(required=True)
     logged_by = fields.String(required=True)
-    occurred_at = fields.AwareDateTime(required=True)
 
 
 class _LeadActivity(_Part):
     activity_id = fields.UUID(required=True)
-    occurred_at = fields.AwareDateTime(required=True)
+    kind = fields.String(required=True)
 
 
 def deal_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
@@ -206,7 +229,7 @@ def deal_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
         activity = _DealActivity().load(envelope.get("data") or {})
     except ValidationError as exc:
         raise Reject(f"invalid activity.logged: {exc.messages}") from None
-    _activity(uow, envelope, activity["logged_by"], activity["activity_id"], activity["occurred_at"])
+    _activity(uow, envelope, activity["logged_by"], activity["activity_id"], activity["kind"])
 
 
 def lead_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
@@ -214,11 +237,12 @@ def lead_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
         activity = _LeadActivity().load(envelope.get("data") or {})
     except ValidationError as exc:
         raise Reject(f"invalid activity.logged: {exc.messages}") from None
-    _activity(uow, envelope, envelope.get("actor"), activity["activity_id"], activity["occurred_at"])
+    _activity(uow, envelope, envelope.get("actor"), activity["activity_id"], activity["kind"])
 
 
 # The worker's dispatch tables, by topic.
 ORDER_EVENTS = {("order.confirmed", 1): order_confirmed, ("order.cancelled", 1): order_withdrawn,
                 ("order.submitted", 1): order_withdrawn, ("order.payment_recorded", 1): payment_recorded}
-DEAL_EVENTS = {("account.created", 1): account_created, ("activity.logged", 1): deal_activity_logged}
+DEAL_EVENTS = {("account.created", 1): account_created, ("account.deleted", 1): account_deleted,
+               ("activity.logged", 1): deal_activity_logged}
 LEAD_EVENTS = {("activity.logged", 1): lead_activity_logged}

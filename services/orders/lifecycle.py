@@ -76,9 +76,7 @@ def resubmit(uow: UnitOfWork, settings: Settings, principal: Principal, order: O
     """The terms of an order under approval, or approved, changed: what was approved no longer
     applies. The open request is superseded and the order is evaluated afresh."""
     approvals.close_open_request(uow, settings, order, "superseded", principal.user_id)
-    order.approved_terms = None
-    if order.status == "confirmed":
-        order.credited_to = None
+    order.approved_terms = None  # credited_to stays: credit earned is not moved by an edit
     order.status = "draft"  # evaluated from the start, as a submission would be
     record(uow, order, principal.user_id, "approval_reopened", reason=reason)
     _evaluate(uow, settings, principal, order)
@@ -89,7 +87,9 @@ def _confirm(uow: UnitOfWork, settings: Settings, order: Order, terms: str, acto
     if terms != terms_of(order):  # defence in depth: approvals are superseded by edits already
         raise Conflict("the order's terms are not the ones approved")
     _move(order, "confirmed")
-    order.approved_terms, order.credited_to = terms, order.owner_id
+    # Credited once, to the owner at the first confirmation: re-confirming after an edit (by an heir,
+    # say) does not move credit already earned.
+    order.approved_terms, order.credited_to = terms, order.credited_to or order.owner_id
     uow.session.flush()
     record(uow, order, actor, "confirmed")
     order_event(uow, settings, ORDER_CONFIRMED, order, actor)

@@ -12,6 +12,7 @@ from crmkit.auth import Principal
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.pagination import SortSpec, paginate
+from crmkit.teams import TeamNode, descendants
 from crmkit.visibility import SEES_EVERYTHING
 
 from . import scorecard
@@ -47,13 +48,19 @@ def put_scheme(uow: UnitOfWork, principal: Principal, document: dict, check_vers
 
 
 def _teams_under(uow: UnitOfWork, team_id: str) -> list[str]:
-    """The team and every team below it (a director's target covers the teams they lead)."""
-    out, frontier = [team_id], [team_id]
-    while frontier and len(out) < 1000:
-        frontier = list(uow.session.execute(select(DirectoryTeam.id).where(
-            DirectoryTeam.parent_team_id.in_(frontier))).scalars())
-        out += [t for t in frontier if t not in out]
-    return out
+    """The team and every team below it (a director's target covers the teams they lead); a cycle
+    in the replica cannot loop."""
+    teams = [TeamNode(t.id, t.manager_id, t.parent_team_id)
+             for t in uow.session.execute(select(DirectoryTeam)).scalars()]
+    return sorted(descendants([team_id], teams))
+
+
+def _credited_in(principal: Principal, subject_type: str, subject_id: str) -> list[str] | None:
+    """The teams whose credit the caller may see in a user's figures: a manager looking at one of
+    their people sees what was earned in the teams they manage, not in the person's former team."""
+    if principal.role in SEES_EVERYTHING or subject_type != "user" or subject_id == principal.user_id:
+        return None
+    return list(principal.manages)
 
 
 def check_visible(uow: UnitOfWork, principal: Principal, subject_type: str, subject_id: str) -> None:
@@ -76,25 +83,37 @@ def _target(uow: UnitOfWork, subject_type: str, subject_id: str, metric: str, sc
     containing it, else the sum of monthly targets inside it."""
     rows = uow.session.execute(select(Target).where(
         Target.subject_type == subject_type, Target.subject_id == subject_id, Target.metric == metric,
-        Target.scope == scope)).scalars().all()
+        Target.scope == scope).order_by(Target.period)).scalars().all()
     wanted = scorecard.months_of(period)
     exact = [t for t in rows if t.period == period]
     if exact:
         return exact[0].value
-    for t in rows:
+    # The narrowest target containing the period (a quarter's before the year's), shared by month.
+    for t in sorted(rows, key=lambda t: len(scorecard.months_of(t.period))):
         share = scorecard.target_for(t.value, t.period, scorecard.check_distribution(
             t.period, {m: Decimal(v) for m, v in (t.distribution or {}).items()} or None), period)
         if share is not None:
             return share
-    monthly = [t.value for t in rows if t.period in wanted]
-    return sum(monthly, Decimal("0.00")) if monthly else None
+    # Else the targets inside it, quarters first, then months no quarter covers.
+    inside = [t for t in rows if set(scorecard.months_of(t.period)) <= set(wanted)]
+    covered: set[str] = set()
+    total, found = Decimal("0.00"), False
+    for t in sorted(inside, key=lambda t: -len(scorecard.months_of(t.period))):
+        months = set(scorecard.months_of(t.period))
+        if months & covered:
+            continue
+        covered |= months
+        total, found = total + t.value, True
+    return total if found else None
 
 
 def _actuals(uow: UnitOfWork, subject_type: str, subject_id: str, months: list[str], category: str | None = None,
-             region: str | None = None) -> dict[str, Decimal]:
+             region: str | None = None, teams: list[str] | None = None) -> dict[str, Decimal]:
     who = Actual.user_id == subject_id if subject_type == "user" else \
         Actual.team_id.in_(_teams_under(uow, subject_id))
     stmt = select(Actual.metric, func.sum(Actual.amount)).where(who, Actual.month.in_(months))
+    if teams is not None:
+        stmt = stmt.where(Actual.team_id.in_(teams))
     if category is not None:
         stmt = stmt.where(Actual.product_category == category)
     if region is not None:
@@ -105,7 +124,8 @@ def _actuals(uow: UnitOfWork, subject_type: str, subject_id: str, months: list[s
 def performance(uow: UnitOfWork, principal: Principal, subject_type: str, subject_id: str, period) -> dict:
     check_visible(uow, principal, subject_type, subject_id)
     months = scorecard.months_of(period.label)
-    actual = _actuals(uow, subject_type, subject_id, months)
+    teams = _credited_in(principal, subject_type, subject_id)
+    actual = _actuals(uow, subject_type, subject_id, months, teams=teams)
     figures = {}
     for metric in scorecard.METRICS:
         target = _target(uow, subject_type, subject_id, metric, "|", period.label)
@@ -118,7 +138,8 @@ def performance(uow: UnitOfWork, principal: Principal, subject_type: str, subjec
         target = _target(uow, subject_type, subject_id, t.metric, t.scope, period.label)
         if target is None or any(n["metric"] == t.metric and n["scope"] == t.scope for n in narrowed):
             continue
-        value = _actuals(uow, subject_type, subject_id, months, t.product_category, t.region).get(t.metric, Decimal(0))
+        value = _actuals(uow, subject_type, subject_id, months, t.product_category, t.region,
+                         teams).get(t.metric, Decimal(0))
         narrowed.append({"metric": t.metric, "scope": t.scope, "product_category": t.product_category,
                          "region": t.region, "target": target, "actual": value,
                          "attainment": scorecard.attainment(value, target)})
@@ -136,6 +157,9 @@ def contributions(uow: UnitOfWork, principal: Principal, args: dict):
     who = PerformanceEntry.user_id == subject_id if subject_type == "user" else \
         PerformanceEntry.team_id.in_(_teams_under(uow, subject_id))
     stmt = select(PerformanceEntry).where(who, PerformanceEntry.month.in_(scorecard.months_of(args["period"].label)))
+    teams = _credited_in(principal, subject_type, subject_id)
+    if teams is not None:
+        stmt = stmt.where(PerformanceEntry.team_id.in_(teams))
     if args.get("metric"):
         stmt = stmt.where(PerformanceEntry.metric == args["metric"])
     return paginate(uow.session, stmt, model=PerformanceEntry, sort=SortSpec("occurred_on", descending=False),

@@ -22,35 +22,36 @@ SETTERS = frozenset({"manager", "executive", "admin"})
 
 
 def target_visible(principal: Principal):
-    """Reps see their own targets; managers those of their teams and their teams' people, and their own."""
+    """Reps see their own targets; managers those of their teams and of the people in them now (a
+    rep who moved teams is their new manager's, not their old one's), and their own."""
     if principal.role in SEES_EVERYTHING:
         return Target.id.is_not(None)
     own = (Target.subject_type == "user") & (Target.subject_id == principal.user_id)
     if principal.role == "manager" and principal.manages:
-        return or_(own, Target.team_id.in_(principal.manages))
+        people = select(DirectoryUser.id).where(DirectoryUser.team_id.in_(principal.manages))
+        return or_(own, (Target.subject_type == "team") & Target.subject_id.in_(principal.manages),
+                   (Target.subject_type == "user") & Target.subject_id.in_(people))
     return own
 
 
-def _subject_team(uow: UnitOfWork, subject_type: str, subject_id: str) -> str | None:
-    """The team a target belongs to (whose managers see it), or 422 for a subject the directory does not know."""
+NO_SUBJECT = "no such subject among your teams"
+
+
+def _subject_team(uow: UnitOfWork, subject_type: str, subject_id: str) -> str | bool | None:
+    """The team a target's subject is in now (the team itself for a team), or False for a subject
+    the directory does not know (or a user no longer active)."""
     if subject_type == "team":
-        if uow.session.get(DirectoryTeam, subject_id) is None:
-            raise ValidationFailed("no such team", errors={"subject_id": ["no team with this id"]})
-        return subject_id
+        return subject_id if uow.session.get(DirectoryTeam, subject_id) is not None else False
     user = uow.session.get(DirectoryUser, subject_id)
-    if user is None or not user.active:
-        raise ValidationFailed("no such user", errors={"subject_id": ["no active user with this id"]})
-    return user.team_id
+    return user.team_id if user is not None and user.active else False
 
 
 def _may_set(principal: Principal, subject_type: str, subject_id: str, team_id: str | None) -> bool:
-    if principal.role in SEES_EVERYTHING:
-        return True
-    if principal.role != "manager":
-        return False
     if subject_type == "user" and subject_id == principal.user_id:
         return False  # nobody sets their own target
-    return team_id in principal.manages
+    if principal.role in SEES_EVERYTHING:
+        return True
+    return principal.role == "manager" and team_id in principal.manages
 
 
 def _distribution(period: str, distribution: dict | None) -> dict | None:
@@ -63,13 +64,13 @@ def _distribution(period: str, distribution: dict | None) -> dict | None:
 
 def create_target(uow: UnitOfWork, principal: Principal, fields: dict) -> Target:
     subject_type, subject_id = fields["subject_type"], fields["subject_id"]
-    team_id = _subject_team(uow, subject_type, subject_id)
-    if not _may_set(principal, subject_type, subject_id, team_id):
-        # The same answer for a subject outside the caller's teams as for one that does not exist.
-        if principal.role == "manager":
-            raise ValidationFailed("no such subject among your teams",
-                                   errors={"subject_id": ["not one of your teams or their people"]})
+    if principal.role not in SETTERS:
         raise Forbidden("only managers, executives and admins set targets")
+    team_id = _subject_team(uow, subject_type, subject_id)
+    if team_id is False or not _may_set(principal, subject_type, subject_id, team_id):
+        # One answer for a subject outside the caller's teams, one that does not exist, and oneself:
+        # a manager cannot learn from it who or which teams exist.
+        raise ValidationFailed(NO_SUBJECT, errors={"subject_id": ["not one of your teams or their people"]})
     period = fields["period"].label
     scope = f"{fields.get('product_category') or ''}|{fields.get('region') or ''}"
     if uow.session.execute(select(Target.id).where(
@@ -97,7 +98,8 @@ def visible_target(uow: UnitOfWork, principal: Principal, target_id: uuid.UUID, 
 
 def update_target(uow: UnitOfWork, principal: Principal, target_id: uuid.UUID, changes: dict, check_version) -> Target:
     target = visible_target(uow, principal, target_id, for_update=True)
-    if not _may_set(principal, target.subject_type, target.subject_id, target.team_id):
+    current_team = _subject_team(uow, target.subject_type, target.subject_id)
+    if current_team is False or not _may_set(principal, target.subject_type, target.subject_id, current_team):
         raise Forbidden("you may read this target, not change it")
     check_version(target.version)
     if "value" in changes:

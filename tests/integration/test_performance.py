@@ -4,6 +4,7 @@ go through the consumer's dispatch tables, as the worker applies them; every fig
 against a recomputation from the raw records."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from decimal import Decimal
@@ -171,3 +172,97 @@ def test_order_events_applied_twice_count_once(crm):
     _apply_outbox()  # every confirmed event again: each replaces the order's contribution, never adds
     assert ann.get("/performance", query_string={"period": MONTH}).json["metrics"]["revenue"]["actual"] == \
         str(sum(before, Decimal("0.00")))
+
+
+# ---- what the attack review of this step found -----------------------------------------------------------
+def _handover(leaver: str, heir: str, handover_id: str) -> None:
+    from services.orders import handover
+
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        deliver(handover.directory_handlers(ctx.settings), uow, new_event("handover.requested", leaver, {
+            "handover_id": handover_id, "from_user_id": leaver, "to_user_id": heir}, source="gateway"))
+        uow.commit()
+
+
+def _entries(order_id: str) -> list[tuple]:
+    from services.orders.db import PerformanceEntry
+
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        return sorted(uow.session.execute(select(PerformanceEntry.user_id, PerformanceEntry.metric,
+                                                 PerformanceEntry.occurred_on).where(
+            PerformanceEntry.order_id == order_id)).all())
+
+
+def test_an_edit_after_a_handover_moves_neither_credit_nor_month(crm):
+    ann, mia = crm.people["ann"], crm.people["mia"]
+    crm.as_("amy", "rep", teams=["east"])
+    order = _order(ann)
+    ann.post(f"/orders/{order['id']}/submit")
+    _apply_outbox()
+    before = _entries(order["id"])
+    assert {user for user, _, _ in before} == {"ann"}
+    _handover("ann", "amy", "h-perf")
+    amy = crm.as_("amy", "rep", teams=["east"])
+    current = amy.get(f"/orders/{order['id']}")
+    later = (dt.date.today() + dt.timedelta(days=40)).isoformat()
+    r = amy.patch(f"/orders/{order['id']}", json={"delivery_date": later}, headers={"If-Match": current.headers["ETag"]})
+    assert r.status_code == 200 and r.json["status"] == "confirmed" and r.json["credited_to"] == "ann"
+    _apply_outbox()
+    assert _entries(order["id"]) == before  # the same credit, on the same day
+    assert mia.get("/performance", query_string={"period": MONTH, "subject_id": "amy"}).json[
+        "metrics"]["revenue"]["actual"] == "0.00"
+
+
+def test_an_account_created_and_deleted_and_notes_count_for_nothing(crm):
+    ann = crm.people["ann"]
+    ctx = bootstrap.context()
+    account = str(uuid.uuid4())
+    body = {"id": account, "name": "Fleeting", "owner_id": "ann", "team_id": "east", "team": [], "region": None,
+            "created_at": utcnow().isoformat(), "version": 1}
+    note, future_visit = ({"activity_id": str(uuid.uuid4()), "account_id": ACCOUNT, "opportunity_id": None,
+                           "kind": kind, "summary": "x", "occurred_at": when, "next_contact_at": None,
+                           "logged_by": "ann", "owner_id": "ann", "team_id": "east", "member_ids": []}
+                          for kind, when in (("note", utcnow().isoformat()),
+                                             ("visit", (utcnow() + dt.timedelta(days=45)).isoformat())))
+    with ctx.db.uow() as uow:
+        deliver(actuals.DEAL_EVENTS, uow, new_event("account.created", account, {"account": body}, source="o"))
+        assert ann.get("/performance", query_string={"period": MONTH}).status_code == 200
+        deliver(actuals.DEAL_EVENTS, uow, new_event("account.deleted", account, {"account": body}, source="o"))
+        for activity in (note, future_visit):
+            deliver(actuals.DEAL_EVENTS, uow, new_event("activity.logged", ACCOUNT, activity, source="o"))
+        uow.commit()
+    figures = ann.get("/performance", query_string={"period": MONTH}).json["metrics"]
+    assert figures["new_accounts"]["actual"] == "0.00"
+    assert figures["activities"]["actual"] == "1.00"  # the visit, in the month it was logged; not the note
+
+
+def test_a_manager_sees_what_was_earned_in_their_teams_only(crm):
+    ann, wes = crm.people["ann"], crm.people["wes"]
+    target = _target(crm.people["mia"], period=MONTH).json
+    order = _order(ann)
+    ann.post(f"/orders/{order['id']}/submit")
+    _apply_outbox()
+    crm.directory.put_user("ann", "rep", "west")  # ann moves to west, wes's team
+    figures = wes.get("/performance", query_string={"period": MONTH, "subject_id": "ann"}).json["metrics"]
+    assert figures["revenue"]["actual"] == "0.00"  # earned in east
+    assert wes.get("/performance/contributions", query_string={
+        "period": MONTH, "subject_id": "ann"}).json["items"] == []
+    # Her target is her new manager's to see and change, not her old one's.
+    assert wes.get(f"/targets/{target['id']}").status_code == 200
+    assert crm.people["mia"].get(f"/targets/{target['id']}").status_code == 404
+
+
+def test_setting_a_target_tells_nobody_who_exists(crm):
+    mia = crm.people["mia"]
+    answers = [_target(mia, subject_id=who).json for who in ("bob", "nobody-at-all", "mia")]
+    answers += [_target(mia, subject_type="team", subject_id=team).json for team in ("west", "no-such-team")]
+    assert all({k: a[k] for k in ("status", "detail", "errors")} ==
+               {k: answers[0][k] for k in ("status", "detail", "errors")} for a in answers), answers
+
+
+def test_a_loop_in_the_team_tree_does_not_hang_team_figures(crm):
+    crm.directory.put_team("sales", "pat", parent="east")  # east under sales, sales under east
+    r = crm.people["eve"].get("/performance", query_string={"period": MONTH, "subject_type": "team",
+                                                            "subject_id": "east"})
+    assert r.status_code == 200
