@@ -116,6 +116,12 @@ def paginate(session, stmt: Select, *, model, sort: SortSpec, limit: int, cursor
     return rows, next_cursor
 
 
+def page_schema(item_schema, name: str) -> type[Schema]:
+    """The documented shape of a list (CONTRACT §3): `{"items": [...], "next_cursor": ...}`."""
+    return type(name, (Schema,), {"items": fields.List(fields.Nested(item_schema)),
+                                  "next_cursor": fields.String(allow_none=True)})
+
+
 class PageArgsSchema(Schema):
     """`?limit=&cursor=` of every list (CONTRACT §3); list schemas with filters extend it."""
 

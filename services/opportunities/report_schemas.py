@@ -9,11 +9,6 @@ from crmkit.periods import PeriodField
 SKU = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$", error="letters, digits, . _ - (up to 64)")
 
 
-def _page(item_schema, name: str) -> type[Schema]:
-    page = type(name, (Schema,), {"items": fields.List(fields.Nested(item_schema)),
-                                  "next_cursor": fields.String(allow_none=True)})
-    return page
-
 
 # ---- reports -----------------------------------------------------------------------------------------
 class PipelineArgsSchema(Schema):

@@ -8,18 +8,13 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from crmkit.activities import ActivityFields
 from crmkit.fields import CURRENCY, PHONE, Day, Flag, Money, Text, WholeNumber
-from crmkit.pagination import PageArgsSchema, sort_field
+from crmkit.pagination import PageArgsSchema, page_schema, sort_field
 
 from .db import ACCOUNT_SORTABLE, OPPORTUNITY_SORTABLE
 from .domain import ACCOUNT_TYPES, EXPENSE_CATEGORIES, MEMBER_ROLES, STATUSES, TIERS
 
 SKU = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$", error="letters, digits, . _ - (up to 64)")
 
-
-def _page(item_schema, name: str) -> type[Schema]:
-    page = type(name, (Schema,), {"items": fields.List(fields.Nested(item_schema)),
-                                  "next_cursor": fields.String(allow_none=True)})
-    return page
 
 
 # ---- accounts ---------------------------------------------------------------------------------------
@@ -375,8 +370,8 @@ class OrderRevenueSchema(_Part):
 account_schema = AccountSchema()
 contact_schema = ContactSchema()
 opportunity_schema = OpportunitySchema()
-AccountPageSchema = _page(AccountSchema, "AccountPageSchema")
-ContactPageSchema = _page(ContactSchema, "ContactPageSchema")
-OpportunityPageSchema = _page(OpportunitySchema, "OpportunityPageSchema")
-ActivityPageSchema = _page(ActivitySchema, "ActivityPageSchema")
-ExpensePageSchema = _page(ExpenseSchema, "ExpensePageSchema")
+AccountPageSchema = page_schema(AccountSchema, "AccountPageSchema")
+ContactPageSchema = page_schema(ContactSchema, "ContactPageSchema")
+OpportunityPageSchema = page_schema(OpportunitySchema, "OpportunityPageSchema")
+ActivityPageSchema = page_schema(ActivitySchema, "ActivityPageSchema")
+ExpensePageSchema = page_schema(ExpenseSchema, "ExpensePageSchema")

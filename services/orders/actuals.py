@@ -23,7 +23,8 @@ from sqlalchemy import delete, select
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, upsert
 
-from .db import AccountReplica, Actual, DirectoryUser, PerformanceEntry
+from .db import AccountReplica, DirectoryUser
+from .performance_db import Actual, PerformanceEntry
 
 
 @cache

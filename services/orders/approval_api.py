@@ -9,7 +9,14 @@ from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.web import Blueprint, ctx, principal, roles
 
 from . import approvals
-from .schemas import ApprovalListArgsSchema, ApprovalPageSchema, ApprovalSchema, DecisionSchema, PolicySchema, PolicyStateSchema
+from .approval_schemas import (
+    ApprovalListArgsSchema,
+    ApprovalPageSchema,
+    ApprovalSchema,
+    DecisionSchema,
+    PolicySchema,
+    PolicyStateSchema,
+)
 
 approvals_blp = Blueprint("approvals", __name__, description="Approval policies, requests and decisions")
 SELLERS = ("rep", "manager", "executive", "admin")

@@ -18,7 +18,6 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
-    UniqueConstraint,
     Uuid,
     false,
     select,
@@ -322,89 +321,6 @@ def order_visible(principal: Principal) -> ColumnElement:
     return visible(principal, ORDER_VISIBILITY)
 
 
-# ---- performance (issue 16): targets, the ledger of contributions, its sums, the KPI scheme ----------
-class Target(Base):
-    """A target for a user or a team, for a month, quarter or year, optionally narrowed to a product
-    line or region; a quarter's or year's spread over its months by `distribution` (even when null)."""
-
-    __tablename__ = "targets"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    subject_type: Mapped[str] = mapped_column(String(10))  # user | team
-    subject_id: Mapped[str] = mapped_column(String(64))
-    # The team whose managers set and see it: the team itself, or the user's team when it was set.
-    team_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    period: Mapped[str] = mapped_column(String(7))
-    metric: Mapped[str] = mapped_column(String(20))
-    value: Mapped[Decimal] = mapped_column(Numeric(16, 2))
-    product_category: Mapped[str | None] = mapped_column(String(100))
-    region: Mapped[str | None] = mapped_column(String(100))
-    # One target per subject, period, metric and narrowing (NULLs are never equal in a unique index,
-    # so the narrowing is also kept as one string).
-    scope: Mapped[str] = mapped_column(String(210))
-    distribution: Mapped[dict | None] = mapped_column(JSON)
-    created_by: Mapped[str] = mapped_column(String(64))
-    created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
-    __mapper_args__ = {"version_id_col": version}
-    __table_args__ = (
-        UniqueConstraint("subject_type", "subject_id", "period", "metric", "scope"),
-        Index("ix_targets_subject", "subject_id", "period"),
-        Index("ix_targets_created", "created_at", "id"),
-    )
-
-
-class PerformanceEntry(Base):
-    """One contribution to a figure, from one event: which order, payment, account or activity made
-    it, credited to whom. Rows are added, and taken back when an order is cancelled or re-confirmed."""
-
-    __tablename__ = "performance_entries"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    event_id: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(20))
-    user_id: Mapped[str] = mapped_column(String(64))
-    team_id: Mapped[str] = mapped_column(String(64))  # "" when none
-    month: Mapped[str] = mapped_column(String(7))
-    occurred_on: Mapped[dt.date] = mapped_column(Date)
-    amount: Mapped[Decimal] = mapped_column(Numeric(16, 2))
-    product_category: Mapped[str] = mapped_column(String(100))  # "" when none
-    region: Mapped[str] = mapped_column(String(100))  # "" when none
-    source: Mapped[str] = mapped_column(String(20))  # order | payment | account | activity
-    source_id: Mapped[str] = mapped_column(String(64))
-    order_id: Mapped[str | None] = mapped_column(String(64))
-    __table_args__ = (
-        Index("ix_performance_entries_user", "user_id", "month", "metric"),
-        Index("ix_performance_entries_team", "team_id", "month", "metric"),
-        Index("ix_performance_entries_order", "order_id"),
-    )
-
-
-class Actual(Base):
-    """The ledger summed per user, team, metric, month, product line and region, kept in the same
-    transaction as the entries: what performance reads, a handful of rows per figure."""
-
-    __tablename__ = "actuals"
-
-    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    metric: Mapped[str] = mapped_column(String(20), primary_key=True)
-    month: Mapped[str] = mapped_column(String(7), primary_key=True)
-    product_category: Mapped[str] = mapped_column(String(100), primary_key=True)
-    region: Mapped[str] = mapped_column(String(100), primary_key=True)
-    amount: Mapped[Decimal] = mapped_column(Numeric(16, 2))
-    __table_args__ = (Index("ix_actuals_team", "team_id", "metric", "month"),)
-
-
-class KpiScheme(Base):
-    """The KPI scheme document (metrics, weights totalling 100, caps), versioned like the approval policy."""
-
-    __tablename__ = "kpi_schemes"
-
-    name: Mapped[str] = mapped_column(String(20), primary_key=True)
-    document: Mapped[dict] = mapped_column(JSON)
-    updated_by: Mapped[str | None] = mapped_column(String(64))
-    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
-    __mapper_args__ = {"version_id_col": version}
+# The performance tables are in performance_db.py (issue 16); imported here so that this metadata,
+# which migrations are checked against, holds them too.
+from . import performance_db  # noqa: E402,F401

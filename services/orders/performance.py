@@ -16,7 +16,8 @@ from crmkit.teams import TeamNode, descendants
 from crmkit.visibility import SEES_EVERYTHING
 
 from . import scorecard
-from .db import Actual, DirectoryTeam, DirectoryUser, KpiScheme, PerformanceEntry, Target
+from .db import DirectoryTeam, DirectoryUser
+from .performance_db import Actual, KpiScheme, PerformanceEntry, Target
 
 SCHEME = "kpi"
 DEFAULT_SCHEME = {"metrics": [{"metric": "revenue", "weight": 50, "cap_pct": 120},

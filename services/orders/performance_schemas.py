@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from crmkit.fields import Text
-from crmkit.pagination import PageArgsSchema
+from crmkit.pagination import PageArgsSchema, page_schema
 from crmkit.periods import PeriodField
 
 from .scorecard import METRICS
@@ -103,11 +103,6 @@ class TargetListArgsSchema(PageArgsSchema):
     period = PeriodField()
 
 
-class TargetPageSchema(Schema):
-    items = fields.List(fields.Nested(TargetSchema))
-    next_cursor = fields.String(allow_none=True)
-
-
 class PerformanceArgsSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -195,6 +190,5 @@ class ContributionSchema(Schema):
     order_id = fields.String(allow_none=True)
 
 
-class ContributionPageSchema(Schema):
-    items = fields.List(fields.Nested(ContributionSchema))
-    next_cursor = fields.String(allow_none=True)
+TargetPageSchema = page_schema(TargetSchema, "TargetPageSchema")
+ContributionPageSchema = page_schema(ContributionSchema, "ContributionPageSchema")

@@ -16,7 +16,8 @@ from crmkit.pagination import SortSpec, paginate
 from crmkit.visibility import SEES_EVERYTHING
 
 from . import scorecard
-from .db import DirectoryTeam, DirectoryUser, Target
+from .db import DirectoryTeam, DirectoryUser
+from .performance_db import Target
 
 SETTERS = frozenset({"manager", "executive", "admin"})
 

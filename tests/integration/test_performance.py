@@ -166,7 +166,7 @@ def test_order_events_applied_twice_count_once(crm):
     _applied.clear()
     ctx = bootstrap.context()
     with ctx.db.uow() as uow:  # the consumer's processed-event table stops a replay; a re-confirmation replaces
-        from services.orders.db import Actual
+        from services.orders.performance_db import Actual
 
         before = uow.session.execute(select(Actual.amount).where(Actual.metric == "revenue")).scalars().all()
     _apply_outbox()  # every confirmed event again: each replaces the order's contribution, never adds
@@ -186,7 +186,7 @@ def _handover(leaver: str, heir: str, handover_id: str) -> None:
 
 
 def _entries(order_id: str) -> list[tuple]:
-    from services.orders.db import PerformanceEntry
+    from services.orders.performance_db import PerformanceEntry
 
     with bootstrap.context().db.uow(readonly=True) as uow:
         return sorted(uow.session.execute(select(PerformanceEntry.user_id, PerformanceEntry.metric,
