@@ -20,6 +20,11 @@ def etag_for(version: int) -> str:
     return f'"v{version}"'
 
 
+def tagged(record) -> dict:
+    """The ETag of a record's version, for the answer's headers."""
+    return {"ETag": etag_for(record.version)}
+
+
 def require_if_match(current_version: int) -> None:
     header = request.headers.get("If-Match")
     if not header:

@@ -6,7 +6,7 @@ import uuid
 from marshmallow import RAISE
 
 from crmkit.activities import ActivityCreateSchema
-from crmkit.etag import IF_MATCH, etag_for, require_if_match
+from crmkit.etag import IF_MATCH, etag_for, require_if_match, tagged
 from crmkit.idempotency import idempotent
 from crmkit.pagination import PageArgsSchema
 from crmkit.periods import PeriodArgsSchema
@@ -42,9 +42,6 @@ LEAD_ROLES = ("rep", "manager", "executive", "marketing", "admin")
 RULE_READERS = ("manager", "executive", "marketing", "admin")
 
 
-def _headers(lead) -> dict:
-    return {"ETag": etag_for(lead.version)}
-
 
 @blp.route("/leads", methods=["POST"])
 @blp.arguments(LeadCreateSchema)
@@ -66,8 +63,8 @@ def create_lead(fields):
                     "manager_id": people.manager_of(uow, lead)}, 200
         lead.merged = result.merged
         if not result.merged:
-            return lead, 201, {**_headers(lead), "Location": f"/api/v1/leads/{lead.id}"}
-    return lead, 200, _headers(lead)
+            return lead, 201, {**tagged(lead), "Location": f"/api/v1/leads/{lead.id}"}
+    return lead, 200, tagged(lead)
 
 
 @blp.route("/leads/<uuid:lead_id>/duplicate-claims", methods=["GET"])
@@ -102,7 +99,7 @@ def get_lead(lead_id: uuid.UUID):
     """Read one lead."""
     with ctx().db.uow(readonly=True) as uow:
         lead = lifecycle.get_lead(uow, principal(), lead_id)
-    return lead, 200, _headers(lead)
+    return lead, 200, tagged(lead)
 
 
 @blp.route("/leads/<uuid:lead_id>", methods=["PATCH"])
@@ -118,7 +115,7 @@ def patch_lead(changes, lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
         lead = lifecycle.update_lead(uow, ctx().settings, principal(), lead_id, changes, require_if_match)
         uow.commit()
-    return lead, 200, _headers(lead)
+    return lead, 200, tagged(lead)
 
 
 @blp.route("/leads/<uuid:lead_id>", methods=["DELETE"])
@@ -180,7 +177,7 @@ def reassign_lead(target, lead_id: uuid.UUID):
     with ctx().db.uow() as uow:
         lead = routing.reassign(uow, ctx().settings, principal(), lead_id, target)
         uow.commit()
-    return lead, 200, _headers(lead)
+    return lead, 200, tagged(lead)
 
 
 @blp.route("/leads/import", methods=["POST"])

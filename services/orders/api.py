@@ -6,7 +6,7 @@ import uuid
 
 from marshmallow import RAISE
 
-from crmkit.etag import IF_MATCH, etag_for, require_if_match
+from crmkit.etag import IF_MATCH, require_if_match, tagged
 from crmkit.idempotency import idempotent
 from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal, roles, uploaded_csv
 
@@ -28,9 +28,6 @@ from .schemas import (
 products_blp = Blueprint("products", __name__, description="The product catalogue (admins write it)")
 
 
-def _tagged(record) -> dict:
-    return {"ETag": etag_for(record.version)}
-
 
 @products_blp.route("/products", methods=["POST"])
 @products_blp.arguments(ProductCreateSchema)
@@ -42,7 +39,7 @@ def create_product(fields):
     with ctx().db.uow() as uow:
         product = products.create_product(uow, ctx().settings, principal(), fields)
         uow.commit()
-    return product, 201, {**_tagged(product), "Location": f"/api/v1/products/{product.id}"}
+    return product, 201, {**tagged(product), "Location": f"/api/v1/products/{product.id}"}
 
 
 @products_blp.route("/products/import", methods=["POST"])
@@ -85,7 +82,7 @@ def get_product(product_id: uuid.UUID):
     """Read one product."""
     with ctx().db.uow(readonly=True) as uow:
         product = products.get_product(uow, product_id)
-    return product, 200, _tagged(product)
+    return product, 200, tagged(product)
 
 
 @products_blp.route("/products/<uuid:product_id>", methods=["PATCH"])
@@ -101,7 +98,7 @@ def patch_product(changes, product_id: uuid.UUID):
     with ctx().db.uow() as uow:
         product = products.update_product(uow, ctx().settings, principal(), product_id, changes, require_if_match)
         uow.commit()
-    return product, 200, _tagged(product)
+    return product, 200, tagged(product)
 
 
 @products_blp.route("/products/<uuid:product_id>", methods=["DELETE"])

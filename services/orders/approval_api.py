@@ -5,7 +5,7 @@ import uuid
 
 from marshmallow import RAISE
 
-from crmkit.etag import IF_MATCH, etag_for, require_if_match
+from crmkit.etag import IF_MATCH, require_if_match, tagged
 from crmkit.web import Blueprint, ctx, principal, roles
 
 from . import approvals
@@ -25,7 +25,7 @@ LEADERS = ("manager", "executive", "admin")
 
 def _policy_view(row) -> tuple:
     return {**row.document, "version": row.version, "updated_by": row.updated_by, "updated_at": row.updated_at}, \
-        200, {"ETag": etag_for(row.version)}
+        200, tagged(row)
 
 
 @approvals_blp.route("/approval-policies", methods=["GET"])

@@ -7,7 +7,7 @@ import uuid
 
 from marshmallow import RAISE
 
-from crmkit.etag import IF_MATCH, IF_MATCH_OPTIONAL, check_if_match_if_given, etag_for, require_if_match
+from crmkit.etag import IF_MATCH, IF_MATCH_OPTIONAL, check_if_match_if_given, require_if_match, tagged
 from crmkit.idempotency import idempotent
 from crmkit.web import Blueprint, ctx, principal, roles
 
@@ -36,9 +36,6 @@ orders_blp = Blueprint("orders", __name__, description="Orders, their lines, lif
 quota_blp = Blueprint("quota", __name__, description="What counts toward quota: order types and house accounts")
 
 
-def _tagged(order) -> dict:
-    return {"ETag": etag_for(order.version)}
-
 
 def _changed(action):
     """Run a change to one order in a unit of work; answer it rendered, with its new ETag."""
@@ -46,7 +43,7 @@ def _changed(action):
         order = action(uow)
         uow.commit()
         orders.render(uow, [order])
-    return order, 200, _tagged(order)
+    return order, 200, tagged(order)
 
 
 @orders_blp.route("/orders", methods=["POST"])
@@ -65,7 +62,7 @@ def create_order(fields):
         order = orders.create_order(uow, ctx().settings, principal(), fields)
         uow.commit()
         orders.render(uow, [order])
-    return order, 201, {**_tagged(order), "Location": f"/api/v1/orders/{order.id}"}
+    return order, 201, {**tagged(order), "Location": f"/api/v1/orders/{order.id}"}
 
 
 @orders_blp.route("/orders", methods=["GET"])
@@ -86,7 +83,7 @@ def get_order(order_id: uuid.UUID):
     """Read one order with its lines, totals and payment plan."""
     with ctx().db.uow(readonly=True) as uow:
         order = orders.get_order(uow, principal(), order_id)
-    return order, 200, _tagged(order)
+    return order, 200, tagged(order)
 
 
 @orders_blp.route("/orders/<uuid:order_id>", methods=["PATCH"])
@@ -171,7 +168,7 @@ def duplicate(order_id: uuid.UUID):
         order = orders.duplicate_order(uow, ctx().settings, principal(), order_id)
         uow.commit()
         orders.render(uow, [order])
-    return order, 201, {**_tagged(order), "Location": f"/api/v1/orders/{order.id}"}
+    return order, 201, {**tagged(order), "Location": f"/api/v1/orders/{order.id}"}
 
 
 @orders_blp.route("/orders/<uuid:order_id>/payment-plan", methods=["PUT"])

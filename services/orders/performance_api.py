@@ -6,7 +6,7 @@ import uuid
 
 from marshmallow import RAISE
 
-from crmkit.etag import IF_MATCH, etag_for, require_if_match
+from crmkit.etag import IF_MATCH, require_if_match, tagged
 from crmkit.idempotency import idempotent
 from crmkit.web import Blueprint, ctx, principal, roles
 
@@ -47,7 +47,7 @@ def create_target(fields):
         target = targets.create_target(uow, principal(), fields)
         uow.commit()
         targets.with_members(uow, principal(), [target])
-    return target, 201, {"ETag": etag_for(target.version), "Location": f"/api/v1/targets/{target.id}"}
+    return target, 201, {**tagged(target), "Location": f"/api/v1/targets/{target.id}"}
 
 
 @performance_blp.route("/targets", methods=["GET"])
@@ -68,7 +68,7 @@ def get_target(target_id: uuid.UUID):
     """Read one target (a team's with its members' targets summed and the gap)."""
     with ctx().db.uow(readonly=True) as uow:
         target = targets.with_members(uow, principal(), [targets.visible_target(uow, principal(), target_id)])[0]
-    return target, 200, {"ETag": etag_for(target.version)}
+    return target, 200, tagged(target)
 
 
 @performance_blp.route("/targets/<uuid:target_id>", methods=["PATCH"])
@@ -82,7 +82,7 @@ def patch_target(changes, target_id: uuid.UUID):
         target = targets.update_target(uow, principal(), target_id, changes, require_if_match)
         uow.commit()
         targets.with_members(uow, principal(), [target])
-    return target, 200, {"ETag": etag_for(target.version)}
+    return target, 200, tagged(target)
 
 
 @performance_blp.route("/performance", methods=["GET"])
@@ -109,7 +109,7 @@ def list_contributions(args):
 
 def _scheme_view(row):
     return {**row.document, "version": row.version, "updated_by": row.updated_by, "updated_at": row.updated_at}, \
-        200, {"ETag": etag_for(row.version)}
+        200, tagged(row)
 
 
 @performance_blp.route("/kpi-schemes", methods=["GET"])
