@@ -86,6 +86,10 @@ def _secret(name: str, key: str, compose: str, optional: bool = False) -> dict:
     return ref
 
 
+# Read by the code, never set by a deployment: a test's clock for the schedules (crmkit.clock).
+TEST_SEAMS = frozenset({"CRM_CLOCK_FILE"})
+
+
 def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
     """The value (or secret reference, a dict) of every variable the deployable reads. Fails for a
     variable nobody has decided a value for, so a new setting cannot ship unconfigured."""
@@ -108,7 +112,8 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "WORKER_METRICS_PORT": 9100,
         "LEADS_FOLLOW_UP_SLA_HOURS": 24, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": 30,
         "LEADS_IMPORT_MAX_ROWS": 200000, "OPPORTUNITIES_RECHECK_INTERVAL_SECONDS": 0.5,
-        "ORDERS_ESCALATION_INTERVAL_SECONDS": 60, "CRM_TIME_ZONE": "Asia/Shanghai",
+        "ORDERS_ESCALATION_INTERVAL_SECONDS": 60, "ORDERS_ALERT_INTERVAL_SECONDS": 300,
+        "CRM_TIME_ZONE": "Asia/Shanghai",
         "CRM_DIRECTORY_REFRESH_SECONDS": 0.5, "CRM_DIRECTORY_CATCH_UP_SECONDS": 3,
         # The gateway API's /metrics on the metrics port, not on the port the ingress exposes.
         # (Read by gunicorn only, so the worker ignores it; empty for the services, whose API port is internal.)
@@ -125,7 +130,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_BREAKER_RESET_SECONDS": 15, "CRM_OPENAPI_CACHE_SECONDS": 30,
         "CRM_TRUSTED_PROXIES": 1,  # the edge in front of the gateway (its X-Forwarded-For names the client)
     }
-    wanted = env_read_by(d) - ({"WORKER_METRICS_PORT"} if component == "api" else set())
+    wanted = env_read_by(d) - ({"WORKER_METRICS_PORT"} if component == "api" else set()) - TEST_SEAMS
     unknown = wanted - set(values)
     if unknown:
         raise KeyError(f"{d.name} reads {sorted(unknown)}: give them a value in deploy/inventory.py")

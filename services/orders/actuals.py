@@ -10,31 +10,21 @@ it back."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections import defaultdict
 from decimal import Decimal
-from functools import cache
-from zoneinfo import ZoneInfo
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from sqlalchemy import delete, select
 
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, upsert
+from crmkit.settings import Settings
 
+from . import alerts
 from .db import AccountReplica, DirectoryUser
 from .performance_db import Actual, PerformanceEntry
-
-
-@cache
-def time_zone() -> ZoneInfo:
-    """The deployment's time zone: a sale at 07:00 in Shanghai on the 1st belongs to that month."""
-    return ZoneInfo(os.environ.get("CRM_TIME_ZONE", "Asia/Shanghai"))
-
-
-def local_day(moment: dt.datetime) -> dt.date:
-    return moment.astimezone(time_zone()).date()
+from .scorecard import local_day, time_zone  # noqa: F401 - time_zone: the tests' month
 
 
 class _Part(Schema):
@@ -100,6 +90,7 @@ def _bump(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
             amount=sign * amount).on_conflict_do_update(
             index_elements=["user_id", "team_id", "metric", "month", "product_category", "region"],
             set_={"amount": Actual.amount + sign * amount}))
+    alerts.changed(uow, rows, sign)
 
 
 def add(uow: UnitOfWork, rows: list[dict]) -> None:
@@ -241,9 +232,20 @@ def lead_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
     _activity(uow, envelope, envelope.get("actor"), activity["activity_id"], activity["kind"])
 
 
-# The worker's dispatch tables, by topic.
+# The dispatch tables, by topic.
 ORDER_EVENTS = {("order.confirmed", 1): order_confirmed, ("order.cancelled", 1): order_withdrawn,
                 ("order.submitted", 1): order_withdrawn, ("order.payment_recorded", 1): payment_recorded}
 DEAL_EVENTS = {("account.created", 1): account_created, ("account.deleted", 1): account_deleted,
                ("activity.logged", 1): deal_activity_logged}
 LEAD_EVENTS = {("activity.logged", 1): lead_activity_logged}
+
+
+def handlers(settings: Settings) -> tuple[dict, dict, dict]:
+    """The worker's tables (orders, deals, leads): the same handlers, each in a transaction that
+    checks the alert rules its changes touch (alerts.watch)."""
+    def watching(handler):
+        def run(uow: UnitOfWork, envelope: dict) -> None:
+            alerts.watch(uow, settings)
+            handler(uow, envelope)
+        return run
+    return tuple({key: watching(h) for key, h in table.items()} for table in (ORDER_EVENTS, DEAL_EVENTS, LEAD_EVENTS))

@@ -13,6 +13,7 @@ from crmkit.web import Blueprint, create_service_app, ctx, large_body, principal
 from . import catalogue_import, products
 from .approval_api import approvals_blp
 from .bootstrap import context
+from .commission_api import commission_blp
 from .domain import CATALOGUE_READERS
 from .order_api import orders_blp, quota_blp
 from .performance_api import performance_blp
@@ -114,4 +115,4 @@ def delete_product(product_id: uuid.UUID):
 def create_app():
     return create_service_app(context=context(), title="CRM orders service",
                               blueprints=[products_blp, orders_blp, quota_blp, approvals_blp,
-                                                                         performance_blp])
+                                        performance_blp, commission_blp])

@@ -144,6 +144,31 @@ class ApprovalEventV1(Payload):
     escalated_from = fields.String(allow_none=True, metadata={"description": "on approval.escalated: who did not act"})
 
 
+class AlertV1(Payload):
+    id = fields.UUID(required=True, metadata={"description": "the firing's id: one per rule, subject and period"})
+    rule = fields.String(required=True, metadata={"description": "the alert rule's name"})
+    kind = fields.String(required=True, validate=validate.OneOf(["target_reached", "pace"]))
+    subject_type = fields.String(required=True, validate=validate.OneOf(["user", "team"]))
+    subject_id = fields.String(required=True)
+    metric = fields.String(required=True)
+    period = fields.String(required=True, metadata={"description": "2026-11, 2026-Q4 or 2026"})
+    day_of_period = fields.Integer(required=True, metadata={"description": "1 on the period's first day"})
+    fired_on = fields.Date(required=True, metadata={"description": "the day checked, in the deployment's time zone"})
+    target = Money(required=True, metadata=HIDDEN_MONEY)
+    actual = Money(required=True, metadata=HIDDEN_MONEY)
+    attainment = fields.Decimal(required=True, as_string=True, places=1,
+                                metadata={"type": "string", "format": "decimal", "description": "percent"})
+    threshold_pct = fields.String(allow_none=True, metadata={"description": "target_reached: the threshold"})
+    below_pct = fields.String(allow_none=True, metadata={"description": "pace: the pace required"})
+    rep_id = fields.String(required=True, allow_none=True, metadata={"description": "the rep (a user subject)"})
+    manager_id = fields.String(required=True, allow_none=True, metadata={"description": "the rep's or team's manager"})
+    executive_ids = fields.List(fields.String(), required=True, metadata={"description": "the executives to tell"})
+
+
+class AlertEventV1(Payload):
+    alert = fields.Nested(AlertV1, required=True)
+
+
 class OrdersHandoverCompletedV1(HandoverCompletedV1):
     orders = fields.Integer(metadata={"description": "open orders moved (credit already given stays)"})
     approvals = fields.Integer(metadata={"description": "approvals that waited for the leaver's decision"})
@@ -179,6 +204,14 @@ APPROVAL_DECIDED = ORDERS.define("approval.decided", ApprovalEventV1, subject=AP
                                  summary="An approver approved or rejected; the next approver, if any, must act.")
 APPROVAL_ESCALATED = ORDERS.define("approval.escalated", ApprovalEventV1, subject=APPROVAL,
                                    summary="An approval waited too long and went to the next approver up.")
+SUBJECT = "subject: user:<id> or team:<id>"
+PERFORMANCE_TARGET_REACHED = ORDERS.define(
+    "performance.target_reached", AlertEventV1, subject=SUBJECT,
+    summary="A subject's attainment of a metric reached an alert rule's threshold (once per rule, subject and period).")
+PERFORMANCE_PACE_WARNING = ORDERS.define(
+    "performance.pace_warning", AlertEventV1, subject=SUBJECT,
+    summary="On the rule's day of the period a subject's attainment was below the pace required "
+            "(once per rule, subject and period).")
 ORDERS.define(HANDOVER_COMPLETED, OrdersHandoverCompletedV1, subject="handover id",
               summary="The leaver's open orders moved to the successor (or it failed).")
 

@@ -4,20 +4,21 @@ that make up a figure. A user's figures are seen by that user, the managers of t
 executives; a team's by its managers and executives. Anything else answers 404."""
 from __future__ import annotations
 
+from collections import defaultdict
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, true
 
 from crmkit.auth import Principal
-from crmkit.db import UnitOfWork, utcnow
+from crmkit.db import UnitOfWork
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.pagination import SortSpec, paginate
 from crmkit.teams import TeamNode, descendants
 from crmkit.visibility import SEES_EVERYTHING
 
-from . import scorecard
+from . import documents, scorecard
 from .db import DirectoryTeam, DirectoryUser
-from .performance_db import Actual, KpiScheme, PerformanceEntry, Target
+from .performance_db import Actual, PerformanceDocument, PerformanceEntry, Target
 
 SCHEME = "kpi"
 DEFAULT_SCHEME = {"metrics": [{"metric": "revenue", "weight": 50, "cap_pct": 120},
@@ -26,29 +27,21 @@ DEFAULT_SCHEME = {"metrics": [{"metric": "revenue", "weight": 50, "cap_pct": 120
                               {"metric": "collections", "weight": 15, "cap_pct": 120}]}
 
 
-def scheme(uow: UnitOfWork, *, for_update: bool = False) -> KpiScheme:
-    row = uow.session.get(KpiScheme, SCHEME, with_for_update=for_update)
-    return row or KpiScheme(name=SCHEME, document=DEFAULT_SCHEME, version=0, updated_at=utcnow())
+def scheme(uow: UnitOfWork) -> PerformanceDocument:
+    return documents.read(uow, SCHEME, DEFAULT_SCHEME)
 
 
-def put_scheme(uow: UnitOfWork, principal: Principal, document: dict, check_version) -> KpiScheme:
+def put_scheme(uow: UnitOfWork, principal: Principal, document: dict, check_version) -> PerformanceDocument:
     metrics = [m["metric"] for m in document["metrics"]]
     if len(set(metrics)) != len(metrics):
         raise ValidationFailed("each metric once", errors={"metrics": ["a metric is listed twice"]})
     total = sum(m["weight"] for m in document["metrics"])
     if total != 100:
         raise ValidationFailed("the weights total 100", errors={"metrics": [f"they total {total}"]})
-    row = scheme(uow, for_update=True)
-    check_version(row.version)
-    if row.version == 0:
-        uow.session.add(row)
-        row.version = 1
-    row.document, row.updated_by, row.updated_at = document, principal.user_id, utcnow()
-    uow.session.flush()
-    return row
+    return documents.write(uow, principal, SCHEME, DEFAULT_SCHEME, document, check_version)
 
 
-def _teams_under(uow: UnitOfWork, team_id: str) -> list[str]:
+def teams_under(uow: UnitOfWork, team_id: str) -> list[str]:
     """The team and every team below it (a director's target covers the teams they lead); a cycle
     in the replica cannot loop."""
     teams = [TeamNode(t.id, t.manager_id, t.parent_team_id)
@@ -56,7 +49,7 @@ def _teams_under(uow: UnitOfWork, team_id: str) -> list[str]:
     return sorted(descendants([team_id], teams))
 
 
-def _credited_in(principal: Principal, subject_type: str, subject_id: str) -> list[str] | None:
+def credited_in(principal: Principal, subject_type: str, subject_id: str) -> list[str] | None:
     """The teams whose credit the caller may see in a user's figures: a manager looking at one of
     their people sees what was earned in the teams they manage, not in the person's former team."""
     if principal.role in SEES_EVERYTHING or subject_type != "user" or subject_id == principal.user_id:
@@ -78,72 +71,53 @@ def check_visible(uow: UnitOfWork, principal: Principal, subject_type: str, subj
     raise NotFound(f"no performance of {subject_type} {subject_id} for you")  # as if it did not exist
 
 
-def _target(uow: UnitOfWork, subject_type: str, subject_id: str, metric: str, scope: str, period: str
-            ) -> Decimal | None:
-    """The target for `period`: one set for it exactly, else the share of one set for a period
-    containing it, else the sum of monthly targets inside it."""
-    rows = uow.session.execute(select(Target).where(
-        Target.subject_type == subject_type, Target.subject_id == subject_id, Target.metric == metric,
-        Target.scope == scope).order_by(Target.period)).scalars().all()
-    wanted = scorecard.months_of(period)
-    exact = [t for t in rows if t.period == period]
-    if exact:
-        return exact[0].value
-    # The narrowest target containing the period (a quarter's before the year's), shared by month.
-    for t in sorted(rows, key=lambda t: len(scorecard.months_of(t.period))):
-        share = scorecard.target_for(t.value, t.period, scorecard.check_distribution(
-            t.period, {m: Decimal(v) for m, v in (t.distribution or {}).items()} or None), period)
-        if share is not None:
-            return share
-    # Else the targets inside it, quarters first, then months no quarter covers.
-    inside = [t for t in rows if set(scorecard.months_of(t.period)) <= set(wanted)]
-    covered: set[str] = set()
-    total, found = Decimal("0.00"), False
-    for t in sorted(inside, key=lambda t: -len(scorecard.months_of(t.period))):
-        months = set(scorecard.months_of(t.period))
-        if months & covered:
-            continue
-        covered |= months
-        total, found = total + t.value, True
-    return total if found else None
+def targets_of(uow: UnitOfWork, subject_type: str, subject_ids: list[str], *, scope: str | None = None
+                ) -> dict[tuple[str, str, str], list[Target]]:
+    """The subjects' targets in one query, by (subject, metric, scope)."""
+    stmt = select(Target).where(Target.subject_type == subject_type, Target.subject_id.in_(subject_ids))
+    if scope is not None:
+        stmt = stmt.where(Target.scope == scope)
+    out: dict[tuple[str, str, str], list[Target]] = defaultdict(list)
+    for t in uow.session.execute(stmt.order_by(Target.period)).scalars():
+        out[(t.subject_id, t.metric, t.scope)].append(t)
+    return out
 
 
-def _actuals(uow: UnitOfWork, subject_type: str, subject_id: str, months: list[str], category: str | None = None,
-             region: str | None = None, teams: list[str] | None = None) -> dict[str, Decimal]:
-    who = Actual.user_id == subject_id if subject_type == "user" else \
-        Actual.team_id.in_(_teams_under(uow, subject_id))
-    stmt = select(Actual.metric, func.sum(Actual.amount)).where(who, Actual.month.in_(months))
-    if teams is not None:
-        stmt = stmt.where(Actual.team_id.in_(teams))
-    if category is not None:
-        stmt = stmt.where(Actual.product_category == category)
-    if region is not None:
-        stmt = stmt.where(Actual.region == region)
-    return {metric: amount for metric, amount in uow.session.execute(stmt.group_by(Actual.metric)).all()}  # noqa: C416
+def _figure(value: Decimal, target: Decimal | None) -> dict:
+    return {"target": target, "actual": value, "attainment": scorecard.attainment(value, target)}
+
+
+def _who(subject_type: str, subject_id: str, uow: UnitOfWork):
+    return Actual.user_id == subject_id if subject_type == "user" else \
+        Actual.team_id.in_(teams_under(uow, subject_id))
 
 
 def performance(uow: UnitOfWork, principal: Principal, subject_type: str, subject_id: str, period) -> dict:
     check_visible(uow, principal, subject_type, subject_id)
     months = scorecard.months_of(period.label)
-    teams = _credited_in(principal, subject_type, subject_id)
-    actual = _actuals(uow, subject_type, subject_id, months, teams=teams)
-    figures = {}
-    for metric in scorecard.METRICS:
-        target = _target(uow, subject_type, subject_id, metric, "|", period.label)
-        value = actual.get(metric, Decimal(0))
-        figures[metric] = {"target": target, "actual": value, "attainment": scorecard.attainment(value, target)}
+    teams = credited_in(principal, subject_type, subject_id)
+    stmt = select(Actual.metric, Actual.product_category, Actual.region, func.sum(Actual.amount)).where(
+        _who(subject_type, subject_id, uow), Actual.month.in_(months))
+    if teams is not None:
+        stmt = stmt.where(Actual.team_id.in_(teams))
+    rows = uow.session.execute(stmt.group_by(Actual.metric, Actual.product_category, Actual.region)).all()
+    targets = targets_of(uow, subject_type, [subject_id])
+
+    def actual(metric: str, category: str | None = None, region: str | None = None) -> Decimal:
+        return sum((amount for m, c, r, amount in rows if m == metric and category in (None, c)
+                    and region in (None, r)), Decimal(0))
+
+    figures = {metric: _figure(actual(metric), scorecard.target_in(targets.get((subject_id, metric, "|"), []),
+                                                                   period.label))
+               for metric in scorecard.METRICS}
     narrowed = []
-    for t in uow.session.execute(select(Target).where(
-            Target.subject_type == subject_type, Target.subject_id == subject_id, Target.scope != "|")
-            .order_by(Target.metric, Target.scope)).scalars():
-        target = _target(uow, subject_type, subject_id, t.metric, t.scope, period.label)
-        if target is None or any(n["metric"] == t.metric and n["scope"] == t.scope for n in narrowed):
+    for (_, metric, scope), rows_of_scope in sorted(targets.items(), key=lambda kv: kv[0][1:]):
+        target = scorecard.target_in(rows_of_scope, period.label) if scope != "|" else None
+        if target is None:
             continue
-        value = _actuals(uow, subject_type, subject_id, months, t.product_category, t.region,
-                         teams).get(t.metric, Decimal(0))
-        narrowed.append({"metric": t.metric, "scope": t.scope, "product_category": t.product_category,
-                         "region": t.region, "target": target, "actual": value,
-                         "attainment": scorecard.attainment(value, target)})
+        category, region = rows_of_scope[0].product_category, rows_of_scope[0].region
+        narrowed.append({"metric": metric, "scope": scope, "product_category": category, "region": region,
+                         **_figure(actual(metric, category, region), target)})
     kpi = scheme(uow)
     score = scorecard.weighted_score(kpi.document["metrics"], {m: f["attainment"] for m, f in figures.items()})
     return {"subject_type": subject_type, "subject_id": subject_id, "period": period.label, "metrics": figures,
@@ -151,14 +125,54 @@ def performance(uow: UnitOfWork, principal: Principal, subject_type: str, subjec
                                           "metrics": kpi.document["metrics"]}}
 
 
+def ranking(uow: UnitOfWork, principal: Principal, team_id: str, period) -> dict:
+    """A team's reps (of the team and the teams under it) ranked by KPI score, then revenue: a
+    manager sees the people of the teams they manage, with what they earned in those teams; a rep
+    only themselves (a ranking shows no one else's figures to a rep); executives everyone. A team
+    the caller has no one visible in answers 404."""
+    under = teams_under(uow, team_id)
+    people = select(DirectoryUser.id).where(DirectoryUser.team_id.in_(under), DirectoryUser.active.is_(True),
+                                            DirectoryUser.role == "rep")
+    if principal.role not in SEES_EVERYTHING:
+        if principal.role == "manager":
+            people = people.where(or_(DirectoryUser.team_id.in_(principal.manages),
+                                      DirectoryUser.id == principal.user_id))
+        else:
+            people = people.where(DirectoryUser.id == principal.user_id)
+    members = sorted(uow.session.execute(people).scalars())
+    if not members:
+        raise NotFound(f"no ranking of team {team_id} for you")
+    months = scorecard.months_of(period.label)
+    stmt = select(Actual.user_id, Actual.metric, func.sum(Actual.amount)).where(
+        Actual.user_id.in_(members), Actual.month.in_(months))
+    if principal.role not in SEES_EVERYTHING:
+        stmt = stmt.where(Actual.team_id.in_([*principal.manages]) if principal.role == "manager" else true())
+    sums = {(u, m): a for u, m, a in uow.session.execute(stmt.group_by(Actual.user_id, Actual.metric)).all()}
+    targets = targets_of(uow, "user", members, scope="|")
+    kpi = scheme(uow)
+    entries = []
+    for user in members:
+        figures = {metric: _figure(sums.get((user, metric), Decimal(0)),
+                                   scorecard.target_in(targets.get((user, metric, "|"), []), period.label))
+                   for metric in scorecard.METRICS}
+        score = scorecard.weighted_score(kpi.document["metrics"], {m: f["attainment"] for m, f in figures.items()})
+        entries.append({"user_id": user, "score": score, "metrics": figures})
+    entries.sort(key=lambda e: (-e["score"], -e["metrics"]["revenue"]["actual"], e["user_id"]))
+    for i, e in enumerate(entries):  # equal scores and revenue share a rank (1, 2, 2, 4)
+        same = i and (e["score"], e["metrics"]["revenue"]["actual"]) == (
+            entries[i - 1]["score"], entries[i - 1]["metrics"]["revenue"]["actual"])
+        e["rank"] = entries[i - 1]["rank"] if same else i + 1
+    return {"team_id": team_id, "period": period.label, "scheme_version": kpi.version, "items": entries}
+
+
 def contributions(uow: UnitOfWork, principal: Principal, args: dict):
     """What makes up a figure: every entry of the ledger for the subject, period and metric."""
     subject_type, subject_id = args["subject_type"], args["subject_id"]
     check_visible(uow, principal, subject_type, subject_id)
     who = PerformanceEntry.user_id == subject_id if subject_type == "user" else \
-        PerformanceEntry.team_id.in_(_teams_under(uow, subject_id))
+        PerformanceEntry.team_id.in_(teams_under(uow, subject_id))
     stmt = select(PerformanceEntry).where(who, PerformanceEntry.month.in_(scorecard.months_of(args["period"].label)))
-    teams = _credited_in(principal, subject_type, subject_id)
+    teams = credited_in(principal, subject_type, subject_id)
     if teams is not None:
         stmt = stmt.where(PerformanceEntry.team_id.in_(teams))
     if args.get("metric"):

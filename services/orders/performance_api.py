@@ -10,7 +10,7 @@ from crmkit.etag import IF_MATCH, require_if_match, tagged
 from crmkit.idempotency import idempotent
 from crmkit.web import Blueprint, ctx, principal, roles
 
-from . import performance, targets
+from . import documents, performance, targets
 from .performance_schemas import (
     ContributionArgsSchema,
     ContributionPageSchema,
@@ -108,8 +108,7 @@ def list_contributions(args):
 
 
 def _scheme_view(row):
-    return {**row.document, "version": row.version, "updated_by": row.updated_by, "updated_at": row.updated_at}, \
-        200, tagged(row)
+    return documents.view(row), 200, tagged(row)
 
 
 @performance_blp.route("/kpi-schemes", methods=["GET"])

@@ -88,10 +88,12 @@ class Actual(Base):
     __table_args__ = (Index("ix_actuals_team", "team_id", "metric", "month"),)
 
 
-class KpiScheme(Base):
-    """The KPI scheme document (metrics, weights totalling 100, caps), versioned like the approval policy."""
+class PerformanceDocument(Base):
+    """A versioned settings document of performance, by name: `kpi` (the KPI scheme), `commission`
+    (the commission plans), `alerts` (the alert rules). Written whole, with If-Match, like the
+    approval policy."""
 
-    __tablename__ = "kpi_schemes"
+    __tablename__ = "performance_documents"
 
     name: Mapped[str] = mapped_column(String(20), primary_key=True)
     document: Mapped[dict] = mapped_column(JSON)
@@ -99,3 +101,32 @@ class KpiScheme(Base):
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     __mapper_args__ = {"version_id_col": version}
+
+
+class AlertFiring(Base):
+    """An alert raised: the persisted record that makes each rule fire once per subject and period,
+    whoever raises it (the daily schedule, a replay of it after a restart, or an event's update)."""
+
+    __tablename__ = "alert_firings"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    rule: Mapped[str] = mapped_column(String(60))
+    kind: Mapped[str] = mapped_column(String(20))  # target_reached | pace
+    subject_type: Mapped[str] = mapped_column(String(10))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(20))
+    period: Mapped[str] = mapped_column(String(7))
+    attainment: Mapped[Decimal | None] = mapped_column(Numeric(10, 1))
+    fired_on: Mapped[dt.date] = mapped_column(Date)
+    fired_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    __table_args__ = (UniqueConstraint("rule", "subject_type", "subject_id", "period"),)
+
+
+class ScheduleRun(Base):
+    """The last day a daily schedule ran for: after a restart it runs the days it missed, and only those."""
+
+    __tablename__ = "schedule_runs"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_day: Mapped[dt.date] = mapped_column(Date)
+    ran_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -2,14 +2,28 @@
 distribution, attainment, and the weighted KPI score (issue 16)."""
 from __future__ import annotations
 
+import datetime as dt
+import os
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
+from functools import cache
+from zoneinfo import ZoneInfo
 
 from crmkit.periods import parse_period
 
 METRICS = ("revenue", "gross_margin", "new_accounts", "collections", "orders", "activities")
 MONEY_METRICS = frozenset({"revenue", "gross_margin", "collections"})
 HUNDRED = Decimal(100)
+
+
+@cache
+def time_zone() -> ZoneInfo:
+    """The deployment's time zone: a sale at 07:00 in Shanghai on the 1st belongs to that month."""
+    return ZoneInfo(os.environ.get("CRM_TIME_ZONE", "Asia/Shanghai"))
+
+
+def local_day(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(time_zone()).date()
 
 
 def months_of(period: str) -> list[str]:
@@ -72,3 +86,71 @@ def weighted_score(scheme: list[dict], attainments: dict[str, Decimal | None]) -
         capped = min(value, Decimal(str(item.get("cap_pct", 100))))
         score += Decimal(item["weight"]) * capped / HUNDRED
     return score.quantize(Decimal("0.1"), ROUND_HALF_UP)
+
+
+def target_in(targets: list, period: str) -> Decimal | None:
+    """The target for `period` among one subject's targets on one metric and narrowing (objects with
+    `period`, `value`, `distribution`): one set for it exactly; else the share of the narrowest one
+    containing it (a quarter's before the year's); else the sum of those inside it, quarters first,
+    then months no quarter covers. None when none applies."""
+    wanted = months_of(period)
+    for t in targets:
+        if t.period == period:
+            return t.value
+    for t in sorted(targets, key=lambda t: len(months_of(t.period))):
+        shares = check_distribution(t.period, {m: Decimal(v) for m, v in (t.distribution or {}).items()} or None)
+        share = target_for(t.value, t.period, shares, period)
+        if share is not None:
+            return share
+    covered: set[str] = set()
+    total, found = Decimal("0.00"), False
+    for t in sorted(targets, key=lambda t: (-len(months_of(t.period)), t.period)):
+        months = set(months_of(t.period))
+        if not months <= set(wanted) or months & covered:
+            continue
+        covered |= months
+        total, found = total + t.value, True
+    return total if found else None
+
+
+# ---- commission ------------------------------------------------------------------------------------------
+CENT = Decimal("0.01")
+
+
+def commission_parts(before: Decimal, amount: Decimal, target: Decimal | None, tiers: list[dict],
+                     accelerator: dict | None) -> list[dict]:
+    """The commission on `amount` of the basis, earned when `before` had been earned already in the
+    period: split where cumulative attainment crosses a tier's `from_pct`, each part at its tier's
+    rate, times the accelerator's multiplier above its `above_pct`. Without a target (or a zero one)
+    the whole is at the first tier's rate. Each part is rounded to the cent."""
+    tiers = sorted(tiers, key=lambda t: Decimal(t["from_pct"]))
+    if target is None or target <= 0:
+        rate = Decimal(tiers[0]["rate_pct"])
+        return [{"amount": amount, "rate_pct": rate, "commission": (amount * rate / HUNDRED).quantize(CENT, ROUND_HALF_UP)}]
+    # Breakpoints in money: each tier's start and the accelerator's threshold.
+    marks = {Decimal(t["from_pct"]) * target / HUNDRED for t in tiers[1:]}
+    if accelerator:
+        marks.add(Decimal(accelerator["above_pct"]) * target / HUNDRED)
+    start, end, parts = before, before + amount, []
+    cuts = sorted(m for m in marks if start < m < end)
+    for low, high in zip([start, *cuts], [*cuts, end], strict=True):
+        if high == low and amount != 0:
+            continue
+        pct = low * HUNDRED / target  # attainment where this part starts
+        rate = Decimal(next(t["rate_pct"] for t in reversed(tiers) if Decimal(t["from_pct"]) <= pct))
+        if accelerator and pct >= Decimal(accelerator["above_pct"]):
+            rate = rate * Decimal(accelerator["multiplier"])
+        part = high - low
+        parts.append({"amount": part, "rate_pct": rate.normalize(),
+                      "commission": (part * rate / HUNDRED).quantize(CENT, ROUND_HALF_UP)})
+    return parts
+
+
+def day_of_period(day, period: str) -> int:
+    """1 on the period's first day: the 20th of November is day 20 of 2026-11 and day 51 of 2026-Q4."""
+    return (day - parse_period(period).start.date()).days + 1
+
+
+def period_of(day, kind: str) -> str:
+    return {"month": f"{day.year}-{day.month:02d}", "quarter": f"{day.year}-Q{(day.month - 1) // 3 + 1}",
+            "year": str(day.year)}[kind]

@@ -1,7 +1,7 @@
 """Orders worker: the outbox relay; the consumers of the directory (replica and handovers), of
 crm.opportunities.v1 (the replica of accounts, and won deals becoming draft orders) and of the
-events performance counts (orders, payments, new accounts, activities); and the escalation
-schedule of approvals waiting too long."""
+events performance counts (orders, payments, new accounts, activities); the escalation
+schedule of approvals waiting too long; and the daily schedule of performance alerts."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from functools import partial
 from crmkit.consumer import Dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import accounts, actuals, approvals, handover, won
+from . import accounts, actuals, alerts, approvals, handover, won
 from .bootstrap import context
 from .events import DIRECTORY_TOPIC, LEADS_TOPIC, OPPORTUNITIES_TOPIC, ORDERS_TOPIC, TOPIC_PARTITIONS
 
@@ -21,6 +21,10 @@ def worker_spec() -> WorkerSpec:
     escalations = partial(approvals.escalation_loop, ctx.db, settings,
                           interval=float(os.environ.get("ORDERS_ESCALATION_INTERVAL_SECONDS", "60")))
     escalations.__name__ = "approval-escalations"
+    alert_schedule = partial(alerts.alert_loop, ctx.db, settings,
+                             interval=float(os.environ.get("ORDERS_ALERT_INTERVAL_SECONDS", "300")))
+    alert_schedule.__name__ = "performance-alerts"
+    order_events, deal_events, lead_events = actuals.handlers(settings)
     return WorkerSpec(
         settings=settings, db=ctx.db, tables=ctx.tables,
         topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
@@ -35,11 +39,11 @@ def worker_spec() -> WorkerSpec:
             # Actuals: a group of its own, so performance catches up on its own pace (and a replay
             # of it touches nothing else).
             ConsumerSpec(group_id=f"{settings.topic_prefix}orders-performance", handlers={
-                settings.topic(ORDERS_TOPIC): Dispatch(actuals.ORDER_EVENTS),
-                settings.topic(OPPORTUNITIES_TOPIC): Dispatch(actuals.DEAL_EVENTS),
-                settings.topic(LEADS_TOPIC): Dispatch(actuals.LEAD_EVENTS)}),
+                settings.topic(ORDERS_TOPIC): Dispatch(order_events),
+                settings.topic(OPPORTUNITIES_TOPIC): Dispatch(deal_events),
+                settings.topic(LEADS_TOPIC): Dispatch(lead_events)}),
         ],
-        loops=[escalations],
+        loops=[escalations, alert_schedule],
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from deploy import generate, runtime_lock
-from deploy.inventory import DEPLOYABLES, REPO, code_topics, env_read_by
+from deploy.inventory import DEPLOYABLES, REPO, TEST_SEAMS, code_topics, env_read_by
 
 K8S_VERSION = "1.32.0"
 OVERLAYS = ("dev", "prod")
@@ -150,16 +150,17 @@ def test_every_environment_variable_a_service_reads_is_set_in_its_manifests_and_
     for d in DEPLOYABLES:
         reads = env_read_by(d)
         for component in ("api", "worker"):
-            wanted = reads - ({"WORKER_METRICS_PORT"} if component == "api" else set())
+            wanted = reads - ({"WORKER_METRICS_PORT"} if component == "api" else set()) - TEST_SEAMS
             for container in _containers(by_name[f"{d.name}-{component}"]):
                 env = {e["name"]: e for e in container["env"]}
                 assert wanted - set(env) == set(), f"{d.name}-{component}/{container['name']}"
+                assert not TEST_SEAMS & set(env), "a test's clock is never deployed"
                 for entry in env.values():
                     ref = entry.get("valueFrom", {}).get("configMapKeyRef")
                     if ref:  # the ConfigMap it points at has the key
                         assert ref["key"] in configmaps[ref["name"]], entry
             assert wanted - set(compose[f"{d.name}-{component}"]["environment"]) == set(), f"compose {d.name}-{component}"
-        assert reads - set(compose[f"{d.name}-migrate"]["environment"]) <= {"WORKER_METRICS_PORT"}
+        assert reads - set(compose[f"{d.name}-migrate"]["environment"]) <= {"WORKER_METRICS_PORT", *TEST_SEAMS}
 
 
 def test_every_deployable_has_probes_limits_an_autoscaler_a_pdb_and_network_policies(rendered):

@@ -23,16 +23,18 @@ QUARTER = f"{MONTH[:4]}-Q{(int(MONTH[5:]) - 1) // 3 + 1}"
 
 
 def _apply_outbox() -> None:
-    """Apply every order event in the outbox not applied yet, in order, as the performance consumer would."""
+    """Apply every order event in the outbox not applied yet, in order, as the performance consumer
+    would (checking the alert rules its changes touch)."""
     outbox = bootstrap.KIT_TABLES["outbox"]
     ctx = bootstrap.context()
     with ctx.db.engine.connect() as conn:
         rows = [json.loads(r.payload) for r in conn.execute(select(outbox.c.payload).order_by(outbox.c.id))]
+    order_events = actuals.handlers(ctx.settings)[0]
     for envelope in rows:
-        if (envelope["type"], envelope["version"]) not in actuals.ORDER_EVENTS or envelope["id"] in _applied:
+        if (envelope["type"], envelope["version"]) not in order_events or envelope["id"] in _applied:
             continue
         with ctx.db.uow() as uow:
-            deliver(actuals.ORDER_EVENTS, uow, envelope)
+            deliver(order_events, uow, envelope)
             uow.commit()
         _applied.add(envelope["id"])
 

@@ -1,0 +1,265 @@
+"""Performance alerts (issue 16, CONTRACT §4): rules as data (`GET/PUT /alert-rules`), and the two ways
+they fire, each at most once per rule, subject and period (the `alert_firings` record):
+
+- `target_reached`: a subject's attainment of a metric reaches the rule's threshold. Checked as
+  actuals change (the performance consumer calls `changed` in the same transaction as the change),
+  and again by the daily schedule (a target lowered below what was done fires without an event).
+- `pace`: on day N of the period, attainment is below X%. Checked by the daily schedule, which runs
+  every day since the last day it ran (the `schedule_runs` record), so a day missed while the worker
+  was down is caught up, and a day run twice fires nothing twice.
+
+Subjects are users and teams with a target for the metric in the period. An alert names whom to
+tell: the rep, their manager (the team's, or the parent team's when the rep is the manager) and the
+company's executives."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from crmkit import clock
+from crmkit.auth import Principal
+from crmkit.db import Database, UnitOfWork, upsert, utcnow
+from crmkit.errors import ValidationFailed
+from crmkit.settings import Settings
+from crmkit.teams import TeamNode, descendants
+
+from . import documents, scorecard
+from .db import DirectoryTeam, DirectoryUser
+from .events import PERFORMANCE_PACE_WARNING, PERFORMANCE_TARGET_REACHED, event
+from .performance_db import Actual, AlertFiring, PerformanceDocument, ScheduleRun, Target
+
+log = logging.getLogger(__name__)
+
+RULES = "alerts"
+DEFAULT_RULES = {"rules": [
+    {"name": "monthly revenue reached", "kind": "target_reached", "metric": "revenue", "period_kind": "month",
+     "threshold_pct": "100"},
+    {"name": "monthly revenue pace", "kind": "pace", "metric": "revenue", "period_kind": "month", "day": 20,
+     "below_pct": "50"}]}
+# The last day number every period of the kind has: a rule for day 31 of a month would skip February.
+LAST_SURE_DAY = {"month": 28, "quarter": 89, "year": 365}
+SCHEDULE = "performance-alerts"
+CATCH_UP_DAYS = 62  # a worker down longer than this catches up the last 62 days, not years of them
+
+
+def rules(uow: UnitOfWork) -> PerformanceDocument:
+    return documents.read(uow, RULES, DEFAULT_RULES)
+
+
+def put_rules(uow: UnitOfWork, principal: Principal, document: dict, check_version) -> PerformanceDocument:
+    errors: list[str] = []
+    names = [r["name"] for r in document["rules"]]
+    if len(set(names)) != len(names):
+        errors.append("a rule name is used twice")
+    for r in document["rules"]:
+        if r["kind"] == "target_reached" and r.get("threshold_pct") is None:
+            errors.append(f"{r['name']}: a target_reached rule has a threshold_pct")
+        if r["kind"] == "pace":
+            if r.get("day") is None or r.get("below_pct") is None:
+                errors.append(f"{r['name']}: a pace rule has a day and a below_pct")
+            elif r["day"] > LAST_SURE_DAY[r["period_kind"]]:
+                errors.append(f"{r['name']}: day {r['day']} does not come in every {r['period_kind']} "
+                              f"(at most {LAST_SURE_DAY[r['period_kind']]})")
+    if errors:
+        raise ValidationFailed("the alert rules do not hold together", errors={"rules": errors})
+    return documents.write(uow, principal, RULES, DEFAULT_RULES, document, check_version)
+
+
+# ---- evaluation -------------------------------------------------------------------------------------------
+@dataclass
+class Watch:
+    """What one transaction remembers while it checks alerts (uow.state): a consumer batch of 500
+    events reads the rules, the team tree, each subject's targets and each figure once, and keeps
+    the figures current as the batch adds to them."""
+    settings: Settings
+    rules: list[dict]
+    parents: dict[str, str | None]
+    teams: list[TeamNode]
+    targets: dict[tuple, list] = field(default_factory=dict)
+    sums: dict[tuple, Decimal] = field(default_factory=dict)
+    fired: set[tuple] = field(default_factory=set)
+    executives: list[str] | None = None
+
+
+def watch(uow: UnitOfWork, settings: Settings) -> Watch:
+    """This transaction's watch (one per unit of work, in uow.state)."""
+    if not isinstance(uow.state, Watch):
+        teams = [TeamNode(t.id, t.manager_id, t.parent_team_id)
+                 for t in uow.session.execute(select(DirectoryTeam)).scalars()]
+        uow.state = Watch(settings, rules(uow).document["rules"], {t.id: t.parent_team_id for t in teams}, teams)
+    return uow.state
+
+
+def _chain(w: Watch, team_id: str) -> list[str]:
+    """The team and the teams above it (a loop in the replica cannot hang this)."""
+    out: list[str] = []
+    while team_id and team_id not in out:
+        out.append(team_id)
+        team_id = w.parents.get(team_id)
+    return out
+
+
+def _subjects(w: Watch, user_id: str, team_id: str) -> list[tuple[str, str]]:
+    return [("user", user_id), *(("team", t) for t in _chain(w, team_id))]
+
+
+def _periods(month: str) -> dict[str, str]:
+    year, m = month[:4], int(month[5:])
+    return {"month": month, "quarter": f"{year}-Q{(m - 1) // 3 + 1}", "year": year}
+
+
+def _target(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str) -> Decimal | None:
+    key = (*subject, metric)
+    if key not in w.targets:
+        w.targets[key] = uow.session.execute(select(Target).where(
+            Target.subject_type == subject[0], Target.subject_id == subject[1], Target.metric == metric,
+            Target.scope == "|")).scalars().all()
+    return scorecard.target_in(w.targets[key], period) if w.targets[key] else None
+
+
+def _actual(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str) -> Decimal:
+    key = (*subject, metric, period)
+    if key not in w.sums:
+        who = Actual.user_id == subject[1] if subject[0] == "user" else \
+            Actual.team_id.in_(sorted(descendants([subject[1]], w.teams)))
+        w.sums[key] = uow.session.execute(select(func.coalesce(func.sum(Actual.amount), 0)).where(
+            who, Actual.metric == metric, Actual.month.in_(scorecard.months_of(period)))).scalar_one()
+    return Decimal(w.sums[key])
+
+
+def changed(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
+    """Actuals changed by `rows` (the performance consumer, in its transaction): keep the figures
+    this transaction remembers current, and check the target_reached rules they touch. Called
+    after the sums are written, so a figure read here for the first time includes the rows. A
+    transaction without a watch (a migration, a repair) checks nothing."""
+    w = uow.state
+    if not isinstance(w, Watch):
+        return
+    for r in rows:
+        for subject in _subjects(w, r["user_id"], r["team_id"]):
+            for period in _periods(r["month"]).values():
+                key = (*subject, r["metric"], period)
+                if key in w.sums:
+                    w.sums[key] += sign * r["amount"]
+    if sign < 0:
+        return
+    for r in rows:
+        for rule in w.rules:
+            if rule["kind"] != "target_reached" or rule["metric"] != r["metric"]:
+                continue
+            for subject in _subjects(w, r["user_id"], r["team_id"]):
+                _consider(uow, w, rule, subject, _periods(r["month"])[rule["period_kind"]], r["occurred_on"])
+
+
+def _consider(uow: UnitOfWork, w: Watch, rule: dict, subject: tuple[str, str], period: str, day: dt.date) -> None:
+    if (rule["name"], *subject, period) in w.fired:
+        return
+    target = _target(uow, w, subject, rule["metric"], period)
+    if target is None or target <= 0:
+        return
+    actual = _actual(uow, w, subject, rule["metric"], period)
+    attainment = scorecard.attainment(actual, target)
+    if rule["kind"] == "target_reached":
+        due = attainment >= Decimal(rule["threshold_pct"])
+    else:
+        due = scorecard.day_of_period(day, period) == rule["day"] and attainment < Decimal(rule["below_pct"])
+    if due:
+        _fire(uow, w, rule, subject, period, day, target, actual, attainment)
+
+
+def _recipients(uow: UnitOfWork, w: Watch, subject: tuple[str, str]) -> dict:
+    if w.executives is None:
+        w.executives = sorted(uow.session.execute(select(DirectoryUser.id).where(
+            DirectoryUser.role == "executive", DirectoryUser.active.is_(True))).scalars())
+    rep, team_id = None, subject[1]
+    if subject[0] == "user":
+        rep = subject[1]
+        person = uow.session.get(DirectoryUser, rep)
+        team_id = person.team_id if person else None
+    manager = None
+    for team in _chain(w, team_id) if team_id else []:
+        row = uow.session.get(DirectoryTeam, team)
+        if row is not None and row.manager_id and row.manager_id != rep:
+            manager = row.manager_id
+            break
+    return {"rep_id": rep, "manager_id": manager, "executive_ids": w.executives}
+
+
+def _fire(uow: UnitOfWork, w: Watch, rule: dict, subject: tuple[str, str], period: str, day: dt.date,
+          target: Decimal, actual: Decimal, attainment: Decimal) -> None:
+    """Record the firing and publish it, unless it fired before: the unique record decides, so two
+    workers (or the schedule and the consumer) racing fire once."""
+    w.fired.add((rule["name"], *subject, period))
+    firing_id = uuid.uuid4()
+    inserted = uow.session.execute(upsert(uow.session, AlertFiring).values(
+        id=firing_id, rule=rule["name"], kind=rule["kind"], subject_type=subject[0], subject_id=subject[1],
+        metric=rule["metric"], period=period, attainment=attainment, fired_on=day, fired_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["rule", "subject_type", "subject_id", "period"])
+        .returning(AlertFiring.id)).first()  # rowcount is -1 here on PostgreSQL: ask for the row instead
+    if inserted is None:
+        return
+    kind = PERFORMANCE_TARGET_REACHED if rule["kind"] == "target_reached" else PERFORMANCE_PACE_WARNING
+    alert = {"id": firing_id, "rule": rule["name"], "kind": rule["kind"], "subject_type": subject[0],
+             "subject_id": subject[1], "metric": rule["metric"], "period": period,
+             "day_of_period": scorecard.day_of_period(day, period), "fired_on": day, "target": target,
+             "actual": actual, "attainment": attainment, "threshold_pct": rule.get("threshold_pct"),
+             "below_pct": rule.get("below_pct"), **_recipients(uow, w, subject)}
+    uow.publish(*event(w.settings, kind, f"{subject[0]}:{subject[1]}", {"alert": alert}, actor=None))
+
+
+# ---- the daily schedule ------------------------------------------------------------------------------------
+def _overlapping(period: str) -> list[str]:
+    """Target periods that can give `period` a target: its months, their quarters, their year."""
+    months = scorecard.months_of(period)
+    return sorted({*months, *(_periods(m)["quarter"] for m in months), period[:4]})
+
+
+def check_day(uow: UnitOfWork, settings: Settings, day: dt.date) -> None:
+    w = watch(uow, settings)
+    for rule in w.rules:
+        period = scorecard.period_of(day, rule["period_kind"])
+        if rule["kind"] == "pace" and scorecard.day_of_period(day, period) != rule["day"]:
+            continue
+        subjects = uow.session.execute(select(Target.subject_type, Target.subject_id).where(
+            Target.metric == rule["metric"], Target.scope == "|", Target.period.in_(_overlapping(period)))
+            .distinct().order_by(Target.subject_type, Target.subject_id)).all()
+        for subject in subjects:
+            _consider(uow, w, rule, tuple(subject), period, day)
+
+
+def run_schedule(db: Database, settings: Settings, today: dt.date | None = None) -> list[dt.date]:
+    """Check every day since the last one checked, through today; returns the days checked. The
+    record of the last day moves in the same transaction as the firings."""
+    today = today or scorecard.local_day(clock.now())
+    with db.uow() as uow:
+        run = uow.session.get(ScheduleRun, SCHEDULE, with_for_update=True)
+        first = today if run is None else run.last_day + dt.timedelta(days=1)
+        first = max(first, today - dt.timedelta(days=CATCH_UP_DAYS - 1))
+        days = [first + dt.timedelta(days=n) for n in range((today - first).days + 1)]
+        # Today is checked again on every run (a target lowered this afternoon); firings stay once.
+        days = days or [today]
+        for day in days:
+            check_day(uow, settings, day)
+        if run is None:
+            uow.session.add(ScheduleRun(name=SCHEDULE, last_day=today, ran_at=utcnow()))
+        elif today > run.last_day:
+            run.last_day, run.ran_at = today, utcnow()
+        uow.commit()
+    return days
+
+
+def alert_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 300.0) -> None:
+    """The worker's daily schedule: runs at start and every `interval` seconds after; each run checks
+    the days not checked yet (and today again)."""
+    while not stop.is_set():
+        try:
+            run_schedule(db, settings)
+        except Exception:  # a schedule must outlive one bad run; it logs and tries again
+            log.exception("performance alert schedule failed")
+        stop.wait(interval)
