@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import edge, ingest, leads_list, look_alike, opportunities, orders
+from bench import edge, ingest, leads_list, look_alike, opportunities, orders, performance
 
 BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run,
               "opportunities": opportunities.run, "look_alike": look_alike.run, "edge": edge.run,
-              "orders": orders.run}
+              "orders": orders.run, "performance": performance.run}
 
 
 def main() -> None:
@@ -19,11 +19,13 @@ def main() -> None:
     parser.add_argument("--edge-leads", type=int, default=200_000, help="edge: leads in the table")
     parser.add_argument("--opportunities", type=int, default=200_000, help="opportunities: open ones in the table")
     parser.add_argument("--orders", type=int, default=200_000, help="orders: orders in the table (5 lines each)")
+    parser.add_argument("--performance-orders", type=int, default=500_000,
+                        help="performance: counted orders already applied (2,000,000 activities with them)")
     parser.add_argument("--look-alike-seconds", type=int, default=30, help="look_alike: seconds of writing per phase kind")
     args = parser.parse_args()
     sizes = {"ingest": args.messages, "leads_list": args.leads,
              "opportunities": args.opportunities, "look_alike": args.look_alike_seconds, "edge": args.edge_leads,
-             "orders": args.orders}
+             "orders": args.orders, "performance": args.performance_orders}
     for name in args.names:
         result = BENCHMARKS[name](sizes[name])
         print(json.dumps(result, indent=2))

@@ -8,12 +8,16 @@ they fire, each at most once per rule, subject and period (the `alert_firings` r
   every day since the last day it ran (the `schedule_runs` record), so a day missed while the worker
   was down is caught up, and a day run twice fires nothing twice.
 
-Subjects are users and teams with a target for the metric in the period. An alert names whom to
+A firing is keyed by what the rule asks (its condition), not its name: a rule renamed fires nothing
+again; a threshold changed is a new rule. Subjects are users and teams with a target for the metric
+in the period. An alert names whom to
 tell: the rep, their manager (the team's, or the parent team's when the rep is the manager) and the
 company's executives."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import threading
 import uuid
@@ -32,7 +36,7 @@ from crmkit.teams import TeamNode, descendants
 from . import documents, scorecard
 from .db import DirectoryTeam, DirectoryUser
 from .events import PERFORMANCE_PACE_WARNING, PERFORMANCE_TARGET_REACHED, event
-from .performance_db import Actual, AlertFiring, PerformanceDocument, ScheduleRun, Target
+from .performance_db import Actual, AlertFiring, PerformanceDocument, PerformanceEntry, ScheduleRun, Target
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,9 @@ DEFAULT_RULES = {"rules": [
     {"name": "monthly revenue pace", "kind": "pace", "metric": "revenue", "period_kind": "month", "day": 20,
      "below_pct": "50"}]}
 # The last day number every period of the kind has: a rule for day 31 of a month would skip February.
-LAST_SURE_DAY = {"month": 28, "quarter": 89, "year": 365}
+LAST_SURE_DAY = {"month": 28, "quarter": 90, "year": 365}
+# Attainment as recorded with a firing: a target of 0.01 against millions is a number no column holds.
+ATTAINMENT_CAP = Decimal("999999999999.9")
 SCHEDULE = "performance-alerts"
 CATCH_UP_DAYS = 62  # a worker down longer than this catches up the last 62 days, not years of them
 
@@ -157,18 +163,39 @@ def changed(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
                 _consider(uow, w, rule, subject, _periods(r["month"])[rule["period_kind"]], r["occurred_on"])
 
 
+def condition(rule: dict) -> str:
+    """What a rule asks, whatever it is called."""
+    asked = [rule["kind"], rule["metric"], rule["period_kind"], rule.get("threshold_pct"), rule.get("day"),
+             rule.get("below_pct")]
+    return hashlib.sha256(json.dumps([None if v is None else str(v) for v in asked]).encode()).hexdigest()
+
+
+def _as_of(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str, day: dt.date) -> Decimal:
+    """The figure as it stood at the end of `day` (a pace day caught up later is judged as of that
+    day, not on what was sold since): the ledger's entries up to that day."""
+    who = PerformanceEntry.user_id == subject[1] if subject[0] == "user" else \
+        PerformanceEntry.team_id.in_(sorted(descendants([subject[1]], w.teams)))
+    return Decimal(uow.session.execute(select(func.coalesce(func.sum(PerformanceEntry.amount), 0)).where(
+        who, PerformanceEntry.metric == metric, PerformanceEntry.month.in_(scorecard.months_of(period)),
+        PerformanceEntry.occurred_on <= day)).scalar_one())
+
+
 def _consider(uow: UnitOfWork, w: Watch, rule: dict, subject: tuple[str, str], period: str, day: dt.date) -> None:
-    if (rule["name"], *subject, period) in w.fired:
+    if (condition(rule), *subject, period) in w.fired:
         return
     target = _target(uow, w, subject, rule["metric"], period)
     if target is None or target <= 0:
         return
-    actual = _actual(uow, w, subject, rule["metric"], period)
-    attainment = scorecard.attainment(actual, target)
     if rule["kind"] == "target_reached":
+        actual = _actual(uow, w, subject, rule["metric"], period)
+        attainment = scorecard.attainment(actual, target)
         due = attainment >= Decimal(rule["threshold_pct"])
     else:
-        due = scorecard.day_of_period(day, period) == rule["day"] and attainment < Decimal(rule["below_pct"])
+        if scorecard.day_of_period(day, period) != rule["day"]:
+            return
+        actual = _as_of(uow, w, subject, rule["metric"], period, day)
+        attainment = scorecard.attainment(actual, target)
+        due = attainment < Decimal(rule["below_pct"])
     if due:
         _fire(uow, w, rule, subject, period, day, target, actual, attainment)
 
@@ -195,12 +222,13 @@ def _fire(uow: UnitOfWork, w: Watch, rule: dict, subject: tuple[str, str], perio
           target: Decimal, actual: Decimal, attainment: Decimal) -> None:
     """Record the firing and publish it, unless it fired before: the unique record decides, so two
     workers (or the schedule and the consumer) racing fire once."""
-    w.fired.add((rule["name"], *subject, period))
+    w.fired.add((condition(rule), *subject, period))
     firing_id = uuid.uuid4()
     inserted = uow.session.execute(upsert(uow.session, AlertFiring).values(
-        id=firing_id, rule=rule["name"], kind=rule["kind"], subject_type=subject[0], subject_id=subject[1],
-        metric=rule["metric"], period=period, attainment=attainment, fired_on=day, fired_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["rule", "subject_type", "subject_id", "period"])
+        id=firing_id, rule=rule["name"], condition=condition(rule), kind=rule["kind"], subject_type=subject[0],
+        subject_id=subject[1], metric=rule["metric"], period=period, attainment=min(attainment, ATTAINMENT_CAP),
+        fired_on=day, fired_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["condition", "subject_type", "subject_id", "period"])
         .returning(AlertFiring.id)).first()  # rowcount is -1 here on PostgreSQL: ask for the row instead
     if inserted is None:
         return
@@ -248,8 +276,8 @@ def run_schedule(db: Database, settings: Settings, today: dt.date | None = None)
             check_day(uow, settings, day)
         if run is None:
             uow.session.add(ScheduleRun(name=SCHEDULE, last_day=today, ran_at=utcnow()))
-        elif today > run.last_day:
-            run.last_day, run.ran_at = today, utcnow()
+        else:  # ran_at says the schedule is alive (its every run); last_day never goes back
+            run.last_day, run.ran_at = max(run.last_day, today), utcnow()
         uow.commit()
     return days
 

@@ -2,6 +2,8 @@
 manager's reports (issue 16)."""
 from __future__ import annotations
 
+import re
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from crmkit.fields import Text
@@ -21,14 +23,25 @@ def _pct(low: int, high: int):
     return check
 
 
+_PCT_TEXT = r"^[0-9]{1,4}(\.[0-9]{1,2})?$"
+
+
+class _PctField(fields.Decimal):
+    def _deserialize(self, value, attr, data, **kwargs):
+        # The documented form only: "2.5", not 2.5 (a float), "1E-999999" or "NaN".
+        if not isinstance(value, str) or not re.fullmatch(_PCT_TEXT, value):
+            raise ValidationError('a percentage as a decimal string such as "2.5" (at most two decimals)')
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def Pct(low: int = 0, high: int = 1000, **kw) -> fields.Decimal:  # noqa: N802 - a field factory
     """A percentage as a decimal string ("2.5")."""
-    return fields.Decimal(as_string=True, validate=_pct(low, high), metadata={
-        **_DECIMAL, "pattern": r"^[0-9]{1,4}(\.[0-9]{1,2})?$", **kw.pop("metadata", {})}, **kw)
+    return _PctField(as_string=True, validate=_pct(low, high), metadata={
+        **_DECIMAL, "pattern": _PCT_TEXT, **kw.pop("metadata", {})}, **kw)
 
 
 def _money(**kw) -> fields.Decimal:
-    return fields.Decimal(as_string=True, places=2, metadata=dict(_DECIMAL), **kw)
+    return fields.Decimal(as_string=True, places=2, metadata={**_DECIMAL, **kw.pop("metadata", {})}, **kw)
 
 
 # ---- commission plans -----------------------------------------------------------------------------------
@@ -44,8 +57,7 @@ class CommissionTierSchema(_Strict):
 
 class CommissionAcceleratorSchema(_Strict):
     above_pct = Pct(required=True, metadata={"description": "attainment above which the rate is multiplied"})
-    multiplier = fields.Decimal(as_string=True, required=True, validate=_pct(1, 10),
-                                metadata={**_DECIMAL, "pattern": r"^[0-9]{1,2}(\.[0-9]{1,2})?$", "example": "1.5"})
+    multiplier = Pct(1, 10, required=True, metadata={"example": "1.5"})
 
 
 class CommissionPlanSchema(_Strict):
@@ -80,6 +92,7 @@ class CommissionPartSchema(Schema):
 
 
 class StatementLineSchema(Schema):
+    plan = fields.String(metadata={"description": "the plan that pays it: that of the team it was credited in"})
     source = fields.String(metadata={"enum": ["order", "payment"]})
     source_id = fields.String(metadata={"description": "the order's or the payment's id"})
     order_id = fields.String(allow_none=True)
@@ -89,16 +102,26 @@ class StatementLineSchema(Schema):
     parts = fields.List(fields.Nested(CommissionPartSchema), metadata={"description": "split where a tier begins"})
 
 
+class PlanSummarySchema(Schema):
+    plan = fields.String()
+    basis = fields.String()
+    target = fields.Decimal(as_string=True, places=2, allow_none=True, metadata=dict(_MAYBE_DECIMAL))
+    basis_total = _money()
+    attainment = fields.Decimal(as_string=True, places=1, allow_none=True, metadata=dict(_MAYBE_DECIMAL))
+    total = _money()
+
+
 class StatementSchema(Schema):
     user_id = fields.String()
     period = fields.String()
-    plan = fields.String(allow_none=True)
+    plan = fields.String(allow_none=True, metadata={"description": "the plan of the person's team now"})
     plans_version = fields.Integer()
     basis = fields.String(allow_none=True)
     target = fields.Decimal(as_string=True, places=2, allow_none=True, metadata=dict(_MAYBE_DECIMAL))
     basis_total = _money()
     attainment = fields.Decimal(as_string=True, places=1, allow_none=True, metadata=dict(_MAYBE_DECIMAL))
-    total = _money()
+    total = _money(metadata={"description": "every plan's commission in the period"})
+    plans = fields.List(fields.Nested(PlanSummarySchema), metadata={"description": "each plan that paid"})
     lines = fields.List(fields.Nested(StatementLineSchema))
 
 

@@ -18,6 +18,7 @@ from crmkit.visibility import SEES_EVERYTHING
 
 from . import documents, scorecard
 from .db import DirectoryTeam, DirectoryUser
+from .domain import COST_HIDDEN_FROM
 from .performance_db import Actual, PerformanceDocument, PerformanceEntry, Target
 
 SCHEME = "kpi"
@@ -120,6 +121,9 @@ def performance(uow: UnitOfWork, principal: Principal, subject_type: str, subjec
                          **_figure(actual(metric, category, region), target)})
     kpi = scheme(uow)
     score = scorecard.weighted_score(kpi.document["metrics"], {m: f["attainment"] for m, f in figures.items()})
+    if principal.role in COST_HIDDEN_FROM:  # margin is cost's shadow: not for reps (CONTRACT §2)
+        figures.pop("gross_margin")
+        narrowed = [n for n in narrowed if n["metric"] != "gross_margin"]
     return {"subject_type": subject_type, "subject_id": subject_id, "period": period.label, "metrics": figures,
             "narrowed": narrowed, "kpi": {"score": score, "scheme_version": kpi.version,
                                           "metrics": kpi.document["metrics"]}}
@@ -130,6 +134,10 @@ def ranking(uow: UnitOfWork, principal: Principal, team_id: str, period) -> dict
     manager sees the people of the teams they manage, with what they earned in those teams; a rep
     only themselves (a ranking shows no one else's figures to a rep); executives everyone. A team
     the caller has no one visible in answers 404."""
+    if principal.role not in SEES_EVERYTHING and team_id not in principal.manages:
+        me = uow.session.get(DirectoryUser, principal.user_id)
+        if me is None or me.team_id != team_id:  # one answer for a team not yours and one that does not exist
+            raise NotFound(f"no ranking of team {team_id} for you")
     under = teams_under(uow, team_id)
     people = select(DirectoryUser.id).where(DirectoryUser.team_id.in_(under), DirectoryUser.active.is_(True),
                                             DirectoryUser.role == "rep")
@@ -156,6 +164,8 @@ def ranking(uow: UnitOfWork, principal: Principal, team_id: str, period) -> dict
                                    scorecard.target_in(targets.get((user, metric, "|"), []), period.label))
                    for metric in scorecard.METRICS}
         score = scorecard.weighted_score(kpi.document["metrics"], {m: f["attainment"] for m, f in figures.items()})
+        if principal.role in COST_HIDDEN_FROM:
+            figures.pop("gross_margin")
         entries.append({"user_id": user, "score": score, "metrics": figures})
     entries.sort(key=lambda e: (-e["score"], -e["metrics"]["revenue"]["actual"], e["user_id"]))
     for i, e in enumerate(entries):  # equal scores and revenue share a rank (1, 2, 2, 4)
@@ -177,5 +187,7 @@ def contributions(uow: UnitOfWork, principal: Principal, args: dict):
         stmt = stmt.where(PerformanceEntry.team_id.in_(teams))
     if args.get("metric"):
         stmt = stmt.where(PerformanceEntry.metric == args["metric"])
+    if principal.role in COST_HIDDEN_FROM:
+        stmt = stmt.where(PerformanceEntry.metric != "gross_margin")
     return paginate(uow.session, stmt, model=PerformanceEntry, sort=SortSpec("occurred_on", descending=False),
                     limit=args["limit"], cursor=args.get("cursor"))

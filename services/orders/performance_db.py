@@ -110,16 +110,19 @@ class AlertFiring(Base):
     __tablename__ = "alert_firings"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    rule: Mapped[str] = mapped_column(String(60))
+    rule: Mapped[str] = mapped_column(String(60))  # its name when it fired
+    # What the rule asks (kind, metric, period kind, threshold or day and pace), hashed: renaming a
+    # rule does not fire it again; changing its condition makes a new rule, which may fire.
+    condition: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(20))  # target_reached | pace
     subject_type: Mapped[str] = mapped_column(String(10))
     subject_id: Mapped[str] = mapped_column(String(64))
     metric: Mapped[str] = mapped_column(String(20))
     period: Mapped[str] = mapped_column(String(7))
-    attainment: Mapped[Decimal | None] = mapped_column(Numeric(10, 1))
+    attainment: Mapped[Decimal | None] = mapped_column(Numeric(16, 1))  # capped (alerts.ATTAINMENT_CAP)
     fired_on: Mapped[dt.date] = mapped_column(Date)
     fired_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    __table_args__ = (UniqueConstraint("rule", "subject_type", "subject_id", "period"),)
+    __table_args__ = (UniqueConstraint("condition", "subject_type", "subject_id", "period"),)
 
 
 class ScheduleRun(Base):

@@ -11,11 +11,12 @@ from sqlalchemy import func, select
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
 from crmkit.errors import NotFound
+from crmkit.teams import TeamNode, descendants
 from crmkit.visibility import SEES_EVERYTHING
 
 from . import scorecard
 from .db import DirectoryTeam, DirectoryUser
-from .performance import targets_of, teams_under
+from .performance import targets_of
 from .performance_db import Actual
 
 
@@ -72,11 +73,15 @@ def collections(uow: UnitOfWork, principal: Principal, period) -> dict:
 
 
 def attainment(uow: UnitOfWork, principal: Principal, period, metric: str, team_id: str | None) -> dict:
-    """Per team (the one asked for and those under it, or all the caller's), its target, actual and
-    attainment on the metric, and the same for each of its people."""
-    teams = teams_under(uow, team_id) if team_id is not None else \
-        sorted(uow.session.execute(select(DirectoryTeam.id)).scalars())
-    if principal.role not in SEES_EVERYTHING:
+    """Per team (the one asked for and those under it, or all the caller's), its target, actual (what
+    was earned in it and the teams under it) and attainment on the metric, and the same for each of
+    its people. A team the caller does not manage answers 404, whether or not it exists."""
+    tree = [TeamNode(t.id, t.manager_id, t.parent_team_id) for t in uow.session.execute(select(DirectoryTeam)).scalars()]
+    sees_all = principal.role in SEES_EVERYTHING
+    if team_id is not None and not sees_all and team_id not in principal.manages:
+        raise NotFound(f"no team {team_id} of yours")
+    teams = sorted(descendants([team_id], tree)) if team_id is not None else sorted(t.id for t in tree)
+    if not sees_all:
         teams = [t for t in teams if t in principal.manages]
     if team_id is not None and not teams:
         raise NotFound(f"no team {team_id} of yours")
@@ -85,24 +90,28 @@ def attainment(uow: UnitOfWork, principal: Principal, period, metric: str, team_
         select(Actual.user_id, Actual.team_id, func.sum(Actual.amount)).where(
             Actual.metric == metric, Actual.month.in_(months), Actual.team_id.in_(teams))
         .group_by(Actual.user_id, Actual.team_id))}
-    people = {t: [] for t in teams}
+    members = {t: set() for t in teams}
     for user, team in uow.session.execute(select(DirectoryUser.id, DirectoryUser.team_id).where(
-            DirectoryUser.team_id.in_(teams), DirectoryUser.active.is_(True)).order_by(DirectoryUser.id)):
-        people[team].append(user)
+            DirectoryUser.team_id.in_(teams), DirectoryUser.active.is_(True))):
+        members[team].add(user)
+    people = {t: set(ps) for t, ps in members.items()}
     for user, team in by_user:  # people who earned in the team and have left it are on its list too
-        if user not in people[team]:
-            people[team].append(user)
+        people[team].add(user)
     team_targets = targets_of(uow, "team", teams, scope="|")
-    user_targets = targets_of(uow, "user", sorted({u for ps in people.values() for u in ps}), scope="|")
+    user_targets = targets_of(uow, "user", sorted({u for ps in members.values() for u in ps} if not sees_all
+                                                  else {u for ps in people.values() for u in ps}), scope="|")
     items = []
     for team in teams:
         rows = []
         for user in sorted(people[team]):
             actual = by_user.get((user, team), Decimal("0.00"))
-            target = scorecard.target_in(user_targets.get((user, metric, "|"), []), period.label)
+            # A leaver's target is their new manager's business: shown only to who sees everything.
+            target = scorecard.target_in(user_targets.get((user, metric, "|"), []), period.label) \
+                if sees_all or user in members[team] else None
             rows.append({"user_id": user, "target": target, "actual": actual,
                          "attainment": scorecard.attainment(actual, target)})
-        actual = sum((a for (_, t), a in by_user.items() if t == team), Decimal("0.00"))
+        below = descendants([team], tree) & set(teams)
+        actual = sum((a for (_, t), a in by_user.items() if t in below), Decimal("0.00"))
         target = scorecard.target_in(team_targets.get((team, metric, "|"), []), period.label)
         items.append({"team_id": team, "target": target, "actual": actual,
                       "attainment": scorecard.attainment(actual, target), "people": rows})

@@ -154,7 +154,10 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
     ports = {s.name: free_port() for s in [*SERVICES, GATEWAY]} | {"gateway-metrics": free_port()}
     env = service_env({**{f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()},
                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CRM_TOPIC_PREFIX": prefix,
-                       "CRM_JWT_SECRET": JWT_SECRET, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": "1"}, state_dir=state_dir)
+                       "CRM_JWT_SECRET": JWT_SECRET, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": "1",
+                       # The schedules' clock is the test's (crmkit.clock): no file, the wall clock.
+                       "CRM_CLOCK_FILE": str(state_dir / "clock"), "ORDERS_ALERT_INTERVAL_SECONDS": "0.5"},
+                      state_dir=state_dir)
     gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD, "CRM_BREAKER_RESET_SECONDS": "2",
                           "CRM_CORS_ORIGINS": "https://crm.example.com",  # the edge's list (edge_env)
                           "CRM_TRUSTED_PROXIES": "1", **(extra_env or {})}, SERVICES, ports)

@@ -110,6 +110,9 @@ DOCUMENTED_RULES = {
     "a distribution adding up": r"a monthly target has no distribution|months outside|the shares total|"
                                 r"shares are not negative|a month such as 2026-11",
     "weights totalling 100": r"the weights total 100|each metric once",
+    "plans and rules that hold together": r"the commission plans do not hold together|"
+                                          r"the alert rules do not hold together",
+    "percentages within their range": r"from \d+ to \d+",
 }
 
 

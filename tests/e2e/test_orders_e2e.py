@@ -14,6 +14,7 @@ import pytest
 
 from crmkit.events import new_event
 from tests.e2e.helpers import produce
+from tests.e2e.performance_story import month_story
 from tests.infra import read_topic, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -198,3 +199,8 @@ def test_bypasses_through_the_edge_are_refused(crm):
         r = ann.post(crm.api("/orders"), json=bad)
         assert r.status_code == 422 and r.headers["Content-Type"] == "application/problem+json", r.text
     assert crm.as_("mkt").get(crm.api("/orders")).status_code == 403
+
+
+def test_a_month_of_targets_alerts_and_commission(crm):
+    """Issue 16's month with a clock the test controls (tests/e2e/performance_story.py)."""
+    month_story(crm)

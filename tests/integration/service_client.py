@@ -97,7 +97,10 @@ class As:
 
 
 def deliver(table: dict, uow, envelope: dict):
-    """Apply one event as the service's consumer would: through its dispatch table."""
+    """Apply one event as the service's consumer would: parsed from its bytes (so the handler gets
+    what a consumer gets: the time as a datetime, say), then through its dispatch table."""
     from crmkit.consumer import Dispatch
+    from crmkit.events import encode, parse_envelope
 
+    envelope = parse_envelope(encode(envelope))
     return Dispatch(table).handler_for(envelope)(uow, envelope)

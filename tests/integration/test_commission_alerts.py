@@ -14,7 +14,7 @@ from crmkit.db import utcnow
 from services.orders import alerts, bootstrap
 from services.orders.performance_db import Actual, ScheduleRun
 from tests.integration import test_performance
-from tests.integration.test_orders_flow import _account, _order, organisation
+from tests.integration.test_orders_flow import OTHER_ACCOUNT, _account, _order, organisation
 from tests.integration.test_performance import MONTH, QUARTER, _apply_outbox, _target
 
 AMYS = "6d1c8e0a-7a51-4f3a-9e47-2a9c5d8b1f03"
@@ -150,13 +150,13 @@ def test_a_pace_warning_fires_once_on_its_day_and_a_missed_day_is_caught_up(crm)
         ("ann", MONTH, "30.0", 20)
     assert warning["rep_id"] == "ann" and warning["manager_id"] == "mia" and warning["executive_ids"] == ["eve"]
     # A missed day is caught up: the schedule last ran on the 18th and is back on the 22nd.
-    rules["rules"].append({**rules["rules"][0], "name": "pace 20 again"})
+    rules["rules"].append({**rules["rules"][0], "name": "pace 20 at 60", "below_pct": "60"})  # a new condition
     assert _put(eve, "/alert-rules", rules).status_code == 200
     with ctx.db.uow() as uow:
         uow.session.get(ScheduleRun, alerts.SCHEDULE).last_day = _day(18)
         uow.commit()
     assert alerts.run_schedule(ctx.db, ctx.settings, _day(22)) == [_day(d) for d in (19, 20, 21, 22)]
-    assert [w["rule"] for w in _alerts("performance.pace_warning")] == ["pace 20", "pace 20 again"]
+    assert [w["rule"] for w in _alerts("performance.pace_warning")] == ["pace 20", "pace 20 at 60"]
 
 
 def test_reaching_a_target_fires_once_for_the_rep_and_the_team(crm):
@@ -233,3 +233,136 @@ def test_reports_for_the_general_manager_cover_what_the_caller_may_see(crm):
     assert wes.get("/reports/sales", query_string={"period": MONTH}).json["items"] == []
     assert wes.get("/reports/attainment", query_string={"period": MONTH, "team_id": "east"}).status_code == 404
     assert ann.get("/reports/sales", query_string={"period": MONTH}).status_code == 403
+
+
+# ---- what the attack review of this step found -----------------------------------------------------------
+def test_a_tiny_target_against_a_large_order_fires_without_breaking_the_consumer(crm):
+    """Attainment 30,000,000% once overflowed the firing's column on PostgreSQL and failed the event."""
+    ann, mia = crm.people["ann"], crm.people["mia"]
+    _target(mia, period=MONTH, value="0.01")
+    _confirmed(ann)
+    _apply_outbox()
+    [reached] = _alerts("performance.target_reached")
+    assert reached["subject_id"] == "ann" and Decimal(reached["attainment"]) == Decimal("30000000.0")
+    assert ann.get("/performance", query_string={"period": MONTH}).json["metrics"]["revenue"]["actual"] == "3000.00"
+
+
+def test_commission_keeps_the_plan_of_the_team_it_was_earned_in(crm):
+    ann, mia, wes, eve = (crm.people[n] for n in ("ann", "mia", "wes", "eve"))
+    assert _put(eve, "/commission-plans", PLANS).status_code == 200
+    _target(mia, period=MONTH, value="5000.00")
+    _confirmed(ann)
+    _confirmed(ann)
+    _apply_outbox()
+    assert ann.get("/commission", query_string={"period": MONTH}).json["total"] == "210.00"
+    crm.directory.put_user("ann", "rep", "west")  # ann moves to west, on the default (collections) plan
+    moved = ann.get("/commission", query_string={"period": MONTH}).json
+    assert moved["total"] == "210.00" and [p["plan"] for p in moved["plans"]] == ["east"]
+    assert moved["plan"] == "default" and moved["basis_total"] == "0.00"  # what she is on now
+    # Her new manager sees nothing of what she earned in east: no lines, no total, no tier.
+    seen = wes.get("/commission", query_string={"period": MONTH, "user_id": "ann"}).json
+    assert seen["lines"] == [] and seen["total"] == "0.00" and seen["plans"] == []
+
+
+def test_a_cancelled_order_leaves_the_statement_and_payments_pay_on_collections(crm):
+    ann, bob, mia, eve = (crm.people[n] for n in ("ann", "bob", "mia", "eve"))
+    assert _put(eve, "/commission-plans", PLANS).status_code == 200
+    _target(mia, period=MONTH, value="5000.00")
+    kept, cancelled = _confirmed(ann), _confirmed(ann)
+    assert ann.post(f"/orders/{cancelled['id']}/cancel", json={"reason": "withdrawn"}).status_code == 200
+    order = _confirmed(bob, account=OTHER_ACCOUNT)
+    assert bob.post(f"/orders/{order['id']}/pay", json={"amount": "1234.00", "paid_on": utcnow().date().isoformat()},
+                    headers={"Idempotency-Key": f"pay-{order['id']}"}).status_code == 200
+    _apply_outbox()
+    statement = ann.get("/commission", query_string={"period": MONTH}).json
+    assert [line["order_id"] for line in statement["lines"]] == [kept["id"]]
+    assert statement["total"] == str(sum(_brute_commission([3000], 5000, [(0, Decimal(2)), (50, Decimal(4))],
+                                                           100, Decimal("1.5"))))
+    collected = bob.get("/commission", query_string={"period": MONTH}).json
+    assert [(line["source"], line["amount"], line["commission"]) for line in collected["lines"]] == [
+        ("payment", "1234.00", "12.34")]
+
+
+def test_margin_is_not_shown_to_reps_in_performance_rankings_or_contributions(crm):
+    ann, mia = crm.people["ann"], crm.people["mia"]
+    _confirmed(ann)
+    _apply_outbox()
+    assert "gross_margin" not in ann.get("/performance", query_string={"period": MONTH}).json["metrics"]
+    [row] = ann.get("/performance/ranking", query_string={"period": MONTH, "team_id": "east"}).json["items"]
+    assert "gross_margin" not in row["metrics"]
+    entries = ann.get("/performance/contributions", query_string={"period": MONTH, "subject_id": "ann"}).json
+    assert {e["metric"] for e in entries["items"]} == {"revenue", "orders"}
+    assert mia.get("/performance", query_string={"period": MONTH, "subject_id": "ann"}).json[
+        "metrics"]["gross_margin"]["actual"] == "1550.00"
+
+
+def test_rankings_and_reports_tell_nobody_which_teams_exist(crm):
+    ann, mia, kim, sam = (crm.people[n] for n in ("ann", "mia", "kim", "sam"))
+    for team in ("sales", "west", "no-such-team"):
+        assert ann.get("/performance/ranking", query_string={"period": MONTH, "team_id": team}).status_code == 404
+        assert mia.get("/reports/attainment", query_string={"period": MONTH, "team_id": team}).status_code == 404
+    for path, args in (("/commission", {"period": MONTH}), ("/performance/ranking", {"period": MONTH, "team_id": "east"}),
+                       ("/reports/sales", {"period": MONTH}), ("/alert-rules", {}), ("/commission-plans", {})):
+        for outsider in (kim, sam):
+            assert outsider.get(path, query_string=args).status_code == 403, (path, outsider)
+
+
+def test_the_attainment_report_sums_teams_below_and_hides_a_leavers_new_target(crm):
+    ann, mia, wes, pat = (crm.people[n] for n in ("ann", "mia", "wes", "pat"))
+    assert pat.post("/targets", json={"subject_type": "team", "subject_id": "sales", "period": MONTH,
+                                      "metric": "revenue", "value": "6000.00"}).status_code == 201
+    _confirmed(ann)
+    _apply_outbox()
+    report = {t["team_id"]: t for t in pat.get("/reports/attainment", query_string={"period": MONTH}).json["items"]}
+    assert (report["sales"]["actual"], report["sales"]["attainment"]) == ("3000.00", "50.0")
+    crm.directory.put_user("ann", "rep", "west")
+    assert _target(wes, period=MONTH, value="7777.00").status_code == 201
+    [east] = mia.get("/reports/attainment", query_string={"period": MONTH, "team_id": "east"}).json["items"]
+    [former] = [p for p in east["people"] if p["user_id"] == "ann"]
+    assert former["actual"] == "3000.00" and former["target"] is None
+
+
+def test_a_renamed_rule_fires_nothing_again_and_a_changed_threshold_is_a_new_rule(crm):
+    ann, mia, eve = (crm.people[n] for n in ("ann", "mia", "eve"))
+    rule = {"name": "reached", "kind": "target_reached", "metric": "revenue", "period_kind": "month",
+            "threshold_pct": "100"}
+    assert _put(eve, "/alert-rules", {"rules": [rule]}).status_code == 200
+    _target(mia, period=MONTH, value="2500.00")
+    _confirmed(ann)
+    _apply_outbox()
+    ctx = bootstrap.context()
+    assert len(_alerts("performance.target_reached")) == 1
+    assert _put(eve, "/alert-rules", {"rules": [{**rule, "name": "renamed"}]}).status_code == 200
+    alerts.run_schedule(ctx.db, ctx.settings, _day(5))
+    assert len(_alerts("performance.target_reached")) == 1
+    assert _put(eve, "/alert-rules", {"rules": [{**rule, "threshold_pct": "110"}]}).status_code == 200
+    alerts.run_schedule(ctx.db, ctx.settings, _day(5))
+    assert [a["threshold_pct"] for a in _alerts("performance.target_reached")] == ["100", "110"]
+
+
+def test_a_pace_day_caught_up_later_is_judged_as_it_stood_that_day(crm):
+    """Down on the 20th, back on the 26th: what was sold on the 25th does not hide the warning due on the 20th."""
+    from services.orders import actuals
+
+    eve, mia = crm.people["eve"], crm.people["mia"]
+    rules = {"rules": [{"name": "pace", "kind": "pace", "metric": "revenue", "period_kind": "month", "day": 20,
+                        "below_pct": "50"}]}
+    assert _put(eve, "/alert-rules", rules).status_code == 200
+    _target(mia, period=MONTH, value="10000.00")
+    ctx = bootstrap.context()
+    alerts.run_schedule(ctx.db, ctx.settings, _day(19))
+    envelope = {"id": "late-sale"}
+    with ctx.db.uow() as uow:  # the ledger as the consumer writes it: 8,000.00 sold on the 25th
+        actuals.add(uow, [actuals._entry(envelope, "revenue", "ann", "east", _day(25), Decimal("8000.00"),
+                                         source="order", source_id="late-order", order_id="late-order")])
+        uow.commit()
+    alerts.run_schedule(ctx.db, ctx.settings, _day(26))
+    [warning] = _alerts("performance.pace_warning")
+    assert (warning["fired_on"], warning["actual"], warning["attainment"]) == (_day(20).isoformat(), "0.00", "0.0")
+
+
+@pytest.mark.parametrize("rate", ["NaN", "1E-999999", 2.5, "2.555", "-1"])
+def test_plan_percentages_are_decimal_strings_with_two_places(crm, rate):
+    plan = {**PLANS["plans"][1], "tiers": [{"from_pct": "0", "rate_pct": rate}]}
+    r = _put(crm.people["eve"], "/commission-plans", {"plans": [plan]})
+    assert r.status_code == 422, r.json

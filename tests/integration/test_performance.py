@@ -107,7 +107,9 @@ def test_performance_follows_counted_orders_payments_and_activities(crm):
     figures = ann.get("/performance", query_string={"period": MONTH}).json["metrics"]
     assert figures["revenue"] == {"target": "10000.00", "actual": "3000.00", "attainment": "30.0"}
     assert figures["orders"]["actual"] == "1.00" and figures["collections"]["attainment"] == "50.0"
-    assert figures["gross_margin"]["actual"] == "1550.00"  # 3000 - (2 x 600 + 5 x 50)
+    assert "gross_margin" not in figures  # margin is not for reps; their manager reads it
+    assert mia.get("/performance", query_string={"period": MONTH, "subject_id": "ann"}).json[
+        "metrics"]["gross_margin"]["actual"] == "1550.00"  # 3000 - (2 x 600 + 5 x 50)
     # Traced: which order made the figure.
     entries = ann.get("/performance/contributions", query_string={
         "period": MONTH, "subject_id": "ann", "metric": "revenue"}).json["items"]

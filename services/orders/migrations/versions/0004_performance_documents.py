@@ -19,16 +19,17 @@ def upgrade() -> None:
     op.create_table('alert_firings',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('rule', sa.String(length=60), nullable=False),
+    sa.Column('condition', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('subject_type', sa.String(length=10), nullable=False),
     sa.Column('subject_id', sa.String(length=64), nullable=False),
     sa.Column('metric', sa.String(length=20), nullable=False),
     sa.Column('period', sa.String(length=7), nullable=False),
-    sa.Column('attainment', sa.Numeric(precision=10, scale=1), nullable=True),
+    sa.Column('attainment', sa.Numeric(precision=16, scale=1), nullable=True),
     sa.Column('fired_on', sa.Date(), nullable=False),
     sa.Column('fired_at', crmkit.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_alert_firings')),
-    sa.UniqueConstraint('rule', 'subject_type', 'subject_id', 'period', name=op.f('uq_alert_firings_rule_subject_type_subject_id_period'))
+    sa.UniqueConstraint('condition', 'subject_type', 'subject_id', 'period', name=op.f('uq_alert_firings_condition_subject_type_subject_id_period'))
     )
     op.create_table('performance_documents',
     sa.Column('name', sa.String(length=20), nullable=False),
