@@ -162,6 +162,7 @@ class UnitOfWork:
         # batch of 500 events reads them once. One typed object, the service's own (e.g.
         # services.leads.batch.Batch); gone with the transaction, so never stale across commits.
         self.state = None
+        self._before_commit: list[Callable[[], None]] = []
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -180,7 +181,14 @@ class UnitOfWork:
         """Queue an event; commit() writes it to the outbox, in the same transaction."""
         self._outgoing.append((topic, envelope))
 
+    def before_commit(self, fn: Callable[[], None]) -> None:
+        """Run fn() when commit() is called, first, in this transaction: work a consumer batch gathers
+        as it goes and writes once (the orders service's ledger and its sums), in the same commit."""
+        self._before_commit.append(fn)
+
     def commit(self) -> None:
+        while self._before_commit:
+            self._before_commit.pop(0)()
         published = bool(self._outgoing)
         if published:
             # Flush first so the aggregates' rows (and their locks, on PostgreSQL) come before the

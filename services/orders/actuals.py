@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections import defaultdict
 from decimal import Decimal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from sqlalchemy import delete, select
 
 from crmkit.consumer import Reject
-from crmkit.db import UnitOfWork, upsert
+from crmkit.db import UnitOfWork
 from crmkit.settings import Settings
 
-from . import alerts
+from . import alerts, batch
 from .db import AccountReplica, DirectoryUser
-from .performance_db import Actual, PerformanceEntry
+from .performance_db import PerformanceEntry
 from .scorecard import local_day, time_zone  # noqa: F401 - time_zone: the tests' month
 
 
@@ -85,40 +84,60 @@ def _time(envelope: dict) -> dt.datetime:
 
 
 # ---- the ledger and its sums ------------------------------------------------------------------------------
-def _bump(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
-    sums: dict[tuple, Decimal] = defaultdict(Decimal)
-    for r in rows:
-        sums[(r["user_id"], r["team_id"], r["metric"], r["month"], r["product_category"], r["region"])] += r["amount"]
-    for (user, team, metric, month, category, region), amount in sorted(sums.items()):
-        uow.session.execute(upsert(uow.session, Actual).values(
-            user_id=user, team_id=team, metric=metric, month=month, product_category=category, region=region,
-            amount=sign * amount).on_conflict_do_update(
-            index_elements=["user_id", "team_id", "metric", "month", "product_category", "region"],
-            set_={"amount": Actual.amount + sign * amount}))
-    alerts.changed(uow, rows, sign)
-
-
 def add(uow: UnitOfWork, rows: list[dict]) -> None:
+    """Contributions join the figures: kept in the transaction's batch and written when it commits."""
     if not rows:
         return
-    uow.session.add_all(PerformanceEntry(id=uuid.uuid4(), **r) for r in rows)
-    _bump(uow, rows, +1)
+    b = batch.of(uow)
+    for r in rows:
+        b.entries[batch.origin(r)].append({"id": batch.new_id(), **r})
+        b.change(r, r["amount"])
+    alerts.changed(uow, rows, +1)
 
 
 def take_back(uow: UnitOfWork, source: str, *, order_id: str | None = None, source_id: str | None = None
               ) -> dt.date | None:
     """Contributions leave the figures: an order's (not its payments: money collected stays
     collected), or one account's. Returns the day they had counted on, if any."""
-    stmt = select(PerformanceEntry).where(PerformanceEntry.source == source)
-    stmt = stmt.where(PerformanceEntry.order_id == order_id) if order_id is not None else \
-        stmt.where(PerformanceEntry.source_id == source_id)
-    entries = uow.session.execute(stmt).scalars().all()
-    if not entries:
+    b = batch.of(uow)
+    gone = b.entries.pop((source, order_id if order_id is not None else source_id), [])
+    if order_id is None or b.orders_counted is None or order_id in b.orders_counted:
+        stmt = select(PerformanceEntry).where(PerformanceEntry.source == source)
+        stmt = stmt.where(PerformanceEntry.order_id == order_id) if order_id is not None else \
+            stmt.where(PerformanceEntry.source_id == source_id)
+        stored = uow.session.execute(stmt).scalars().all()
+        if stored:
+            uow.session.execute(delete(PerformanceEntry).where(PerformanceEntry.id.in_([e.id for e in stored])))
+            gone += [{c: getattr(e, c) for c in (*batch.SUM_KEY, "amount", "occurred_on")} for e in stored]
+    if not gone:
         return None
-    _bump(uow, [{c: getattr(e, c) for c in ("user_id", "team_id", "metric", "month", "product_category", "region",
-                                            "amount")} for e in entries], -1)
-    uow.session.execute(delete(PerformanceEntry).where(PerformanceEntry.id.in_([e.id for e in entries])))
-    return min(e.occurred_on for e in entries)
+    for e in gone:
+        b.change(e, -e["amount"])
+    alerts.changed(uow, gone, -1)
+    return min(e["occurred_on"] for e in gone)
+
+
+def prepare_orders(uow: UnitOfWork, envelopes: list[dict]) -> None:
+    """Before a batch of order events, in one query each: which of its orders have counted already
+    (most have not, and then a confirmation takes nothing back without asking), and its accounts."""
+    orders = [o for o in ((e.get("data") or {}).get("order") for e in envelopes) if isinstance(o, dict)]
+    b = batch.of(uow)
+    b.orders_counted = set(uow.session.execute(select(PerformanceEntry.order_id).where(
+        PerformanceEntry.order_id.in_(sorted({str(o.get("id")) for o in orders}))).distinct()).scalars())
+    batch.preload(uow, AccountReplica, {_uuid(o.get("account_id")) for o in orders})
+
+
+def prepare_activities(uow: UnitOfWork, envelopes: list[dict]) -> None:
+    """Before a batch of activities (and accounts): the people who logged them, in one query."""
+    users = {e.get("actor") for e in envelopes} | {(e.get("data") or {}).get("logged_by") for e in envelopes}
+    batch.preload(uow, DirectoryUser, {u for u in users if isinstance(u, str)})
+
+
+def _uuid(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 def take_back_order(uow: UnitOfWork, order_id: str) -> dt.date | None:
@@ -134,13 +153,13 @@ def _entry(envelope: dict, metric: str, user: str, team: str | None, day: dt.dat
 
 
 def _region(uow: UnitOfWork, account_id) -> str | None:
-    account = uow.session.get(AccountReplica, account_id)
+    account = batch.get(uow, AccountReplica, account_id)
     return account.region if account is not None else None
 
 
 # ---- handlers -----------------------------------------------------------------------------------------
 def order_confirmed(uow: UnitOfWork, envelope: dict) -> None:
-    order = _load(_Order(), envelope, "order")
+    order = _load(SCHEMAS['_Order'], envelope, "order")
     # A re-confirmation (the terms changed, and needed no new approval) replaces what the order gave
     # before, on the day it first counted: an edit does not move revenue into another month.
     counted_on = take_back_order(uow, str(order["id"]))
@@ -165,14 +184,14 @@ def order_confirmed(uow: UnitOfWork, envelope: dict) -> None:
 def order_withdrawn(uow: UnitOfWork, envelope: dict) -> None:
     """order.cancelled, or order.submitted of an order now waiting for approval again: its
     contribution waits (or goes) with it."""
-    order = _load(_Order(), envelope, "order")
+    order = _load(SCHEMAS['_Order'], envelope, "order")
     if envelope["type"] == "order.cancelled" or order["status"] != "confirmed":
         take_back_order(uow, str(order["id"]))
 
 
 def payment_recorded(uow: UnitOfWork, envelope: dict) -> None:
-    order = _load(_Order(), envelope, "order")
-    payment = _load(_Payment(), envelope, "payment")
+    order = _load(SCHEMAS['_Order'], envelope, "order")
+    payment = _load(SCHEMAS['_Payment'], envelope, "payment")
     user = order["credited_to"] or order["owner_id"]
     if not order["counts_toward_quota"] or not user:
         return
@@ -182,7 +201,7 @@ def payment_recorded(uow: UnitOfWork, envelope: dict) -> None:
 
 
 def account_created(uow: UnitOfWork, envelope: dict) -> None:
-    account = _load(_Account(), envelope, "account")
+    account = _load(SCHEMAS['_Account'], envelope, "account")
     if not account["owner_id"]:
         return
     add(uow, [_entry(envelope, "new_accounts", account["owner_id"], account["team_id"],
@@ -192,7 +211,7 @@ def account_created(uow: UnitOfWork, envelope: dict) -> None:
 
 def account_deleted(uow: UnitOfWork, envelope: dict) -> None:
     """An account created and deleted is no new customer: its count goes."""
-    account = _load(_Account(), envelope, "account")
+    account = _load(SCHEMAS['_Account'], envelope, "account")
     take_back(uow, "account", source_id=str(account["id"]))
 
 
@@ -205,7 +224,7 @@ def _activity(uow: UnitOfWork, envelope: dict, user: str | None, activity_id, ki
     a date typed into the form cannot move it into another month."""
     if not user or kind not in COUNTED_ACTIVITIES:
         return
-    person = uow.session.get(DirectoryUser, user)
+    person = batch.get(uow, DirectoryUser, user)
     add(uow, [_entry(envelope, "activities", user, person.team_id if person else None, local_day(_time(envelope)),
                      Decimal(1), source="activity", source_id=activity_id)])
 
@@ -223,7 +242,7 @@ class _LeadActivity(_Part):
 
 def deal_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
     try:
-        activity = _DealActivity().load(envelope.get("data") or {})
+        activity = SCHEMAS['_DealActivity'].load(envelope.get("data") or {})
     except ValidationError as exc:
         raise Reject(f"invalid activity.logged: {exc.messages}") from None
     _activity(uow, envelope, activity["logged_by"], activity["activity_id"], activity["kind"])
@@ -231,10 +250,14 @@ def deal_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
 
 def lead_activity_logged(uow: UnitOfWork, envelope: dict) -> None:
     try:
-        activity = _LeadActivity().load(envelope.get("data") or {})
+        activity = SCHEMAS['_LeadActivity'].load(envelope.get("data") or {})
     except ValidationError as exc:
         raise Reject(f"invalid activity.logged: {exc.messages}") from None
     _activity(uow, envelope, envelope.get("actor"), activity["activity_id"], activity["kind"])
+
+
+# One instance of each, made once: building a schema costs more than loading an event with it.
+SCHEMAS = {schema.__name__: schema() for schema in (_Order, _Payment, _Account, _DealActivity, _LeadActivity)}
 
 
 # The dispatch tables, by topic.

@@ -21,8 +21,10 @@ import json
 import logging
 import threading
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 
 from sqlalchemy import func, select
 
@@ -33,7 +35,7 @@ from crmkit.errors import ValidationFailed
 from crmkit.settings import Settings
 from crmkit.teams import TeamNode, descendants
 
-from . import documents, scorecard
+from . import batch, documents, scorecard
 from .db import DirectoryTeam, DirectoryUser
 from .events import PERFORMANCE_PACE_WARNING, PERFORMANCE_TARGET_REACHED, event
 from .performance_db import Actual, AlertFiring, PerformanceDocument, PerformanceEntry, ScheduleRun, Target
@@ -80,26 +82,27 @@ def put_rules(uow: UnitOfWork, principal: Principal, document: dict, check_versi
 # ---- evaluation -------------------------------------------------------------------------------------------
 @dataclass
 class Watch:
-    """What one transaction remembers while it checks alerts (uow.state): a consumer batch of 500
-    events reads the rules, the team tree, each subject's targets and each figure once, and keeps
-    the figures current as the batch adds to them."""
+    """What one transaction gathers to check alerts (in its batch): the target_reached checks its
+    changes call for, done together when it commits, after the ledger is written: a consumer batch
+    of 500 events reads its subjects' targets, figures and firings in a few queries, not per event."""
     settings: Settings
     rules: list[dict]
     parents: dict[str, str | None]
     teams: list[TeamNode]
-    targets: dict[tuple, list] = field(default_factory=dict)
-    sums: dict[tuple, Decimal] = field(default_factory=dict)
-    fired: set[tuple] = field(default_factory=set)
+    due: dict[tuple, dt.date] = field(default_factory=dict)  # (rule index, subject, period) -> day
     executives: list[str] | None = None
 
 
 def watch(uow: UnitOfWork, settings: Settings) -> Watch:
-    """This transaction's watch (one per unit of work, in uow.state)."""
-    if not isinstance(uow.state, Watch):
+    """This transaction's watch (one per unit of work, in its batch); it checks what it gathered
+    when the transaction commits, after the batch's ledger is written."""
+    b = batch.of(uow)
+    if b.watch is None:
         teams = [TeamNode(t.id, t.manager_id, t.parent_team_id)
                  for t in uow.session.execute(select(DirectoryTeam)).scalars()]
-        uow.state = Watch(settings, rules(uow).document["rules"], {t.id: t.parent_team_id for t in teams}, teams)
-    return uow.state
+        b.watch = Watch(settings, rules(uow).document["rules"], {t.id: t.parent_team_id for t in teams}, teams)
+        uow.before_commit(lambda: _check_due(uow, b.watch))
+    return b.watch
 
 
 def _chain(w: Watch, team_id: str) -> list[str]:
@@ -120,54 +123,100 @@ def _periods(month: str) -> dict[str, str]:
     return {"month": month, "quarter": f"{year}-Q{(m - 1) // 3 + 1}", "year": year}
 
 
-def _target(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str) -> Decimal | None:
-    key = (*subject, metric)
-    if key not in w.targets:
-        w.targets[key] = uow.session.execute(select(Target).where(
-            Target.subject_type == subject[0], Target.subject_id == subject[1], Target.metric == metric,
-            Target.scope == "|")).scalars().all()
-    return scorecard.target_in(w.targets[key], period) if w.targets[key] else None
-
-
-def _actual(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str) -> Decimal:
-    key = (*subject, metric, period)
-    if key not in w.sums:
-        who = Actual.user_id == subject[1] if subject[0] == "user" else \
-            Actual.team_id.in_(sorted(descendants([subject[1]], w.teams)))
-        w.sums[key] = uow.session.execute(select(func.coalesce(func.sum(Actual.amount), 0)).where(
-            who, Actual.metric == metric, Actual.month.in_(scorecard.months_of(period)))).scalar_one()
-    return Decimal(w.sums[key])
-
-
 def changed(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
-    """Actuals changed by `rows` (the performance consumer, in its transaction): keep the figures
-    this transaction remembers current, and check the target_reached rules they touch. Called
-    after the sums are written, so a figure read here for the first time includes the rows. A
+    """Actuals changed by `rows` (the performance consumer, in its transaction): note the
+    target_reached checks they call for (each subject, rule and period once; the latest day). A
     transaction without a watch (a migration, a repair) checks nothing."""
-    w = uow.state
-    if not isinstance(w, Watch):
+    w = batch.of(uow).watch
+    if w is None or sign < 0:
         return
-    for r in rows:
-        for subject in _subjects(w, r["user_id"], r["team_id"]):
-            for period in _periods(r["month"]).values():
-                key = (*subject, r["metric"], period)
-                if key in w.sums:
-                    w.sums[key] += sign * r["amount"]
-    if sign < 0:
-        return
-    for r in rows:
-        for rule in w.rules:
-            if rule["kind"] != "target_reached" or rule["metric"] != r["metric"]:
-                continue
-            for subject in _subjects(w, r["user_id"], r["team_id"]):
-                _consider(uow, w, rule, subject, _periods(r["month"])[rule["period_kind"]], r["occurred_on"])
+    # An order's lines share their person, team, metric and day: each combination looked at once.
+    for user, team, metric, month, day in {(r["user_id"], r["team_id"], r["metric"], r["month"], r["occurred_on"])
+                                           for r in rows}:
+        for i, rule in enumerate(w.rules):
+            if rule["kind"] == "target_reached" and rule["metric"] == metric:
+                for subject in _subjects(w, user, team):
+                    key = (i, subject, _periods(month)[rule["period_kind"]])
+                    w.due[key] = max(w.due.get(key, day), day)
+
+
+def _check_due(uow: UnitOfWork, w: Watch) -> None:
+    due, w.due = w.due, {}
+    _evaluate(uow, w, [(w.rules[i], subject, period, day) for (i, subject, period), day in due.items()])
+
+
+@lru_cache(maxsize=256)
+def _condition(asked: tuple) -> str:
+    return hashlib.sha256(json.dumps(asked).encode()).hexdigest()
 
 
 def condition(rule: dict) -> str:
     """What a rule asks, whatever it is called."""
-    asked = [rule["kind"], rule["metric"], rule["period_kind"], rule.get("threshold_pct"), rule.get("day"),
-             rule.get("below_pct")]
-    return hashlib.sha256(json.dumps([None if v is None else str(v) for v in asked]).encode()).hexdigest()
+    return _condition(tuple(None if rule.get(k) is None else str(rule[k])
+                            for k in ("kind", "metric", "period_kind", "threshold_pct", "day", "below_pct")))
+
+
+def _evaluate(uow: UnitOfWork, w: Watch, checks: list[tuple[dict, tuple[str, str], str, dt.date]]) -> None:
+    """Check (rule, subject, period, day) together: the subjects' targets, their figures (a team's:
+    what was earned in it and the teams under it) and the firings already made, in one query each."""
+    if not checks:
+        return
+    metrics = sorted({rule["metric"] for rule, *_ in checks})
+    ids = sorted({subject[1] for _, subject, _, _ in checks})
+    periods = {period for *_, period, _ in checks}
+    months = sorted({m for p in periods for m in scorecard.months_of(p)})
+    # The target periods that can give these periods a target: their months, quarters and years.
+    candidates = sorted({*months, *(_periods(m)["quarter"] for m in months), *(m[:4] for m in months)})
+    targets: dict[tuple, list] = defaultdict(list)
+    for t in uow.session.execute(select(Target.subject_type, Target.subject_id, Target.metric, Target.period,
+                                        Target.value, Target.distribution).where(
+            Target.subject_id.in_(ids), Target.metric.in_(metrics), Target.scope == "|",
+            Target.period.in_(candidates))):
+        targets[(t.subject_type, t.subject_id, t.metric)].append(t)
+    wanted = [(rule, subject, period, day) for rule, subject, period, day in checks
+              if targets.get((*subject, rule["metric"]))]
+    if not wanted:
+        return
+    below = {s[1]: descendants([s[1]], w.teams) for _, s, _, _ in wanted if s[0] == "team"}
+    users = sorted({s[1] for _, s, _, _ in wanted if s[0] == "user"})
+    teams = sorted(set().union(*below.values())) if below else []
+    by_user, by_team = defaultdict(Decimal), defaultdict(Decimal)
+    if users:
+        for user, metric, month, amount in uow.session.execute(
+                select(Actual.user_id, Actual.metric, Actual.month, func.sum(Actual.amount)).where(
+                    Actual.user_id.in_(users), Actual.metric.in_(metrics), Actual.month.in_(months))
+                .group_by(Actual.user_id, Actual.metric, Actual.month)):
+            by_user[(user, metric, month)] += amount
+    if teams:
+        for team, metric, month, amount in uow.session.execute(
+                select(Actual.team_id, Actual.metric, Actual.month, func.sum(Actual.amount)).where(
+                    Actual.team_id.in_(teams), Actual.metric.in_(metrics), Actual.month.in_(months))
+                .group_by(Actual.team_id, Actual.metric, Actual.month)):
+            by_team[(team, metric, month)] += amount
+    # By the unique index's leading column: the rules' firings in these periods (a few per subject).
+    fired = set(uow.session.execute(select(AlertFiring.condition, AlertFiring.subject_type, AlertFiring.subject_id,
+                                           AlertFiring.period).where(
+        AlertFiring.condition.in_(sorted({condition(rule) for rule, *_ in wanted})),
+        AlertFiring.period.in_(sorted(periods)))).tuples())
+    for rule, subject, period, day in wanted:
+        if (condition(rule), *subject, period) in fired:
+            continue
+        target = scorecard.target_in(targets[(*subject, rule["metric"])], period)
+        if target is None or target <= 0:
+            continue
+        if rule["kind"] == "target_reached":
+            keys = [(subject[1], rule["metric"], m) for m in scorecard.months_of(period)] if subject[0] == "user" \
+                else [(t, rule["metric"], m) for t in below[subject[1]] for m in scorecard.months_of(period)]
+            actual = sum(((by_user if subject[0] == "user" else by_team).get(k, 0) for k in keys), Decimal(0))
+            attainment = scorecard.attainment(actual, target)
+            due = attainment >= Decimal(rule["threshold_pct"])
+        else:
+            actual = _as_of(uow, w, subject, rule["metric"], period, day)
+            attainment = scorecard.attainment(actual, target)
+            due = attainment < Decimal(rule["below_pct"])
+        if due:
+            fired.add((condition(rule), *subject, period))
+            _fire(uow, w, rule, subject, period, day, target, actual, attainment)
 
 
 def _as_of(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str, day: dt.date) -> Decimal:
@@ -178,26 +227,6 @@ def _as_of(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, per
     return Decimal(uow.session.execute(select(func.coalesce(func.sum(PerformanceEntry.amount), 0)).where(
         who, PerformanceEntry.metric == metric, PerformanceEntry.month.in_(scorecard.months_of(period)),
         PerformanceEntry.occurred_on <= day)).scalar_one())
-
-
-def _consider(uow: UnitOfWork, w: Watch, rule: dict, subject: tuple[str, str], period: str, day: dt.date) -> None:
-    if (condition(rule), *subject, period) in w.fired:
-        return
-    target = _target(uow, w, subject, rule["metric"], period)
-    if target is None or target <= 0:
-        return
-    if rule["kind"] == "target_reached":
-        actual = _actual(uow, w, subject, rule["metric"], period)
-        attainment = scorecard.attainment(actual, target)
-        due = attainment >= Decimal(rule["threshold_pct"])
-    else:
-        if scorecard.day_of_period(day, period) != rule["day"]:
-            return
-        actual = _as_of(uow, w, subject, rule["metric"], period, day)
-        attainment = scorecard.attainment(actual, target)
-        due = attainment < Decimal(rule["below_pct"])
-    if due:
-        _fire(uow, w, rule, subject, period, day, target, actual, attainment)
 
 
 def _recipients(uow: UnitOfWork, w: Watch, subject: tuple[str, str]) -> dict:
@@ -222,7 +251,6 @@ def _fire(uow: UnitOfWork, w: Watch, rule: dict, subject: tuple[str, str], perio
           target: Decimal, actual: Decimal, attainment: Decimal) -> None:
     """Record the firing and publish it, unless it fired before: the unique record decides, so two
     workers (or the schedule and the consumer) racing fire once."""
-    w.fired.add((condition(rule), *subject, period))
     firing_id = uuid.uuid4()
     inserted = uow.session.execute(upsert(uow.session, AlertFiring).values(
         id=firing_id, rule=rule["name"], condition=condition(rule), kind=rule["kind"], subject_type=subject[0],
@@ -242,23 +270,20 @@ def _fire(uow: UnitOfWork, w: Watch, rule: dict, subject: tuple[str, str], perio
 
 
 # ---- the daily schedule ------------------------------------------------------------------------------------
-def _overlapping(period: str) -> list[str]:
-    """Target periods that can give `period` a target: its months, their quarters, their year."""
-    months = scorecard.months_of(period)
-    return sorted({*months, *(_periods(m)["quarter"] for m in months), period[:4]})
-
-
 def check_day(uow: UnitOfWork, settings: Settings, day: dt.date) -> None:
+    """Every rule for `day`: pace rules whose day of the period it is, and target_reached ones (a
+    target lowered fires without an event), for every subject with a target on the rule's metric."""
     w = watch(uow, settings)
+    checks = []
     for rule in w.rules:
         period = scorecard.period_of(day, rule["period_kind"])
         if rule["kind"] == "pace" and scorecard.day_of_period(day, period) != rule["day"]:
             continue
         subjects = uow.session.execute(select(Target.subject_type, Target.subject_id).where(
-            Target.metric == rule["metric"], Target.scope == "|", Target.period.in_(_overlapping(period)))
-            .distinct().order_by(Target.subject_type, Target.subject_id)).all()
-        for subject in subjects:
-            _consider(uow, w, rule, tuple(subject), period, day)
+            Target.metric == rule["metric"], Target.scope == "|", Target.period.like(f"{period[:4]}%"))
+            .distinct().order_by(Target.subject_type, Target.subject_id)).tuples()
+        checks += [(rule, subject, period, day) for subject in subjects]
+    _evaluate(uow, w, checks)
 
 
 def run_schedule(db: Database, settings: Settings, today: dt.date | None = None) -> list[dt.date]:

@@ -114,7 +114,7 @@ def statement(uow: UnitOfWork, principal: Principal, user_id: str, period) -> di
         raise NotFound(f"no user {user_id}")
     document = plans(uow)
     months = scorecard.months_of(period.label)
-    targets = targets_of(uow, "user", [user_id], scope="|")
+    targets = targets_of(uow, "user", [user_id], scope="|", year=period.label[:4])
     by_plan = _lines(uow, principal, user_id, months, document.document)
     summaries, lines = [], []
     for plan in document.document["plans"]:

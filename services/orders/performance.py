@@ -72,14 +72,20 @@ def check_visible(uow: UnitOfWork, principal: Principal, subject_type: str, subj
     raise NotFound(f"no performance of {subject_type} {subject_id} for you")  # as if it did not exist
 
 
-def targets_of(uow: UnitOfWork, subject_type: str, subject_ids: list[str], *, scope: str | None = None
-                ) -> dict[tuple[str, str, str], list[Target]]:
-    """The subjects' targets in one query, by (subject, metric, scope)."""
-    stmt = select(Target).where(Target.subject_type == subject_type, Target.subject_id.in_(subject_ids))
+def targets_of(uow: UnitOfWork, subject_type: str, subject_ids: list[str], *, scope: str | None = None,
+               year: str | None = None) -> dict[tuple[str, str, str], list]:
+    """The subjects' targets in one query, by (subject, metric, scope): rows of the columns the
+    figures need (a team's ranking reads hundreds; ORM objects would cost more than the query).
+    `year`: only targets of that year's periods (the only ones a period of it can use)."""
+    stmt = select(Target.subject_id, Target.metric, Target.scope, Target.period, Target.value, Target.distribution,
+                  Target.product_category, Target.region).where(
+        Target.subject_type == subject_type, Target.subject_id.in_(subject_ids))
     if scope is not None:
         stmt = stmt.where(Target.scope == scope)
-    out: dict[tuple[str, str, str], list[Target]] = defaultdict(list)
-    for t in uow.session.execute(stmt.order_by(Target.period)).scalars():
+    if year is not None:
+        stmt = stmt.where(Target.period.like(f"{year}%"))
+    out: dict[tuple[str, str, str], list] = defaultdict(list)
+    for t in uow.session.execute(stmt.order_by(Target.period)):
         out[(t.subject_id, t.metric, t.scope)].append(t)
     return out
 
@@ -102,7 +108,7 @@ def performance(uow: UnitOfWork, principal: Principal, subject_type: str, subjec
     if teams is not None:
         stmt = stmt.where(Actual.team_id.in_(teams))
     rows = uow.session.execute(stmt.group_by(Actual.metric, Actual.product_category, Actual.region)).all()
-    targets = targets_of(uow, subject_type, [subject_id])
+    targets = targets_of(uow, subject_type, [subject_id], year=period.label[:4])
 
     def actual(metric: str, category: str | None = None, region: str | None = None) -> Decimal:
         return sum((amount for m, c, r, amount in rows if m == metric and category in (None, c)
@@ -156,7 +162,7 @@ def ranking(uow: UnitOfWork, principal: Principal, team_id: str, period) -> dict
     if principal.role not in SEES_EVERYTHING:
         stmt = stmt.where(Actual.team_id.in_([*principal.manages]) if principal.role == "manager" else true())
     sums = {(u, m): a for u, m, a in uow.session.execute(stmt.group_by(Actual.user_id, Actual.metric)).all()}
-    targets = targets_of(uow, "user", members, scope="|")
+    targets = targets_of(uow, "user", members, scope="|", year=period.label[:4])
     kpi = scheme(uow)
     entries = []
     for user in members:

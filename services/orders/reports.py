@@ -97,9 +97,10 @@ def attainment(uow: UnitOfWork, principal: Principal, period, metric: str, team_
     people = {t: set(ps) for t, ps in members.items()}
     for user, team in by_user:  # people who earned in the team and have left it are on its list too
         people[team].add(user)
-    team_targets = targets_of(uow, "team", teams, scope="|")
+    team_targets = targets_of(uow, "team", teams, scope="|", year=period.label[:4])
     user_targets = targets_of(uow, "user", sorted({u for ps in members.values() for u in ps} if not sees_all
-                                                  else {u for ps in people.values() for u in ps}), scope="|")
+                                                  else {u for ps in people.values() for u in ps}), scope="|",
+                              year=period.label[:4])
     items = []
     for team in teams:
         rows = []
