@@ -207,6 +207,8 @@ class UnitOfWork:
     def rollback(self) -> None:
         self.session.rollback()
         self._outgoing = []
+        self._before_commit = []  # what they would have written was gathered in what is rolled back
+        self.state = None
 
 
 def lock_keys(uow: UnitOfWork, values) -> None:

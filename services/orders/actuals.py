@@ -123,7 +123,8 @@ def prepare_orders(uow: UnitOfWork, envelopes: list[dict]) -> None:
     orders = [o for o in ((e.get("data") or {}).get("order") for e in envelopes) if isinstance(o, dict)]
     b = batch.of(uow)
     b.orders_counted = set(uow.session.execute(select(PerformanceEntry.order_id).where(
-        PerformanceEntry.order_id.in_(sorted({str(o.get("id")) for o in orders}))).distinct()).scalars())
+        PerformanceEntry.order_id.in_(sorted({str(i) for i in map(_uuid, (o.get("id") for o in orders)) if i}))
+    ).distinct()).scalars())
     batch.preload(uow, AccountReplica, {_uuid(o.get("account_id")) for o in orders})
 
 

@@ -194,10 +194,13 @@ def _evaluate(uow: UnitOfWork, w: Watch, checks: list[tuple[dict, tuple[str, str
                 .group_by(Actual.team_id, Actual.metric, Actual.month)):
             by_team[(team, metric, month)] += amount
     # By the unique index's leading column: the rules' firings in these periods (a few per subject).
-    fired = set(uow.session.execute(select(AlertFiring.condition, AlertFiring.subject_type, AlertFiring.subject_id,
-                                           AlertFiring.period).where(
+    fired = {tuple(f) for f in uow.session.execute(select(
+        AlertFiring.condition, AlertFiring.subject_type, AlertFiring.subject_id, AlertFiring.period).where(
         AlertFiring.condition.in_(sorted({condition(rule) for rule, *_ in wanted})),
-        AlertFiring.period.in_(sorted(periods)))).tuples())
+        AlertFiring.period.in_(sorted(periods))))}
+    # In one order (two workers' batches, or a batch and the schedule, insert firings in the same
+    # order and so never wait on each other crosswise).
+    wanted.sort(key=lambda c: (condition(c[0]), *c[1], c[2]))
     for rule, subject, period, day in wanted:
         if (condition(rule), *subject, period) in fired:
             continue
@@ -281,8 +284,8 @@ def check_day(uow: UnitOfWork, settings: Settings, day: dt.date) -> None:
             continue
         subjects = uow.session.execute(select(Target.subject_type, Target.subject_id).where(
             Target.metric == rule["metric"], Target.scope == "|", Target.period.like(f"{period[:4]}%"))
-            .distinct().order_by(Target.subject_type, Target.subject_id)).tuples()
-        checks += [(rule, subject, period, day) for subject in subjects]
+            .distinct().order_by(Target.subject_type, Target.subject_id)).all()
+        checks += [(rule, tuple(subject), period, day) for subject in subjects]
     _evaluate(uow, w, checks)
 
 

@@ -10,7 +10,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import psycopg
 from sqlalchemy import insert, select
+from sqlalchemy.exc import OperationalError
 
 from crmkit.db import UnitOfWork, upsert
 
@@ -28,20 +30,15 @@ class Batch:
     looked_up: dict[tuple, object] = field(default_factory=dict)  # (model, id) -> row or None
     orders_counted: set[str] | None = None  # orders with ledger rows, when the batch looked them up at once
     watch: object | None = None  # alerts.Watch, when the transaction checks alert rules
-    # The same changes by (user, metric, month) and (team, metric, month), for the alert checks.
-    by_user: dict[tuple, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    by_team: dict[tuple, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
 
     def change(self, row: dict, amount: Decimal) -> None:
         self.sums[tuple(row[k] for k in SUM_KEY)] += amount
-        self.by_user[(row["user_id"], row["metric"], row["month"])] += amount
-        self.by_team[(row["team_id"], row["metric"], row["month"])] += amount
 
 
 def of(uow: UnitOfWork) -> Batch:
     if not isinstance(uow.state, Batch):
-        uow.state = Batch()
-        uow.before_commit(lambda: write(uow))
+        b = uow.state = Batch()
+        uow.before_commit(lambda: write(uow, b))
     return uow.state
 
 
@@ -78,18 +75,18 @@ def preload(uow: UnitOfWork, model, keys) -> None:
         b.looked_up[(model, k)] = found.get(k)  # keys of the column's type: UUIDs for accounts, text for users
 
 
-def write(uow: UnitOfWork) -> None:
+def write(uow: UnitOfWork, b: Batch) -> None:
     """The batch's ledger rows, and its changes to the sums added in key order (two workers'
     transactions on the same sums then wait for each other, never deadlock). On PostgreSQL by COPY
     (the rows, and the changes into a scratch table merged with one INSERT ... ON CONFLICT): a
-    row-per-statement executemany spent more than the rest of the batch did."""
-    b = of(uow)
+    row-per-statement executemany spent more than the rest of the batch did. The batch is done with:
+    anything added after this commit starts a new one (with its own write)."""
     rows = [row for rows in b.entries.values() for row in rows]
     changes = sorted(b.sums.items())
     b.entries.clear()
     b.sums.clear()
-    b.by_user.clear()
-    b.by_team.clear()
+    if uow.state is b:
+        uow.state = None
     if uow.session.get_bind().dialect.name == "postgresql":
         _copy(uow, rows, changes)
         return
@@ -108,6 +105,15 @@ ENTRY_COLUMNS = ("id", "event_id", "metric", "user_id", "team_id", "month", "occ
 
 
 def _copy(uow: UnitOfWork, rows: list[dict], changes: list[tuple[tuple, Decimal]]) -> None:
+    try:
+        _copy_rows(uow, rows, changes)
+    except psycopg.OperationalError as exc:
+        # The raw cursor's errors are psycopg's; the consumer tells a database outage (wait for it)
+        # from a bad event (retry, then dead-letter) by SQLAlchemy's.
+        raise OperationalError("copy into the ledger", None, exc) from exc
+
+
+def _copy_rows(uow: UnitOfWork, rows: list[dict], changes: list[tuple[tuple, Decimal]]) -> None:
     cursor = uow.session.connection().connection.driver_connection.cursor()
     with cursor:
         if rows:

@@ -44,10 +44,7 @@ def worker_spec() -> WorkerSpec:
                 settings.topic(LEADS_TOPIC): Dispatch(lead_events)},
                 prepare={settings.topic(ORDERS_TOPIC): actuals.prepare_orders,
                          settings.topic(OPPORTUNITIES_TOPIC): actuals.prepare_activities,
-                         settings.topic(LEADS_TOPIC): actuals.prepare_activities},
-                # Larger batches: each costs a few fixed queries (the alert checks, the COPY of the
-                # ledger) whatever its size; bench/performance.py measured 500 against 2,000.
-                max_poll_records=2000),
+                         settings.topic(LEADS_TOPIC): actuals.prepare_activities}),
         ],
         loops=[escalations, alert_schedule],
     )

@@ -84,6 +84,11 @@ MATRIX = [
     ("GET", f"/targets/{ID}", SELLERS), ("PATCH", f"/targets/{ID}", LEADERS),
     ("GET", "/performance", SELLERS), ("GET", "/performance/contributions", SELLERS),
     ("GET", "/kpi-schemes", SELLERS), ("PUT", "/kpi-schemes", {"executive", "admin"}),
+    ("GET", "/performance/ranking", SELLERS), ("GET", "/commission", SELLERS),
+    ("GET", "/commission-plans", SELLERS), ("PUT", "/commission-plans", {"executive", "admin"}),
+    ("GET", "/alert-rules", SELLERS), ("PUT", "/alert-rules", {"executive", "admin"}),
+    ("GET", "/reports/sales", LEADERS), ("GET", "/reports/collections", LEADERS),
+    ("GET", "/reports/attainment", LEADERS),
     # notifications
     ("GET", "/notifications", ALL), ("POST", "/notifications/read-all", ALL), ("POST", f"/notifications/{ID}/read", ALL),
     ("GET", "/agenda", ALL), ("GET", "/notification-preferences", ALL), ("PUT", "/notification-preferences", ALL),

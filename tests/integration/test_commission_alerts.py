@@ -366,3 +366,34 @@ def test_plan_percentages_are_decimal_strings_with_two_places(crm, rate):
     plan = {**PLANS["plans"][1], "tiers": [{"from_pct": "0", "rate_pct": rate}]}
     r = _put(crm.people["eve"], "/commission-plans", {"plans": [plan]})
     assert r.status_code == 422, r.json
+
+
+def test_one_batch_holding_an_orders_whole_story_counts_what_stands_at_its_end(crm):
+    """A consumer batch is one transaction: an order confirmed twice counts once, one confirmed and
+    cancelled counts nothing, however the events fall in one batch or across two."""
+    from crmkit.events import encode, parse_envelope
+    from services.orders import actuals
+    from tests.integration.test_orders_flow import _events
+
+    ann = crm.people["ann"]
+    kept, dropped = _confirmed(ann), _confirmed(ann)
+    assert ann.post(f"/orders/{dropped['id']}/cancel", json={"reason": "withdrawn"}).status_code == 200
+    ctx = bootstrap.context()
+    table = actuals.handlers(ctx.settings)[0]
+    story = sorted(_events("order.confirmed") + _events("order.cancelled"), key=lambda e: e["time"])
+    story = [parse_envelope(encode(e)) for e in story]
+    confirmed_kept = next(e for e in story if e["subject"] == kept["id"])
+    one_batch = [*story, {**confirmed_kept, "id": "again"}]  # and the kept one re-confirmed in the batch
+    with ctx.db.uow() as uow:
+        actuals.prepare_orders(uow, one_batch)
+        for envelope in one_batch:
+            table[(envelope["type"], 1)](uow, envelope)
+        uow.commit()
+    figures = ann.get("/performance", query_string={"period": MONTH}).json["metrics"]
+    assert figures["revenue"]["actual"] == "3000.00" and figures["orders"]["actual"] == "1.00"
+    # The next batch re-confirms it again: what was written is replaced, not added to.
+    with ctx.db.uow() as uow:
+        actuals.prepare_orders(uow, [confirmed_kept])
+        table[("order.confirmed", 1)](uow, {**confirmed_kept, "id": "and-again"})
+        uow.commit()
+    assert ann.get("/performance", query_string={"period": MONTH}).json["metrics"]["revenue"]["actual"] == "3000.00"
