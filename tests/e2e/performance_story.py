@@ -193,6 +193,17 @@ def month_story(crm) -> None:
                "collections": Decimal("50000.00")}
     assert amy.post(crm.api("/targets"), json={"subject_type": "user", "subject_id": amy_id, "period": month.label,
                                                "metric": "orders", "value": "1.00"}).status_code == 403
+    # Bad input is a 422 problem: a period that does not parse, a negative target, a distribution
+    # not totalling 100, KPI weights not totalling 100.
+    target = {"subject_type": "user", "subject_id": amy_id, "period": month.label, "metric": "orders", "value": "1.00"}
+    scheme = exec_.get(crm.api("/kpi-schemes"))
+    for r in (mgr.post(crm.api("/targets"), json={**target, "period": f"{month.year}-13"}),
+              mgr.post(crm.api("/targets"), json={**target, "value": "-5.00"}),
+              mgr.post(crm.api("/targets"), json={**target, "period": month.quarter,
+                                                  "distribution": dict.fromkeys(month.months, "30")}),
+              exec_.put(crm.api("/kpi-schemes"), json={"metrics": [{"metric": "revenue", "weight": 60}]},
+                        headers={"If-Match": scheme.headers["ETag"]})):
+        assert r.status_code == 422 and r.headers["Content-Type"] == "application/problem+json", r.text
     # The catalogue: a counted machine and a kit excluded from quota.
     uid = uuid.uuid4().hex[:6]
     machine = admin.post(crm.api("/products"), json={"sku": f"M-{uid}", "name": "Mill", "category": "machines",
