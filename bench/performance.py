@@ -101,6 +101,13 @@ def _generate(dsn: str, orders: int, activities: int) -> dict:
                                 "from stdin") as copy:
             for key, amount in sums.items():
                 copy.write_row((*key, amount))
+        totals: dict[tuple, Decimal] = {}
+        for (user, team, metric, month, _, _), amount in sums.items():
+            for total_key in (("user", user, metric, month), ("team", team, metric, month)):
+                totals[total_key] = totals.get(total_key, Decimal(0)) + amount
+        with conn.cursor().copy("copy actual_totals (kind, subject_id, metric, month, amount) from stdin") as copy:
+            for key, amount in totals.items():
+                copy.write_row((*key, amount))
         with conn.cursor().copy("copy targets (id, subject_type, subject_id, team_id, period, metric, value, scope, "
                                 "created_by, created_at, updated_at, version) from stdin") as copy:
             for i in range(reps):

@@ -38,7 +38,7 @@ from crmkit.teams import TeamNode, descendants
 from . import batch, documents, scorecard
 from .db import DirectoryTeam, DirectoryUser
 from .events import PERFORMANCE_PACE_WARNING, PERFORMANCE_TARGET_REACHED, event
-from .performance_db import Actual, AlertFiring, PerformanceDocument, PerformanceEntry, ScheduleRun, Target
+from .performance_db import ActualTotal, AlertFiring, PerformanceDocument, PerformanceEntry, ScheduleRun, Target
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +181,14 @@ def _evaluate(uow: UnitOfWork, w: Watch, checks: list[tuple[dict, tuple[str, str
     users = sorted({s[1] for _, s, _, _ in wanted if s[0] == "user"})
     teams = sorted(set().union(*below.values())) if below else []
     by_user, by_team = defaultdict(Decimal), defaultdict(Decimal)
-    if users:
-        for user, metric, month, amount in uow.session.execute(
-                select(Actual.user_id, Actual.metric, Actual.month, func.sum(Actual.amount)).where(
-                    Actual.user_id.in_(users), Actual.metric.in_(metrics), Actual.month.in_(months))
-                .group_by(Actual.user_id, Actual.metric, Actual.month)):
-            by_user[(user, metric, month)] += amount
-    if teams:
-        for team, metric, month, amount in uow.session.execute(
-                select(Actual.team_id, Actual.metric, Actual.month, func.sum(Actual.amount)).where(
-                    Actual.team_id.in_(teams), Actual.metric.in_(metrics), Actual.month.in_(months))
-                .group_by(Actual.team_id, Actual.metric, Actual.month)):
-            by_team[(team, metric, month)] += amount
+    # The totals by person and by team (actual_totals): a row per subject, metric and month.
+    for kind, ids_of_kind, into in (("user", users, by_user), ("team", teams, by_team)):
+        if ids_of_kind:
+            for subject_id, metric, month, amount in uow.session.execute(
+                    select(ActualTotal.subject_id, ActualTotal.metric, ActualTotal.month, ActualTotal.amount).where(
+                        ActualTotal.kind == kind, ActualTotal.subject_id.in_(ids_of_kind),
+                        ActualTotal.metric.in_(metrics), ActualTotal.month.in_(months))):
+                into[(subject_id, metric, month)] += amount
     # By the unique index's leading column: the rules' firings in these periods (a few per subject).
     fired = {tuple(f) for f in uow.session.execute(select(
         AlertFiring.condition, AlertFiring.subject_type, AlertFiring.subject_id, AlertFiring.period).where(

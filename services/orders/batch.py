@@ -16,9 +16,10 @@ from sqlalchemy.exc import OperationalError
 
 from crmkit.db import UnitOfWork, upsert
 
-from .performance_db import Actual, PerformanceEntry
+from .performance_db import Actual, ActualTotal, PerformanceEntry
 
 SUM_KEY = ("user_id", "team_id", "metric", "month", "product_category", "region")
+TOTAL_KEY = ("kind", "subject_id", "metric", "month")
 
 
 @dataclass
@@ -87,46 +88,56 @@ def write(uow: UnitOfWork, b: Batch) -> None:
     b.sums.clear()
     if uow.state is b:
         uow.state = None
+    totals: dict[tuple, Decimal] = defaultdict(Decimal)
+    for (user, team, metric, month, _, _), amount in changes:
+        totals[("user", user, metric, month)] += amount
+        totals[("team", team, metric, month)] += amount
+    total_changes = sorted(totals.items())
     if uow.session.get_bind().dialect.name == "postgresql":
-        _copy(uow, rows, changes)
+        _copy(uow, rows, changes, total_changes)
         return
     if rows:
         uow.session.execute(insert(PerformanceEntry.__table__), rows)
-    if changes:
-        table = Actual.__table__
-        stmt = upsert(uow.session, table)
-        stmt = stmt.on_conflict_do_update(index_elements=list(SUM_KEY),
-                                          set_={"amount": table.c.amount + stmt.excluded.amount})
-        uow.session.execute(stmt, [dict(zip(SUM_KEY, key, strict=True), amount=amount) for key, amount in changes])
+    for table, keys, values in ((Actual.__table__, SUM_KEY, changes), (ActualTotal.__table__, TOTAL_KEY, total_changes)):
+        if values:
+            stmt = upsert(uow.session, table)
+            stmt = stmt.on_conflict_do_update(index_elements=list(keys),
+                                              set_={"amount": table.c.amount + stmt.excluded.amount})
+            uow.session.execute(stmt, [dict(zip(keys, key, strict=True), amount=amount) for key, amount in values])
 
 
 ENTRY_COLUMNS = ("id", "event_id", "metric", "user_id", "team_id", "month", "occurred_on", "amount",
                  "product_category", "region", "source", "source_id", "order_id")
 
 
-def _copy(uow: UnitOfWork, rows: list[dict], changes: list[tuple[tuple, Decimal]]) -> None:
+def _copy(uow: UnitOfWork, rows: list[dict], changes: list[tuple[tuple, Decimal]],
+          total_changes: list[tuple[tuple, Decimal]]) -> None:
     try:
-        _copy_rows(uow, rows, changes)
+        _copy_rows(uow, rows, changes, total_changes)
     except psycopg.OperationalError as exc:
         # The raw cursor's errors are psycopg's; the consumer tells a database outage (wait for it)
         # from a bad event (retry, then dead-letter) by SQLAlchemy's.
         raise OperationalError("copy into the ledger", None, exc) from exc
 
 
-def _copy_rows(uow: UnitOfWork, rows: list[dict], changes: list[tuple[tuple, Decimal]]) -> None:
+def _copy_rows(uow: UnitOfWork, rows: list[dict], changes: list[tuple[tuple, Decimal]],
+               total_changes: list[tuple[tuple, Decimal]]) -> None:
     cursor = uow.session.connection().connection.driver_connection.cursor()
     with cursor:
         if rows:
             with cursor.copy(f"copy performance_entries ({', '.join(ENTRY_COLUMNS)}) from stdin") as copy:
                 for row in rows:
                     copy.write_row(tuple(row[c] for c in ENTRY_COLUMNS))
-        if changes:
-            keys = ", ".join(SUM_KEY)
-            cursor.execute("create temporary table if not exists actuals_changes "
-                           "(like actuals including defaults) on commit delete rows")
-            with cursor.copy(f"copy actuals_changes ({keys}, amount) from stdin") as copy:
-                for key, amount in changes:
+        for table, keys, values in (("actuals", SUM_KEY, changes), ("actual_totals", TOTAL_KEY, total_changes)):
+            if not values:
+                continue
+            columns = ", ".join(keys)
+            cursor.execute(f"create temporary table if not exists {table}_changes "
+                           f"(like {table} including defaults) on commit delete rows")
+            with cursor.copy(f"copy {table}_changes ({columns}, amount) from stdin") as copy:
+                for key, amount in values:
                     copy.write_row((*key, amount))
-            cursor.execute(f"insert into actuals ({keys}, amount) select {keys}, amount from actuals_changes "
-                           f"order by {keys} on conflict ({keys}) do update set amount = actuals.amount + excluded.amount")
-            cursor.execute("delete from actuals_changes")
+            cursor.execute(f"insert into {table} ({columns}, amount) select {columns}, amount from {table}_changes "
+                           f"order by {columns} on conflict ({columns}) do update "
+                           f"set amount = {table}.amount + excluded.amount")
+            cursor.execute(f"delete from {table}_changes")

@@ -88,6 +88,20 @@ class Actual(Base):
     __table_args__ = (Index("ix_actuals_team", "team_id", "metric", "month"),)
 
 
+class ActualTotal(Base):
+    """The same sums per person, and per team the credit was earned in, by metric and month only:
+    what the alert checks read for a batch's people and teams, a few rows each, where the sums
+    above hold a row per product line and region."""
+
+    __tablename__ = "actual_totals"
+
+    kind: Mapped[str] = mapped_column(String(4), primary_key=True)  # user | team
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(20), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(16, 2))
+
+
 class PerformanceDocument(Base):
     """A versioned settings document of performance, by name: `kpi` (the KPI scheme), `commission`
     (the commission plans), `alerts` (the alert rules). Written whole, with If-Match, like the

@@ -397,3 +397,15 @@ def test_one_batch_holding_an_orders_whole_story_counts_what_stands_at_its_end(c
         table[("order.confirmed", 1)](uow, {**confirmed_kept, "id": "and-again"})
         uow.commit()
     assert ann.get("/performance", query_string={"period": MONTH}).json["metrics"]["revenue"]["actual"] == "3000.00"
+    # The totals the alert checks read agree with the sums, by person and by team.
+    from sqlalchemy import func
+
+    from services.orders.performance_db import ActualTotal
+    with ctx.db.uow(readonly=True) as uow:
+        for kind, column in (("user", Actual.user_id), ("team", Actual.team_id)):
+            sums = {tuple(r[:3]): r[3] for r in uow.session.execute(select(
+                column, Actual.metric, Actual.month, func.sum(Actual.amount)).group_by(column, Actual.metric, Actual.month))}
+            totals = {tuple(r[:3]): r[3] for r in uow.session.execute(select(
+                ActualTotal.subject_id, ActualTotal.metric, ActualTotal.month, ActualTotal.amount).where(
+                ActualTotal.kind == kind))}
+            assert sums and sums == totals, kind

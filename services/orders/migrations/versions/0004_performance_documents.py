@@ -1,4 +1,4 @@
-"""performance documents (commission plans, alert rules beside the KPI scheme), alert firings, schedule runs
+"""performance documents (commission plans, alert rules beside the KPI scheme), alert firings, schedule runs, totals
 
 Revision ID: 0004
 Revises: 0003
@@ -31,6 +31,19 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_alert_firings')),
     sa.UniqueConstraint('condition', 'subject_type', 'subject_id', 'period', name=op.f('uq_alert_firings_condition_subject_type_subject_id_period'))
     )
+    op.create_table('actual_totals',
+    sa.Column('kind', sa.String(length=4), nullable=False),
+    sa.Column('subject_id', sa.String(length=64), nullable=False),
+    sa.Column('metric', sa.String(length=20), nullable=False),
+    sa.Column('month', sa.String(length=7), nullable=False),
+    sa.Column('amount', sa.Numeric(precision=16, scale=2), nullable=False),
+    sa.PrimaryKeyConstraint('kind', 'subject_id', 'metric', 'month', name=op.f('pk_actual_totals'))
+    )
+    # The totals of what is summed already.
+    op.execute("INSERT INTO actual_totals (kind, subject_id, metric, month, amount) "
+               "SELECT 'user', user_id, metric, month, sum(amount) FROM actuals GROUP BY user_id, metric, month")
+    op.execute("INSERT INTO actual_totals (kind, subject_id, metric, month, amount) "
+               "SELECT 'team', team_id, metric, month, sum(amount) FROM actuals GROUP BY team_id, metric, month")
     op.create_table('performance_documents',
     sa.Column('name', sa.String(length=20), nullable=False),
     sa.Column('document', sa.JSON(), nullable=False),
@@ -66,5 +79,6 @@ def downgrade() -> None:
                "SELECT name, document, updated_by, updated_at, version FROM performance_documents WHERE name = 'kpi'")
     op.drop_table('schedule_runs')
     op.drop_table('performance_documents')
+    op.drop_table('actual_totals')
     op.drop_table('alert_firings')
     # ### end Alembic commands ###
