@@ -5,10 +5,10 @@ import uuid
 
 from marshmallow import RAISE
 
-from crmkit.etag import IF_MATCH, require_if_match, tagged
+from crmkit.etag import IF_MATCH, require_if_match
 from crmkit.web import Blueprint, ctx, principal, roles
 
-from . import approvals
+from . import approvals, documents
 from .approval_schemas import (
     ApprovalListArgsSchema,
     ApprovalPageSchema,
@@ -23,18 +23,13 @@ SELLERS = ("rep", "manager", "executive", "admin")
 LEADERS = ("manager", "executive", "admin")
 
 
-def _policy_view(row) -> tuple:
-    return {**row.document, "version": row.version, "updated_by": row.updated_by, "updated_at": row.updated_at}, \
-        200, tagged(row)
-
-
 @approvals_blp.route("/approval-policies", methods=["GET"])
 @approvals_blp.response(200, PolicyStateSchema)
 @roles(*LEADERS)
 def get_policy():
     """The approval policy: rules on discount, total, terms, delivery and margin, limits, escalation."""
     with ctx().db.uow(readonly=True) as uow:
-        return _policy_view(approvals.policy(uow))
+        return documents.response(approvals.policy(uow))
 
 
 @approvals_blp.route("/approval-policies", methods=["PUT"])
@@ -47,11 +42,10 @@ def put_policy(document):
 
     Needs If-Match with the ETag you last read. Rule keys are unique (422).
     """
-    doc = document
     with ctx().db.uow() as uow:
-        row = approvals.put_policy(uow, principal(), doc, require_if_match)
+        row = approvals.put_policy(uow, principal(), document, require_if_match)
         uow.commit()
-        return _policy_view(row)
+        return documents.response(row)
 
 
 @approvals_blp.route("/approvals", methods=["GET"])

@@ -19,7 +19,7 @@ from crmkit.pagination import SortSpec, paginate
 from crmkit.settings import Settings
 from crmkit.visibility import SEES_EVERYTHING
 
-from . import domain
+from . import documents, domain
 from .db import Approval, ApprovalPolicy, ApprovalStep, DirectoryTeam, DirectoryUser, Order, order_visible
 from .events import APPROVAL_DECIDED, APPROVAL_ESCALATED, APPROVAL_REQUESTED, event
 
@@ -29,25 +29,20 @@ DECIDERS_OF_ANY_STEP = frozenset({"executive", "admin"})  # "approve anything" (
 
 
 # ---- the policy document ---------------------------------------------------------------------------------
-def policy(uow: UnitOfWork, *, for_update: bool = False) -> ApprovalPolicy:
-    row = uow.session.get(ApprovalPolicy, POLICY, with_for_update=for_update)
-    if row is None:  # the migration seeds it; a database without it uses the documented default
-        row = ApprovalPolicy(name=POLICY, document=domain.DEFAULT_POLICY, version=0, updated_at=utcnow())
-    return row
+def policy(uow: UnitOfWork) -> ApprovalPolicy:
+    """The policy (the migration seeds it; a database without it uses the documented default)."""
+    return documents.read(uow, POLICY, domain.DEFAULT_POLICY, model=ApprovalPolicy)
 
 
-def put_policy(uow: UnitOfWork, principal: Principal, document: dict, check_version) -> ApprovalPolicy:
-    row = policy(uow, for_update=True)
-    check_version(row.version)
+def _unique_keys(document: dict) -> None:
     keys = [r["key"] for r in document["rules"]]
     if len(keys) != len(set(keys)):
         raise ValidationFailed("rule keys are unique", errors={"rules": ["two rules have the same key"]})
-    if row.version == 0:
-        uow.session.add(row)
-        row.version = 1  # a first document where the migration's seed is missing
-    row.document, row.updated_by, row.updated_at = document, principal.user_id, utcnow()
-    uow.session.flush()
-    return row
+
+
+def put_policy(uow: UnitOfWork, principal: Principal, document: dict, check_version) -> ApprovalPolicy:
+    return documents.write(uow, principal, POLICY, domain.DEFAULT_POLICY, document, check_version,
+                           model=ApprovalPolicy, check=_unique_keys)
 
 
 # ---- the chain ---------------------------------------------------------------------------------------

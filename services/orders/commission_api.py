@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE
 
-from crmkit.etag import IF_MATCH, require_if_match, tagged
+from crmkit.etag import IF_MATCH, require_if_match
 from crmkit.web import Blueprint, ctx, principal, roles
 
 from . import alerts, commission, documents, performance, reports
@@ -31,17 +31,13 @@ commission_blp = Blueprint("commission", __name__,
                            description="Commission plans and statements, alert rules, rankings and sales reports")
 
 
-def _document(row):
-    return documents.view(row), 200, tagged(row)
-
-
 @commission_blp.route("/commission-plans", methods=["GET"])
 @commission_blp.response(200, CommissionPlansStateSchema)
 @roles(*SELLERS)
 def get_commission_plans():
     """The commission plans: tiered rates on counted revenue or money collected, and accelerators."""
     with ctx().db.uow(readonly=True) as uow:
-        return _document(commission.plans(uow))
+        return documents.response(commission.plans(uow))
 
 
 @commission_blp.route("/commission-plans", methods=["PUT"])
@@ -58,7 +54,7 @@ def put_commission_plans(document):
     with ctx().db.uow() as uow:
         row = commission.put_plans(uow, principal(), document, require_if_match)
         uow.commit()
-        return _document(row)
+        return documents.response(row)
 
 
 @commission_blp.route("/commission", methods=["GET"])
@@ -81,7 +77,7 @@ def get_commission(args):
 def get_alert_rules():
     """The alert rules: target_reached (attainment reaches a threshold) and pace (behind on day N)."""
     with ctx().db.uow(readonly=True) as uow:
-        return _document(alerts.rules(uow))
+        return documents.response(alerts.rules(uow))
 
 
 @commission_blp.route("/alert-rules", methods=["PUT"])
@@ -98,7 +94,7 @@ def put_alert_rules(document):
     with ctx().db.uow() as uow:
         row = alerts.put_rules(uow, principal(), document, require_if_match)
         uow.commit()
-        return _document(row)
+        return documents.response(row)
 
 
 @commission_blp.route("/performance/ranking", methods=["GET"])

@@ -22,7 +22,7 @@ from sqlalchemy import (
     false,
     select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.sql import ColumnElement
 
 from crmkit.auth import Principal
@@ -249,18 +249,25 @@ class OrderType(Base):
 
 
 # ---- approvals --------------------------------------------------------------------------------------
-class ApprovalPolicy(Base):
-    """The one approval policy document (rules, limits per level, escalation time), versioned: PUT
-    needs If-Match, so two admins cannot overwrite each other's rules unseen."""
-
-    __tablename__ = "approval_policies"
+class VersionedDocumentColumns:
+    """A settings document kept whole, by name, versioned: PUT needs If-Match, so two people cannot
+    overwrite each other's settings unseen (documents.py reads and writes them)."""
 
     name: Mapped[str] = mapped_column(String(20), primary_key=True)
     document: Mapped[dict] = mapped_column(JSON)
     updated_by: Mapped[str | None] = mapped_column(String(64))
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
-    __mapper_args__ = {"version_id_col": version}
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict:  # noqa: N805 - a class-level directive
+        return {"version_id_col": cls.version}
+
+
+class ApprovalPolicy(VersionedDocumentColumns, Base):
+    """The one approval policy document (rules, limits per level, escalation time)."""
+
+    __tablename__ = "approval_policies"
 
 
 class Approval(Base):

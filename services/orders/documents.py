@@ -1,6 +1,6 @@
-"""Performance's settings documents (the KPI scheme, the commission plans, the alert rules): each one
-document, read whole and written whole with If-Match, with a default until someone writes it
-(version 0)."""
+"""Settings documents (the approval policy; the KPI scheme, commission plans and alert rules): each
+one document, read whole and written whole with If-Match, with a default until someone writes it
+(version 0). `model` is the table that holds it (a VersionedDocumentColumns table)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,21 +8,26 @@ from decimal import Decimal
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork, utcnow
+from crmkit.etag import tagged
 
 from .performance_db import PerformanceDocument
 
 
-def read(uow: UnitOfWork, name: str, default: dict, *, for_update: bool = False) -> PerformanceDocument:
-    row = uow.session.get(PerformanceDocument, name, with_for_update=for_update)
-    return row or PerformanceDocument(name=name, document=default, version=0, updated_at=utcnow())
+def read(uow: UnitOfWork, name: str, default: dict, *, model=PerformanceDocument, for_update: bool = False):
+    row = uow.session.get(model, name, with_for_update=for_update)
+    return row or model(name=name, document=default, version=0, updated_at=utcnow())
 
 
 def write(uow: UnitOfWork, principal: Principal, name: str, default: dict, document: dict,
-          check_version: Callable[[int], None]) -> PerformanceDocument:
+          check_version: Callable[[int], None], *, model=PerformanceDocument,
+          check: Callable[[dict], None] | None = None):
     """Replace the document; `check_version` raises unless the caller's If-Match names the current
-    version (the default's is 0)."""
-    row = read(uow, name, default, for_update=True)
+    version (the default's is 0); then `check`, if given, refuses a document that does not hold
+    together."""
+    row = read(uow, name, default, model=model, for_update=True)
     check_version(row.version)
+    if check is not None:
+        check(document)
     if row.version == 0:
         uow.session.add(row)
         row.version = 1
@@ -31,8 +36,10 @@ def write(uow: UnitOfWork, principal: Principal, name: str, default: dict, docum
     return row
 
 
-def view(row: PerformanceDocument) -> dict:
-    return {**row.document, "version": row.version, "updated_by": row.updated_by, "updated_at": row.updated_at}
+def response(row) -> tuple[dict, int, dict]:
+    """A route's answer: the document with its version, and its ETag."""
+    return {**row.document, "version": row.version, "updated_by": row.updated_by,
+            "updated_at": row.updated_at}, 200, tagged(row)
 
 
 def plain(value):

@@ -107,17 +107,13 @@ def list_contributions(args):
     return {"items": items, "next_cursor": next_cursor}
 
 
-def _scheme_view(row):
-    return documents.view(row), 200, tagged(row)
-
-
 @performance_blp.route("/kpi-schemes", methods=["GET"])
 @performance_blp.response(200, KpiSchemeStateSchema)
 @roles(*SELLERS)
 def get_kpi_scheme():
     """The KPI scheme: metrics with weights totalling 100 and a cap on each attainment."""
     with ctx().db.uow(readonly=True) as uow:
-        return _scheme_view(performance.scheme(uow))
+        return documents.response(performance.scheme(uow))
 
 
 @performance_blp.route("/kpi-schemes", methods=["PUT"])
@@ -133,4 +129,4 @@ def put_kpi_scheme(document):
     with ctx().db.uow() as uow:
         row = performance.put_scheme(uow, principal(), document, require_if_match)
         uow.commit()
-        return _scheme_view(row)
+        return documents.response(row)

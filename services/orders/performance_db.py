@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from crmkit.db import UTCDateTime, utcnow
 
-from .db import Base
+from .db import Base, VersionedDocumentColumns
 
 
 class Target(Base):
@@ -102,19 +102,11 @@ class ActualTotal(Base):
     amount: Mapped[Decimal] = mapped_column(Numeric(16, 2))
 
 
-class PerformanceDocument(Base):
+class PerformanceDocument(VersionedDocumentColumns, Base):
     """A versioned settings document of performance, by name: `kpi` (the KPI scheme), `commission`
-    (the commission plans), `alerts` (the alert rules). Written whole, with If-Match, like the
-    approval policy."""
+    (the commission plans), `alerts` (the alert rules)."""
 
     __tablename__ = "performance_documents"
-
-    name: Mapped[str] = mapped_column(String(20), primary_key=True)
-    document: Mapped[dict] = mapped_column(JSON)
-    updated_by: Mapped[str | None] = mapped_column(String(64))
-    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
-    __mapper_args__ = {"version_id_col": version}
 
 
 class AlertFiring(Base):
