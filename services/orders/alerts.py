@@ -38,6 +38,7 @@ from crmkit.teams import TeamNode, descendants
 from . import batch, documents, scorecard
 from .db import DirectoryTeam, DirectoryUser
 from .events import PERFORMANCE_PACE_WARNING, PERFORMANCE_TARGET_REACHED, event
+from .performance import team_tree
 from .performance_db import ActualTotal, AlertFiring, PerformanceDocument, PerformanceEntry, ScheduleRun, Target
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,7 @@ def watch(uow: UnitOfWork, settings: Settings) -> Watch:
     when the transaction commits, after the batch's ledger is written."""
     b = batch.of(uow)
     if b.watch is None:
-        teams = [TeamNode(t.id, t.manager_id, t.parent_team_id)
-                 for t in uow.session.execute(select(DirectoryTeam)).scalars()]
+        teams = team_tree(uow)
         b.watch = Watch(settings, rules(uow).document["rules"], {t.id: t.parent_team_id for t in teams}, teams)
         uow.before_commit(lambda: _check_due(uow, b.watch))
     return b.watch
@@ -118,11 +118,6 @@ def _subjects(w: Watch, user_id: str, team_id: str) -> list[tuple[str, str]]:
     return [("user", user_id), *(("team", t) for t in _chain(w, team_id))]
 
 
-def _periods(month: str) -> dict[str, str]:
-    year, m = month[:4], int(month[5:])
-    return {"month": month, "quarter": f"{year}-Q{(m - 1) // 3 + 1}", "year": year}
-
-
 def changed(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
     """Actuals changed by `rows` (the performance consumer, in its transaction): note the
     target_reached checks they call for (each subject, rule and period once; the latest day). A
@@ -136,7 +131,7 @@ def changed(uow: UnitOfWork, rows: list[dict], sign: int) -> None:
         for i, rule in enumerate(w.rules):
             if rule["kind"] == "target_reached" and rule["metric"] == metric:
                 for subject in _subjects(w, user, team):
-                    key = (i, subject, _periods(month)[rule["period_kind"]])
+                    key = (i, subject, scorecard.periods_of_month(month)[rule["period_kind"]])
                     w.due[key] = max(w.due.get(key, day), day)
 
 
@@ -166,7 +161,7 @@ def _evaluate(uow: UnitOfWork, w: Watch, checks: list[tuple[dict, tuple[str, str
     periods = {period for *_, period, _ in checks}
     months = sorted({m for p in periods for m in scorecard.months_of(p)})
     # The target periods that can give these periods a target: their months, quarters and years.
-    candidates = sorted({*months, *(_periods(m)["quarter"] for m in months), *(m[:4] for m in months)})
+    candidates = sorted({*months, *(scorecard.periods_of_month(m)["quarter"] for m in months), *(m[:4] for m in months)})
     targets: dict[tuple, list] = defaultdict(list)
     for t in uow.session.execute(select(Target.subject_type, Target.subject_id, Target.metric, Target.period,
                                         Target.value, Target.distribution).where(

@@ -2,42 +2,25 @@
 manager's reports (issue 16)."""
 from __future__ import annotations
 
-import re
-
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from crmkit.fields import Text
 from crmkit.periods import PeriodField
 
-from .performance_schemas import FigureSchema
+from .performance_schemas import DecimalText, FigureSchema, within
 from .scorecard import METRICS
 
 _DECIMAL = {"type": "string", "format": "decimal"}
 _MAYBE_DECIMAL = {"type": ["string", "null"], "format": "decimal"}
 
 
-def _pct(low: int, high: int):
-    def check(value) -> None:  # not validate.Range: apispec would publish decimal-string bounds
-        if not low <= value <= high:
-            raise ValidationError(f"from {low} to {high}")
-    return check
-
-
 _PCT_TEXT = r"^[0-9]{1,4}(\.[0-9]{1,2})?$"
 
 
-class _PctField(fields.Decimal):
-    def _deserialize(self, value, attr, data, **kwargs):
-        # The documented form only: "2.5", not 2.5 (a float), "1E-999999" or "NaN".
-        if not isinstance(value, str) or not re.fullmatch(_PCT_TEXT, value):
-            raise ValidationError('a percentage as a decimal string such as "2.5" (at most two decimals)')
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-def Pct(low: int = 0, high: int = 1000, **kw) -> fields.Decimal:  # noqa: N802 - a field factory
+def Pct(low: int = 0, high: int = 1000, **kw) -> DecimalText:  # noqa: N802 - a field factory
     """A percentage as a decimal string ("2.5")."""
-    return _PctField(as_string=True, validate=_pct(low, high), metadata={
-        **_DECIMAL, "pattern": _PCT_TEXT, **kw.pop("metadata", {})}, **kw)
+    return DecimalText(pattern=_PCT_TEXT, error='a percentage as a decimal string such as "2.5" (at most two decimals)',
+                       validate=within(low, high), **kw)
 
 
 def _money(**kw) -> fields.Decimal:

@@ -42,12 +42,14 @@ def put_scheme(uow: UnitOfWork, principal: Principal, document: dict, check_vers
     return documents.write(uow, principal, SCHEME, DEFAULT_SCHEME, document, check_version)
 
 
+def team_tree(uow: UnitOfWork) -> list[TeamNode]:
+    """The replica's teams, for crmkit.teams.descendants (a cycle in the replica cannot loop it)."""
+    return [TeamNode(t.id, t.manager_id, t.parent_team_id) for t in uow.session.execute(select(DirectoryTeam)).scalars()]
+
+
 def teams_under(uow: UnitOfWork, team_id: str) -> list[str]:
-    """The team and every team below it (a director's target covers the teams they lead); a cycle
-    in the replica cannot loop."""
-    teams = [TeamNode(t.id, t.manager_id, t.parent_team_id)
-             for t in uow.session.execute(select(DirectoryTeam)).scalars()]
-    return sorted(descendants([team_id], teams))
+    """The team and every team below it (a director's target covers the teams they lead)."""
+    return sorted(descendants([team_id], team_tree(uow)))
 
 
 def credited_in(principal: Principal, subject_type: str, subject_id: str) -> list[str] | None:

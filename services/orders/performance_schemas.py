@@ -1,6 +1,8 @@
 """marshmallow schemas of targets, performance and KPI schemes (issue 16)."""
 from __future__ import annotations
 
+import re
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from crmkit.fields import Text
@@ -12,29 +14,37 @@ from .scorecard import METRICS
 _AMOUNT = r"^[0-9]{1,13}(\.[0-9]{1,2})?$"
 
 
-class Amount(fields.Decimal):
-    """A target's value: a decimal string, not negative (money for money metrics, a count otherwise)."""
+class DecimalText(fields.Decimal):
+    """A decimal given as text in the documented form only (its `pattern`): not a JSON number,
+    "1E-999999" or "NaN", which a plain Decimal field would take."""
 
-    def __init__(self, **kwargs):
-        super().__init__(as_string=True, places=2, metadata={"type": "string", "format": "decimal", "pattern": _AMOUNT,
-                                                             "example": "900000.00", **kwargs.pop("metadata", {})},
-                         **kwargs)
+    def __init__(self, *, pattern: str, error: str, **kwargs):
+        self.pattern, self.error = re.compile(pattern), error
+        metadata = {"type": "string", "format": "decimal", "pattern": pattern, **kwargs.pop("metadata", {})}
+        super().__init__(as_string=True, metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        import re
-
-        if not isinstance(value, str) or not re.fullmatch(_AMOUNT, value):
-            raise ValidationError('a decimal string such as "900000.00", not negative')
+        if not isinstance(value, str) or not self.pattern.fullmatch(value):
+            raise ValidationError(self.error)
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def _percent_range(value) -> None:
-    # Not validate.Range: apispec would publish its bounds as decimal strings, not valid OpenAPI.
-    if not 0 <= value <= 100:
-        raise ValidationError("from 0 to 100")
+def Amount(**kwargs) -> DecimalText:  # noqa: N802 - a field factory, named like the fields it makes
+    """A target's value: a decimal string, not negative (money for money metrics, a count otherwise)."""
+    return DecimalText(pattern=_AMOUNT, error='a decimal string such as "900000.00", not negative', places=2,
+                       metadata={"example": "900000.00", **kwargs.pop("metadata", {})}, **kwargs)
 
 
-_PCT = fields.Decimal(as_string=True, places=2, validate=_percent_range,
+def within(low: int, high: int):
+    """A decimal's range. Not validate.Range: apispec would publish its bounds as decimal strings,
+    not valid OpenAPI."""
+    def check(value) -> None:
+        if not low <= value <= high:
+            raise ValidationError(f"from {low} to {high}")
+    return check
+
+
+_PCT = fields.Decimal(as_string=True, places=2, validate=within(0, 100),
                       metadata={"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,2})?$"})
 _MONTH_PATTERN = r"^(19\d\d|2\d\d\d)-(0[1-9]|1[0-2])$"
 _MONTH = validate.Regexp(_MONTH_PATTERN, error="a month such as 2026-11")

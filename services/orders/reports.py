@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
 from crmkit.errors import NotFound
-from crmkit.teams import TeamNode, descendants
+from crmkit.teams import descendants
 from crmkit.visibility import SEES_EVERYTHING
 
 from . import scorecard
-from .db import DirectoryTeam, DirectoryUser
-from .performance import targets_of
+from .db import DirectoryUser
+from .performance import targets_of, team_tree
 from .performance_db import Actual
 
 
@@ -76,7 +76,7 @@ def attainment(uow: UnitOfWork, principal: Principal, period, metric: str, team_
     """Per team (the one asked for and those under it, or all the caller's), its target, actual (what
     was earned in it and the teams under it) and attainment on the metric, and the same for each of
     its people. A team the caller does not manage answers 404, whether or not it exists."""
-    tree = [TeamNode(t.id, t.manager_id, t.parent_team_id) for t in uow.session.execute(select(DirectoryTeam)).scalars()]
+    tree = team_tree(uow)
     sees_all = principal.role in SEES_EVERYTHING
     if team_id is not None and not sees_all and team_id not in principal.manages:
         raise NotFound(f"no team {team_id} of yours")

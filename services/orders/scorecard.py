@@ -151,6 +151,11 @@ def day_of_period(day, period: str) -> int:
     return (day - parse_period(period).start.date()).days + 1
 
 
+def periods_of_month(month: str) -> dict[str, str]:
+    """`2026-11` → the month, quarter and year it is in: {"month": "2026-11", "quarter": "2026-Q4", "year": "2026"}."""
+    year, m = month[:4], int(month[5:])
+    return {"month": month, "quarter": f"{year}-Q{(m - 1) // 3 + 1}", "year": year}
+
+
 def period_of(day, kind: str) -> str:
-    return {"month": f"{day.year}-{day.month:02d}", "quarter": f"{day.year}-Q{(day.month - 1) // 3 + 1}",
-            "year": str(day.year)}[kind]
+    return periods_of_month(f"{day.year}-{day.month:02d}")[kind]
