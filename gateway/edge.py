@@ -97,6 +97,9 @@ def render(policy: RoutePolicy) -> str:
         "global",
         "    maxconn 8000",
         "    hard-stop-after 30s",
+        "    # No cache of pattern matches: every list here is a tree or a short regex, cheaper to",
+        "    # match again than to look up in the cache (perf put the lookup first of the edge's costs).",
+        "    tune.pattern.cache-size 0",
         "    # The JWT secret and limits arrive as text; these keep HAProxy from logging them.",
         "    log stderr format short local0 notice",
         "",
@@ -237,25 +240,9 @@ def render(policy: RoutePolicy) -> str:
         "    # ---- the policy: 404 no route, 405 method not on the route, 403 role not allowed -------",
         _return(404, "Not Found", "no such resource", "!routed"),
     ]
-    for i, route in [(GATEWAY_PUBLIC_ROUTE, None), *enumerate(routes)]:
-        allowed = {"GET"} if route is None else set(route.allowed)
-        allow = sorted(allowed | {"OPTIONS"} | ({"HEAD"} if "GET" in allowed else set()))
-        lines.append(_return(405, "Method Not Allowed", "this method is not allowed on this resource",
-                             f"{{ var(txn.route) -m int {i} }} !{{ method {' '.join(allow)} }}",
-                             f' hdr Allow "{", ".join(allow)}"'))
-    for i, route in enumerate(routes):
-        if route.public:
-            continue
-        for method in METHODS:
-            roles = route.allowed.get(method)
-            if roles:
-                # HEAD is allowed where GET is. (The method is matched with the method fetch itself:
-                # one stored in a variable loses a method HAProxy has no name for, such as PATCH.)
-                methods = "GET HEAD" if method == "GET" else method
-                lines.append(f"    http-request set-var(txn.permitted) int(1) if {{ var(txn.route) -m int {i} }} "
-                             f"{{ method {methods} }} {{ var(txn.role) -m str {' '.join(sorted(roles))} }}")
+    lines += _policy(routes)
     lines += [
-        _return(403, "Forbidden", "your role may not do this", "!public_route !METH_OPTIONS !{ var(txn.permitted) -m found }"),
+        _return(403, "Forbidden", "your role may not do this", "!public_route !METH_OPTIONS !permitted"),
         "",
         "    # ---- sizes: imports may be large, anything else small (a chunked body is checked by the",
         "    # ---- service, which refuses one over its limit as it reads)",
@@ -291,6 +278,58 @@ def render(policy: RoutePolicy) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# HAProxy's names for the methods it knows; another (PROPFIND, say) leaves txn.call unset: a 405.
+_METHOD_ACLS = {"GET": "METH_GET", "HEAD": "METH_HEAD", "POST": "METH_POST", "PUT": "METH_PUT",
+                "PATCH": "{ method PATCH }", "DELETE": "METH_DELETE", "OPTIONS": "METH_OPTIONS"}
+_PATTERNS_PER_LINE = 50  # HAProxy reads at most 64 words a line; one ACL may be declared on several
+
+
+def _string_acl(name: str, fetch: str, patterns: list[str]) -> list[str]:
+    """An exact-string ACL over many patterns, declared over as many lines as it takes (the lines
+    are ORed). Exact strings are kept in a tree: one lookup, however many routes there are."""
+    patterns = patterns or ["-"]  # a pattern no call has, for an empty list
+    return [f"    acl {name} {fetch} -m str " + " ".join(patterns[k:k + _PATTERNS_PER_LINE])
+            for k in range(0, len(patterns), _PATTERNS_PER_LINE)]
+
+
+def _policy(routes) -> list[str]:
+    """405 for a method the route lacks, then who may call it. Both are one tree lookup of the call,
+    "<route>:<METHOD>", rather than a rule per route and method: a request walked about 300 rules
+    here, which cost more CPU than all else the edge does (bench/edge.py, perf)."""
+    allows: dict[tuple[str, ...], list[int]] = {}
+    calls: list[str] = []
+    by_role: dict[str, list[str]] = {role: [] for role in ROLES}
+    for i, route in [(GATEWAY_PUBLIC_ROUTE, None), *enumerate(routes)]:
+        allowed = {"GET"} if route is None else set(route.allowed)
+        allow = tuple(sorted(allowed | {"OPTIONS"} | ({"HEAD"} if "GET" in allowed else set())))
+        allows.setdefault(allow, []).append(i)
+        calls += [f"{i}:{m}" for m in allow]
+        if route is None or route.public:
+            continue
+        for method in METHODS:
+            for role in route.allowed.get(method, ()):
+                # HEAD is allowed where GET is.
+                by_role[role] += [f"{i}:{m}" for m in (("GET", "HEAD") if method == "GET" else (method,))]
+    lines = [
+        # The method is matched with HAProxy's method fetch itself: one stored in a variable loses
+        # a method HAProxy has no name for, such as PATCH.
+        *[f"    http-request set-var(txn.call) var(txn.route),concat(:{m}) if {acl}"
+          for m, acl in _METHOD_ACLS.items()],
+        *_string_acl("known_call", "var(txn.call)", calls),
+        "    http-request set-var(txn.bad_method) bool(1) if !known_call",
+        "    acl bad_method var(txn.bad_method) -m bool",
+    ]
+    for allow, ids in sorted(allows.items()):
+        lines.append(_return(405, "Method Not Allowed", "this method is not allowed on this resource",
+                             f"bad_method {{ var(txn.route) -m int {' '.join(map(str, ids))} }}",
+                             f' hdr Allow "{", ".join(allow)}"'))
+    for role, role_calls in by_role.items():
+        lines += _string_acl(f"calls_of_{role}", "var(txn.call)", role_calls)
+        lines.append(f"    http-request set-var(txn.permitted) bool(1) if {{ var(txn.role) -m str {role} }} calls_of_{role}")
+    lines.append("    acl permitted var(txn.permitted) -m bool")
+    return lines
 
 
 def _backend(service: str, timeouts: dict[int, float]) -> list[str]:
