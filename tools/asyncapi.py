@@ -17,6 +17,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from crmkit.eventschema import Catalog, EventType
 from gateway.events import DIRECTORY
 from services.leads.events import LEADS, MARKETING
+from services.notifications.events import NOTIFICATIONS
+from services.notifications.raisers import leads_handlers, opportunities_handlers, orders_handlers
 from services.opportunities.events import OPPORTUNITIES
 from services.orders.events import ORDERS
 
@@ -45,7 +47,13 @@ RECEIVERS = {
     ("crm.orders.v1", "handover.completed"): ["gateway"],
     ("marketing.leads.inbound.v1", "*"): ["leads"],
 }
-CATALOGS: list[Catalog] = [DIRECTORY, LEADS, OPPORTUNITIES, ORDERS, MARKETING]
+# The notifications service reads what raises a notification or moves a reminder (its raisers' tables).
+for _topic, _table in (("crm.leads.v1", leads_handlers), ("crm.opportunities.v1", opportunities_handlers),
+                       ("crm.orders.v1", orders_handlers)):
+    for _kind, _version in _table(None):
+        RECEIVERS[(_topic, _kind)] = sorted({*RECEIVERS.get((_topic, _kind), []), "notifications"})
+RECEIVERS[("crm.directory.v1", "*")].append("notifications")
+CATALOGS: list[Catalog] = [DIRECTORY, LEADS, OPPORTUNITIES, ORDERS, NOTIFICATIONS, MARKETING]
 
 ENVELOPE = {
     "type": "object",

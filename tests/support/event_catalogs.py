@@ -9,10 +9,11 @@ from jsonschema import Draft202012Validator
 
 from gateway.events import DIRECTORY
 from services.leads.events import LEADS, MARKETING
+from services.notifications.events import NOTIFICATIONS
 from services.opportunities.events import OPPORTUNITIES
 from services.orders.events import ORDERS
 
-BY_TOPIC = {catalog.topic: catalog for catalog in (DIRECTORY, LEADS, OPPORTUNITIES, ORDERS, MARKETING)}
+BY_TOPIC = {catalog.topic: catalog for catalog in (DIRECTORY, LEADS, OPPORTUNITIES, ORDERS, NOTIFICATIONS, MARKETING)}
 
 
 @functools.cache

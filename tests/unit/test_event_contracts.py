@@ -23,6 +23,7 @@ from services.leads import events as lead_events
 from services.leads import schemas as lead_schemas
 from services.leads.db import Lead
 from services.leads.events import LEAD_CONVERSION_REJECTED, LEADS, MARKETING
+from services.notifications import raisers
 from services.opportunities import conversion, tiering
 from services.opportunities import events as opp_events
 from services.opportunities import schemas as opp_schemas
@@ -167,6 +168,9 @@ def test_every_event_a_consumer_dispatches_is_declared_by_its_producer():
         # performance: the orders service's own order events, new accounts and activities
         (ORDERS, set(order_actuals.ORDER_EVENTS)), (OPPORTUNITIES, set(order_actuals.DEAL_EVENTS)),
         (LEADS, set(order_actuals.LEAD_EVENTS)),
+        # notifications: what raises one, and the dates reminders keep
+        (LEADS, set(raisers.leads_handlers(None))), (OPPORTUNITIES, set(raisers.opportunities_handlers(None))),
+        (ORDERS, set(raisers.orders_handlers(None))),
     ]
     for catalog, keys in consumed:
         assert keys <= set(catalog.events), f"{sorted(keys - set(catalog.events))} not declared by {catalog.source}"
@@ -178,6 +182,7 @@ def test_every_event_a_consumer_dispatches_is_declared_by_its_producer():
     assert ("crm.leads.v1", "lead.converted") in receivers and ("crm.opportunities.v1", LEAD_CONVERSION_REJECTED) in receivers
     assert {("crm.orders.v1", kind) for kind, _ in tiering.ORDER_HANDLERS} <= receivers
     assert {("crm.opportunities.v1", kind) for kind, _ in won.handlers(None)} <= receivers
+    assert {("crm.orders.v1", kind) for kind, _ in raisers.orders_handlers(None)} <= receivers
 
 
 def test_the_order_events_the_opportunities_service_reads_are_version_1():

@@ -1,0 +1,275 @@
+"""What raises a notification, one dispatch table per topic read (the worker's consumers). Each
+handler picks who to tell and words it for each of them from what that person may see of the event:
+payload fields marked `x-hidden-from` (money, margins, another team's deal) never reach a
+notification. A notification is unique by its event, recipient and kind, and the consumer applies
+an event once, so an event delivered three times tells once.
+
+The same handlers keep the reminders (reminders.py) from the dates the events carry."""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from crmkit.db import UnitOfWork
+from crmkit.settings import Settings
+
+from . import inbound, reminders
+from .db import DirectoryUser
+from .inbox import About, notify
+from .messages import Text, render, word
+
+
+def _name(uow: UnitOfWork, user_id: str | None) -> str:
+    user = uow.session.get(DirectoryUser, user_id) if user_id else None
+    return (user.name if user is not None and user.name else user_id) or ""
+
+
+def _executives(uow: UnitOfWork) -> list[str]:
+    return list(uow.session.execute(select(DirectoryUser.id).where(
+        DirectoryUser.role == "executive", DirectoryUser.active.is_(True)).order_by(DirectoryUser.id)).scalars())
+
+
+# ---- crm.leads.v1 --------------------------------------------------------------------------------------
+def _lead_reminder(uow: UnitOfWork, lead: dict, as_of, *, worked: bool = False) -> None:
+    open_ = lead["status"] in reminders.OPEN_LEAD_STATUSES and lead.get("deleted_at") is None
+    reminders.keep(uow, record_type="lead", record_id=lead["id"], kind="follow_up",
+                   title=lead.get("company") or lead.get("contact_name") or "lead", owner_id=lead["owner_id"],
+                   team_id=lead["team_id"], due_at=lead["follow_up_due_at"] if open_ else None, as_of=as_of,
+                   worked=worked)
+
+
+def lead_changed(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        data = inbound.read(inbound.LeadEvent, envelope)
+        lead = data["lead"]
+        if envelope["type"] == "lead.deleted":
+            lead["deleted_at"] = envelope["time"]
+        _lead_reminder(uow, lead, envelope["time"])
+        if envelope["type"] == "lead.assigned" and data["reason"] != "handover" and lead["owner_id"] \
+                and lead["owner_id"] != envelope.get("actor"):
+            # A handover tells the successor once for all (handover.completed), not once per lead.
+            why = {"rule": "by_rule", "reassigned": "reassigned"}.get(data["reason"] or "", "")
+            due = lead["follow_up_due_at"]
+
+            def text(recipient: str, language: str) -> Text:
+                from . import preferences
+                zone = preferences.of(uow, recipient).zone
+                return render("lead_assigned", language, {
+                    "company": lead.get("company") or "-", "contact": lead.get("contact_name") or "-",
+                    "why": word(language, why) if why else "",
+                    "due": due.astimezone(zone).strftime("%Y-%m-%d %H:%M") if due else "-"})
+
+            notify(uow, settings, [lead["owner_id"]], "lead_assigned", text,
+                   About("lead", lead["id"], None, f"/leads/{lead['id']}"),
+                   source_key=envelope["id"], event_id=envelope["id"], actor=envelope.get("actor"))
+    return handle
+
+
+def lead_activity(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        data = inbound.read(inbound.LeadActivity, envelope)
+        # The activity is the work the ladder waited for: it starts again from the lead's new date.
+        reminders.keep(uow, record_type="lead", record_id=data["lead_id"], kind="follow_up",
+                       title=data.get("company") or "lead", owner_id=data["owner_id"], team_id=data["team_id"],
+                       due_at=data["follow_up_due_at"], as_of=envelope["time"], worked=True)
+        _tell_owner_of_activity(uow, settings, envelope, owner=data["owner_id"], kind=data["kind"],
+                                summary=data.get("summary"), title=data.get("company") or "lead",
+                                about=About("lead", data["lead_id"], None, f"/leads/{data['lead_id']}"))
+    return handle
+
+
+def _tell_owner_of_activity(uow, settings, envelope, *, owner, kind, summary, title, about: About) -> None:
+    actor = envelope.get("actor")
+    if not owner or not actor or owner == actor:
+        return
+    who = _name(uow, actor)
+    notify(uow, settings, [owner], "activity_logged",
+           lambda _r, language: render("activity_logged", language, {
+               "actor": who, "kind": word(language, kind), "title": title, "summary": summary or ""}),
+           about, source_key=envelope["id"], event_id=envelope["id"], actor=actor)
+
+
+def handover_completed(settings: Settings, records: str):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        data = inbound.read(inbound.HandoverCompleted, envelope)
+        if data["status"] != "completed" or data["moved"] <= 0:
+            return
+        leaver = _name(uow, data["from_user_id"])
+        notify(uow, settings, [data["to_user_id"]], "records_handed_over",
+               lambda _r, language: render("records_handed_over", language, {
+                   "moved": data["moved"], "records": word(language, records), "from_user": leaver}),
+               About(), source_key=envelope["id"], event_id=envelope["id"], actor=envelope.get("actor"))
+    return handle
+
+
+def leads_handlers(settings: Settings) -> dict:
+    changed = lead_changed(settings)
+    kinds = ("lead.created", "lead.updated", "lead.assigned", "lead.merged", "lead.converted", "lead.disqualified",
+             "lead.deleted")
+    return {**{(k, 1): changed for k in kinds}, ("activity.logged", 1): lead_activity(settings),
+            ("handover.completed", 1): handover_completed(settings, "leads")}
+
+
+# ---- crm.opportunities.v1 ------------------------------------------------------------------------------
+def collision(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        sides = inbound.read(inbound.Collision, envelope)["opportunities"]
+        # Each person hears of the deals of theirs (as owner or as the team's manager) and of no other:
+        # the other deal's name, owner and figures are another team's.
+        mine: dict[str, list[dict]] = {}
+        for side in sides:
+            for person in (side["owner_id"], side["manager_id"]):
+                if person and side not in mine.setdefault(person, []):
+                    mine[person].append(side)
+        for person, deals in sorted(mine.items()):
+            for deal in deals:
+                notify(uow, settings, [person], "collision",
+                       lambda _r, language, d=deal: render("collision", language, {"title": d["name"]}),
+                       About("opportunity", str(deal["opportunity_id"]), None,
+                             f"/opportunities/{deal['opportunity_id']}"),
+                       source_key=f"{envelope['id']}:{deal['opportunity_id']}", event_id=envelope["id"],
+                       actor=envelope.get("actor"))
+    return handle
+
+
+def deal_activity(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        data = inbound.read(inbound.DealActivity, envelope)
+        record_type, record_id = (("opportunity", str(data["opportunity_id"])) if data["opportunity_id"]
+                                  else ("account", str(data["account_id"])))
+        title = _record_title(uow, record_type, record_id) or record_type
+        reminders.keep(uow, record_type=record_type, record_id=record_id, kind="next_contact", title=title,
+                       owner_id=data["owner_id"], team_id=data["team_id"], due_at=data["next_contact_at"],
+                       as_of=envelope["time"], account_id=data["account_id"], worked=True)
+        link = f"/{'opportunities' if record_type == 'opportunity' else 'accounts'}/{record_id}"
+        _tell_owner_of_activity(uow, settings, {**envelope, "actor": data["logged_by"]}, owner=data["owner_id"],
+                                kind=data["kind"], summary=data.get("summary"), title=title,
+                                about=About(record_type, record_id, data["account_id"], link))
+    return handle
+
+
+def _record_title(uow: UnitOfWork, record_type: str, record_id: str) -> str | None:
+    """What a record is called, as this service last heard (its reminder's title)."""
+    from .db import Reminder
+    return uow.session.execute(select(Reminder.title).where(
+        Reminder.record_type == record_type, Reminder.record_id == record_id)).scalars().first()
+
+
+def account_changed(uow: UnitOfWork, envelope: dict) -> None:
+    account = inbound.read(inbound.AccountEvent, envelope)["account"]
+    if envelope["type"] == "account.deleted":
+        reminders.close(uow, record_type="account", record_id=str(account["id"]), as_of=envelope["time"])
+    else:
+        reminders.move(uow, record_type="account", record_id=str(account["id"]), owner_id=account["owner_id"],
+                       team_id=account["team_id"], as_of=envelope["time"])
+        _retitle(uow, "account", str(account["id"]), account["name"])
+
+
+def opportunity_changed(uow: UnitOfWork, envelope: dict) -> None:
+    deal = inbound.read(inbound.OpportunityEvent, envelope)["opportunity"]
+    if deal["status"] != "open":
+        reminders.close(uow, record_type="opportunity", record_id=str(deal["id"]), as_of=envelope["time"])
+    else:
+        reminders.move(uow, record_type="opportunity", record_id=str(deal["id"]), owner_id=deal["owner_id"],
+                       team_id=deal["team_id"], as_of=envelope["time"])
+        _retitle(uow, "opportunity", str(deal["id"]), deal["name"])
+
+
+def _retitle(uow: UnitOfWork, record_type: str, record_id: str, title: str) -> None:
+    from .db import Reminder
+    for row in uow.session.execute(select(Reminder).where(
+            Reminder.record_type == record_type, Reminder.record_id == record_id)).scalars():
+        row.title = title[:300]
+
+
+def opportunities_handlers(settings: Settings) -> dict:
+    return {("opportunity.collision_detected", 1): collision(settings),
+            ("activity.logged", 1): deal_activity(settings),
+            **{(k, 1): account_changed for k in ("account.created", "account.updated", "account.deleted")},
+            **{(k, 1): opportunity_changed for k in ("opportunity.created", "opportunity.updated",
+                                                    "opportunity.stage_changed", "opportunity.won", "opportunity.lost")},
+            ("handover.completed", 1): handover_completed(settings, "opportunities")}
+
+
+# ---- crm.orders.v1 -------------------------------------------------------------------------------------
+def approval(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        data = inbound.read(inbound.ApprovalEvent, envelope)
+        item = data["approval"]
+        about = About("order", str(item["order_id"]), None, f"/orders/{item['order_id']}")
+        number, actor = item["order_number"], envelope.get("actor")
+        if envelope["type"] == "approval.decided":
+            decision = "approved" if data["decision"] == "approve" else "rejected"
+            who = _name(uow, data["decided_by"] or actor)
+            comment = data.get("comment")
+            notify(uow, settings, [item["requested_by"], item["owner_id"]], "approval_decided",
+                   lambda _r, language: render("approval_decided", language, {
+                       "number": number, "decision": word(language, decision), "actor": who,
+                       "comment": f" {comment}" if comment else ""}),
+                   about, source_key=envelope["id"], event_id=envelope["id"], actor=actor)
+        _keep_waiting(uow, item, envelope["time"])
+        if item["status"] != "pending":
+            return
+        # Whoever must act now (none named: any executive may).
+        approvers = [item["current_approver_id"]] if item["current_approver_id"] else _executives(uow)
+        kind = "approval_escalated" if envelope["type"] == "approval.escalated" else "approval_requested"
+        notify(uow, settings, approvers, kind,
+               lambda _r, language: render(kind, language, {"number": number, "level": item["current_level"] or ""}),
+               about, source_key=envelope["id"], event_id=envelope["id"], actor=actor)
+    return handle
+
+
+def _keep_waiting(uow: UnitOfWork, item: dict, as_of) -> None:
+    """The agenda's copy of who an approval waits for (none once it is decided)."""
+    from .db import WaitingApproval
+    row = uow.session.get(WaitingApproval, item["id"], with_for_update=True)
+    if row is not None and row.as_of > as_of:
+        return
+    row = row or WaitingApproval(id=item["id"], since=as_of)
+    if row.approver_id != item["current_approver_id"]:
+        row.since = as_of  # waiting for someone new from now
+    row.order_id, row.order_number, row.approver_id = item["order_id"], item["order_number"], item["current_approver_id"]
+    row.level, row.status, row.as_of = item["current_level"], item["status"], as_of
+    uow.session.add(row)
+
+
+def performance_alert(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        alert = inbound.read(inbound.AlertEvent, envelope)["alert"]
+        kind = "target_reached" if envelope["type"] == "performance.target_reached" else "pace_warning"
+        # The attainment only, never the amounts: a manager or executive reads those through
+        # /performance, which shows each what they may see (credit earned in another team, margins).
+        for recipient in dict.fromkeys([alert["rep_id"], alert["manager_id"], *alert["executive_ids"]]):
+            if not recipient:
+                continue
+            own = alert["subject_type"] == "user" and recipient == alert["subject_id"]
+            subject = alert["subject_id"] if alert["subject_type"] == "user" else None
+            name = _name(uow, subject) if subject else None
+
+            def text(_r, language, own=own, name=name) -> Text:
+                whose = word(language, "your") if own else (name or word(language, "team"))
+                return render(kind, language, {
+                    "whose": whose, "metric": word(language, alert["metric"]), "period": alert["period"],
+                    "attainment": alert["attainment"], "day": alert["day_of_period"],
+                    "below": alert.get("below_pct") or ""})
+
+            link = f"/performance?period={alert['period']}" + (f"&subject_id={subject}" if subject else "")
+            notify(uow, settings, [recipient], kind, text, About("performance", alert["subject_id"], None, link),
+                   source_key=envelope["id"], event_id=envelope["id"], actor=envelope.get("actor"))
+    return handle
+
+
+def orders_handlers(settings: Settings) -> dict:
+    approvals = approval(settings)
+    alerts = performance_alert(settings)
+    return {**{(k, 1): approvals for k in ("approval.requested", "approval.decided", "approval.escalated")},
+            ("performance.target_reached", 1): alerts, ("performance.pace_warning", 1): alerts,
+            ("handover.completed", 1): handover_completed(settings, "orders_service")}
+
+
+def account_uuid(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,176 @@
+"""Reminders: a lead's follow-up date and the next contact planned on an account or deal, kept from
+the events that set them, and the escalation ladder that fires on them (docs: the rep when due, the
+rep again a day later, the rep and their manager after three days with nothing logged).
+
+A reminder is closed when the record is worked (an activity is logged), closed (a lead converted,
+disqualified or deleted; a deal won or lost; an account deleted) and moves with the record when
+someone else is given it (the new owner is reminded instead). Times are kept in UTC; people read
+them in their own time zone."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from crmkit import clock
+from crmkit.db import Database, UnitOfWork, utcnow
+from crmkit.settings import Settings
+
+from . import preferences
+from .db import DirectoryTeam, Reminder
+from .inbox import About, notify
+from .messages import Text, render, word
+
+log = logging.getLogger(__name__)
+OPEN_LEAD_STATUSES = ("new", "contacted", "qualified")
+
+
+@dataclass(frozen=True)
+class Rung:
+    after: dt.timedelta  # after the due time
+    notify: tuple[str, ...]  # "owner", "manager"
+
+
+def _ladder_from(text: str) -> tuple[Rung, ...]:
+    rungs = tuple(Rung(dt.timedelta(hours=float(r["after_hours"])), tuple(r["notify"])) for r in json.loads(text))
+    if not rungs or any(not set(r.notify) <= {"owner", "manager"} or not r.notify for r in rungs) \
+            or list(rungs) != sorted(rungs, key=lambda r: r.after):
+        raise ValueError("NOTIFICATIONS_LADDER: rungs in time order, each notifying owner and/or manager")
+    return rungs
+
+
+DEFAULT_LADDER = ('[{"after_hours": 0, "notify": ["owner"]}, {"after_hours": 24, "notify": ["owner"]},'
+                  ' {"after_hours": 72, "notify": ["owner", "manager"]}]')
+
+
+def ladder() -> tuple[Rung, ...]:
+    """The escalation ladder, as data: NOTIFICATIONS_LADDER (JSON), or the default."""
+    return _ladder_from(os.environ.get("NOTIFICATIONS_LADDER") or DEFAULT_LADDER)
+
+
+def next_time(due_at: dt.datetime, rung: int, rungs: tuple[Rung, ...]) -> dt.datetime | None:
+    return due_at + rungs[rung].after if rung < len(rungs) else None
+
+
+# ---- upkeep from events -----------------------------------------------------------------------------
+def keep(uow: UnitOfWork, *, record_type: str, record_id: str, kind: str, title: str, owner_id: str | None,
+         team_id: str | None, due_at: dt.datetime | None, as_of: dt.datetime, account_id: uuid.UUID | None = None,
+         worked: bool = False) -> None:
+    """The record's reminder as an event now says it is: due at `due_at` for `owner_id` (none: no
+    reminder). A new due time, a new owner or work on the record start the ladder again; an event
+    older than the last one applied changes nothing."""
+    row = uow.session.execute(select(Reminder).where(
+        Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.kind == kind)
+        .with_for_update()).scalar_one_or_none()
+    if row is not None and row.as_of > as_of:
+        return
+    if due_at is None or owner_id is None:
+        if row is not None and row.status == "open":
+            row.status, row.next_at, row.as_of, row.updated_at = ("done" if worked else "cancelled"), None, as_of, utcnow()
+        return
+    if row is None:
+        row = Reminder(record_type=record_type, record_id=record_id, kind=kind, status="closed", due_at=due_at,
+                       rung=0, as_of=as_of)
+        uow.session.add(row)
+    restart = row.status != "open" or row.due_at != due_at or row.owner_id != owner_id or worked
+    row.title, row.account_id, row.owner_id, row.team_id = title[:300], account_id, owner_id, team_id
+    row.as_of, row.updated_at = as_of, utcnow()
+    if restart:
+        row.status, row.due_at, row.rung = "open", due_at, 0
+        row.next_at = next_time(due_at, 0, ladder())
+
+
+def close(uow: UnitOfWork, *, record_type: str, record_id: str, as_of: dt.datetime, worked: bool = False) -> None:
+    """The record was closed (or worked): its open reminders stop."""
+    for row in uow.session.execute(select(Reminder).where(
+            Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.status == "open")
+            .with_for_update()).scalars():
+        if row.as_of <= as_of:
+            row.status, row.next_at, row.as_of, row.updated_at = ("done" if worked else "cancelled"), None, as_of, utcnow()
+
+
+def move(uow: UnitOfWork, *, record_type: str, record_id: str, owner_id: str | None, team_id: str | None,
+         as_of: dt.datetime) -> None:
+    """The record has a new owner: they are reminded instead, from the first rung."""
+    rungs = ladder()
+    for row in uow.session.execute(select(Reminder).where(
+            Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.status == "open")
+            .with_for_update()).scalars():
+        if row.owner_id != owner_id and row.as_of <= as_of:
+            row.owner_id, row.team_id, row.rung = owner_id, team_id, 0
+            row.next_at, row.as_of, row.updated_at = next_time(row.due_at, 0, rungs), as_of, utcnow()
+
+
+# ---- the schedule ------------------------------------------------------------------------------------
+def fire_due(uow: UnitOfWork, settings: Settings, now: dt.datetime, limit: int = 500) -> int:
+    """Fire every rung due by `now` (at most `limit` this time); returns how many fired. Rows are
+    locked and skipped by a second worker, so two replicas never fire one rung twice (and a rung
+    is unique by its source key besides)."""
+    rungs = ladder()
+    stmt = (select(Reminder).where(Reminder.status == "open", Reminder.next_at <= now)
+            .order_by(Reminder.next_at, Reminder.id).limit(limit))
+    if uow.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    fired = 0
+    for row in uow.session.execute(stmt).scalars().all():
+        if row.rung >= len(rungs):
+            row.next_at = None
+            continue
+        _fire(uow, settings, row, row.rung, rungs[row.rung], now)
+        fired += 1
+        # Rungs whose time has passed too (a worker down for days) are skipped, not fired in a burst:
+        # the next one due in the future waits; the last one passed has just been told.
+        row.rung += 1
+        while row.rung < len(rungs) - 1 and next_time(row.due_at, row.rung + 1, rungs) <= now:
+            row.rung += 1
+        row.next_at = next_time(row.due_at, row.rung, rungs)
+        row.updated_at = utcnow()
+    return fired
+
+
+def _fire(uow: UnitOfWork, settings: Settings, row: Reminder, index: int, rung: Rung, now: dt.datetime) -> None:
+    manager = None
+    if "manager" in rung.notify and row.team_id:
+        team = uow.session.get(DirectoryTeam, row.team_id)
+        manager = team.manager_id if team is not None and team.manager_id != row.owner_id else None
+    overdue = index > 0
+    kind = "follow_up_overdue" if overdue else "follow_up_due"
+    link = {"lead": f"/leads/{row.record_id}", "account": f"/accounts/{row.record_id}",
+            "opportunity": f"/opportunities/{row.record_id}"}[row.record_type]
+
+    def text(recipient: str, language: str) -> Text:
+        zone = preferences.of(uow, recipient).zone
+        return render(kind, language, {
+            "title": row.title, "what": word(language, row.kind), "due": _local(row.due_at, zone),
+            "whose": word(language, "manager_too") if manager and recipient == row.owner_id else ""})
+
+    recipients = [row.owner_id] + ([manager] if manager else [])
+    notify(uow, settings, recipients, kind, text,
+           About(row.record_type, row.record_id, row.account_id, link),
+           source_key=f"reminder:{row.id}:{row.due_at.isoformat()}:{index}", at=now)
+
+
+def _local(moment: dt.datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def reminder_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 30.0) -> None:
+    """The worker's reminder schedule: fire what is due, every `interval` seconds, by crmkit.clock."""
+    while not stop.is_set():
+        try:
+            while True:
+                with db.uow() as uow:
+                    fired = fire_due(uow, settings, clock.now())
+                    uow.commit()
+                if fired < 500:
+                    break
+        except Exception:  # a database outage: try again next time
+            log.exception("reminder schedule failed; retrying")
+        stop.wait(interval)

@@ -1,0 +1,58 @@
+"""Notifications worker: the outbox relay; the consumers of the directory (the replica) and of the
+leads, opportunities and orders topics (what raises a notification, and the reminders' dates); the
+reminder ladder's schedule; the e-mail sender; and the morning agenda."""
+from __future__ import annotations
+
+import os
+from functools import partial
+
+from crmkit.consumer import Dispatch
+from crmkit.directory import apply_directory_event, directory_dispatch
+from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
+
+from . import agenda, email_delivery, raisers, reminders
+from .bootstrap import context
+from .db import DirectoryTeam, DirectoryUser
+from .events import DIRECTORY_TOPIC, LEADS_TOPIC, OPPORTUNITIES_TOPIC, ORDERS_TOPIC, TOPIC_PARTITIONS
+
+
+def _loop(fn, name: str, *args, interval_env: str, default: str):
+    loop = partial(fn, *args, interval=float(os.environ.get(interval_env, default)))
+    loop.__name__ = name
+    return loop
+
+
+def directory_handlers() -> dict:
+    """The replica only: this service holds no records to hand over (the record services tell the
+    successor what moved, and that is a notification here)."""
+    return directory_dispatch(lambda uow, envelope: apply_directory_event(uow, envelope, DirectoryUser, DirectoryTeam),
+                              lambda uow, envelope: None)
+
+
+def worker_spec() -> WorkerSpec:
+    ctx = context()
+    settings, db = ctx.settings, ctx.db
+    return WorkerSpec(
+        settings=settings, db=db, tables=ctx.tables,
+        topics={settings.topic(t): n for t, n in TOPIC_PARTITIONS.items()},
+        consumers=[
+            ConsumerSpec(group_id=f"{settings.topic_prefix}notifications-directory", handlers={
+                settings.topic(DIRECTORY_TOPIC): Dispatch(directory_handlers())}),
+            ConsumerSpec(group_id=f"{settings.topic_prefix}notifications", handlers={
+                settings.topic(LEADS_TOPIC): Dispatch(raisers.leads_handlers(settings)),
+                settings.topic(OPPORTUNITIES_TOPIC): Dispatch(raisers.opportunities_handlers(settings)),
+                settings.topic(ORDERS_TOPIC): Dispatch(raisers.orders_handlers(settings))}),
+        ],
+        loops=[
+            _loop(reminders.reminder_loop, "reminders", db, settings,
+                  interval_env="NOTIFICATIONS_REMINDER_INTERVAL_SECONDS", default="30"),
+            _loop(email_delivery.sender_loop, "email-sender", db, settings,
+                  interval_env="NOTIFICATIONS_SEND_INTERVAL_SECONDS", default="1"),
+            _loop(agenda.agenda_loop, "agenda", db, settings,
+                  interval_env="NOTIFICATIONS_AGENDA_INTERVAL_SECONDS", default="60"),
+        ],
+    )
+
+
+def main() -> None:
+    run_worker(worker_spec())

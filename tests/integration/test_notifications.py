@@ -1,0 +1,359 @@
+"""The notifications service in-process on SQLite and PostgreSQL (issue 17): events from the other
+services go through the worker's dispatch tables as the consumer delivers them; the reminder ladder
+and the e-mail sender run with times the test gives; e-mail goes to a real SMTP server (aiosmtpd)
+and is read back from it."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from crmkit.events import new_event
+from services.notifications import agenda, bootstrap, email_delivery, raisers, reminders
+from services.notifications.db import Base, Delivery, Notification
+from tests.integration.service_client import assert_migrations_match, deliver, service_client
+from tests.support.smtp import SmtpServer, html_of, text_of
+
+T0 = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)  # 10:00 in Shanghai
+
+
+@pytest.fixture
+def smtp():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def crm(database_url, topic_prefix, monkeypatch, smtp):
+    """Teams east (manager mia) and west (manager wes); reps ann (east) and bob (west); executive eve;
+    marketing kim. Ann reads e-mail in English at ann@example.com, bob in Chinese."""
+    for key, value in smtp.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CRM_PUBLIC_URL", "https://crm.example.com")
+    with service_client(bootstrap, "notifications", database_url, topic_prefix, monkeypatch) as client:
+        client.directory.put_team("east", "mia")
+        client.directory.put_team("west", "wes")
+        client.people = {
+            "ann": client.as_("ann", "rep", teams=["east"]), "bob": client.as_("bob", "rep", teams=["west"]),
+            "mia": client.as_("mia", "manager", teams=["east"], manages=["east"]),
+            "wes": client.as_("wes", "manager", teams=["west"], manages=["west"]),
+            "eve": client.as_("eve", "executive"), "kim": client.as_("kim", "marketing"),
+        }
+        client.directory.put_team("east", "mia")
+        client.directory.put_team("west", "wes")
+        for name, language in (("ann", "en"), ("bob", "zh"), ("mia", "en"), ("wes", "en"), ("eve", "en")):
+            _prefs(client.people[name], email=f"{name}@example.com", language=language)
+        yield client
+
+
+def _prefs(caller, **fields):
+    current = caller.get("/notification-preferences")
+    body = {k: v for k, v in current.json.items() if k not in ("user_id", "version")} | fields
+    r = caller.put("/notification-preferences", json=body, headers={"If-Match": current.headers["ETag"]})
+    assert r.status_code == 200, r.text
+    return r.json
+
+
+def _deliver(table_of, envelope):
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        deliver(table_of(ctx.settings), uow, envelope)
+        uow.commit()
+
+
+def _lead(lead_id, *, owner="ann", team="east", due=T0, status="new", company="Acme Tools"):
+    return {"id": lead_id, "company": company, "contact_name": "Li Lei", "status": status, "owner_id": owner,
+            "team_id": team, "follow_up_due_at": due.isoformat() if due else None, "score": 40,
+            "email": "li@acme.example", "quoted_price": "900.00"}
+
+
+def _lead_event(kind, lead, *, actor="system", **extra):
+    return new_event(kind, lead["id"], {"lead": lead, **extra}, source="leads", actor=actor)
+
+
+def _inbox(caller, **query):
+    r = caller.get("/notifications", query_string=query)
+    assert r.status_code == 200, r.text
+    return r.json
+
+
+def _fire(moment):
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        fired = reminders.fire_due(uow, ctx.settings, moment)
+        uow.commit()
+    return fired
+
+
+def _send(moment=None):
+    ctx = bootstrap.context()
+    return email_delivery.send_all(ctx.db, ctx.settings, email_delivery.SmtpSettings.from_env(), moment)
+
+
+def test_the_migrations_create_exactly_the_mapped_tables(database_url):
+    assert_migrations_match(bootstrap.MIGRATIONS, Base.metadata, database_url)
+
+
+def test_a_lead_assigned_by_rule_tells_the_rep_in_the_app_and_by_email_once(crm, smtp):
+    ann, bob = crm.people["ann"], crm.people["bob"]
+    lead = _lead(str(uuid.uuid4()))
+    assigned = _lead_event("lead.assigned", lead, previous_owner_id=None, reason="rule")
+    for _ in range(3):  # delivered three times (the consumer's record of applied events aside)
+        _deliver(raisers.leads_handlers, assigned)
+    page = _inbox(ann)
+    assert page["unread_count"] == 1 and len(page["items"]) == 1
+    note = page["items"][0]
+    assert note["type"] == "lead_assigned" and note["link"] == f"/leads/{lead['id']}"
+    assert "Acme Tools" in note["title"] and "18:00" not in note["body"] and "10:00" in note["body"]  # Shanghai time
+    assert "900" not in note["body"] and "li@acme" not in note["body"]  # nothing but what the rep needs to act
+    assert _inbox(bob)["items"] == []  # nobody else hears of it
+
+    assert _send() == 1 and _send() == 0  # sent once, and only once
+    [mail] = smtp.wait_for("ann@example.com")
+    assert mail["Subject"] == note["title"] and note["body"] in text_of(mail)
+    assert f"https://crm.example.com/leads/{lead['id']}" in text_of(mail) and "<h3>" in html_of(mail)
+    assert str(crm_delivery_id(note["id"])) in mail["Message-ID"]
+
+
+def crm_delivery_id(notification_id):
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        return uow.session.execute(select(Delivery.id).where(Delivery.notification_id == uuid.UUID(notification_id))).scalar_one()
+
+
+def test_a_rep_reads_only_their_own_notifications(crm):
+    ann, bob, eve = crm.people["ann"], crm.people["bob"], crm.people["eve"]
+    for _ in range(2):
+        _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4())), reason="rule",
+                                                     previous_owner_id=None))
+    mine = _inbox(ann)["items"]
+    for caller in (bob, eve):  # another rep, an executive: not theirs, so not there
+        r = caller.post(f"/notifications/{mine[0]['id']}/read")
+        assert r.status_code == 404 and r.headers["Content-Type"] == "application/problem+json"
+    assert _inbox(ann)["unread_count"] == 2
+    r = ann.post(f"/notifications/{mine[0]['id']}/read")
+    assert r.status_code == 200 and r.json["read_at"] is not None
+    assert _inbox(ann, unread="true")["unread_count"] == 1 and len(_inbox(ann, unread="true")["items"]) == 1
+    assert bob.post("/notifications/read-all").json == {"read": 0}
+    assert ann.post("/notifications/read-all").json == {"read": 1}
+    assert _inbox(ann)["unread_count"] == 0
+    # Bad input is a 4xx problem, never a 500.
+    for query in ({"unread": "maybe"}, {"limit": "0"}, {"type": "nonsense"}, {"cursor": "x"}, {"whose": "bob"}):
+        r = ann.get("/notifications", query_string=query)
+        assert r.status_code in (400, 422) and r.headers["Content-Type"] == "application/problem+json", query
+    assert ann.post(f"/notifications/{uuid.uuid4()}/read").status_code == 404
+    assert ann.post("/notifications/not-a-uuid/read").status_code == 404
+
+
+def test_a_follow_up_reminds_the_rep_then_the_rep_and_manager_until_an_activity_stops_it(crm):
+    ann, mia = crm.people["ann"], crm.people["mia"]
+    lead = _lead(str(uuid.uuid4()), due=T0)
+    _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
+    assert _fire(T0 - dt.timedelta(minutes=1)) == 0
+    assert _fire(T0) == 1
+    assert [n["type"] for n in _inbox(ann)["items"]] == ["follow_up_due"]
+    assert _fire(T0 + dt.timedelta(hours=23)) == 0
+    assert _fire(T0 + dt.timedelta(days=1)) == 1  # a day on: the rep again
+    assert [n["type"] for n in _inbox(ann)["items"]] == ["follow_up_overdue", "follow_up_due"]
+    assert _inbox(mia)["items"] == []
+    # The agenda of that day: the lead is overdue.
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        from crmkit.auth import Principal
+        items = agenda.agenda(uow, Principal("ann", "rep", ("east",), ()), T0 + dt.timedelta(days=1, hours=1),
+                              T0 + dt.timedelta(days=2))
+    assert [i["record_id"] for i in items["overdue"]] == [lead["id"]] and items["due"] == []
+    assert _fire(T0 + dt.timedelta(days=3)) == 1  # three days: the rep and the manager
+    overdue = _inbox(mia)["items"]
+    assert [n["type"] for n in overdue] == ["follow_up_overdue"] and overdue[0]["link"] == f"/leads/{lead['id']}"
+    assert "manager" in _inbox(ann)["items"][0]["body"]
+    # An activity is logged: the ladder stops (the lead's next date is days away).
+    later = T0 + dt.timedelta(days=10)
+    _deliver(raisers.leads_handlers, new_event("activity.logged", lead["id"], {
+        "lead_id": lead["id"], "activity_id": str(uuid.uuid4()), "kind": "call", "summary": "called",
+        "occurred_at": T0.isoformat(), "next_contact_at": later.isoformat(), "follow_up_due_at": later.isoformat(),
+        "owner_id": "ann", "team_id": "east", "company": "Acme Tools"}, source="leads", actor="ann"))
+    assert _fire(T0 + dt.timedelta(days=5)) == 0
+    assert len(_inbox(ann)["items"]) == 3 and len(_inbox(mia)["items"]) == 1
+    # Converted: nothing more, even when the new date comes.
+    _deliver(raisers.leads_handlers, _lead_event("lead.converted", {**_lead(lead["id"], due=None), "status": "converted"},
+                                                 owner_id="ann", team_id="east"))
+    assert _fire(later + dt.timedelta(days=5)) == 0
+
+
+def test_a_reassigned_lead_reminds_the_new_owner_instead(crm):
+    ann, bob = crm.people["ann"], crm.people["bob"]
+    lead = _lead(str(uuid.uuid4()), due=T0)
+    _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(lead["id"], owner="bob", team="west"),
+                                                 actor="wes", previous_owner_id="ann", reason="reassigned"))
+    assert _fire(T0) == 1
+    assert _inbox(ann)["items"] == []
+    assert [n["type"] for n in _inbox(bob)["items"]] == ["follow_up_due", "lead_assigned"]
+    assert "跟进" in _inbox(bob)["items"][0]["title"]  # bob reads Chinese
+
+
+def test_a_collision_tells_both_owners_and_both_managers_once_each_of_their_own_deal(crm):
+    sides = [{"opportunity_id": str(uuid.uuid4()), "name": "Acme lathe line", "owner_id": "ann", "team_id": "east",
+              "manager_id": "mia"},
+             {"opportunity_id": str(uuid.uuid4()), "name": "ACME Lathes Q1", "owner_id": "bob", "team_id": "west",
+              "manager_id": "wes"}]
+    match = {**sides[1], "score": 0.9, "signals": {"name": 0.9}, "reasons": ["same account name"]}
+    detected = new_event("opportunity.collision_detected", sides[0]["opportunity_id"], {
+        "opportunity": sides[0], "matches": [match], "more": 0, "current_ids": [sides[1]["opportunity_id"]],
+        "opportunities": sides, "owner_ids": ["ann", "bob"], "manager_ids": ["mia", "wes"]},
+        source="opportunities", actor="bob")
+    for _ in range(3):
+        _deliver(raisers.opportunities_handlers, detected)
+    for person, own, other in (("ann", 0, 1), ("mia", 0, 1), ("bob", 1, 0), ("wes", 1, 0)):
+        [note] = _inbox(crm.people[person])["items"]
+        assert note["type"] == "collision" and note["link"] == f"/opportunities/{sides[own]['opportunity_id']}"
+        text = json.dumps(note)
+        assert sides[own]["name"] in text and sides[other]["name"] not in text, person
+        assert sides[other]["opportunity_id"] not in text and sides[other]["owner_id"] not in note["body"]
+    assert _inbox(crm.people["eve"])["items"] == []
+
+
+def _approval_event(kind, *, status="pending", approver="mia", level="manager", **extra):
+    order_id = extra.pop("order_id", str(uuid.uuid4()))
+    approval_id = extra.pop("approval_id", str(uuid.uuid4()))
+    approval = {"id": approval_id, "order_id": order_id, "order_number": "SO-2026-0042", "owner_id": "ann",
+                "team_id": "east", "status": status, "reasons": [{"rule": "margin", "metric": "margin_pct", "op": "lt",
+                                                                   "threshold": "20", "value": "12", "chain": [level]}],
+                "steps": [], "current_approver_id": approver, "current_level": level, "requested_by": "ann",
+                "created_at": T0.isoformat(), "closed_at": None}
+    return new_event(kind, order_id, {"approval": approval, **extra}, source="orders", actor=extra.get("decided_by", "ann"))
+
+
+def test_approvals_tell_who_must_act_and_who_asked_and_fill_the_agenda(crm):
+    ann, mia, eve = crm.people["ann"], crm.people["mia"], crm.people["eve"]
+    requested = _approval_event("approval.requested")
+    _deliver(raisers.orders_handlers, requested)
+    [waiting] = _inbox(mia)["items"]
+    assert waiting["type"] == "approval_requested" and "SO-2026-0042" in waiting["title"]
+    assert "12" not in waiting["body"] and "margin" not in waiting["body"]  # the tripped rule's figures stay out
+    r = mia.get("/agenda")
+    assert r.status_code == 200 and [a["order_number"] for a in r.json["approvals"]] == ["SO-2026-0042"]
+    assert ann.get("/agenda").json["approvals"] == []
+    # Escalated to any executive (no one named).
+    escalated = _approval_event("approval.escalated", approver=None, level="executive",
+                                order_id=requested["data"]["approval"]["order_id"],
+                                approval_id=requested["data"]["approval"]["id"], escalated_from="mia")
+    _deliver(raisers.orders_handlers, escalated)
+    assert [n["type"] for n in _inbox(eve)["items"]] == ["approval_escalated"]
+    assert mia.get("/agenda").json["approvals"] == [] and len(eve.get("/agenda").json["approvals"]) == 1
+    decided = _approval_event("approval.decided", status="approved", approver=None, level=None,
+                              order_id=requested["data"]["approval"]["order_id"],
+                              approval_id=requested["data"]["approval"]["id"],
+                              decision="approve", decided_by="eve", comment="ok this once")
+    _deliver(raisers.orders_handlers, decided)
+    [told] = _inbox(ann)["items"]
+    assert told["type"] == "approval_decided" and "approved" in told["title"] and "ok this once" in told["body"]
+    assert eve.get("/agenda").json["approvals"] == []
+
+
+def test_a_performance_alert_tells_rep_manager_and_executives_without_amounts(crm):
+    alert = {"id": str(uuid.uuid4()), "rule": "monthly revenue", "kind": "target_reached", "subject_type": "user",
+             "subject_id": "ann", "metric": "revenue", "period": "2026-12", "day_of_period": 12,
+             "fired_on": "2026-12-12", "target": "300000.00", "actual": "312345.67", "attainment": "104.1",
+             "threshold_pct": "100", "below_pct": None, "rep_id": "ann", "manager_id": "mia", "executive_ids": ["eve"]}
+    reached = new_event("performance.target_reached", "user:ann", {"alert": alert}, source="orders", actor=None)
+    for _ in range(2):
+        _deliver(raisers.orders_handlers, reached)
+    for person in ("ann", "mia", "eve"):
+        [note] = _inbox(crm.people[person])["items"]
+        assert note["type"] == "target_reached" and "104.1%" in note["body"]
+        assert "312345" not in json.dumps(note) and "300000" not in json.dumps(note)
+    assert _inbox(crm.people["ann"])["items"][0]["title"].startswith("Your")
+    assert _inbox(crm.people["kim"])["items"] == [] and _inbox(crm.people["bob"])["items"] == []
+
+
+def test_preferences_are_validated_versioned_and_obeyed(crm, smtp):
+    ann = crm.people["ann"]
+    current = ann.get("/notification-preferences")
+    assert current.status_code == 200 and current.json["email"] == "ann@example.com"
+    body = {k: v for k, v in current.json.items() if k not in ("user_id", "version")}
+    assert ann.put("/notification-preferences", json=body).status_code == 428
+    assert ann.put("/notification-preferences", json=body, headers={"If-Match": '"v0"'}).status_code == 412
+    for bad in ({"time_zone": "Mars/Olympus"}, {"language": "fr"}, {"channels": {"lead_assigned": ["pigeon"]}},
+                {"channels": {"nonsense": ["inapp"]}}, {"quiet_hours": {"start": "25:00", "end": "07:00"}},
+                {"quiet_hours": {"start": "07:00", "end": "07:00"}}, {"email": "not an address"}, {"owner": "bob"}):
+        r = ann.put("/notification-preferences", json={**body, **bad}, headers={"If-Match": current.headers["ETag"]})
+        assert r.status_code == 422 and r.headers["Content-Type"] == "application/problem+json", bad
+    # No e-mail for assignments, and quiet hours from 09:00 to 18:00 Shanghai time for the rest.
+    _prefs(ann, channels={"lead_assigned": ["inapp"]}, quiet_hours={"start": "09:00", "end": "18:00"})
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4()), due=None), reason="rule",
+                                                 previous_owner_id=None))
+    assert _inbox(ann)["unread_count"] == 1
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        assert uow.session.execute(select(Delivery)).scalars().all() == []
+    lead = _lead(str(uuid.uuid4()), due=T0)
+    _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
+    _fire(T0)  # 10:00 in Shanghai: quiet
+    assert _send(T0) == 0
+    assert _send(dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)) == 1  # 18:00 there
+    assert [m["Subject"] for m in smtp.wait_for("ann@example.com")] == ["Follow up Acme Tools"]
+
+
+def test_email_waits_out_an_smtp_outage_and_goes_once_and_a_refused_address_fails(crm, smtp):
+    for _ in range(3):
+        _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4())), reason="rule",
+                                                     previous_owner_id=None))
+    smtp.stop()
+    with pytest.raises(email_delivery.ServerDown):
+        _send()
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        rows = uow.session.execute(select(Delivery)).scalars().all()
+    assert [(d.status, d.attempts, d.claimed_until) for d in rows] == [("pending", 0, None)] * 3
+    smtp.start()
+    assert _send() == 3 and _send() == 0
+    assert len(smtp.wait_for("ann@example.com", 3)) == 3
+    # An address the server refuses for good: failed at once, and delivery.failed is published.
+    smtp.refuse.add("bob@example.com")
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4()), owner="bob", team="west"),
+                                                 reason="rule", previous_owner_id=None))
+    assert _send() == 0
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        failed = uow.session.execute(select(Delivery).where(Delivery.address == "bob@example.com")).scalar_one()
+        outbox = bootstrap.KIT_TABLES["outbox"]
+        published = [json.loads(p) for p in uow.session.execute(select(outbox.c.payload)).scalars()]
+    assert failed.status == "failed" and failed.attempts == 1 and "550" in failed.last_error
+    [event] = [e for e in published if e["type"] == "delivery.failed"]
+    assert event["data"]["recipient_id"] == "bob" and event["data"]["channel"] == "email"
+
+
+def test_a_crash_between_sending_and_recording_sends_at_most_one_duplicate(crm, smtp, monkeypatch):
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4())), reason="rule",
+                                                 previous_owner_id=None))
+
+    def crash(*_):
+        raise SystemExit("killed after sending")
+
+    with monkeypatch.context() as patched, pytest.raises(SystemExit):
+        patched.setattr(email_delivery, "_sent", crash)
+        _send()
+    assert _send() == 0  # claimed by the sender that died: not yet
+    assert _send(dt.datetime.now(dt.UTC) + email_delivery.CLAIM + dt.timedelta(seconds=1)) == 1
+    assert _send(dt.datetime.now(dt.UTC) + 3 * email_delivery.CLAIM) == 0
+    mails = smtp.wait_for("ann@example.com", 2)
+    assert len(mails) == 2 and mails[0]["Message-ID"] == mails[1]["Message-ID"]  # the receiver can drop it
+
+
+def test_the_morning_agenda_is_emailed_once_a_day_at_the_local_hour(crm, smtp):
+    lead = _lead(str(uuid.uuid4()), due=T0 + dt.timedelta(hours=4))  # 14:00 in Shanghai
+    _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
+    ctx = bootstrap.context()
+    early, morning = dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC), dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC)
+    for moment, told in ((early, 0), (morning, 1), (morning + dt.timedelta(hours=2), 0)):  # 07:00, 08:30, 10:30
+        with ctx.db.uow() as uow:
+            assert agenda.send_morning_agendas(uow, ctx.settings, moment) == told
+            uow.commit()
+    _send()
+    [mail] = smtp.wait_for("ann@example.com")
+    assert mail["Subject"] == "Your agenda for 2026-12-01" and "Acme Tools" in text_of(mail) and "14:00" in text_of(mail)
+    assert smtp.messages("bob@example.com") == []  # nothing on bob's agenda: no e-mail
+    with ctx.db.uow(readonly=True) as uow:  # an e-mail only: not in the inbox as unread
+        note = uow.session.execute(select(Notification).where(Notification.type == "agenda")).scalar_one()
+    assert note.read_at is not None
