@@ -48,6 +48,13 @@ USER 10001:10001
 EXPOSE 8000 9100
 CMD ["gunicorn", "-c", "python:crmkit.gunicorn_conf", "services.orders.api:create_app()"]
 
+FROM base AS notifications
+COPY services/__init__.py services/__init__.py
+COPY services/notifications/ services/notifications/
+USER 10001:10001
+EXPOSE 8000 9100
+CMD ["gunicorn", "-c", "python:crmkit.gunicorn_conf", "services.notifications.api:create_app()"]
+
 FROM base AS gateway
 COPY gateway/ gateway/
 USER 10001:10001

@@ -439,7 +439,9 @@ def _overlay(name: str) -> dict:
         # and crm-admin itself (see docs/operations.md); the databases' come from CloudNativePG.
         extra["secretGenerator"] = [
             {"name": "crm-jwt", "literals": ["secret=dev-only-secret-change-me-in-production-0123456789"]},
-            {"name": "crm-admin", "literals": ["password=admin-dev-password"]}]
+            {"name": "crm-admin", "literals": ["password=admin-dev-password"]},
+            # A mail catcher in the dev namespace (or point these at a relay); production sets its own.
+            {"name": "crm-smtp", "literals": ["host=mailpit", "port=1025", "starttls=0"]}]
         extra["generatorOptions"] = {"disableNameSuffixHash": True}
     return _kustomization(["../../base"], namespace="crm" if prod else "crm-dev", **extra,
                           labels=[{"pairs": {"crm/environment": name}, "includeSelectors": False}],
@@ -501,6 +503,8 @@ def _compose() -> dict:
         # The upstreams that exist here; the others (services not built yet) answer 503 at the edge.
         "depends_on": {f"{d.name}-api": {"condition": "service_healthy"} for d in DEPLOYABLES},
         "restart": "unless-stopped"}
+    # The notifications service's e-mail goes to a mail catcher on a laptop: read it on :8025.
+    services["mailpit"] = {"image": "axllent/mailpit:v1.21", "ports": ["127.0.0.1:8025:8025"], "restart": "unless-stopped"}
     services["prometheus"] = {"image": "prom/prometheus:v2.55.1",
                               "volumes": ["./compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
                                           "./prometheus/rules.yml:/etc/prometheus/rules.yml:ro"],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from infra.stack import GATEWAY, SERVICES
+from infra.stack import GATEWAY, RECORD_SERVICES, SERVICES
 
 REPO = Path(__file__).resolve().parent.parent
 # compose only, for one laptop: overridden by the variable when it is set
@@ -113,14 +113,22 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "LEADS_FOLLOW_UP_SLA_HOURS": 24, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": 30,
         "LEADS_IMPORT_MAX_ROWS": 200000, "OPPORTUNITIES_RECHECK_INTERVAL_SECONDS": 0.5,
         "ORDERS_ESCALATION_INTERVAL_SECONDS": 60, "ORDERS_ALERT_INTERVAL_SECONDS": 300,
-        "CRM_TIME_ZONE": "Asia/Shanghai",
+        "CRM_TIME_ZONE": "Asia/Shanghai", "CRM_LANGUAGE": "zh",
+        # notifications: the schedules, the ladder (empty: the default), the morning agenda, e-mail
+        "NOTIFICATIONS_REMINDER_INTERVAL_SECONDS": 30, "NOTIFICATIONS_SEND_INTERVAL_SECONDS": 1,
+        "NOTIFICATIONS_AGENDA_INTERVAL_SECONDS": 60, "NOTIFICATIONS_LADDER": "", "NOTIFICATIONS_AGENDA_HOUR": 8,
+        "SMTP_HOST": _secret("crm-smtp", "host", "mailpit"), "SMTP_PORT": _secret("crm-smtp", "port", "1025"),
+        "SMTP_STARTTLS": _secret("crm-smtp", "starttls", "0"),
+        "SMTP_USERNAME": _secret("crm-smtp", "username", "", optional=True),
+        "SMTP_PASSWORD": _secret("crm-smtp", "password", "", optional=True),
+        "SMTP_FROM": "SFA CRM <crm@example.com>", "CRM_PUBLIC_URL": "https://crm.example.com",
         "CRM_DIRECTORY_REFRESH_SECONDS": 0.5, "CRM_DIRECTORY_CATCH_UP_SECONDS": 3,
         # The gateway API's /metrics on the metrics port, not on the port the ingress exposes.
         # (Read by gunicorn only, so the worker ignores it; empty for the services, whose API port is internal.)
         "CRM_METRICS_PORT": 9100 if d.name == "gateway" else "", "CRM_METRICS_ADDR": "0.0.0.0",
         # the gateway
         **{f"{u.upper()}_URL": f"http://{u}-api:8000" for u in d.upstreams},
-        "CRM_HANDOVER_SERVICES": ",".join(u for u in d.upstreams),
+        "CRM_HANDOVER_SERVICES": ",".join(u for u in d.upstreams if u in RECORD_SERVICES),
         "CRM_ADMIN_PASSWORD": _secret("crm-admin", "password", "${CRM_ADMIN_PASSWORD:-admin-dev-password}"),
         "CRM_JWT_PRIVATE_KEY": _secret("crm-jwt", "private-key", "", optional=True), "CRM_JWT_KEY_ID": "",
         "CRM_TOKEN_TTL_SECONDS": 900, "CRM_SIGN_IN_FAILURES": 10, "CRM_SIGN_IN_WINDOW_SECONDS": 900,
@@ -210,7 +218,7 @@ def worker_consumers(package: str) -> list[tuple[str, str]]:
     scratch = {"CRM_STATE_DIR": tempfile.mkdtemp(prefix="crm-inventory-"), "CRM_TOPIC_PREFIX": "",
                "CRM_JWT_SECRET": "inventory-only-never-verifies-anything-0123456789",
                # as deployed (env_for): the gateway waits for handover answers from these services only
-               "CRM_HANDOVER_SERVICES": ",".join(s.name for s in SERVICES)}
+               "CRM_HANDOVER_SERVICES": ",".join(s.name for s in SERVICES if s.name in RECORD_SERVICES)}
     previous = {k: os.environ.get(k) for k in scratch}
     os.environ.update(scratch)
     try:

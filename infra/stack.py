@@ -38,7 +38,8 @@ class ServiceDef:
 
 
 # The services that exist so far; the others join this list as they land.
-SERVICES = [ServiceDef("leads", 8001, 9101), ServiceDef("opportunities", 8002, 9102), ServiceDef("orders", 8003, 9103)]
+SERVICES = [ServiceDef("leads", 8001, 9101), ServiceDef("opportunities", 8002, 9102), ServiceDef("orders", 8003, 9103),
+            ServiceDef("notifications", 8004, 9104)]
 GATEWAY = ServiceDef("gateway", 8080, 9100, package_name="gateway")
 GATEWAY_API_METRICS_PORT = 9180  # the gateway API's /metrics (not on 8080, the public port)
 # Under make run the public port is HAProxy's (the edge, deploy/edge/haproxy.cfg); the Python gateway

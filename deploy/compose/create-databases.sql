@@ -1,4 +1,5 @@
 CREATE DATABASE leads;
 CREATE DATABASE opportunities;
 CREATE DATABASE orders;
+CREATE DATABASE notifications;
 CREATE DATABASE gateway;

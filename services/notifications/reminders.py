@@ -120,16 +120,14 @@ def fire_due(uow: UnitOfWork, settings: Settings, now: dt.datetime, limit: int =
         stmt = stmt.with_for_update(skip_locked=True)
     fired = 0
     for row in uow.session.execute(stmt).scalars().all():
-        if row.rung >= len(rungs):
-            row.next_at = None
-            continue
-        _fire(uow, settings, row, row.rung, rungs[row.rung], now)
-        fired += 1
-        # Rungs whose time has passed too (a worker down for days) are skipped, not fired in a burst:
-        # the next one due in the future waits; the last one passed has just been told.
-        row.rung += 1
-        while row.rung < len(rungs) - 1 and next_time(row.due_at, row.rung + 1, rungs) <= now:
+        # A worker down for days does not fire the rungs it missed in a burst: only the last one
+        # whose time has come (the manager hears of it once, not after a day's reminder replayed).
+        while row.rung + 1 < len(rungs) and next_time(row.due_at, row.rung + 1, rungs) <= now:
             row.rung += 1
+        if row.rung < len(rungs):
+            _fire(uow, settings, row, row.rung, rungs[row.rung], now)
+            fired += 1
+        row.rung += 1
         row.next_at = next_time(row.due_at, row.rung, rungs)
         row.updated_at = utcnow()
     return fired

@@ -15,7 +15,7 @@ import requests
 from crmkit.auth import issue_token
 from tests.e2e.edge_stack import start_edge
 from tests.e2e.gateway_stack import PASSWORD, free_port
-from tests.infra import JWT_SECRET
+from tests.infra import JWT_SECRET, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -170,9 +170,14 @@ def test_a_body_over_the_limit_is_413_before_it_reaches_a_service(crm, edge):
 
 
 def test_a_service_that_is_not_there_is_503_problem_json(crm, edge):
-    # The notifications service is in the policy but not built yet: its upstream answers nothing.
-    r = _get(edge, crm.token("exec"), "/notifications")
-    _problem(r, 503)
+    crm.stop("notifications-api")
+    try:
+        r = _get(edge, crm.token("exec"), "/notifications")
+        _problem(r, 503)
+    finally:
+        crm.start("notifications-api")
+    wait_for(lambda: _get(edge, crm.token("exec"), "/notifications").status_code == 200, timeout=30,
+             what="the notifications service back behind the edge")
 
 
 def test_rate_limits_answer_429_with_retry_after(crm, tmp_path):

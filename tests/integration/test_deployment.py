@@ -274,7 +274,7 @@ def test_the_edge_runs_the_generated_configuration_with_every_setting_it_reads(r
     assert "10.0.0.0/8" in edge_env["EDGE_TRUSTED_PROXIES"]
     assert services["edge"]["environment"]["EDGE_TRUSTED_PROXIES"] == ""  # nothing in front on a laptop
     assert [name for name, service in services.items() if "ports" in service and name not in
-            ("prometheus", "grafana")] == ["edge"]
+            ("prometheus", "grafana", "mailpit")] == ["edge"]  # and the dev tools
 
 
 def test_no_container_runs_as_root(rendered):

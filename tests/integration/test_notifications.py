@@ -357,3 +357,18 @@ def test_the_morning_agenda_is_emailed_once_a_day_at_the_local_hour(crm, smtp):
     with ctx.db.uow(readonly=True) as uow:  # an e-mail only: not in the inbox as unread
         note = uow.session.execute(select(Notification).where(Notification.type == "agenda")).scalar_one()
     assert note.read_at is not None
+
+
+def test_a_schedule_that_was_down_fires_only_the_last_rung_it_missed(crm):
+    ann, mia = crm.people["ann"], crm.people["mia"]
+    lead = _lead(str(uuid.uuid4()), due=T0)
+    _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
+    assert _fire(T0 + dt.timedelta(days=4)) == 1 and _fire(T0 + dt.timedelta(days=4)) == 0
+    assert [n["type"] for n in _inbox(ann)["items"]] == ["follow_up_overdue"]
+    assert [n["type"] for n in _inbox(mia)["items"]] == ["follow_up_overdue"]
+    assert _fire(T0 + dt.timedelta(days=40)) == 0  # the ladder is done; the agenda still lists it
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        from crmkit.auth import Principal
+        items = agenda.agenda(uow, Principal("ann", "rep", ("east",), ()), T0 + dt.timedelta(days=40),
+                              T0 + dt.timedelta(days=41))
+    assert [i["record_id"] for i in items["overdue"]] == [lead["id"]]
