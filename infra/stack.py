@@ -174,6 +174,7 @@ def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_p
 
 # ---- make run / make stop -----------------------------------------------------------------------
 RUN_DIR = REPO / ".state" / "run"
+MAIL_DIR, MAIL_PORT = RUN_DIR / "mail", 8025  # the local mail catcher's (infra/mailcatcher.py)
 PIDS = RUN_DIR / "pids.json"
 
 
@@ -191,7 +192,12 @@ def up(db: str) -> None:
     # Behind the edge, whose X-Forwarded-For names the client (its own limits count per client, not
     # per edge).
     gw_env = {**gateway_env(env, SERVICES), "CRM_TRUSTED_PROXIES": "1"}
-    procs = []
+    # E-mail from the notifications service goes to a local catcher, never to anyone's mailbox.
+    env.setdefault("SMTP_HOST", "127.0.0.1")
+    env.setdefault("SMTP_PORT", str(MAIL_PORT))
+    procs = [ManagedProcess("mailcatcher", [str(VENV_BIN / "python"), "-m", "infra.mailcatcher", "--port",
+                                            env["SMTP_PORT"], "--dir", str(MAIL_DIR)],
+                            env, RUN_DIR / "logs" / "mailcatcher.log").start()]
     for s in SERVICES:
         migrate(s, env)
         procs += [api_process(s, env, state_dir=RUN_DIR).start(), worker_process(s, env, state_dir=RUN_DIR).start()]
@@ -257,6 +263,7 @@ def print_welcome(env: dict) -> None:
     print(f"  gateway       http://127.0.0.1:{LOCAL_GATEWAY_PORT} (tokens, directory, customer view; behind the edge)")
     for s in SERVICES:
         print(f"  {s.name:<13} http://127.0.0.1:{s.api_port} (behind the edge; services verify tokens too)")
+    print(f"  e-mail        caught on 127.0.0.1:{MAIL_PORT}; read it in {MAIL_DIR} (one .eml file each)")
     print(f"  logs          {RUN_DIR / 'logs'}")
     print(f"\nSign in as admin / {env['CRM_ADMIN_PASSWORD']}, or as a demo user with the password {DEMO_PASSWORD}:")
     for username, name, role, team, _region in DEMO_USERS:
