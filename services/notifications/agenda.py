@@ -28,7 +28,7 @@ def agenda(uow: UnitOfWork, principal, start: dt.datetime, end: dt.datetime) -> 
     """What `principal` has to do between `start` and `end`, and what is overdue before `start`."""
     mine = select(Reminder).where(Reminder.owner_id == principal.user_id, Reminder.status == "open")
     due = uow.session.execute(mine.where(Reminder.due_at >= start, Reminder.due_at < end)
-                              .order_by(Reminder.due_at, Reminder.id)).scalars().all()
+                              .order_by(Reminder.due_at, Reminder.id).limit(500)).scalars().all()
     overdue = uow.session.execute(mine.where(Reminder.due_at < start).order_by(Reminder.due_at, Reminder.id)
                                   .limit(200)).scalars().all()
     waiting = select(WaitingApproval).where(WaitingApproval.status == "pending")
@@ -79,12 +79,16 @@ def send_morning_agendas(uow: UnitOfWork, settings: Settings, now: dt.datetime) 
         items = agenda(uow, Principal(user_id=person.id, role=person.role, teams=(), manages=()), start, end)
         if not (items["due"] or items["overdue"] or items["approvals"]):
             continue
-        lines = _lines(items, prefs)
-        notify(uow, settings, [person.id], "agenda",
-               lambda _r, language, lines=lines, day=day: render("agenda", language, {
-                   "day": day.isoformat(), "lines": "\n".join(lines[language])}),
-               About(link="/agenda"), source_key=f"agenda:{day.isoformat()}", at=now)
-        told += 1
+        try:
+            with uow.session.begin_nested():  # one person's agenda that cannot be written stops no other's
+                lines = _lines(items, prefs)
+                notify(uow, settings, [person.id], "agenda",
+                       lambda _r, language, lines=lines, day=day: render("agenda", language, {
+                           "day": day.isoformat(), "lines": "\n".join(lines[language])}),
+                       About(link="/agenda"), source_key=f"agenda:{day.isoformat()}", at=now)
+            told += 1
+        except (ValueError, OverflowError, LookupError):
+            log.exception("the agenda of %s could not be written", person.id)
     return told
 
 

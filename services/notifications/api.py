@@ -10,11 +10,13 @@ from marshmallow import RAISE
 
 from crmkit.auth import ROLES
 from crmkit.etag import IF_MATCH, etag_for, require_if_match
+from crmkit.pagination import BadQuery
 from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
 
 from . import agenda, inbox, preferences
 from .bootstrap import context
 from .schemas import (
+    MAX_AGENDA_DAYS,
     AgendaArgsSchema,
     AgendaSchema,
     NotificationListArgsSchema,
@@ -70,15 +72,18 @@ def read_all(args):
 @roles(*EVERYONE)
 def get_agenda(args):
     """Your follow-ups and next contacts due from `from` to `to` (today, in your time zone, by
-    default), what is overdue before that, and the approvals waiting for you."""
+    default), what is overdue before that, and the approvals waiting for you.
+
+    400 when `to` is not after `from`, or more than 62 days after it.
+    """
     with ctx().db.uow(readonly=True) as uow:
         prefs = preferences.of(uow, principal().user_id)
         _day, start, end = agenda.today(prefs, dt.datetime.now(dt.UTC))
         start = args.get("start", start)
         end = args.get("end", start + dt.timedelta(days=1))
-        if end <= start:
-            from crmkit.errors import ValidationFailed
-            raise ValidationFailed("`to` must be after `from`", errors={"to": ["must be after `from`"]})
+        if not start < end <= start + dt.timedelta(days=MAX_AGENDA_DAYS):
+            raise BadQuery("`to` must be after `from`, and at most 62 days after it",
+                           errors={"to": [f"after `from`, and at most {MAX_AGENDA_DAYS} days after it"]})
         return {**agenda.agenda(uow, principal(), start, end), "time_zone": prefs.time_zone}
 
 

@@ -43,8 +43,8 @@ class Notification(Base):
     title: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     link: Mapped[str | None] = mapped_column(String(300))
-    event_id: Mapped[str | None] = mapped_column(String(64))  # the event that raised it (none for a reminder)
-    source_key: Mapped[str] = mapped_column(String(120))
+    event_id: Mapped[str | None] = mapped_column(String(100))  # the event that raised it (none for a reminder)
+    source_key: Mapped[str] = mapped_column(String(200))
     record_type: Mapped[str | None] = mapped_column(String(20))
     record_id: Mapped[str | None] = mapped_column(String(64))
     account_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the customer it is about, for the customer view
@@ -73,6 +73,7 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     claimed_until = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(40))  # the sender holding the claim
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     sent_at = mapped_column(UTCDateTime)
@@ -95,11 +96,12 @@ class Reminder(Base):
     owner_id: Mapped[str | None] = mapped_column(String(64), index=True)
     team_id: Mapped[str | None] = mapped_column(String(64))
     due_at = mapped_column(UTCDateTime, nullable=False)
+    # The rungs count from here: the due time, or when a new owner was given it after that time.
+    ladder_start = mapped_column(UTCDateTime, nullable=False)
     rung: Mapped[int] = mapped_column(Integer, default=0)  # the ladder's next rung to fire
     next_at = mapped_column(UTCDateTime)  # when that rung fires; null once the ladder is done
     status: Mapped[str] = mapped_column(String(20))  # open | done | cancelled
-    # The event that last set it, by time: an older event arriving late changes nothing.
-    as_of = mapped_column(UTCDateTime, nullable=False)
+    as_of = mapped_column(UTCDateTime, nullable=False)  # the time of the event that last changed it
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     __table_args__ = (
         UniqueConstraint("record_type", "record_id", "kind", name="uq_reminders_record"),

@@ -18,6 +18,7 @@ import os
 import smtplib
 import ssl
 import threading
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
@@ -27,15 +28,18 @@ from crmkit.db import Database, utcnow
 from crmkit.settings import Settings
 
 from . import preferences
-from .db import Delivery, Notification
+from .db import Delivery, DirectoryUser, Notification
 from .events import DELIVERY_FAILED, event
 from .messages import email
 
 log = logging.getLogger(__name__)
 BACKOFF = (dt.timedelta(seconds=5), dt.timedelta(minutes=5), dt.timedelta(minutes=30), dt.timedelta(hours=2),
            dt.timedelta(hours=5), dt.timedelta(hours=10))
-CLAIM = dt.timedelta(seconds=60)  # longer than one send may take
 BATCH = 50
+SMTP_TIMEOUT = 10.0
+# Longer than a whole batch may take (every send timing out): a claim never lapses while its sender
+# is still working through the batch, so only a sender that died leaves mail to send again.
+CLAIM = dt.timedelta(seconds=BATCH * SMTP_TIMEOUT + 30)
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class SmtpSettings:
     password: str | None
     sender: str
     base_url: str  # where links in e-mails point (the console)
-    timeout: float = 10.0
+    timeout: float = SMTP_TIMEOUT
 
     @classmethod
     def from_env(cls) -> SmtpSettings:
@@ -68,8 +72,10 @@ def backoff(attempts: int) -> dt.timedelta | None:
     return BACKOFF[attempts - 1] if attempts <= len(BACKOFF) else None
 
 
-def claim(db: Database, now: dt.datetime) -> list[dict]:
-    """Take up to BATCH due deliveries for this sender (committed before anything is sent)."""
+def claim(db: Database, now: dt.datetime, token: str) -> list[dict]:
+    """Take up to BATCH due deliveries for this sender, under `token` (committed before anything is
+    sent). Each goes to its recipient's address as it is now; one whose recipient has since been
+    deactivated, or has no address any more, is cancelled rather than sent."""
     with db.uow() as uow:
         stmt = (select(Delivery, Notification).join(Notification, Notification.id == Delivery.notification_id)
                 .where(Delivery.status == "pending", Delivery.channel == "email", Delivery.next_attempt_at <= now,
@@ -79,45 +85,57 @@ def claim(db: Database, now: dt.datetime) -> list[dict]:
             stmt = stmt.with_for_update(of=Delivery, skip_locked=True)
         taken = []
         for delivery, note in uow.session.execute(stmt).all():
+            user = uow.session.get(DirectoryUser, note.recipient_id)
+            prefs = preferences.of(uow, note.recipient_id)
+            if (user is not None and not user.active) or not prefs.email:
+                delivery.status, delivery.last_error = "cancelled", "the recipient is deactivated or has no address"
+                continue
+            delivery.address, delivery.claimed_by = prefs.email, token
             delivery.claimed_until = now + CLAIM
-            language = preferences.of(uow, note.recipient_id).language
-            taken.append({"id": delivery.id, "address": delivery.address, "title": note.title, "body": note.body,
-                          "link": note.link, "language": language})
+            taken.append({"id": delivery.id, "address": prefs.email, "title": note.title, "body": note.body,
+                          "link": note.link, "language": prefs.language})
         uow.commit()
     return taken
 
 
 def send_all(db: Database, settings: Settings, smtp: SmtpSettings, now: dt.datetime | None = None) -> int:
     """Send what is due now; returns how many were sent. Raises ServerDown when the server cannot
-    be reached (the claims lapse; nothing is counted against the deliveries)."""
-    taken = claim(db, now or utcnow())
+    be reached (the claims are released; nothing is counted against the deliveries)."""
+    token = uuid.uuid4().hex
+    taken = claim(db, now or utcnow(), token)
     if not taken:
         return 0
     sent = 0
     try:
         connection = _connect(smtp)
     except (OSError, smtplib.SMTPException) as exc:
-        _release(db, [t["id"] for t in taken])
+        _release(db, [t["id"] for t in taken], token)
         raise ServerDown(str(exc)) from exc
     try:
-        for item in taken:
-            message = email(sender=smtp.sender, to=item["address"], title=item["title"], body=item["body"],
-                            link=item["link"], base_url=smtp.base_url, language=item["language"],
-                            delivery_id=str(item["id"]))
+        for index, item in enumerate(taken):
             try:
+                message = email(sender=smtp.sender, to=item["address"], title=item["title"], body=item["body"],
+                                link=item["link"], base_url=smtp.base_url, language=item["language"],
+                                delivery_id=str(item["id"]))
                 connection.send_message(message)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = next(iter(exc.recipients.values()))
-                _failed(db, settings, item["id"], f"{code} {reply!r}", permanent=code >= 500)
+                _failed(db, settings, item["id"], token, f"{code} {reply!r}", permanent=code >= 500)
                 continue
             except smtplib.SMTPResponseException as exc:
-                _failed(db, settings, item["id"], f"{exc.smtp_code} {exc.smtp_error!r}", permanent=exc.smtp_code >= 500)
+                _failed(db, settings, item["id"], token, f"{exc.smtp_code} {exc.smtp_error!r}",
+                        permanent=exc.smtp_code >= 500)
+                continue
+            except (smtplib.SMTPNotSupportedError, ValueError, UnicodeError) as exc:
+                # This message cannot be sent as it is (an address the server cannot take): it fails
+                # alone, and the queue goes on.
+                _failed(db, settings, item["id"], token, f"cannot be sent: {exc}", permanent=True)
                 continue
             except (OSError, smtplib.SMTPServerDisconnected) as exc:
                 # The connection broke mid-batch: what was not sent waits for the server to come back.
-                _release(db, [t["id"] for t in taken[taken.index(item):]])
+                _release(db, [t["id"] for t in taken[index:]], token)
                 raise ServerDown(str(exc)) from exc
-            _sent(db, item["id"])
+            _sent(db, item["id"], token)
             sent += 1
     finally:
         try:
@@ -136,26 +154,38 @@ def _connect(smtp: SmtpSettings) -> smtplib.SMTP:
     return connection
 
 
-def _sent(db: Database, delivery_id) -> None:
+def _held(uow, delivery_id, token: str) -> Delivery | None:
+    """The delivery if this sender still holds its claim (another may have taken it since the claim
+    lapsed: its outcome is theirs to record)."""
+    delivery = uow.session.get(Delivery, delivery_id, with_for_update=True)
+    return delivery if delivery is not None and delivery.status == "pending" and delivery.claimed_by == token else None
+
+
+def _sent(db: Database, delivery_id, token: str) -> None:
     with db.uow() as uow:
-        delivery = uow.session.get(Delivery, delivery_id)
-        delivery.status, delivery.sent_at, delivery.claimed_until = "sent", utcnow(), None
-        delivery.attempts += 1
+        delivery = _held(uow, delivery_id, token)
+        if delivery is not None:
+            delivery.status, delivery.sent_at, delivery.claimed_until, delivery.claimed_by = "sent", utcnow(), None, None
+            delivery.attempts += 1
         uow.commit()
 
 
-def _release(db: Database, ids: list) -> None:
+def _release(db: Database, ids: list, token: str) -> None:
     with db.uow() as uow:
-        for delivery in uow.session.execute(select(Delivery).where(Delivery.id.in_(ids))).scalars():
-            if delivery.status == "pending":
-                delivery.claimed_until = None
+        for delivery in uow.session.execute(select(Delivery).where(
+                Delivery.id.in_(ids), Delivery.status == "pending", Delivery.claimed_by == token)).scalars():
+            delivery.claimed_until, delivery.claimed_by = None, None
         uow.commit()
 
 
-def _failed(db: Database, settings: Settings, delivery_id, error: str, *, permanent: bool) -> None:
+def _failed(db: Database, settings: Settings, delivery_id, token: str, error: str, *, permanent: bool) -> None:
     with db.uow() as uow:
-        delivery = uow.session.get(Delivery, delivery_id)
+        delivery = _held(uow, delivery_id, token)
+        if delivery is None:
+            uow.commit()
+            return
         delivery.attempts += 1
+        delivery.claimed_by = None
         delivery.last_error, delivery.claimed_until = error[:500], None
         wait = None if permanent else backoff(delivery.attempts)
         if wait is not None:

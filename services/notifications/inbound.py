@@ -3,9 +3,10 @@ never import each other): a tolerant reader takes the fields it needs and ignore
 producer adding a field changes nothing here. An event missing what it needs is dead-lettered."""
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from crmkit.consumer import Reject
+from crmkit.fields import Text, Timestamp
 
 
 class _Tolerant(Schema):
@@ -13,52 +14,65 @@ class _Tolerant(Schema):
         unknown = EXCLUDE
 
 
-Time = fields.AwareDateTime
+
+
+def Time(**kwargs):  # noqa: N802 - a field factory
+    """A time as the APIs take them: years 1900-2999 (a year-1 date would overflow in a time zone)."""
+    return Timestamp(**kwargs)
+
+
+def Id(**kwargs):  # noqa: N802 - a field factory
+    """A person's, team's or record's id: at most 64 characters, as stored here."""
+    return Text(64, min_length=1, **kwargs)
+
+
+def Name(**kwargs):  # noqa: N802 - a field factory
+    return Text(300, **kwargs)
 
 
 class Lead(_Tolerant):
-    id = fields.String(required=True)
-    company = fields.String(load_default=None, allow_none=True)
-    contact_name = fields.String(load_default=None, allow_none=True)
-    status = fields.String(required=True)
-    owner_id = fields.String(required=True, allow_none=True)
-    team_id = fields.String(required=True, allow_none=True)
+    id = Id(required=True)
+    company = Name(load_default=None, allow_none=True)
+    contact_name = Name(load_default=None, allow_none=True)
+    status = Name(required=True)
+    owner_id = Id(required=True, allow_none=True)
+    team_id = Id(required=True, allow_none=True)
     follow_up_due_at = Time(required=True, allow_none=True)
     deleted_at = Time(load_default=None, allow_none=True)
 
 
 class LeadEvent(_Tolerant):
     lead = fields.Nested(Lead, required=True)
-    reason = fields.String(load_default=None, allow_none=True)
-    previous_owner_id = fields.String(load_default=None, allow_none=True)
+    reason = Name(load_default=None, allow_none=True)
+    previous_owner_id = Id(load_default=None, allow_none=True)
 
 
 class LeadActivity(_Tolerant):
-    lead_id = fields.String(required=True)
-    kind = fields.String(required=True)
-    summary = fields.String(load_default=None, allow_none=True)
+    lead_id = Id(required=True)
+    kind = Name(required=True)
+    summary = Text(2000, load_default=None, allow_none=True)
     follow_up_due_at = Time(required=True, allow_none=True)
-    owner_id = fields.String(required=True, allow_none=True)
-    team_id = fields.String(required=True, allow_none=True)
-    company = fields.String(load_default=None, allow_none=True)
+    owner_id = Id(required=True, allow_none=True)
+    team_id = Id(required=True, allow_none=True)
+    company = Name(load_default=None, allow_none=True)
 
 
 class DealActivity(_Tolerant):
     account_id = fields.UUID(required=True)
     opportunity_id = fields.UUID(required=True, allow_none=True)
-    kind = fields.String(required=True)
-    summary = fields.String(load_default=None, allow_none=True)
+    kind = Name(required=True)
+    summary = Text(2000, load_default=None, allow_none=True)
     next_contact_at = Time(required=True, allow_none=True)
-    logged_by = fields.String(required=True)
-    owner_id = fields.String(required=True, allow_none=True)
-    team_id = fields.String(required=True, allow_none=True)
+    logged_by = Id(required=True)
+    owner_id = Id(required=True, allow_none=True)
+    team_id = Id(required=True, allow_none=True)
 
 
 class Account(_Tolerant):
     id = fields.UUID(required=True)
-    name = fields.String(required=True)
-    owner_id = fields.String(required=True, allow_none=True)
-    team_id = fields.String(required=True, allow_none=True)
+    name = Name(required=True)
+    owner_id = Id(required=True, allow_none=True)
+    team_id = Id(required=True, allow_none=True)
 
 
 class AccountEvent(_Tolerant):
@@ -68,10 +82,10 @@ class AccountEvent(_Tolerant):
 class Opportunity(_Tolerant):
     id = fields.UUID(required=True)
     account_id = fields.UUID(required=True)
-    name = fields.String(required=True)
-    owner_id = fields.String(required=True, allow_none=True)
-    team_id = fields.String(required=True, allow_none=True)
-    status = fields.String(required=True)
+    name = Name(required=True)
+    owner_id = Id(required=True, allow_none=True)
+    team_id = Id(required=True, allow_none=True)
+    status = Name(required=True)
 
 
 class OpportunityEvent(_Tolerant):
@@ -80,47 +94,47 @@ class OpportunityEvent(_Tolerant):
 
 class CollisionSide(_Tolerant):
     opportunity_id = fields.UUID(required=True)
-    name = fields.String(required=True)
-    owner_id = fields.String(required=True, allow_none=True)
-    team_id = fields.String(required=True, allow_none=True)
-    manager_id = fields.String(required=True, allow_none=True)
+    name = Name(required=True)
+    owner_id = Id(required=True, allow_none=True)
+    team_id = Id(required=True, allow_none=True)
+    manager_id = Id(required=True, allow_none=True)
 
 
 class Collision(_Tolerant):
-    opportunities = fields.List(fields.Nested(CollisionSide), required=True)
+    opportunities = fields.List(fields.Nested(CollisionSide), required=True, validate=validate.Length(max=21))
 
 
 class Approval(_Tolerant):
     id = fields.UUID(required=True)
     order_id = fields.UUID(required=True)
-    order_number = fields.String(required=True)
-    owner_id = fields.String(required=True, allow_none=True)
-    status = fields.String(required=True)
-    current_approver_id = fields.String(required=True, allow_none=True)
-    current_level = fields.String(required=True, allow_none=True)
-    requested_by = fields.String(required=True)
+    order_number = Name(required=True)
+    owner_id = Id(required=True, allow_none=True)
+    status = Name(required=True)
+    current_approver_id = Id(required=True, allow_none=True)
+    current_level = Name(required=True, allow_none=True)
+    requested_by = Id(required=True)
 
 
 class ApprovalEvent(_Tolerant):
     approval = fields.Nested(Approval, required=True)
-    decision = fields.String(load_default=None)
-    decided_by = fields.String(load_default=None)
-    comment = fields.String(load_default=None, allow_none=True)
+    decision = Name(load_default=None)
+    decided_by = Id(load_default=None, allow_none=True)
+    comment = Text(2000, load_default=None, allow_none=True)
 
 
 class Alert(_Tolerant):
-    id = fields.String(required=True)
-    kind = fields.String(required=True)
-    subject_type = fields.String(required=True)
-    subject_id = fields.String(required=True)
-    metric = fields.String(required=True)
-    period = fields.String(required=True)
-    day_of_period = fields.Integer(required=True)
-    attainment = fields.String(required=True)
-    below_pct = fields.String(load_default=None, allow_none=True)
-    rep_id = fields.String(required=True, allow_none=True)
-    manager_id = fields.String(required=True, allow_none=True)
-    executive_ids = fields.List(fields.String(), required=True)
+    id = Id(required=True)
+    kind = Name(required=True)
+    subject_type = Name(required=True)
+    subject_id = Id(required=True)
+    metric = Text(40, required=True)
+    period = Text(20, min_length=4, required=True)
+    day_of_period = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=366))
+    attainment = Name(required=True)
+    below_pct = Name(load_default=None, allow_none=True)
+    rep_id = Id(required=True, allow_none=True)
+    manager_id = Id(required=True, allow_none=True)
+    executive_ids = fields.List(Id(), required=True, validate=validate.Length(max=200))
 
 
 class AlertEvent(_Tolerant):
@@ -128,12 +142,12 @@ class AlertEvent(_Tolerant):
 
 
 class HandoverCompleted(_Tolerant):
-    handover_id = fields.String(required=True)
-    service = fields.String(required=True)
-    moved = fields.Integer(required=True)
-    from_user_id = fields.String(required=True)
-    to_user_id = fields.String(required=True)
-    status = fields.String(required=True)
+    handover_id = Id(required=True)
+    service = Name(required=True)
+    moved = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10**9))
+    from_user_id = Id(required=True)
+    to_user_id = Id(required=True)
+    status = Name(required=True)
 
 
 _schemas: dict[type, Schema] = {}

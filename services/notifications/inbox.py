@@ -55,7 +55,8 @@ def notify(uow: UnitOfWork, settings: Settings, recipients: Iterable[str | None]
                             read_at=None if prefs.wants(kind, "inapp") else now)
         uow.session.add(note)
         uow.session.flush()  # before its delivery, which refers to it
-        if prefs.wants(kind, "email") and prefs.email and not prefs.digest:
+        # A digest reader gets the morning agenda by e-mail, and nothing else.
+        if prefs.wants(kind, "email") and prefs.email and (kind == "agenda" or not prefs.digest):
             uow.session.add(Delivery(notification_id=note.id, channel="email", address=prefs.email, status="pending",
                                      attempts=0, next_attempt_at=preferences.after_quiet_hours(prefs, at or now),
                                      created_at=now))

@@ -41,6 +41,11 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "en": ("Order {number} {decision}", "Order {number} was {decision} by {actor}.{comment}"),
         "zh": ("订单 {number} {decision}", "订单 {number} 已被 {actor} {decision}。{comment}"),
     },
+    "approval_closed": {
+        "en": ("Order {number}: approval closed", "The approval of order {number} was closed without a decision "
+               "(the order was cancelled or changed)."),
+        "zh": ("订单 {number} 的审批已关闭", "订单 {number} 的审批未经决定即已关闭（订单已取消或修改）。"),
+    },
     "approval_escalated": {
         "en": ("Order {number} escalated to you", "Order {number} waited too long and now needs your decision."),
         "zh": ("订单 {number} 已升级给您", "订单 {number} 等待过久，现需要您审批。"),
@@ -68,7 +73,8 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "zh": ("Webhook 端点已停用", "{address} 重试 {attempts} 次后仍失败：{error}"),
     },
 }
-TYPES = tuple(TEMPLATES)
+# What can be raised (approval_closed is approval_decided's wording when no one decided).
+TYPES = tuple(k for k in TEMPLATES if k != "approval_closed")
 
 # Words the templates fill in, per language.
 WORDS = {
@@ -116,7 +122,8 @@ def email(*, sender: str, to: str, title: str, body: str, link: str | None, base
     """The e-mail of a notification. Its Message-ID is the delivery's, so a receiver (or a person's
     mail client) can drop the one duplicate a crash mid-send may cost."""
     message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = sender, to, title
+    # A record's name may hold a line break; a header may not.
+    message["From"], message["To"], message["Subject"] = sender, to, " ".join(title.split())
     message["Message-ID"] = f"<{delivery_id}@crm.invalid>"
     message["X-CRM-Delivery-ID"] = delivery_id
     url = f"{base_url.rstrip('/')}{link}" if link else None

@@ -199,14 +199,17 @@ def approval(settings: Settings):
         item = data["approval"]
         about = About("order", str(item["order_id"]), None, f"/orders/{item['order_id']}")
         number, actor = item["order_number"], envelope.get("actor")
-        if envelope["type"] == "approval.decided":
-            decision = "approved" if data["decision"] == "approve" else "rejected"
+        if envelope["type"] == "approval.decided" and item["status"] != "pending":
+            # Told once the approval is closed: approved or rejected at the last level, or closed
+            # without a decision (the order was cancelled or changed). A level passed on the way is
+            # the next approver's news, not the requester's.
+            outcome = {"approved": "approved", "rejected": "rejected"}.get(item["status"], "closed")
             who = _name(uow, data["decided_by"] or actor)
-            comment = data.get("comment")
+            comment = data.get("comment") if outcome != "closed" else None
             notify(uow, settings, [item["requested_by"], item["owner_id"]], "approval_decided",
-                   lambda _r, language: render("approval_decided", language, {
-                       "number": number, "decision": word(language, decision), "actor": who,
-                       "comment": f" {comment}" if comment else ""}),
+                   lambda _r, language: render("approval_decided" if outcome != "closed" else "approval_closed",
+                                               language, {"number": number, "decision": word(language, outcome),
+                                                          "actor": who, "comment": f" {comment}" if comment else ""}),
                    about, source_key=envelope["id"], event_id=envelope["id"], actor=actor)
         _keep_waiting(uow, item, envelope["time"])
         if item["status"] != "pending":
@@ -224,8 +227,6 @@ def _keep_waiting(uow: UnitOfWork, item: dict, as_of) -> None:
     """The agenda's copy of who an approval waits for (none once it is decided)."""
     from .db import WaitingApproval
     row = uow.session.get(WaitingApproval, item["id"], with_for_update=True)
-    if row is not None and row.as_of > as_of:
-        return
     row = row or WaitingApproval(id=item["id"], since=as_of)
     if row.approver_id != item["current_approver_id"]:
         row.since = as_of  # waiting for someone new from now

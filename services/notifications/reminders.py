@@ -60,31 +60,36 @@ def next_time(due_at: dt.datetime, rung: int, rungs: tuple[Rung, ...]) -> dt.dat
 
 
 # ---- upkeep from events -----------------------------------------------------------------------------
+# Events about one record arrive in order (the record is the Kafka key) and a replay is dropped by the
+# consumer, so each is applied as it comes: an event's own time (a producer's clock) decides nothing.
 def keep(uow: UnitOfWork, *, record_type: str, record_id: str, kind: str, title: str, owner_id: str | None,
          team_id: str | None, due_at: dt.datetime | None, as_of: dt.datetime, account_id: uuid.UUID | None = None,
          worked: bool = False) -> None:
     """The record's reminder as an event now says it is: due at `due_at` for `owner_id` (none: no
-    reminder). A new due time, a new owner or work on the record start the ladder again; an event
-    older than the last one applied changes nothing."""
+    reminder). A new due time or work on the record start the ladder again from the due time; a new
+    owner starts it from now if the due time has passed (they are reminded, not escalated at once)."""
     row = uow.session.execute(select(Reminder).where(
         Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.kind == kind)
         .with_for_update()).scalar_one_or_none()
-    if row is not None and row.as_of > as_of:
-        return
     if due_at is None or owner_id is None:
         if row is not None and row.status == "open":
             row.status, row.next_at, row.as_of, row.updated_at = ("done" if worked else "cancelled"), None, as_of, utcnow()
         return
     if row is None:
-        row = Reminder(record_type=record_type, record_id=record_id, kind=kind, status="closed", due_at=due_at,
-                       rung=0, as_of=as_of)
+        row = Reminder(record_type=record_type, record_id=record_id, kind=kind, status="new", due_at=due_at,
+                       ladder_start=due_at, rung=0, as_of=as_of)
         uow.session.add(row)
-    restart = row.status != "open" or row.due_at != due_at or row.owner_id != owner_id or worked
-    row.title, row.account_id, row.owner_id, row.team_id = title[:300], account_id, owner_id, team_id
+    fresh = row.status != "open" or row.due_at != due_at or worked
+    new_owner = row.owner_id is not None and row.owner_id != owner_id
+    row.title, row.account_id, row.team_id = title[:300], account_id, team_id
     row.as_of, row.updated_at = as_of, utcnow()
-    if restart:
-        row.status, row.due_at, row.rung = "open", due_at, 0
-        row.next_at = next_time(due_at, 0, ladder())
+    if fresh:
+        row.status, row.due_at, row.rung, row.ladder_start = "open", due_at, 0, due_at
+    if new_owner and not fresh:
+        _restart_for(row, owner_id, utcnow())
+    row.owner_id = owner_id
+    if fresh:
+        row.next_at = next_time(row.ladder_start, 0, ladder())
 
 
 def close(uow: UnitOfWork, *, record_type: str, record_id: str, as_of: dt.datetime, worked: bool = False) -> None:
@@ -92,20 +97,26 @@ def close(uow: UnitOfWork, *, record_type: str, record_id: str, as_of: dt.dateti
     for row in uow.session.execute(select(Reminder).where(
             Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.status == "open")
             .with_for_update()).scalars():
-        if row.as_of <= as_of:
-            row.status, row.next_at, row.as_of, row.updated_at = ("done" if worked else "cancelled"), None, as_of, utcnow()
+        row.status, row.next_at, row.as_of, row.updated_at = ("done" if worked else "cancelled"), None, as_of, utcnow()
 
 
 def move(uow: UnitOfWork, *, record_type: str, record_id: str, owner_id: str | None, team_id: str | None,
          as_of: dt.datetime) -> None:
     """The record has a new owner: they are reminded instead, from the first rung."""
-    rungs = ladder()
     for row in uow.session.execute(select(Reminder).where(
             Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.status == "open")
             .with_for_update()).scalars():
-        if row.owner_id != owner_id and row.as_of <= as_of:
-            row.owner_id, row.team_id, row.rung = owner_id, team_id, 0
-            row.next_at, row.as_of, row.updated_at = next_time(row.due_at, 0, rungs), as_of, utcnow()
+        if row.owner_id != owner_id:
+            _restart_for(row, owner_id, utcnow())
+            row.team_id, row.as_of, row.updated_at = team_id, as_of, utcnow()
+
+
+def _restart_for(row: Reminder, owner_id: str | None, now: dt.datetime) -> None:
+    """A new owner hears of it from the first rung: at the due time, or now if that has passed. The
+    ladder's start is part of each rung's key, so an owner it comes back to is told again."""
+    row.owner_id, row.rung = owner_id, 0
+    row.ladder_start = max(row.due_at, now)
+    row.next_at = next_time(row.ladder_start, 0, ladder())
 
 
 # ---- the schedule ------------------------------------------------------------------------------------
@@ -122,13 +133,17 @@ def fire_due(uow: UnitOfWork, settings: Settings, now: dt.datetime, limit: int =
     for row in uow.session.execute(stmt).scalars().all():
         # A worker down for days does not fire the rungs it missed in a burst: only the last one
         # whose time has come (the manager hears of it once, not after a day's reminder replayed).
-        while row.rung + 1 < len(rungs) and next_time(row.due_at, row.rung + 1, rungs) <= now:
+        while row.rung + 1 < len(rungs) and next_time(row.ladder_start, row.rung + 1, rungs) <= now:
             row.rung += 1
         if row.rung < len(rungs):
-            _fire(uow, settings, row, row.rung, rungs[row.rung], now)
-            fired += 1
+            try:
+                with uow.session.begin_nested():  # one reminder that cannot be told stops no other
+                    _fire(uow, settings, row, row.rung, rungs[row.rung], now)
+                fired += 1
+            except (ValueError, OverflowError, LookupError):
+                log.exception("reminder %s could not be told; its ladder moves on", row.id)
         row.rung += 1
-        row.next_at = next_time(row.due_at, row.rung, rungs)
+        row.next_at = next_time(row.ladder_start, row.rung, rungs)
         row.updated_at = utcnow()
     return fired
 
@@ -152,7 +167,7 @@ def _fire(uow: UnitOfWork, settings: Settings, row: Reminder, index: int, rung: 
     recipients = [row.owner_id] + ([manager] if manager else [])
     notify(uow, settings, recipients, kind, text,
            About(row.record_type, row.record_id, row.account_id, link),
-           source_key=f"reminder:{row.id}:{row.due_at.isoformat()}:{index}", at=now)
+           source_key=f"reminder:{row.id}:{row.ladder_start.isoformat()}:{index}", at=now)
 
 
 def _local(moment: dt.datetime, zone: ZoneInfo) -> str:

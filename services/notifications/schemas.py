@@ -2,7 +2,6 @@
 built from them)."""
 from __future__ import annotations
 
-import datetime as dt
 import re
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -66,10 +65,8 @@ class AgendaArgsSchema(Schema):
     start = Timestamp(data_key="from", metadata={"description": "default: the start of the caller's day"})
     end = Timestamp(data_key="to", metadata={"description": "default: a day after `from`"})
 
-    @validates_schema
-    def _window(self, data, **_):
-        if "start" in data and "end" in data and not data["start"] < data["end"] <= data["start"] + dt.timedelta(days=62):
-            raise ValidationError("`to` must be after `from`, and at most 62 days after", "to")
+
+MAX_AGENDA_DAYS = 62
 
 
 class AgendaItemSchema(Schema):
@@ -131,6 +128,17 @@ class PreferencesWriteSchema(Schema):
     digest = fields.Boolean(load_default=False, metadata={"description": "no e-mail each time: the morning agenda "
                                                                         "e-mail only"})
     agenda_email = fields.Boolean(load_default=True, metadata={"description": "the agenda by e-mail each morning"})
+
+    @validates("email")
+    def _deliverable(self, value, **_):
+        # Mail goes through a relay that may not take international addresses, and never to a
+        # host of the CRM's own network: an ASCII address at a domain name.
+        if value is None:
+            return
+        domain = value.rsplit("@", 1)[-1].lower()
+        if not value.isascii() or domain.startswith("[") or "." not in domain or domain.endswith(
+                (".localhost", ".local", ".internal")) or domain == "localhost":
+            raise ValidationError("an e-mail address at a public domain name, in ASCII")
 
     @validates("time_zone")
     def _zone(self, value, **_):

@@ -189,7 +189,9 @@ def test_a_reassigned_lead_reminds_the_new_owner_instead(crm):
     _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
     _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(lead["id"], owner="bob", team="west"),
                                                  actor="wes", previous_owner_id="ann", reason="reassigned"))
-    assert _fire(T0) == 1
+    # Given it after its due time, bob is reminded from now, at the first rung (not escalated at once).
+    assert _fire(T0) == 0
+    assert _fire(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)) == 1
     assert _inbox(ann)["items"] == []
     assert [n["type"] for n in _inbox(bob)["items"]] == ["follow_up_due", "lead_assigned"]
     assert "跟进" in _inbox(bob)["items"][0]["title"]  # bob reads Chinese
@@ -372,3 +374,99 @@ def test_a_schedule_that_was_down_fires_only_the_last_rung_it_missed(crm):
         items = agenda.agenda(uow, Principal("ann", "rep", ("east",), ()), T0 + dt.timedelta(days=40),
                               T0 + dt.timedelta(days=41))
     assert [i["record_id"] for i in items["overdue"]] == [lead["id"]]
+
+
+# ---- what the attack review found (each fixed) -------------------------------------------------------------
+def test_a_name_with_a_line_break_and_an_address_the_server_refuses_hold_up_no_other_mail(crm, smtp):
+    smtp.refuse.add("bob@example.com")
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4()), owner="bob", team="west",
+                                                                        due=None), reason="rule", previous_owner_id=None))
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4()), due=None,
+                                                                        company="Acme\r\nBcc: spy@evil.example"),
+                                                 reason="rule", previous_owner_id=None))
+    assert _send() == 1
+    [mail] = smtp.wait_for("ann@example.com")
+    assert mail["Subject"] == "New lead: Acme Bcc: spy@evil.example" and mail["Bcc"] is None
+    assert smtp.messages("spy@evil.example") == []
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        [failed] = uow.session.execute(select(Delivery).where(Delivery.status == "failed")).scalars().all()
+    assert failed.last_error.startswith("550") and _send() == 0
+    r = crm.people["ann"].put("/notification-preferences", json={"language": "en", "time_zone": "UTC",
+                                                                 "email": "ann@localhost"},
+                              headers={"If-Match": crm.people["ann"].get("/notification-preferences").headers["ETag"]})
+    assert r.status_code == 422  # never to a host of the CRM's own network
+    for address in ("bö@example.com", "ann@[127.0.0.1]", "ann@metadata.internal"):
+        current = crm.people["ann"].get("/notification-preferences")
+        r = crm.people["ann"].put("/notification-preferences", json={"language": "en", "time_zone": "UTC",
+                                                                     "email": address},
+                                  headers={"If-Match": current.headers["ETag"]})
+        assert r.status_code == 422, address
+
+
+def test_a_deactivated_person_gets_no_mail_that_was_waiting(crm, smtp):
+    _prefs(crm.people["ann"], quiet_hours={"start": "00:00", "end": "23:59"})
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4()), due=None), reason="rule",
+                                                 previous_owner_id=None))
+    crm.directory.put_user("ann", "rep", "east", active=False)
+    assert _send(dt.datetime.now(dt.UTC) + dt.timedelta(days=2)) == 0
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        assert [d.status for d in uow.session.execute(select(Delivery)).scalars()] == ["cancelled"]
+    assert smtp.messages("ann@example.com") == []
+
+
+def test_odd_producer_data_is_dead_lettered_not_retried(crm):
+    from crmkit.consumer import Reject
+    for lead in (_lead(str(uuid.uuid4()), due=dt.datetime(1, 1, 1, tzinfo=dt.UTC)), _lead("x" * 65),
+                 {**_lead(str(uuid.uuid4())), "owner_id": "a\x00b"}):
+        with pytest.raises(Reject):
+            _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
+    assert _fire(dt.datetime.now(dt.UTC) + dt.timedelta(days=400)) == 0
+
+
+def test_a_lead_that_comes_back_to_its_first_owner_reminds_them_again(crm):
+    ann = crm.people["ann"]
+    lead = _lead(str(uuid.uuid4()), due=T0)
+    _deliver(raisers.leads_handlers, _lead_event("lead.created", lead))
+    assert _fire(T0) == 1
+    for owner, team in (("bob", "west"), ("ann", "east")):
+        _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(lead["id"], owner=owner, team=team, due=T0),
+                                                     actor="eve", previous_owner_id=None, reason="reassigned"))
+    assert _fire(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)) == 1
+    assert [n["type"] for n in _inbox(ann)["items"]][:2] == ["follow_up_due", "lead_assigned"]
+
+
+def test_a_level_passed_is_not_news_to_the_requester_and_a_closed_approval_is_not_a_rejection(crm):
+    ann, mia = crm.people["ann"], crm.people["mia"]
+    requested = _approval_event("approval.requested")
+    ids = {"order_id": requested["data"]["approval"]["order_id"], "approval_id": requested["data"]["approval"]["id"]}
+    _deliver(raisers.orders_handlers, requested)
+    _deliver(raisers.orders_handlers, _approval_event("approval.decided", approver="eve", level="executive",
+                                                      decision="approve", decided_by="mia", **ids))
+    assert _inbox(ann)["items"] == []
+    assert [n["type"] for n in _inbox(crm.people["eve"])["items"]] == ["approval_requested"]
+    _deliver(raisers.orders_handlers, _approval_event("approval.decided", status="superseded", approver=None,
+                                                      level=None, comment="closed: cancelled", **ids))
+    [closed] = _inbox(ann)["items"]
+    assert "closed" in closed["title"] and "reject" not in json.dumps(closed)
+    assert mia.get("/agenda").json["approvals"] == [] and crm.people["eve"].get("/agenda").json["approvals"] == []
+
+
+def test_a_digest_reader_still_gets_the_morning_agenda(crm, smtp):
+    _prefs(crm.people["ann"], digest=True)
+    lead = _lead(str(uuid.uuid4()), due=T0 + dt.timedelta(hours=4))
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", lead, reason="rule", previous_owner_id=None))
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        assert agenda.send_morning_agendas(uow, ctx.settings, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC)) == 1
+        uow.commit()
+    _send()
+    assert [m["Subject"] for m in smtp.wait_for("ann@example.com")] == ["Your agenda for 2026-12-01"]
+
+
+def test_the_agenda_window_is_bounded(crm):
+    ann = crm.people["ann"]
+    far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=90)).isoformat()
+    for query in ({"to": far}, {"from": "2026-12-02T00:00:00Z", "to": "2026-12-01T00:00:00Z"}, {"from": "yesterday"}):
+        r = ann.get("/agenda", query_string=query)
+        assert r.status_code == 400 and r.headers["Content-Type"] == "application/problem+json", query
+    assert ann.get("/agenda", query_string={"from": "2026-12-01T00:00:00Z", "to": "2027-01-31T00:00:00Z"}).status_code == 200

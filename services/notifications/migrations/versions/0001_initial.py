@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:36:48.990856
+Create Date: 2026-12-02 06:47:43.869001
 """
 from alembic import op
 import sqlalchemy as sa
@@ -76,8 +76,8 @@ def upgrade() -> None:
     sa.Column('title', sa.String(length=300), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('link', sa.String(length=300), nullable=True),
-    sa.Column('event_id', sa.String(length=64), nullable=True),
-    sa.Column('source_key', sa.String(length=120), nullable=False),
+    sa.Column('event_id', sa.String(length=100), nullable=True),
+    sa.Column('source_key', sa.String(length=200), nullable=False),
     sa.Column('record_type', sa.String(length=20), nullable=True),
     sa.Column('record_id', sa.String(length=64), nullable=True),
     sa.Column('account_id', sa.Uuid(), nullable=True),
@@ -128,6 +128,7 @@ def upgrade() -> None:
     sa.Column('owner_id', sa.String(length=64), nullable=True),
     sa.Column('team_id', sa.String(length=64), nullable=True),
     sa.Column('due_at', crmkit.db.UTCDateTime(), nullable=False),
+    sa.Column('ladder_start', crmkit.db.UTCDateTime(), nullable=False),
     sa.Column('rung', sa.Integer(), nullable=False),
     sa.Column('next_at', crmkit.db.UTCDateTime(), nullable=True),
     sa.Column('status', sa.String(length=20), nullable=False),
@@ -164,6 +165,7 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', crmkit.db.UTCDateTime(), nullable=False),
     sa.Column('claimed_until', crmkit.db.UTCDateTime(), nullable=True),
+    sa.Column('claimed_by', sa.String(length=40), nullable=True),
     sa.Column('last_error', sa.String(length=500), nullable=True),
     sa.Column('created_at', crmkit.db.UTCDateTime(), nullable=False),
     sa.Column('sent_at', crmkit.db.UTCDateTime(), nullable=True),
