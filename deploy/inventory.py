@@ -116,7 +116,10 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_TIME_ZONE": "Asia/Shanghai", "CRM_LANGUAGE": "zh",
         # notifications: the schedules, the ladder (empty: the default), the morning agenda, e-mail
         "NOTIFICATIONS_REMINDER_INTERVAL_SECONDS": 30, "NOTIFICATIONS_SEND_INTERVAL_SECONDS": 1,
-        "NOTIFICATIONS_AGENDA_INTERVAL_SECONDS": 60, "NOTIFICATIONS_LADDER": "", "NOTIFICATIONS_AGENDA_HOUR": 8,
+        "NOTIFICATIONS_AGENDA_INTERVAL_SECONDS": 60, "NOTIFICATIONS_WEBHOOK_INTERVAL_SECONDS": 1,
+        # No webhook target is exempt from the SSRF guard in a deployment (tests and laptops only).
+        "NOTIFICATIONS_WEBHOOK_ALLOW": "", "NOTIFICATIONS_WEBHOOK_ROTATION_HOURS": 24,
+        "NOTIFICATIONS_LADDER": "", "NOTIFICATIONS_AGENDA_HOUR": 8,
         "SMTP_HOST": _secret("crm-smtp", "host", "mailpit"), "SMTP_PORT": _secret("crm-smtp", "port", "1025"),
         "SMTP_STARTTLS": _secret("crm-smtp", "starttls", "0"),
         "SMTP_USERNAME": _secret("crm-smtp", "username", "", optional=True),

@@ -13,7 +13,7 @@ from crmkit.etag import IF_MATCH, etag_for, require_if_match
 from crmkit.pagination import BadQuery
 from crmkit.web import Blueprint, create_service_app, ctx, principal, roles
 
-from . import agenda, inbox, preferences
+from . import agenda, inbox, preferences, webhooks
 from .bootstrap import context
 from .schemas import (
     MAX_AGENDA_DAYS,
@@ -26,6 +26,11 @@ from .schemas import (
     PreferencesWriteSchema,
     ReadAllArgsSchema,
     ReadAllSchema,
+    WebhookCreatedSchema,
+    WebhookCreateSchema,
+    WebhookPageSchema,
+    WebhookSchema,
+    WebhookSecretSchema,
 )
 
 EVERYONE = ROLES
@@ -110,6 +115,71 @@ def put_preferences(document):
     return _render(prefs), 200, {"ETag": etag_for(prefs.version)}
 
 
+webhooks_blp = Blueprint("webhooks", __name__, description="Webhook endpoints (admins): notifications sent to "
+                         "outside systems, signed by the Standard Webhooks scheme")
+
+
+@webhooks_blp.route("/webhooks", methods=["POST"])
+@webhooks_blp.arguments(WebhookCreateSchema)
+@webhooks_blp.response(201, WebhookCreatedSchema)
+@roles("admin")
+def create_webhook(fields):
+    """Add a webhook endpoint (admin); its signing secret is in the answer, this once.
+
+    422 for a URL the CRM will not call: not https, or at a private, loopback, link-local or
+    metadata address (IPv4 or IPv6, also through a name that resolves to one).
+    """
+    with ctx().db.uow() as uow:
+        endpoint, secret = webhooks.create(uow, principal(), fields)
+        uow.commit()
+        body = _endpoint(endpoint, secret=secret)
+    return body, 201, {"Location": f"/api/v1/webhooks/{endpoint.id}"}
+
+
+@webhooks_blp.route("/webhooks", methods=["GET"])
+@webhooks_blp.response(200, WebhookPageSchema)
+@roles("admin")
+def list_webhooks():
+    """The webhook endpoints (admin), oldest first; secrets are never shown again."""
+    with ctx().db.uow(readonly=True) as uow:
+        return {"items": webhooks.listing(uow), "next_cursor": None}
+
+
+@webhooks_blp.route("/webhooks/<uuid:endpoint_id>", methods=["GET"])
+@webhooks_blp.response(200, WebhookSchema)
+@roles("admin")
+def get_webhook(endpoint_id: uuid.UUID):
+    """One webhook endpoint (admin), with how many of its deliveries are pending, sent and failed."""
+    with ctx().db.uow(readonly=True) as uow:
+        endpoint = webhooks.get(uow, endpoint_id)
+        return _endpoint(endpoint, deliveries=webhooks.counts(uow, endpoint.id))
+
+
+@webhooks_blp.route("/webhooks/<uuid:endpoint_id>", methods=["DELETE"])
+@webhooks_blp.response(204)
+@roles("admin")
+def delete_webhook(endpoint_id: uuid.UUID):
+    """Remove a webhook endpoint (admin): nothing more is sent to it; what waited is cancelled."""
+    with ctx().db.uow() as uow:
+        webhooks.delete(uow, endpoint_id)
+        uow.commit()
+
+
+@webhooks_blp.route("/webhooks/<uuid:endpoint_id>/rotate-secret", methods=["POST"])
+@webhooks_blp.response(200, WebhookSecretSchema)
+@roles("admin")
+def rotate_webhook_secret(endpoint_id: uuid.UUID):
+    """Give a webhook endpoint a new secret (admin); the old one keeps signing for a day beside it."""
+    with ctx().db.uow() as uow:
+        _endpoint, secret, until = webhooks.rotate(uow, endpoint_id)
+        uow.commit()
+    return {"secret": secret, "previous_valid_until": until}
+
+
+def _endpoint(endpoint, **extra) -> dict:
+    return {**{name: getattr(endpoint, name) for name in WebhookSchema().fields if hasattr(endpoint, name)}, **extra}
+
+
 def _render(prefs: preferences.Preferences) -> dict:
     return {"user_id": prefs.user_id, "email": prefs.email, "language": prefs.language, "time_zone": prefs.time_zone,
             "channels": {k: list(v) for k, v in prefs.channels.items()}, "quiet_hours": prefs.quiet_hours,
@@ -117,4 +187,4 @@ def _render(prefs: preferences.Preferences) -> dict:
 
 
 def create_app():
-    return create_service_app(context=context(), title="CRM notifications service", blueprints=[notifications_blp])
+    return create_service_app(context=context(), title="CRM notifications service", blueprints=[notifications_blp, webhooks_blp])

@@ -58,8 +58,29 @@ class Notification(Base):
     )
 
 
+class WebhookEndpoint(Base):
+    """An outside system told of notifications (admin): the URL, which notification types, and the
+    signing secrets live now (several during a rotation; each with when it stops being used)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(String(500))
+    events: Mapped[list] = mapped_column(JSON)  # notification types, or ["*"]
+    secrets: Mapped[list] = mapped_column(JSON)  # [{"secret": "whsec_...", "expires_at": iso or null}]
+    status: Mapped[str] = mapped_column(String(20))  # active | disabled | deleted
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (Index("ix_webhook_endpoints_status", "status"),)
+
+
 class Delivery(Base):
-    """A notification sent by e-mail: pending until sent, retried with backoff, failed when its
+    """A notification sent by e-mail or to a webhook endpoint: pending until sent, retried with backoff, failed when its
     attempts run out. `claimed_until` marks a send in progress: a sender that dies mid-send leaves
     it to be taken again once that time passes (the one duplicate a crash may cost)."""
 
@@ -68,8 +89,10 @@ class Delivery(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     notification_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("notifications.id"), index=True)
     channel: Mapped[str] = mapped_column(String(20))
-    address: Mapped[str] = mapped_column(String(320))
-    status: Mapped[str] = mapped_column(String(20))  # pending | sent | failed
+    address: Mapped[str] = mapped_column(String(2000))  # the e-mail address, or the endpoint's URL
+    endpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    payload: Mapped[str | None] = mapped_column(Text)  # a webhook's body, the same at every attempt
+    status: Mapped[str] = mapped_column(String(20))  # pending | sent | failed | cancelled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     claimed_until = mapped_column(UTCDateTime)

@@ -14,7 +14,7 @@ from crmkit.errors import NotFound
 from crmkit.pagination import paginate, parse_sort
 from crmkit.settings import Settings
 
-from . import preferences
+from . import preferences, webhooks
 from .db import Delivery, DirectoryUser, Notification
 from .events import NOTIFICATION_CREATED, event
 from .messages import Text
@@ -60,6 +60,8 @@ def notify(uow: UnitOfWork, settings: Settings, recipients: Iterable[str | None]
             uow.session.add(Delivery(notification_id=note.id, channel="email", address=prefs.email, status="pending",
                                      attempts=0, next_attempt_at=preferences.after_quiet_hours(prefs, at or now),
                                      created_at=now))
+        if prefs.wants(kind, "webhook"):
+            webhooks.fan_out(uow, note, now)
         uow.publish(*event(settings, NOTIFICATION_CREATED, recipient, {"notification": note}, actor=actor))
         made.append(note)
     uow.session.flush()

@@ -13,7 +13,7 @@ from crmkit.db import UnitOfWork, utcnow
 from .db import Preference
 from .messages import LANGUAGES, TYPES
 
-CHANNELS = ("inapp", "email")
+CHANNELS = ("inapp", "email", "webhook")  # webhook: to the endpoints an admin subscribed to the type
 # Told by e-mail too unless the person says otherwise: what needs them to act. Activities others log
 # on your records only show in the app (there can be many).
 EMAIL_BY_DEFAULT = frozenset(TYPES) - {"activity_logged"}
@@ -50,8 +50,8 @@ class Preferences:
 
 
 def default_channels() -> dict[str, tuple[str, ...]]:
-    return {kind: ("email",) if kind in EMAIL_ONLY else ("inapp", "email") if kind in EMAIL_BY_DEFAULT else ("inapp",)
-            for kind in TYPES}
+    return {kind: ("email",) if kind in EMAIL_ONLY
+            else ("inapp", "email", "webhook") if kind in EMAIL_BY_DEFAULT else ("inapp", "webhook") for kind in TYPES}
 
 
 def of(uow: UnitOfWork, user_id: str) -> Preferences:

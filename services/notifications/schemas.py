@@ -150,3 +150,50 @@ class PreferencesWriteSchema(Schema):
 class PreferencesSchema(PreferencesWriteSchema):
     user_id = fields.String(dump_only=True)
     version = fields.Integer(dump_only=True, metadata={"description": "0 until first saved"})
+
+
+class WebhookCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True, validate=validate.Length(min=8, max=2000),
+                        metadata={"example": "https://hooks.example.com/crm"})
+    events = fields.List(fields.String(validate=validate.OneOf(("*", *TYPES))), required=True,
+                         validate=validate.Length(min=1, max=len(TYPES) + 1),
+                         metadata={"description": "notification types to send, or [\"*\"] for all"})
+    description = fields.String(validate=validate.Length(max=500), allow_none=True, load_default=None)
+
+
+class WebhookDeliveryCountsSchema(Schema):
+    pending = fields.Integer()
+    sent = fields.Integer()
+    failed = fields.Integer()
+    cancelled = fields.Integer()
+
+
+class WebhookSchema(Schema):
+    id = fields.UUID()
+    url = fields.String()
+    events = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    status = fields.String(metadata={"enum": ["active", "disabled"]})
+    disabled_reason = fields.String(allow_none=True, metadata={"description": "why it was disabled (410, retries run out)"})
+    created_by = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    deliveries = fields.Nested(WebhookDeliveryCountsSchema, metadata={"description": "on a single endpoint's read"})
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    secret = fields.String(metadata={"description": "whsec_...: shown this once; verify signatures with it"})
+
+
+class WebhookPageSchema(Schema):
+    items = fields.List(fields.Nested(WebhookSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class WebhookSecretSchema(Schema):
+    secret = fields.String(metadata={"description": "the new whsec_... secret, shown this once"})
+    previous_valid_until = fields.DateTime(metadata={"description": "until then messages are signed with the old "
+                                                                     "secret too"})

@@ -10,7 +10,7 @@ from crmkit.consumer import Dispatch
 from crmkit.directory import apply_directory_event, directory_dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import agenda, email_delivery, raisers, reminders
+from . import agenda, email_delivery, raisers, reminders, webhook_delivery
 from .bootstrap import context
 from .db import DirectoryTeam, DirectoryUser
 from .events import DIRECTORY_TOPIC, LEADS_TOPIC, OPPORTUNITIES_TOPIC, ORDERS_TOPIC, TOPIC_PARTITIONS
@@ -48,6 +48,8 @@ def worker_spec() -> WorkerSpec:
                   interval_env="NOTIFICATIONS_REMINDER_INTERVAL_SECONDS", default="30"),
             _loop(email_delivery.sender_loop, "email-sender", db, settings,
                   interval_env="NOTIFICATIONS_SEND_INTERVAL_SECONDS", default="1"),
+            _loop(webhook_delivery.sender_loop, "webhook-sender", db, settings,
+                  interval_env="NOTIFICATIONS_WEBHOOK_INTERVAL_SECONDS", default="1"),
             _loop(agenda.agenda_loop, "agenda", db, settings,
                   interval_env="NOTIFICATIONS_AGENDA_INTERVAL_SECONDS", default="60"),
         ],

@@ -93,7 +93,7 @@ MATRIX = [
     ("GET", "/notifications", ALL), ("POST", "/notifications/read-all", ALL), ("POST", f"/notifications/{ID}/read", ALL),
     ("GET", "/agenda", ALL), ("GET", "/notification-preferences", ALL), ("PUT", "/notification-preferences", ALL),
     ("GET", "/webhooks", ADMIN), ("POST", "/webhooks", ADMIN),
-    ("GET", f"/webhooks/{ID}", ADMIN), ("DELETE", f"/webhooks/{ID}", ADMIN),
+    ("GET", f"/webhooks/{ID}", ADMIN), ("DELETE", f"/webhooks/{ID}", ADMIN), ("POST", f"/webhooks/{ID}/rotate-secret", ADMIN),
 ]
 USER_OF_ROLE = {"rep": "ann", "manager": "mgr-east", "executive": "exec", "marketing": "mkt", "service": "svc",
                 "admin": "admin"}

@@ -42,6 +42,7 @@ def crm(database_url, topic_prefix, monkeypatch, smtp):
             "mia": client.as_("mia", "manager", teams=["east"], manages=["east"]),
             "wes": client.as_("wes", "manager", teams=["west"], manages=["west"]),
             "eve": client.as_("eve", "executive"), "kim": client.as_("kim", "marketing"),
+            "root": client.as_("root", "admin"),
         }
         client.directory.put_team("east", "mia")
         client.directory.put_team("west", "wes")
@@ -470,3 +471,152 @@ def test_the_agenda_window_is_bounded(crm):
         r = ann.get("/agenda", query_string=query)
         assert r.status_code == 400 and r.headers["Content-Type"] == "application/problem+json", query
     assert ann.get("/agenda", query_string={"from": "2026-12-01T00:00:00Z", "to": "2027-01-31T00:00:00Z"}).status_code == 200
+
+
+# ---- webhooks ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def receiver(monkeypatch):
+    from tests.support.receiver import Receiver
+    server = Receiver().start()
+    monkeypatch.setenv("NOTIFICATIONS_WEBHOOK_ALLOW", server.allow)
+    yield server
+    server.stop()
+
+
+def _hook(crm, url, events=("lead_assigned",)):
+    return crm.people["root"].post("/webhooks", json={"url": url, "events": list(events)})
+
+
+def _post_webhooks(moment=None):
+    from services.notifications import webhook_delivery
+    ctx = bootstrap.context()
+    return webhook_delivery.send_all(ctx.db, ctx.settings, moment)
+
+
+def _assign(owner="ann", team="east"):
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4()), owner=owner, team=team,
+                                                                        due=None), reason="rule", previous_owner_id=None))
+
+
+def test_webhook_targets_inside_the_network_are_refused(crm, receiver):
+    for url in ("https://127.0.0.1/hook", "https://169.254.169.254/latest/meta-data", "https://10.0.0.1/",
+                "https://[::1]/", "https://[::ffff:127.0.0.1]/", "https://[fd00:ec2::254]/", "https://localhost:8443/",
+                "http://hooks.example.com/", "ftp://hooks.example.com/", "https://user:pw@hooks.example.com/",
+                f"http://127.0.0.1:{receiver.port + 1}/"):
+        r = _hook(crm, url)
+        assert r.status_code == 422 and r.headers["Content-Type"] == "application/problem+json", url
+    for name in ("ann", "mia", "eve", "kim"):
+        assert crm.people[name].post("/webhooks", json={"url": receiver.url, "events": ["*"]}).status_code == 403
+        assert crm.people[name].get("/webhooks").status_code == 403
+    for bad in ({"url": receiver.url, "events": []}, {"url": receiver.url, "events": ["nonsense"]}, {"url": receiver.url},
+                {"url": receiver.url, "events": ["*"], "secret": "whsec_mine"}):
+        assert crm.people["root"].post("/webhooks", json=bad).status_code == 422, bad
+
+
+def test_a_webhook_is_signed_by_the_standard_and_a_failing_receiver_gets_one_message_three_times(crm, receiver):
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+    receiver.script = [500, 500, 200]
+    created = _hook(crm, receiver.url)
+    assert created.status_code == 201 and created.json["secret"].startswith("whsec_")
+    hook_id = created.json["id"]
+    assert "secret" not in crm.people["root"].get(f"/webhooks/{hook_id}").json
+    assert [h["id"] for h in crm.people["root"].get("/webhooks").json["items"]] == [hook_id]
+    _assign()
+    now = dt.datetime.now(dt.UTC)
+    assert _post_webhooks(now) == 0  # 500
+    assert _post_webhooks(now + dt.timedelta(seconds=1)) == 0  # not yet due: 5 s
+    assert _post_webhooks(now + dt.timedelta(seconds=6)) == 0  # 500 again
+    assert _post_webhooks(now + dt.timedelta(minutes=6)) == 1  # 200
+    got = receiver.wait_for(3)
+    assert len({r.headers["webhook-id"] for r in got}) == 1 and len({r.body for r in got}) == 1
+    verifier = Webhook(created.json["secret"])
+    for request in got:
+        payload = verifier.verify(request.body, request.headers)
+        assert payload["type"] == "lead_assigned" and payload["data"]["recipient_id"] == "ann"
+        assert "900" not in request.body.decode()  # the notification as its recipient sees it, nothing more
+    with pytest.raises(WebhookVerificationError):  # a wrong secret does not verify
+        Webhook("whsec_" + "A" * 32).verify(got[0].body, got[0].headers)
+    assert crm.people["root"].get(f"/webhooks/{hook_id}").json["deliveries"]["sent"] == 1
+    assert _post_webhooks(now + dt.timedelta(days=2)) == 0  # nothing more
+
+
+def test_a_rotated_secret_signs_beside_the_old_one(crm, receiver):
+    from standardwebhooks.webhooks import Webhook
+    created = _hook(crm, receiver.url).json
+    rotated = crm.people["root"].post(f"/webhooks/{created['id']}/rotate-secret")
+    assert rotated.status_code == 200 and rotated.json["secret"] != created["secret"]
+    _assign()
+    assert _post_webhooks() == 1
+    [request] = receiver.wait_for(1)
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    for secret in (created["secret"], rotated.json["secret"]):
+        Webhook(secret).verify(request.body, request.headers)
+
+
+def test_410_disables_the_endpoint_and_tells_the_admins(crm, receiver):
+    receiver.script = [410]
+    hook_id = _hook(crm, receiver.url).json["id"]
+    _assign()
+    _assign()
+    assert _post_webhooks() == 0
+    endpoint = crm.people["root"].get(f"/webhooks/{hook_id}").json
+    assert endpoint["status"] == "disabled" and "410" in endpoint["disabled_reason"]
+    assert endpoint["deliveries"] == {"pending": 0, "sent": 0, "failed": 1, "cancelled": 1}
+    [told] = [n for n in _inbox(crm.people["root"])["items"] if n["type"] == "delivery_failed"]
+    assert receiver.url in told["body"]
+    _assign()
+    assert _post_webhooks(dt.datetime.now(dt.UTC) + dt.timedelta(days=2)) == 0 and len(receiver.received) == 1
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        outbox = bootstrap.KIT_TABLES["outbox"]
+        kinds = [json.loads(p)["type"] for p in uow.session.execute(select(outbox.c.payload)).scalars()]
+    assert kinds.count("delivery.failed") == 1
+
+
+def test_retries_run_out_over_about_a_day_then_the_endpoint_is_disabled_and_retry_after_is_honoured(crm, receiver):
+    receiver.script = [(503, {"Retry-After": "3600"})] + [500] * 10
+    hook_id = _hook(crm, receiver.url).json["id"]
+    _assign()
+    now = dt.datetime.now(dt.UTC)
+    assert _post_webhooks(now) == 0
+    assert _post_webhooks(now + dt.timedelta(minutes=59)) == 0 and len(receiver.received) == 1  # Retry-After: 1 h
+    moment = now + dt.timedelta(hours=1, seconds=1)
+    for _ in range(6):
+        _post_webhooks(moment)
+        moment += dt.timedelta(hours=11)
+    assert len(receiver.received) == 7  # the first try and six retries (5 s ... 10 h)
+    assert crm.people["root"].get(f"/webhooks/{hook_id}").json["status"] == "disabled"
+
+
+def test_a_redirect_is_not_followed_and_a_name_that_now_resolves_inside_is_not_called(crm, receiver):
+    from services.notifications.db import WebhookEndpoint
+    from tests.support.receiver import Receiver
+    inside = Receiver().start()  # not allow-listed: the CRM must never reach it
+    try:
+        receiver.script = [(302, {"Location": f"http://127.0.0.1:{inside.port}/steal"})]
+        hook_id = _hook(crm, receiver.url).json["id"]
+        _assign()
+        assert _post_webhooks() == 0
+        with bootstrap.context().db.uow() as uow:
+            [delivery] = uow.session.execute(select(Delivery).where(Delivery.channel == "webhook")).scalars().all()
+            assert "redirects are not followed" in delivery.last_error
+            # The name it was given now resolves to this machine (as DNS rebinding would make it).
+            uow.session.get(WebhookEndpoint, uuid.UUID(hook_id)).url = f"https://localhost:{inside.port}/hook"
+            uow.commit()
+        assert _post_webhooks(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)) == 0
+        with bootstrap.context().db.uow(readonly=True) as uow:
+            [delivery] = uow.session.execute(select(Delivery).where(Delivery.channel == "webhook")).scalars().all()
+        assert delivery.last_error.startswith("refused") and delivery.attempts == 2
+        assert inside.received == [] and len(receiver.received) == 1
+    finally:
+        inside.stop()
+
+
+def test_a_person_may_keep_their_notifications_from_webhooks(crm, receiver):
+    _hook(crm, receiver.url, events=("*",))
+    _prefs(crm.people["ann"], channels={"lead_assigned": ["inapp", "email"]})
+    _assign()
+    _assign(owner="bob", team="west")
+    assert _post_webhooks() == 1
+    [request] = receiver.wait_for(1)
+    assert json.loads(request.body)["data"]["recipient_id"] == "bob"
+    assert crm.people["root"].delete(f"/webhooks/{uuid.uuid4()}").status_code == 404

@@ -1,0 +1,177 @@
+"""Webhook deliveries: the worker's sender takes those due, posts each to its endpoint (the address
+checked by ssrf.py, redirects not followed) and records the outcome.
+
+- 2xx: sent. The message id is the delivery's, the same at every attempt, so a receiver drops the
+  one repeat that a crash between sending and recording may cost (as for e-mail: claimed first,
+  marked after).
+- 410 Gone: the receiver wants no more; the endpoint is disabled at once.
+- Anything else (an error status, a redirect, a timeout, a refused address): retried with backoff
+  over about a day (5 s, 5 min, 30 min, 2 h, 5 h, 10 h), later if the receiver's Retry-After asks for
+  it; when the retries run out the endpoint is disabled.
+- A disabled endpoint's waiting deliveries are cancelled, delivery.failed is published, and the
+  admins are told."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+
+import urllib3
+from sqlalchemy import or_, select
+
+from crmkit import clock
+from crmkit.db import Database, UnitOfWork, utcnow
+from crmkit.settings import Settings
+
+from . import ssrf, webhooks
+from .db import Delivery, DirectoryUser, Notification, WebhookEndpoint
+from .email_delivery import backoff
+from .events import DELIVERY_FAILED, event
+from .inbox import About, notify
+from .messages import render
+
+log = logging.getLogger(__name__)
+BATCH = 20
+TIMEOUT = urllib3.Timeout(connect=5.0, read=10.0)
+CLAIM = dt.timedelta(seconds=BATCH * 15 + 30)  # longer than a whole batch may take
+MAX_RETRY_AFTER = dt.timedelta(hours=24)
+
+
+def claim(db: Database, now: dt.datetime, token: str) -> list[uuid.UUID]:
+    with db.uow() as uow:
+        stmt = (select(Delivery).join(WebhookEndpoint, WebhookEndpoint.id == Delivery.endpoint_id)
+                .where(Delivery.status == "pending", Delivery.channel == "webhook", Delivery.next_attempt_at <= now,
+                       WebhookEndpoint.status == "active",
+                       or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now))
+                .order_by(Delivery.next_attempt_at, Delivery.id).limit(BATCH))
+        if uow.session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(of=Delivery, skip_locked=True)
+        taken = []
+        for delivery in uow.session.execute(stmt).scalars().all():
+            delivery.claimed_by, delivery.claimed_until = token, now + CLAIM
+            taken.append(delivery.id)
+        uow.commit()
+    return taken
+
+
+def send_all(db: Database, settings: Settings, now: dt.datetime | None = None) -> int:
+    """Post what is due now (a batch); returns how many were delivered."""
+    return send_batch(db, settings, now)[1]
+
+
+def send_batch(db: Database, settings: Settings, now: dt.datetime | None = None) -> tuple[int, int]:
+    """(how many were taken, how many delivered) of one batch of what is due."""
+    token = uuid.uuid4().hex
+    delivered = 0
+    taken = claim(db, now or utcnow(), token)
+    for delivery_id in taken:
+        with db.uow(readonly=True) as uow:
+            delivery = uow.session.get(Delivery, delivery_id)
+            endpoint = uow.session.get(WebhookEndpoint, delivery.endpoint_id)
+            if delivery.status != "pending" or endpoint.status != "active":
+                continue  # cancelled since it was claimed (the endpoint answered 410 to one before it)
+            body = delivery.payload
+            sent_headers = webhooks.headers(endpoint, webhooks.message_id(delivery.id), body, utcnow())
+        outcome = post(endpoint.url, body, sent_headers)
+        delivered += record(db, settings, delivery_id, token, outcome, now or utcnow())
+    return len(taken), delivered
+
+
+class Outcome:
+    def __init__(self, status: int | None, error: str | None = None, retry_after: dt.timedelta | None = None):
+        self.status, self.error, self.retry_after = status, error, retry_after
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def post(url: str, body: str, sent_headers: dict) -> Outcome:
+    """One attempt: to the address the guard checked, never following a redirect."""
+    try:
+        target = ssrf.parse(url)
+        address = ssrf.resolve(target)
+    except ssrf.Refused as exc:
+        return Outcome(None, f"refused: {exc}")
+    pool_kwargs = {"timeout": TIMEOUT, "retries": False, "maxsize": 1}
+    if target.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(address, target.port, server_hostname=target.host,
+                                           assert_hostname=target.host, **pool_kwargs)
+    else:
+        pool = urllib3.HTTPConnectionPool(address, target.port, **pool_kwargs)
+    host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+    try:
+        response = pool.urlopen("POST", target.path, body=body.encode(), headers={**sent_headers, "host": host_header},
+                                redirect=False, preload_content=True, assert_same_host=False)
+    except urllib3.exceptions.HTTPError as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+    finally:
+        pool.close()
+    retry_after = _retry_after(response.headers.get("retry-after"))
+    if 300 <= response.status < 400:
+        return Outcome(response.status, f"{response.status}: redirects are not followed", retry_after)
+    return Outcome(response.status, None if 200 <= response.status < 300 else f"{response.status}", retry_after)
+
+
+def _retry_after(value: str | None) -> dt.timedelta | None:
+    if not value or not value.strip().isdigit():
+        return None
+    return min(dt.timedelta(seconds=int(value.strip())), MAX_RETRY_AFTER)
+
+
+def record(db: Database, settings: Settings, delivery_id, token: str, outcome: Outcome, now: dt.datetime) -> int:
+    with db.uow() as uow:
+        delivery = uow.session.get(Delivery, delivery_id, with_for_update=True)
+        if delivery is None or delivery.status != "pending" or delivery.claimed_by != token:
+            uow.commit()  # another sender took it after our claim lapsed: its outcome is theirs
+            return 0
+        delivery.attempts += 1
+        delivery.claimed_by, delivery.claimed_until = None, None
+        if outcome.ok:
+            delivery.status, delivery.sent_at = "sent", utcnow()
+            uow.commit()
+            return 1
+        delivery.last_error = (outcome.error or str(outcome.status))[:500]
+        endpoint = uow.session.get(WebhookEndpoint, delivery.endpoint_id, with_for_update=True)
+        wait = backoff(delivery.attempts)
+        if outcome.status == 410:
+            _give_up(uow, settings, delivery, endpoint, "the receiver answered 410 Gone")
+        elif wait is None:
+            _give_up(uow, settings, delivery, endpoint, f"no success after {delivery.attempts} attempts: "
+                                                        f"{delivery.last_error}")
+        else:
+            delivery.next_attempt_at = now + max(wait, outcome.retry_after or dt.timedelta(0))
+        uow.commit()
+    return 0
+
+
+def _give_up(uow: UnitOfWork, settings: Settings, delivery: Delivery, endpoint: WebhookEndpoint, reason: str) -> None:
+    delivery.status = "failed"
+    note = uow.session.get(Notification, delivery.notification_id)
+    uow.publish(*event(settings, DELIVERY_FAILED, note.recipient_id, {
+        "delivery_id": delivery.id, "notification_id": note.id, "recipient_id": note.recipient_id,
+        "channel": "webhook", "attempts": delivery.attempts, "error": delivery.last_error}, actor=None))
+    if endpoint.status != "active":
+        return
+    endpoint.status, endpoint.disabled_reason, endpoint.updated_at = "disabled", reason[:500], utcnow()
+    webhooks.cancel_waiting(uow, endpoint.id, f"the endpoint was disabled: {reason}"[:500])
+    admins = uow.session.execute(select(DirectoryUser.id).where(
+        DirectoryUser.role == "admin", DirectoryUser.active.is_(True)).order_by(DirectoryUser.id)).scalars().all()
+    notify(uow, settings, admins, "delivery_failed",
+           lambda _r, language: render("delivery_failed", language, {
+               "address": endpoint.url, "attempts": delivery.attempts, "error": reason}),
+           About("webhook", str(endpoint.id), None, f"/webhooks/{endpoint.id}"),
+           source_key=f"webhook-disabled:{endpoint.id}:{endpoint.version}")
+
+
+def sender_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 1.0) -> None:
+    """The worker's webhook sender: what is due, every `interval` seconds (by crmkit.clock when a
+    test moves it forward, never behind the wall clock)."""
+    while not stop.is_set():
+        try:
+            while send_batch(db, settings, max(utcnow(), clock.now()))[0] >= BATCH:
+                pass
+        except Exception:  # a database outage: try again next time
+            log.exception("webhook sender failed; retrying")
+        stop.wait(interval)
