@@ -58,6 +58,7 @@ class Crm:
     teams: dict[str, dict] = field(default_factory=dict)
     edge: object | None = None  # the HAProxy edge on the public port (tests/e2e/edge_stack.py), if started
     smtp: object | None = None  # the mail relay the notifications service sends to (tests/support/smtp.py)
+    receiver: object | None = None  # a webhook receiver the notifications service may call (tests/support/receiver.py)
 
     def sql(self, database: str, query: str, *params):
         url = self.databases[database]
@@ -148,9 +149,10 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
     """db="sqlite": every service on its own SQLite file, as `make run` runs by default. HAProxy is on
     the public port (crm.url), in front of the services and the Python gateway, as deployed."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
+    from tests.support.receiver import Receiver
     from tests.support.smtp import SmtpServer
 
-    smtp = SmtpServer().start()
+    smtp, receiver = SmtpServer().start(), Receiver().start()
     if db == "sqlite":
         databases = {s.name: f"sqlite:///{state_dir}/{s.name}.db" for s in [*SERVICES, GATEWAY]}
     else:
@@ -162,13 +164,15 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
                        # The schedules' clock is the test's (crmkit.clock): no file, the wall clock.
                        "CRM_CLOCK_FILE": str(state_dir / "clock"), "ORDERS_ALERT_INTERVAL_SECONDS": "0.5",
                        "NOTIFICATIONS_REMINDER_INTERVAL_SECONDS": "0.5", "NOTIFICATIONS_SEND_INTERVAL_SECONDS": "0.2",
-                       "NOTIFICATIONS_AGENDA_INTERVAL_SECONDS": "0.5", "CRM_LANGUAGE": "en", **smtp.env},
+                       "NOTIFICATIONS_AGENDA_INTERVAL_SECONDS": "0.5", "CRM_LANGUAGE": "en", **smtp.env,
+                       # The test's receiver is on this machine: exempt from the SSRF guard, it alone.
+                       "NOTIFICATIONS_WEBHOOK_ALLOW": receiver.allow, "NOTIFICATIONS_WEBHOOK_INTERVAL_SECONDS": "0.2"},
                       state_dir=state_dir)
     gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD, "CRM_BREAKER_RESET_SECONDS": "2",
                           "CRM_CORS_ORIGINS": "https://crm.example.com",  # the edge's list (edge_env)
                           "CRM_TRUSTED_PROXIES": "1", **(extra_env or {})}, SERVICES, ports)
     crm = Crm(state_dir=state_dir, env=env, gateway_env=gw_env, ports=ports, databases=databases, topic_prefix=prefix,
-              smtp=smtp)
+              smtp=smtp, receiver=receiver)
     # Each module's stack is started afresh: migrations and processes side by side, not one after
     # another (they are mostly interpreter start-up and imports, waiting on each other for nothing).
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -193,6 +197,8 @@ def stop_crm(crm: Crm, postgres) -> None:
         crm.edge.stop()
     if crm.smtp is not None:
         crm.smtp.stop()
+    if crm.receiver is not None:
+        crm.receiver.stop()
     for proc in crm.procs.values():  # all asked at once: each takes a moment to close its consumers
         proc.terminate()
     for proc in crm.procs.values():

@@ -182,3 +182,51 @@ def smtp_outage_delivers_everything_once(crm) -> None:
     outage = [m for m in mails if "SO-OUTAGE-" in m["Subject"]]
     assert sorted(m["Subject"] for m in outage) == [f"Order SO-OUTAGE-{i} waits for your approval" for i in range(3)]
     assert len({m["Message-ID"] for m in mails}) == len(mails)  # none twice
+
+
+def webhooks_signed_retried_and_guarded(crm) -> None:
+    """An admin's endpoint gets each lead assignment, signed so a Standard Webhooks library verifies
+    it; a receiver that answers 500 twice then 200 gets one message three times under one id; 410
+    disables the endpoint; targets inside the network are refused."""
+    from standardwebhooks.webhooks import Webhook
+
+    admin, receiver = crm.as_("admin"), crm.receiver
+    for url in ("https://127.0.0.1/hook", "https://169.254.169.254/latest/meta-data/", "https://10.0.0.1/hook",
+                "https://[::1]/hook", "https://localhost/hook", f"http://127.0.0.1:{receiver.port + 1}/hook"):
+        r = admin.post(crm.api("/webhooks"), json={"url": url, "events": ["*"]})
+        assert r.status_code == 422 and r.headers["Content-Type"] == "application/problem+json", url
+    assert crm.as_("amy").post(crm.api("/webhooks"), json={"url": receiver.url, "events": ["*"]}).status_code == 403
+    created = admin.post(crm.api("/webhooks"), json={"url": receiver.url, "events": ["approval_requested"]})
+    assert created.status_code == 201, created.text
+    hook = created.json()
+    receiver.script = [500, 500, 200]
+    base = len(receiver.received)
+    produce(crm.env["KAFKA_BOOTSTRAP_SERVERS"], f"{crm.topic_prefix}crm.orders.v1", [_approval("SO-HOOK-1", crm)])
+    receiver.wait_for(base + 2, timeout=60)  # at once, then 5 s later
+    try:
+        _set_clock(crm, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6))  # the third try is 5 minutes on
+        got = receiver.wait_for(base + 3, timeout=60)[base:]
+    finally:
+        _set_clock(crm, None)
+    assert len({r.headers["webhook-id"] for r in got}) == 1
+    for request in got:
+        payload = Webhook(hook["secret"]).verify(request.body, request.headers)
+        assert payload["type"] == "approval_requested" and "SO-HOOK-1" in payload["data"]["title"]
+    wait_for(lambda: admin.get(crm.api(f"/webhooks/{hook['id']}")).json()["deliveries"]["sent"] == 1,
+             what="the delivery recorded as sent")
+    receiver.script = [410]
+    produce(crm.env["KAFKA_BOOTSTRAP_SERVERS"], f"{crm.topic_prefix}crm.orders.v1", [_approval("SO-HOOK-2", crm)])
+    wait_for(lambda: admin.get(crm.api(f"/webhooks/{hook['id']}")).json()["status"] == "disabled",
+             what="410 disables the endpoint")
+    wait_for(lambda: _of_type(admin, crm, "delivery_failed"), what="the admin told")
+    assert admin.delete(crm.api(f"/webhooks/{hook['id']}")).status_code == 204
+    assert admin.get(crm.api(f"/webhooks/{hook['id']}")).status_code == 404
+
+
+def _approval(number: str, crm) -> dict:
+    return new_event("approval.requested", str(uuid.uuid4()), {"approval": {
+        "id": str(uuid.uuid4()), "order_id": str(uuid.uuid4()), "order_number": number,
+        "owner_id": crm.users["ann"]["id"], "team_id": crm.teams["east"]["id"], "status": "pending", "reasons": [],
+        "steps": [], "current_approver_id": crm.users["mgr-east"]["id"], "current_level": "manager",
+        "requested_by": crm.users["ann"]["id"], "created_at": "2026-12-01T00:00:00Z", "closed_at": None}},
+        source="orders", actor=crm.users["ann"]["id"])

@@ -483,4 +483,5 @@ def test_notifications_through_the_edge(crm):
     story.activity_on_the_customer_shows_in_the_customer_view(crm, first["account_id"])
     story.lead_assignment_reminders_and_the_ladder(crm)
     story.inbox_privacy_and_bad_input(crm)
+    story.webhooks_signed_retried_and_guarded(crm)
     story.smtp_outage_delivers_everything_once(crm)
