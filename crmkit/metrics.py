@@ -49,6 +49,15 @@ APPROVALS_PENDING = Gauge("crm_approvals_pending", "Approval requests waiting fo
 APPROVALS_OLDEST_WAIT = Gauge("crm_approvals_oldest_waiting_seconds",
                               "How long the longest-waiting approval step has waited", ["service"],
                               multiprocess_mode="livemax")
+# The notifications worker's senders: what was told, what went, what waits and for how long.
+NOTIFICATIONS_RAISED = Counter("crm_notifications_total", "Notifications raised, by type", ["type"])
+DELIVERIES = Counter("crm_notification_deliveries_total", "Delivery attempts by channel and outcome "
+                     "(sent, retry, failed, cancelled)", ["channel", "outcome"])
+DELIVERIES_DUE = Gauge("crm_notification_deliveries_due", "Deliveries due and not yet sent", ["channel"],
+                       multiprocess_mode="livemax")
+DELIVERY_OLDEST_DUE = Gauge("crm_notification_delivery_oldest_due_seconds",
+                            "How long the longest-due delivery has waited past its time", ["channel"],
+                            multiprocess_mode="livemax")
 BUSINESS_EVENTS = Counter("crm_business_events_total", "Domain events by type (leads created, orders confirmed...)",
                           ["service", "type"])
 

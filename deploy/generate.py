@@ -386,6 +386,13 @@ def dashboard() -> dict:
         panel(17, "Orders: approvals waiting, and the longest wait (hours)",
               "max (crm_approvals_pending) or max (crm_approvals_oldest_waiting_seconds) / 3600", "short",
               "waiting"),
+        panel(18, "Notifications raised per second, by type", "sum by (type) (rate(crm_notifications_total[5m]))",
+              "ops", "{{type}}"),
+        panel(19, "Deliveries per second, by channel and outcome",
+              "sum by (channel, outcome) (rate(crm_notification_deliveries_total[5m]))", "ops", "{{channel}} {{outcome}}"),
+        panel(20, "Deliveries due, and how long the oldest has waited (s)",
+              "max by (channel) (crm_notification_deliveries_due) or "
+              "max by (channel) (crm_notification_delivery_oldest_due_seconds)", "short", "{{channel}}"),
     ]
     return {"title": "SFA CRM", "uid": "sfa-crm", "schemaVersion": 39, "version": 1, "editable": True,
             "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "tags": ["crm"], "panels": panels}

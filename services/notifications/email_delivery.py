@@ -21,9 +21,9 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
-from crmkit import clock
+from crmkit import clock, metrics
 from crmkit.db import Database, utcnow
 from crmkit.settings import Settings
 
@@ -167,6 +167,7 @@ def _sent(db: Database, delivery_id, token: str) -> None:
         if delivery is not None:
             delivery.status, delivery.sent_at, delivery.claimed_until, delivery.claimed_by = "sent", utcnow(), None, None
             delivery.attempts += 1
+            metrics.DELIVERIES.labels("email", "sent").inc()
         uow.commit()
 
 
@@ -188,6 +189,7 @@ def _failed(db: Database, settings: Settings, delivery_id, token: str, error: st
         delivery.claimed_by = None
         delivery.last_error, delivery.claimed_until = error[:500], None
         wait = None if permanent else backoff(delivery.attempts)
+        metrics.DELIVERIES.labels("email", "retry" if wait is not None else "failed").inc()
         if wait is not None:
             delivery.next_attempt_at = utcnow() + wait
         else:
@@ -199,6 +201,15 @@ def _failed(db: Database, settings: Settings, delivery_id, token: str, error: st
         uow.commit()
 
 
+def measure_queue(db: Database, channel: str, now: dt.datetime) -> None:
+    """crm_notification_deliveries_due and _oldest_due_seconds of a channel (the dashboard's queue)."""
+    with db.uow(readonly=True) as uow:
+        count, oldest = uow.session.execute(select(func.count(), func.min(Delivery.next_attempt_at)).where(
+            Delivery.status == "pending", Delivery.channel == channel, Delivery.next_attempt_at <= now)).one()
+    metrics.DELIVERIES_DUE.labels(channel).set(count)
+    metrics.DELIVERY_OLDEST_DUE.labels(channel).set(0.0 if oldest is None else (now - oldest).total_seconds())
+
+
 def sender_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 1.0) -> None:
     """The worker's e-mail sender: what is due, every `interval` seconds (5 s while the server is down)."""
     smtp = SmtpSettings.from_env()
@@ -208,6 +219,7 @@ def sender_loop(db: Database, settings: Settings, stop: threading.Event, interva
             # By the schedules' clock when a test moves it forward (quiet hours, retries), never behind.
             while send_all(db, settings, smtp, max(utcnow(), clock.now())) >= BATCH:
                 pass
+            measure_queue(db, "email", max(utcnow(), clock.now()))
         except ServerDown as exc:
             log.warning("SMTP server unreachable; e-mails wait", extra={"error": str(exc)})
             wait = max(interval, 5.0)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
+from crmkit import metrics
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.errors import NotFound
 from crmkit.pagination import paginate, parse_sort
@@ -62,6 +63,7 @@ def notify(uow: UnitOfWork, settings: Settings, recipients: Iterable[str | None]
                                      created_at=now))
         if prefs.wants(kind, "webhook"):
             webhooks.fan_out(uow, note, now)
+        uow.before_commit(lambda kind=kind: metrics.NOTIFICATIONS_RAISED.labels(kind).inc())
         uow.publish(*event(settings, NOTIFICATION_CREATED, recipient, {"notification": note}, actor=actor))
         made.append(note)
     uow.session.flush()

@@ -20,13 +20,13 @@ import uuid
 import urllib3
 from sqlalchemy import or_, select
 
-from crmkit import clock
+from crmkit import clock, metrics
 from crmkit.db import Database, UnitOfWork, utcnow
 from crmkit.settings import Settings
 
 from . import ssrf, webhooks
 from .db import Delivery, DirectoryUser, Notification, WebhookEndpoint
-from .email_delivery import backoff
+from .email_delivery import backoff, measure_queue
 from .events import DELIVERY_FAILED, event
 from .inbox import About, notify
 from .messages import render
@@ -128,6 +128,7 @@ def record(db: Database, settings: Settings, delivery_id, token: str, outcome: O
             return 0
         delivery.attempts += 1
         delivery.claimed_by, delivery.claimed_until = None, None
+        metrics.DELIVERIES.labels("webhook", "sent" if outcome.ok else "retry").inc()
         if outcome.ok:
             delivery.status, delivery.sent_at = "sent", utcnow()
             uow.commit()
@@ -148,6 +149,7 @@ def record(db: Database, settings: Settings, delivery_id, token: str, outcome: O
 
 def _give_up(uow: UnitOfWork, settings: Settings, delivery: Delivery, endpoint: WebhookEndpoint, reason: str) -> None:
     delivery.status = "failed"
+    metrics.DELIVERIES.labels("webhook", "failed").inc()
     note = uow.session.get(Notification, delivery.notification_id)
     uow.publish(*event(settings, DELIVERY_FAILED, note.recipient_id, {
         "delivery_id": delivery.id, "notification_id": note.id, "recipient_id": note.recipient_id,
@@ -172,6 +174,7 @@ def sender_loop(db: Database, settings: Settings, stop: threading.Event, interva
         try:
             while send_batch(db, settings, max(utcnow(), clock.now()))[0] >= BATCH:
                 pass
+            measure_queue(db, "webhook", max(utcnow(), clock.now()))
         except Exception:  # a database outage: try again next time
             log.exception("webhook sender failed; retrying")
         stop.wait(interval)
