@@ -108,7 +108,11 @@ def get_preferences():
 @notifications_blp.doc(parameters=[IF_MATCH])
 @roles(*EVERYONE)
 def put_preferences(document):
-    """Replace how you are told. Needs If-Match with the ETag you last read ("v0" before a first save)."""
+    """Replace how you are told. Needs If-Match with the ETag you last read ("v0" before a first save).
+
+    422 for an e-mail address that is not in ASCII at a public domain name, a time zone that is not
+    an IANA name, or quiet hours that start and end at the same time.
+    """
     with ctx().db.uow() as uow:
         prefs = preferences.save(uow, principal().user_id, document, require_if_match)
         uow.commit()

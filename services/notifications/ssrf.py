@@ -19,6 +19,16 @@ from urllib.parse import urlsplit
 
 METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
             ipaddress.ip_address("100.100.100.200")}  # AWS (v4 and v6), Alibaba Cloud
+# IPv6 ranges Python calls global that reach IPv4 or private networks through a translator or tunnel.
+_REFUSED_V6 = [ipaddress.ip_network(n) for n in (
+    "::/96",  # IPv4-compatible
+    "::ffff:0:0:0/96",  # SIIT
+    "64:ff9b:1::/48",  # local-use NAT64
+    "fec0::/10",  # site-local
+    "2001::/32",  # Teredo
+)]
+_EMBEDDING_V4 = {ipaddress.ip_network("64:ff9b::/96"): lambda a: ipaddress.IPv4Address(int(a) & 0xFFFFFFFF),  # NAT64
+                 ipaddress.ip_network("2002::/16"): lambda a: ipaddress.IPv4Address((int(a) >> 80) & 0xFFFFFFFF)}  # 6to4
 
 
 class Refused(ValueError):
@@ -50,7 +60,15 @@ def parse(url: str) -> Target:
         raise Refused("an https URL is needed")
     if parts.username or parts.password:
         raise Refused("credentials in the URL are not accepted; the signature authenticates the CRM")
-    host = parts.hostname.lower()
+    host = parts.hostname.lower().rstrip(".")
+    if _literal(host) is None:
+        try:  # labels of 1 to 63 characters, 253 in all (the codec refuses the rest)
+            if len(host.encode("idna")) > 253:
+                raise UnicodeError("too long")
+        except UnicodeError:
+            raise Refused(f"{host[:80]} is not a valid host name") from None
+    if port == 0:
+        raise Refused("port 0 is not a port")
     port = port or (443 if parts.scheme == "https" else 80)
     allowed = f"{host}:{port}" in allow_list()
     if parts.scheme == "http" and not allowed:
@@ -72,10 +90,18 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def check_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    original = address
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif any(address in net for net in _REFUSED_V6):
+            raise Refused(f"{original} is not a public address")
+        else:
+            for net, embedded in _EMBEDDING_V4.items():
+                if address in net:
+                    address = embedded(address)  # judged as the IPv4 address it leads to
     if address in METADATA or not address.is_global or address.is_multicast:
-        raise Refused(f"{address} is not a public address")
+        raise Refused(f"{original} is not a public address")
 
 
 def resolve(target: Target) -> str:
@@ -83,7 +109,7 @@ def resolve(target: Target) -> str:
     has been checked (a name with one private answer among public ones is refused)."""
     try:
         infos = socket.getaddrinfo(target.host.strip("[]"), target.port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError, ValueError) as exc:  # a label too long or empty is a UnicodeError
         raise Refused(f"{target.host} does not resolve: {exc}") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     if not addresses:
@@ -92,3 +118,11 @@ def resolve(target: Target) -> str:
         for address in addresses:
             check_address(address)
     return str(addresses[0])
+
+
+def host_of(url: str) -> str:
+    """The host of a URL, for messages (the path and query of a webhook URL may be its secret)."""
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"

@@ -13,11 +13,13 @@ checked by ssrf.py, redirects not followed) and records the outcome.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import logging
+import socket
+import ssl
 import threading
 import uuid
 
-import urllib3
 from sqlalchemy import or_, select
 
 from crmkit import clock, metrics
@@ -33,8 +35,10 @@ from .messages import render
 
 log = logging.getLogger(__name__)
 BATCH = 20
-TIMEOUT = urllib3.Timeout(connect=5.0, read=10.0)
-CLAIM = dt.timedelta(seconds=BATCH * 15 + 30)  # longer than a whole batch may take
+READ_TIMEOUT = 5.0  # to connect, and for each read
+DEADLINE = 15.0  # for the whole exchange
+MAX_ANSWER = 64 * 1024  # of the answer's body, read and dropped
+CLAIM = dt.timedelta(seconds=BATCH * DEADLINE + 30)  # longer than a whole batch may take
 MAX_RETRY_AFTER = dt.timedelta(hours=24)
 
 
@@ -66,15 +70,25 @@ def send_batch(db: Database, settings: Settings, now: dt.datetime | None = None)
     delivered = 0
     taken = claim(db, now or utcnow(), token)
     for delivery_id in taken:
-        with db.uow(readonly=True) as uow:
+        with db.uow() as uow:
             delivery = uow.session.get(Delivery, delivery_id)
             endpoint = uow.session.get(WebhookEndpoint, delivery.endpoint_id)
             if delivery.status != "pending" or endpoint.status != "active":
                 continue  # cancelled since it was claimed (the endpoint answered 410 to one before it)
+            note = uow.session.get(Notification, delivery.notification_id)
+            recipient = uow.session.get(DirectoryUser, note.recipient_id)
+            if recipient is not None and not recipient.active:
+                delivery.status, delivery.last_error = "cancelled", "the recipient was deactivated"
+                uow.commit()
+                continue
             body = delivery.payload
             sent_headers = webhooks.headers(endpoint, webhooks.message_id(delivery.id), body, utcnow())
-        outcome = post(endpoint.url, body, sent_headers)
-        delivered += record(db, settings, delivery_id, token, outcome, now or utcnow())
+        try:
+            outcome = post(endpoint.url, body, sent_headers)
+        except Exception as exc:  # whatever goes wrong with one delivery is that delivery's failure
+            log.exception("webhook delivery %s failed unexpectedly", delivery_id)
+            outcome = Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+        delivered += record(db, settings, delivery_id, token, outcome, max(now or utcnow(), utcnow()))
     return len(taken), delivered
 
 
@@ -87,37 +101,79 @@ class Outcome:
         return self.status is not None and 200 <= self.status < 300
 
 
+class _Pinned(http.client.HTTPSConnection):
+    """An HTTPS connection to the address the guard checked, verifying the certificate for the name."""
+
+    def __init__(self, address: str, host: str, port: int, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _PinnedPlain(http.client.HTTPConnection):
+    """Plain HTTP to the checked address: allow-listed targets only (ssrf.parse refuses it otherwise)."""
+
+    def __init__(self, address: str, host: str, port: int, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
 def post(url: str, body: str, sent_headers: dict) -> Outcome:
-    """One attempt: to the address the guard checked, never following a redirect."""
+    """One attempt: to the address the guard checked, never following a redirect, reading at most
+    MAX_ANSWER bytes of the answer (undecoded), all within DEADLINE however slowly the receiver
+    trickles: a receiver cannot hold the sender, nor fill its memory."""
     try:
         target = ssrf.parse(url)
         address = ssrf.resolve(target)
     except ssrf.Refused as exc:
         return Outcome(None, f"refused: {exc}")
-    pool_kwargs = {"timeout": TIMEOUT, "retries": False, "maxsize": 1}
-    if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(address, target.port, server_hostname=target.host,
-                                           assert_hostname=target.host, **pool_kwargs)
-    else:
-        pool = urllib3.HTTPConnectionPool(address, target.port, **pool_kwargs)
-    host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+    kind = _Pinned if target.scheme == "https" else _PinnedPlain
+    connection = kind(address, target.host, target.port, timeout=READ_TIMEOUT)
+    watchdog = threading.Timer(DEADLINE, _cut, args=(connection,))
+    watchdog.start()
     try:
-        response = pool.urlopen("POST", target.path, body=body.encode(), headers={**sent_headers, "host": host_header},
-                                redirect=False, preload_content=True, assert_same_host=False)
-    except urllib3.exceptions.HTTPError as exc:
+        connection.putrequest("POST", target.path, skip_host=True, skip_accept_encoding=True)
+        name = f"[{target.host}]" if ":" in target.host else target.host
+        connection.putheader("Host", name if target.port in (80, 443) else f"{name}:{target.port}")
+        payload = body.encode()
+        for header, value in {**sent_headers, "content-length": str(len(payload))}.items():
+            connection.putheader(header, value)
+        connection.endheaders(payload)
+        response = connection.getresponse()
+        response.read(MAX_ANSWER)
+        status, retry_after = response.status, _retry_after(response.getheader("retry-after"))
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
     finally:
-        pool.close()
-    retry_after = _retry_after(response.headers.get("retry-after"))
-    if 300 <= response.status < 400:
-        return Outcome(response.status, f"{response.status}: redirects are not followed", retry_after)
-    return Outcome(response.status, None if 200 <= response.status < 300 else f"{response.status}", retry_after)
+        watchdog.cancel()
+        connection.close()
+    if 300 <= status < 400:
+        return Outcome(status, f"{status}: redirects are not followed", retry_after)
+    return Outcome(status, None if 200 <= status < 300 else f"{status}", retry_after)
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """The deadline passed: end the exchange (the blocked read then fails)."""
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _retry_after(value: str | None) -> dt.timedelta | None:
-    if not value or not value.strip().isdigit():
-        return None
-    return min(dt.timedelta(seconds=int(value.strip())), MAX_RETRY_AFTER)
+    """Retry-After in seconds, capped at a day (an HTTP date or nonsense is ignored)."""
+    value = (value or "").strip()
+    if not value.isdigit() or len(value) > 9:
+        return MAX_RETRY_AFTER if value.isdigit() else None
+    return min(dt.timedelta(seconds=int(value)), MAX_RETRY_AFTER)
 
 
 def record(db: Database, settings: Settings, delivery_id, token: str, outcome: Outcome, now: dt.datetime) -> int:
@@ -160,9 +216,11 @@ def _give_up(uow: UnitOfWork, settings: Settings, delivery: Delivery, endpoint: 
     webhooks.cancel_waiting(uow, endpoint.id, f"the endpoint was disabled: {reason}"[:500])
     admins = uow.session.execute(select(DirectoryUser.id).where(
         DirectoryUser.role == "admin", DirectoryUser.active.is_(True)).order_by(DirectoryUser.id)).scalars().all()
+    # The endpoint by its host and id only: a webhook URL often is the receiver's credential.
+    where = f"{ssrf.host_of(endpoint.url)} ({endpoint.id})"
     notify(uow, settings, admins, "delivery_failed",
            lambda _r, language: render("delivery_failed", language, {
-               "address": endpoint.url, "attempts": delivery.attempts, "error": reason}),
+               "address": where, "attempts": delivery.attempts, "error": reason.replace(endpoint.url, where)}),
            About("webhook", str(endpoint.id), None, f"/webhooks/{endpoint.id}"),
            source_key=f"webhook-disabled:{endpoint.id}:{endpoint.version}")
 

@@ -23,6 +23,7 @@ from crmkit.errors import NotFound, ValidationFailed
 from . import ssrf
 from .db import Delivery, Notification, WebhookEndpoint
 
+MAX_SECRETS = 3  # live at once: the new one and two still in their overlap
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme's prefix, not a secret
 
 
@@ -112,7 +113,7 @@ def rotate(uow: UnitOfWork, endpoint_id: uuid.UUID) -> tuple[WebhookEndpoint, st
     kept = [{"secret": s["secret"], "expires_at": s.get("expires_at") or until.isoformat()}
             for s in endpoint.secrets if s.get("expires_at") is None or dt.datetime.fromisoformat(s["expires_at"]) > now]
     secret = new_secret()
-    endpoint.secrets = [{"secret": secret, "expires_at": None}, *kept]
+    endpoint.secrets = [{"secret": secret, "expires_at": None}, *kept][:MAX_SECRETS]
     endpoint.updated_at = now
     return endpoint, secret, until
 
@@ -126,7 +127,8 @@ def cancel_waiting(uow: UnitOfWork, endpoint_id: uuid.UUID, reason: str) -> None
 # ---- fan-out: called for each notification as it is raised ----------------------------------------------
 def fan_out(uow: UnitOfWork, note: Notification, now: dt.datetime) -> None:
     endpoints = uow.session.execute(select(WebhookEndpoint).where(WebhookEndpoint.status == "active")).scalars().all()
-    wanted = [e for e in endpoints if "*" in e.events or note.type in e.events]
+    # What the admins are told of the webhooks themselves stays in the CRM.
+    wanted = [e for e in endpoints if ("*" in e.events or note.type in e.events) and note.type != "delivery_failed"]
     if not wanted:
         return
     body = json.dumps({"type": note.type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": {

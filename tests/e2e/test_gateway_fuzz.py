@@ -113,6 +113,12 @@ DOCUMENTED_RULES = {
     "plans and rules that hold together": r"the commission plans do not hold together|"
                                           r"the alert rules do not hold together",
     "percentages within their range": r"from \d+ to \d+",
+    # notifications (issue 17)
+    "an agenda window of at most 62 days": r"`to` must be after `from`, and at most 62 days after it",
+    "a webhook target the CRM will call": r"an https URL is needed|is not a public address|credentials in the URL|"
+                                          r"not a URL|does not resolve",
+    "a deliverable address and a real time zone": r"an e-mail address at a public domain name|not a time zone name|"
+                                                  r"quiet hours must not start and end at the same time",
 }
 
 

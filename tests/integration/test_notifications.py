@@ -502,7 +502,10 @@ def test_webhook_targets_inside_the_network_are_refused(crm, receiver):
     for url in ("https://127.0.0.1/hook", "https://169.254.169.254/latest/meta-data", "https://10.0.0.1/",
                 "https://[::1]/", "https://[::ffff:127.0.0.1]/", "https://[fd00:ec2::254]/", "https://localhost:8443/",
                 "http://hooks.example.com/", "ftp://hooks.example.com/", "https://user:pw@hooks.example.com/",
-                f"http://127.0.0.1:{receiver.port + 1}/"):
+                f"http://127.0.0.1:{receiver.port + 1}/", "https://[64:ff9b::a9fe:a9fe]/", "https://[2002:7f00:1::]/",
+                "https://[::7f00:1]/", "https://[fec0::1]/", "https://[2001::1]/", "https://2130706433/",
+                "https://0x7f.1/", "https://hooks.example.com:0/", "https://" + "a" * 64 + ".example.com/",
+                "https://a..b.example.com/"):
         r = _hook(crm, url)
         assert r.status_code == 422 and r.headers["Content-Type"] == "application/problem+json", url
     for name in ("ann", "mia", "eve", "kim"):
@@ -563,7 +566,7 @@ def test_410_disables_the_endpoint_and_tells_the_admins(crm, receiver):
     assert endpoint["status"] == "disabled" and "410" in endpoint["disabled_reason"]
     assert endpoint["deliveries"] == {"pending": 0, "sent": 0, "failed": 1, "cancelled": 1}
     [told] = [n for n in _inbox(crm.people["root"])["items"] if n["type"] == "delivery_failed"]
-    assert receiver.url in told["body"]
+    assert hook_id in told["body"] and receiver.url not in told["body"]  # a URL may be the receiver's credential
     _assign()
     assert _post_webhooks(dt.datetime.now(dt.UTC) + dt.timedelta(days=2)) == 0 and len(receiver.received) == 1
     with bootstrap.context().db.uow(readonly=True) as uow:
@@ -620,3 +623,24 @@ def test_a_person_may_keep_their_notifications_from_webhooks(crm, receiver):
     [request] = receiver.wait_for(1)
     assert json.loads(request.body)["data"]["recipient_id"] == "bob"
     assert crm.people["root"].delete(f"/webhooks/{uuid.uuid4()}").status_code == 404
+
+
+def test_a_receiver_cannot_hold_the_sender_and_an_absurd_retry_after_is_capped(crm, receiver, monkeypatch):
+    from services.notifications import webhook_delivery
+    monkeypatch.setattr(webhook_delivery, "DEADLINE", 1.0)
+    receiver.script = [(200, {}, 3), (503, {"Retry-After": "9" * 30}), (200, {"Retry-After": "9" * 5000})]
+    _hook(crm, receiver.url)
+    _assign()
+    started = dt.datetime.now(dt.UTC)
+    assert _post_webhooks() == 0  # the answer came too late: a failed attempt, not a stuck sender
+    assert (dt.datetime.now(dt.UTC) - started).total_seconds() < 2.5
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        [delivery] = uow.session.execute(select(Delivery).where(Delivery.channel == "webhook")).scalars().all()
+    assert delivery.attempts == 1 and delivery.status == "pending"
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+    assert _post_webhooks(moment) == 0  # 503, Retry-After: "forever"
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        [delivery] = uow.session.execute(select(Delivery).where(Delivery.channel == "webhook")).scalars().all()
+    assert dt.timedelta(hours=23) < delivery.next_attempt_at - moment <= dt.timedelta(days=1)
+    assert _post_webhooks(moment + dt.timedelta(days=1, seconds=1)) == 1  # a 200 with nonsense
+    assert _post_webhooks(dt.datetime.now(dt.UTC) + dt.timedelta(days=3)) == 0

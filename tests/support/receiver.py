@@ -18,7 +18,8 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, script: list[int | tuple[int, dict]] | None = None):
+    def __init__(self, script: list[int | tuple] | None = None):
+        """script: statuses, or (status, headers) or (status, headers, seconds to wait first)."""
         self.port = free_port()
         self.script = list(script or [])
         self.received: list[Received] = []
@@ -31,7 +32,8 @@ class Receiver:
                 with receiver._lock:
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     answer = receiver.script.pop(0) if receiver.script else 200
-                status, headers = answer if isinstance(answer, tuple) else (answer, {})
+                status, headers, delay = (answer + (0,))[:3] if isinstance(answer, tuple) else (answer, {}, 0)
+                time.sleep(delay)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
