@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import edge, ingest, leads_list, look_alike, opportunities, orders, performance
+from bench import edge, ingest, leads_list, look_alike, notifications, opportunities, orders, performance
 
 BENCHMARKS = {"ingest": ingest.run, "leads_list": leads_list.run,
               "opportunities": opportunities.run, "look_alike": look_alike.run, "edge": edge.run,
-              "orders": orders.run, "performance": performance.run}
+              "orders": orders.run, "performance": performance.run, "notifications": notifications.run}
 
 
 def main() -> None:
@@ -21,11 +21,14 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=200_000, help="orders: orders in the table (5 lines each)")
     parser.add_argument("--performance-orders", type=int, default=500_000,
                         help="performance: counted orders already applied (2,000,000 activities with them)")
+    parser.add_argument("--notification-events", type=int, default=100_000,
+                        help="notifications: lead.assigned events drained (twice: with and without e-mail)")
     parser.add_argument("--look-alike-seconds", type=int, default=30, help="look_alike: seconds of writing per phase kind")
     args = parser.parse_args()
     sizes = {"ingest": args.messages, "leads_list": args.leads,
              "opportunities": args.opportunities, "look_alike": args.look_alike_seconds, "edge": args.edge_leads,
-             "orders": args.orders, "performance": args.performance_orders}
+             "orders": args.orders, "performance": args.performance_orders,
+             "notifications": args.notification_events}
     for name in args.names:
         result = BENCHMARKS[name](sizes[name])
         print(json.dumps(result, indent=2))

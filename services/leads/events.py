@@ -155,6 +155,20 @@ class LeadActivityLoggedV1(Payload):
     company = fields.String(required=True, allow_none=True)
 
 
+class LeadImportFinishedV1(Payload):
+    """A CSV import's end, for whoever uploaded it (the notifications service tells them)."""
+    job_id = fields.UUID(required=True)
+    requested_by = fields.String(required=True)
+    filename = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(["completed", "failed"]))
+    rows = fields.Integer(required=True, allow_none=True)
+    created = fields.Integer(required=True)
+    merged = fields.Integer(required=True)
+    claimed = fields.Integer(required=True)
+    rejected = fields.Integer(required=True)
+    failure = fields.String(required=True, allow_none=True)
+
+
 class RulesUpdatedV1(Payload):
     rules = fields.List(fields.Dict(), required=True)
     version = fields.Integer(required=True)
@@ -176,6 +190,8 @@ LEADS.define("lead.deleted", LeadOnlyV1, subject=LEAD, summary="A lead was (soft
 LEADS.define("lead.converted", LeadConvertedV1, subject=LEAD,
              summary="A lead was converted: the opportunities service creates the account, contact and deal.")
 LEADS.define("activity.logged", LeadActivityLoggedV1, subject=LEAD, summary="A call, visit or e-mail on a lead.")
+LEADS.define("lead_import.finished", LeadImportFinishedV1, subject="import job id",
+             summary="A CSV import completed (with its counts) or failed (with the reason).")
 LEADS.define("scoring_rules.updated", RulesUpdatedV1, subject="rules:scoring", summary="The scoring rules changed.")
 LEADS.define("assignment_rules.updated", RulesUpdatedV1, subject="rules:assignment",
              summary="The assignment rules changed.")

@@ -33,6 +33,7 @@ from crmkit.settings import Settings
 
 from . import domain
 from .db import LeadImport, LeadImportError
+from .events import leads_event
 from .intake import intake, prefetch_duplicates
 from .people import importer_active, replica_principal, successor_now
 from .schemas import ImportRowSchema
@@ -184,6 +185,7 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
             chunk = _rows_from(job, job.rows_done).take(max(0, min(CHUNK_ROWS, max_rows() - job.rows_done)))
         except ValidationFailed as exc:
             job.status, job.failure, job.finished_at = "failed", exc.detail, utcnow()
+            _finished(uow, settings, job)
             uow.commit()
             return True
         job.status = "running"
@@ -191,6 +193,7 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         # merge into); the role and team recorded at upload if the replica has lost them.
         if not importer_active(uow, job.requested_by):
             job.status, job.failure, job.finished_at = "failed", "the importer was deactivated", utcnow()
+            _finished(uow, settings, job)
             uow.commit()
             return True
         requester = replica_principal(uow, job.requested_by) or Principal(
@@ -223,16 +226,26 @@ def process_next_chunk(db: Database, settings: Settings) -> bool:
         if len(chunk) < CHUNK_ROWS or job.rows_done >= min(job.rows or max_rows(), max_rows()):
             job.rows = job.rows_done
             job.status, job.finished_at = "completed", utcnow()
+            _finished(uow, settings, job)
         uow.commit()
         return True
 
 
-def _fail_current_job(db: Database, reason: str) -> None:
+def _finished(uow, settings: Settings, job: LeadImport) -> None:
+    """lead_import.finished, in the transaction that ends the job: the uploader is told once."""
+    uow.publish(*leads_event(settings, "lead_import.finished", job.id, {
+        "job_id": job.id, "requested_by": job.requested_by, "filename": job.filename, "status": job.status,
+        "rows": job.rows, "created": job.created, "merged": job.merged, "claimed": job.claimed,
+        "rejected": job.rejected, "failure": job.failure}, actor=job.requested_by))
+
+
+def _fail_current_job(db: Database, settings: Settings, reason: str) -> None:
     with db.uow() as uow:
         job = uow.session.execute(select(LeadImport).where(LeadImport.status.in_(("queued", "running")))
                                   .order_by(LeadImport.created_at).limit(1)).scalar_one_or_none()
         if job is not None:
             job.status, job.failure, job.finished_at = "failed", reason[:2000], utcnow()
+            _finished(uow, settings, job)
             uow.commit()
 
 
@@ -254,7 +267,7 @@ def run_imports(db: Database, settings: Settings, stop: threading.Event, *, idle
             failures += 1
             log.exception("import chunk failed (%d of %d)", failures, max_failures)
             if failures >= max_failures:
-                _fail_current_job(db, f"{type(exc).__name__}: {exc}")
+                _fail_current_job(db, settings, f"{type(exc).__name__}: {exc}")
                 failures = 0
             stop.wait(1.0)
             continue

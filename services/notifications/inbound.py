@@ -160,3 +160,15 @@ def read(schema: type[Schema], envelope: dict) -> dict:
         return loader.load(envelope.get("data") or {})
     except ValidationError as exc:
         raise Reject(f"invalid {envelope.get('type')}: {exc.messages}") from None
+
+
+class ImportFinished(_Tolerant):
+    job_id = fields.UUID(required=True)
+    requested_by = Id(required=True)
+    filename = Name(load_default=None, allow_none=True)
+    status = Name(required=True)
+    created = fields.Integer(load_default=0)
+    merged = fields.Integer(load_default=0)
+    claimed = fields.Integer(load_default=0)
+    rejected = fields.Integer(load_default=0)
+    failure = Text(2000, load_default=None, allow_none=True)

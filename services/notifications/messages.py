@@ -64,6 +64,16 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "en": ("{moved} {records} handed over to you", "{moved} {records} of {from_user} are now yours."),
         "zh": ("{moved} 条{records}已移交给您", "{from_user} 的 {moved} 条{records}现由您负责。"),
     },
+    "import_finished": {
+        "en": ("Import of {file} finished", "{created} leads created, {merged} merged into existing ones, {claimed} "
+               "already someone else's (their owners were told), {rejected} rows rejected."),
+        "zh": ("{file} 导入完成", "新建 {created} 条线索，合并 {merged} 条，{claimed} 条已属于他人（已通知其负责人），"
+               "拒绝 {rejected} 行。"),
+    },
+    "import_failed": {
+        "en": ("Import of {file} failed", "The import stopped: {failure}"),
+        "zh": ("{file} 导入失败", "导入已停止：{failure}"),
+    },
     "agenda": {
         "en": ("Your agenda for {day}", "{lines}"),
         "zh": ("{day} 的日程", "{lines}"),

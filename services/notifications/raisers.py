@@ -103,12 +103,26 @@ def handover_completed(settings: Settings, records: str):
     return handle
 
 
+def import_finished(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        job = inbound.read(inbound.ImportFinished, envelope)
+        kind = "import_finished" if job["status"] == "completed" else "import_failed"
+        notify(uow, settings, [job["requested_by"]], kind,
+               lambda _r, language: render(kind, language, {
+                   "file": job.get("filename") or "CSV", "created": job["created"], "merged": job["merged"],
+                   "claimed": job["claimed"], "rejected": job["rejected"], "failure": job.get("failure") or ""}),
+               About("lead_import", str(job["job_id"]), None, f"/lead-imports/{job['job_id']}"),
+               source_key=envelope["id"], event_id=envelope["id"], actor=envelope.get("actor"))
+    return handle
+
+
 def leads_handlers(settings: Settings) -> dict:
     changed = lead_changed(settings)
     kinds = ("lead.created", "lead.updated", "lead.assigned", "lead.merged", "lead.converted", "lead.disqualified",
              "lead.deleted")
     return {**{(k, 1): changed for k in kinds}, ("activity.logged", 1): lead_activity(settings),
-            ("handover.completed", 1): handover_completed(settings, "leads")}
+            ("handover.completed", 1): handover_completed(settings, "leads"),
+            ("lead_import.finished", 1): import_finished(settings)}
 
 
 # ---- crm.opportunities.v1 ------------------------------------------------------------------------------

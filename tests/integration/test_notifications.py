@@ -644,3 +644,21 @@ def test_a_receiver_cannot_hold_the_sender_and_an_absurd_retry_after_is_capped(c
     assert dt.timedelta(hours=23) < delivery.next_attempt_at - moment <= dt.timedelta(days=1)
     assert _post_webhooks(moment + dt.timedelta(days=1, seconds=1)) == 1  # a 200 with nonsense
     assert _post_webhooks(dt.datetime.now(dt.UTC) + dt.timedelta(days=3)) == 0
+
+
+def test_an_import_finished_or_failed_tells_whoever_uploaded_it(crm):
+    _prefs(crm.people["kim"], language="en")
+    job_id = str(uuid.uuid4())
+    data = {"job_id": job_id, "requested_by": "kim", "filename": "expo.csv", "status": "completed", "rows": 10,
+            "created": 7, "merged": 1, "claimed": 1, "rejected": 1, "failure": None}
+    finished = new_event("lead_import.finished", job_id, data, source="leads", actor="kim")
+    for _ in range(2):  # delivered twice
+        _deliver(raisers.leads_handlers, finished)
+    [told] = _inbox(crm.people["kim"])["items"]
+    assert told["type"] == "import_finished" and told["link"] == f"/lead-imports/{job_id}"
+    assert "expo.csv" in told["title"] and "7 leads created" in told["body"] and "1 rows rejected" in told["body"]
+    assert finished["data"]["requested_by"] == "kim" and _inbox(crm.people["ann"])["items"] == []
+    failed = new_event("lead_import.finished", job_id, {**data, "status": "failed", "failure": "the file is empty"},
+                       source="leads", actor="kim")
+    _deliver(raisers.leads_handlers, failed)
+    assert [n["type"] for n in _inbox(crm.people["kim"])["items"]] == ["import_failed", "import_finished"]
