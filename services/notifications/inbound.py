@@ -80,9 +80,9 @@ class AccountEvent(_Tolerant):
 
 
 class Opportunity(_Tolerant):
+    """Only what a reminder needs: closed or not, whose, and what it is called if the event says."""
     id = fields.UUID(required=True)
-    account_id = fields.UUID(required=True)
-    name = Name(required=True)
+    name = Name(load_default=None, allow_none=True)
     owner_id = Id(required=True, allow_none=True)
     team_id = Id(required=True, allow_none=True)
     status = Name(required=True)

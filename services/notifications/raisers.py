@@ -187,7 +187,8 @@ def opportunity_changed(uow: UnitOfWork, envelope: dict) -> None:
     else:
         reminders.move(uow, record_type="opportunity", record_id=str(deal["id"]), owner_id=deal["owner_id"],
                        team_id=deal["team_id"], as_of=envelope["time"])
-        _retitle(uow, "opportunity", str(deal["id"]), deal["name"])
+        if deal["name"]:
+            _retitle(uow, "opportunity", str(deal["id"]), deal["name"])
 
 
 def _retitle(uow: UnitOfWork, record_type: str, record_id: str, title: str) -> None:

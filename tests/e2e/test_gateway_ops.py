@@ -123,10 +123,12 @@ def test_a_stopped_service_is_503_then_the_breaker_opens_and_recovers(crm):
             assert left.status_code == 200 and left.json()["orders"] == [] and left.json()["account"] is None
             assert left.json()["degraded"] == ["leads", "opportunities"]
             crm.stop("orders-api")
+            crm.stop("notifications-api")
             try:
                 assert ann.get(crm.api(f"/customers/{account['id']}")).status_code == 503  # no part left to show
             finally:
                 crm.start("orders-api")
+                crm.start("notifications-api")
         finally:
             crm.start("opportunities-api")
         assert ann.get(crm.api("/me")).status_code == 200  # the gateway's own routes do not depend on it

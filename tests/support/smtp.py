@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import threading
 import time
 from email.message import EmailMessage
@@ -12,6 +13,8 @@ from email.message import EmailMessage
 from aiosmtpd.controller import Controller
 
 from tests.e2e.gateway_stack import free_port
+
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's session chatter
 
 
 class _Keep:
