@@ -9,7 +9,7 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from crmkit.db import UTCDateTime, new_metadata, utcnow
 from crmkit.directory import DirectoryTeamColumns, DirectoryUserColumns
@@ -88,6 +88,8 @@ class Delivery(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     notification_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("notifications.id"), index=True)
+    # So that a notification and its deliveries go in together, the notification first, in bulk.
+    notification: Mapped[Notification] = relationship(lazy="raise")
     channel: Mapped[str] = mapped_column(String(20))
     address: Mapped[str] = mapped_column(String(2000))  # the e-mail address, or the endpoint's URL
     endpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)

@@ -21,7 +21,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 
 from crmkit import clock, metrics
 from crmkit.db import Database, utcnow
@@ -162,13 +162,15 @@ def _held(uow, delivery_id, token: str) -> Delivery | None:
 
 
 def _sent(db: Database, delivery_id, token: str) -> None:
+    """Recorded at once, one statement: what a crash right after sending may repeat is this one."""
     with db.uow() as uow:
-        delivery = _held(uow, delivery_id, token)
-        if delivery is not None:
-            delivery.status, delivery.sent_at, delivery.claimed_until, delivery.claimed_by = "sent", utcnow(), None, None
-            delivery.attempts += 1
-            metrics.DELIVERIES.labels("email", "sent").inc()
+        done = uow.session.execute(update(Delivery).where(
+            Delivery.id == delivery_id, Delivery.status == "pending", Delivery.claimed_by == token).values(
+            status="sent", sent_at=utcnow(), claimed_until=None, claimed_by=None, attempts=Delivery.attempts + 1)
+            .execution_options(synchronize_session=False)).rowcount
         uow.commit()
+    if done:
+        metrics.DELIVERIES.labels("email", "sent").inc()
 
 
 def _release(db: Database, ids: list, token: str) -> None:

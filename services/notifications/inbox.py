@@ -16,6 +16,7 @@ from crmkit.pagination import paginate, parse_sort
 from crmkit.settings import Settings
 
 from . import preferences, webhooks
+from .batch import current, load_people, load_told
 from .db import Delivery, DirectoryUser, Notification
 from .events import NOTIFICATION_CREATED, event
 from .messages import Text
@@ -39,13 +40,19 @@ def notify(uow: UnitOfWork, settings: Settings, recipients: Iterable[str | None]
     hours are judged by it), if not now. Returns the notifications made now."""
     made = []
     now = utcnow()
+    batch = current(uow)
     for recipient in dict.fromkeys(r for r in recipients if r):
-        user = uow.session.get(DirectoryUser, recipient)
-        if user is not None and not user.active:
-            continue
-        if uow.session.execute(select(Notification.id).where(
+        if batch is not None:
+            load_people(uow, batch, [recipient])
+            load_told(uow, batch, [source_key])
+            user = batch.users[recipient]
+            told = (source_key, recipient, kind) in batch.told
+        else:
+            user = uow.session.get(DirectoryUser, recipient)
+            told = uow.session.execute(select(Notification.id).where(
                 Notification.source_key == source_key, Notification.recipient_id == recipient,
-                Notification.type == kind)).first():
+                Notification.type == kind)).first() is not None
+        if told or (user is not None and not user.active):
             continue
         prefs = preferences.of(uow, recipient)
         words = text(recipient, prefs.language)
@@ -55,18 +62,22 @@ def notify(uow: UnitOfWork, settings: Settings, recipients: Iterable[str | None]
                             # Not wanted in the app: kept (it is what an e-mail is sent from) but read.
                             read_at=None if prefs.wants(kind, "inapp") else now)
         uow.session.add(note)
-        uow.session.flush()  # before its delivery, which refers to it
         # A digest reader gets the morning agenda by e-mail, and nothing else.
         if prefs.wants(kind, "email") and prefs.email and (kind == "agenda" or not prefs.digest):
-            uow.session.add(Delivery(notification_id=note.id, channel="email", address=prefs.email, status="pending",
+            uow.session.add(Delivery(notification=note, channel="email", address=prefs.email, status="pending",
                                      attempts=0, next_attempt_at=preferences.after_quiet_hours(prefs, at or now),
                                      created_at=now))
         if prefs.wants(kind, "webhook"):
             webhooks.fan_out(uow, note, now)
-        uow.before_commit(lambda kind=kind: metrics.NOTIFICATIONS_RAISED.labels(kind).inc())
+        if batch is not None:
+            batch.told.add((source_key, recipient, kind))
+            batch.raised[kind] += 1
+        else:
+            uow.before_commit(lambda kind=kind: metrics.NOTIFICATIONS_RAISED.labels(kind).inc())
         uow.publish(*event(settings, NOTIFICATION_CREATED, recipient, {"notification": note}, actor=actor))
         made.append(note)
-    uow.session.flush()
+    if batch is None:
+        uow.session.flush()
     return made
 
 

@@ -55,7 +55,13 @@ def default_channels() -> dict[str, tuple[str, ...]]:
 
 
 def of(uow: UnitOfWork, user_id: str) -> Preferences:
-    row = uow.session.get(Preference, user_id)
+    from .batch import current, load_people  # (batch reads this module's table)
+    batch = current(uow)
+    if batch is not None:
+        load_people(uow, batch, [user_id])
+        row = batch.preferences[user_id]
+    else:
+        row = uow.session.get(Preference, user_id)
     if row is None:
         return Preferences(user_id=user_id, language=default_language(), time_zone=default_time_zone(),
                            channels=default_channels())

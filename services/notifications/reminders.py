@@ -68,9 +68,15 @@ def keep(uow: UnitOfWork, *, record_type: str, record_id: str, kind: str, title:
     """The record's reminder as an event now says it is: due at `due_at` for `owner_id` (none: no
     reminder). A new due time or work on the record start the ladder again from the due time; a new
     owner starts it from now if the due time has passed (they are reminded, not escalated at once)."""
-    row = uow.session.execute(select(Reminder).where(
-        Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.kind == kind)
-        .with_for_update()).scalar_one_or_none()
+    from .batch import current, load_reminders
+    batch = current(uow)
+    if batch is not None:
+        load_reminders(uow, batch, [(record_type, record_id, kind)])
+        row = batch.reminders[(record_type, record_id, kind)]
+    else:
+        row = uow.session.execute(select(Reminder).where(
+            Reminder.record_type == record_type, Reminder.record_id == record_id, Reminder.kind == kind)
+            .with_for_update()).scalar_one_or_none()
     if due_at is None or owner_id is None:
         if row is not None and row.status == "open":
             row.status, row.next_at, row.as_of, row.updated_at = ("done" if worked else "cancelled"), None, as_of, utcnow()
@@ -79,6 +85,8 @@ def keep(uow: UnitOfWork, *, record_type: str, record_id: str, kind: str, title:
         row = Reminder(record_type=record_type, record_id=record_id, kind=kind, status="new", due_at=due_at,
                        ladder_start=due_at, rung=0, as_of=as_of)
         uow.session.add(row)
+        if batch is not None:
+            batch.reminders[(record_type, record_id, kind)] = row
     fresh = row.status != "open" or row.due_at != due_at or worked
     new_owner = row.owner_id is not None and row.owner_id != owner_id
     row.title, row.account_id, row.team_id = title[:300], account_id, team_id

@@ -126,7 +126,14 @@ def cancel_waiting(uow: UnitOfWork, endpoint_id: uuid.UUID, reason: str) -> None
 
 # ---- fan-out: called for each notification as it is raised ----------------------------------------------
 def fan_out(uow: UnitOfWork, note: Notification, now: dt.datetime) -> None:
-    endpoints = uow.session.execute(select(WebhookEndpoint).where(WebhookEndpoint.status == "active")).scalars().all()
+    from .batch import current
+    batch = current(uow)
+    if batch is not None and batch.endpoints is not None:
+        endpoints = batch.endpoints
+    else:
+        endpoints = uow.session.execute(select(WebhookEndpoint).where(WebhookEndpoint.status == "active")).scalars().all()
+        if batch is not None:
+            batch.endpoints = endpoints
     # What the admins are told of the webhooks themselves stays in the CRM.
     wanted = [e for e in endpoints if ("*" in e.events or note.type in e.events) and note.type != "delivery_failed"]
     if not wanted:
@@ -137,6 +144,6 @@ def fan_out(uow: UnitOfWork, note: Notification, now: dt.datetime) -> None:
         "account_id": str(note.account_id) if note.account_id else None,
         "created_at": note.created_at.isoformat().replace("+00:00", "Z")}}, ensure_ascii=False, separators=(",", ":"))
     for endpoint in wanted:
-        uow.session.add(Delivery(notification_id=note.id, channel="webhook", address=endpoint.url,
+        uow.session.add(Delivery(notification=note, channel="webhook", address=endpoint.url,
                                  endpoint_id=endpoint.id, payload=body, status="pending", attempts=0,
                                  next_attempt_at=now, created_at=now))

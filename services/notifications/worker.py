@@ -10,7 +10,7 @@ from crmkit.consumer import Dispatch
 from crmkit.directory import apply_directory_event, directory_dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import agenda, email_delivery, raisers, reminders, webhook_delivery
+from . import agenda, batch, email_delivery, raisers, reminders, webhook_delivery
 from .bootstrap import context
 from .db import DirectoryTeam, DirectoryUser
 from .events import DIRECTORY_TOPIC, LEADS_TOPIC, OPPORTUNITIES_TOPIC, ORDERS_TOPIC, TOPIC_PARTITIONS
@@ -41,7 +41,9 @@ def worker_spec() -> WorkerSpec:
             ConsumerSpec(group_id=f"{settings.topic_prefix}notifications", handlers={
                 settings.topic(LEADS_TOPIC): Dispatch(raisers.leads_handlers(settings)),
                 settings.topic(OPPORTUNITIES_TOPIC): Dispatch(raisers.opportunities_handlers(settings)),
-                settings.topic(ORDERS_TOPIC): Dispatch(raisers.orders_handlers(settings))}),
+                settings.topic(ORDERS_TOPIC): Dispatch(raisers.orders_handlers(settings))},
+                # One query each per batch for the people, preferences, reminders and past notifications.
+                prepare={settings.topic(t): batch.prepare for t in (LEADS_TOPIC, OPPORTUNITIES_TOPIC, ORDERS_TOPIC)}),
         ],
         loops=[
             _loop(reminders.reminder_loop, "reminders", db, settings,

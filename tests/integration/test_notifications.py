@@ -662,3 +662,26 @@ def test_an_import_finished_or_failed_tells_whoever_uploaded_it(crm):
                        source="leads", actor="kim")
     _deliver(raisers.leads_handlers, failed)
     assert [n["type"] for n in _inbox(crm.people["kim"])["items"]] == ["import_failed", "import_finished"]
+
+
+def test_a_consumer_batch_reads_once_and_tells_as_one_event_at_a_time_would(crm):
+    """The worker's batches (batch.prepare, then each event's handler, in one transaction): the same
+    notifications, reminders and deliveries as one event at a time, a repeat inside the batch told once."""
+    from services.notifications import batch
+    leads = [_lead(str(uuid.uuid4()), owner=owner, team=team, due=T0) for owner, team in
+             (("ann", "east"), ("bob", "west"), ("ann", "east"))]
+    events = [_lead_event("lead.assigned", lead, reason="rule", previous_owner_id=None) for lead in leads]
+    events.append(events[0])  # a repeat in the same batch
+    ctx = bootstrap.context()
+    table = raisers.leads_handlers(ctx.settings)
+    with ctx.db.uow() as uow:
+        batch.prepare(uow, events)
+        for envelope in events:
+            deliver(table, uow, envelope)
+        uow.commit()
+    assert [n["record_id"] for n in _inbox(crm.people["ann"])["items"]] == [leads[2]["id"], leads[0]["id"]]
+    assert [n["record_id"] for n in _inbox(crm.people["bob"])["items"]] == [leads[1]["id"]]
+    with ctx.db.uow(readonly=True) as uow:
+        assert sorted(d.address for d in uow.session.execute(select(Delivery)).scalars()) == [
+            "ann@example.com", "ann@example.com", "bob@example.com"]
+    assert _fire(T0) == 3  # the three leads' reminders, kept in the batch
