@@ -27,8 +27,8 @@ from crmkit import clock, metrics
 from crmkit.db import Database, utcnow
 from crmkit.settings import Settings
 
-from . import preferences
-from .db import Delivery, DirectoryUser, Notification
+from . import batch, preferences
+from .db import Delivery, Notification
 from .events import DELIVERY_FAILED, event
 from .messages import email
 
@@ -84,8 +84,11 @@ def claim(db: Database, now: dt.datetime, token: str) -> list[dict]:
         if uow.session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=Delivery, skip_locked=True)
         taken = []
-        for delivery, note in uow.session.execute(stmt).all():
-            user = uow.session.get(DirectoryUser, note.recipient_id)
+        rows = uow.session.execute(stmt).all()
+        people = batch.start(uow)  # the recipients and their preferences in one query each
+        batch.load_people(uow, people, [note.recipient_id for _delivery, note in rows])
+        for delivery, note in rows:
+            user = people.users[note.recipient_id]
             prefs = preferences.of(uow, note.recipient_id)
             if (user is not None and not user.active) or not prefs.email:
                 delivery.status, delivery.last_error = "cancelled", "the recipient is deactivated or has no address"
