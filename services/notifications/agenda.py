@@ -12,6 +12,7 @@ import threading
 from sqlalchemy import or_, select
 
 from crmkit import clock
+from crmkit.auth import Principal
 from crmkit.db import Database, UnitOfWork, utcnow
 from crmkit.settings import Settings
 
@@ -63,7 +64,6 @@ def agenda_hour() -> int:
 def send_morning_agendas(uow: UnitOfWork, settings: Settings, now: dt.datetime) -> int:
     """Tell everyone whose morning it is (and who has not been told today) their agenda; returns
     how many were told. The e-mail is a notification of kind `agenda` (e-mail only by default)."""
-    from crmkit.auth import Principal
     told = 0
     hour = agenda_hour()
     people = uow.session.execute(select(DirectoryUser).where(DirectoryUser.active.is_(True))

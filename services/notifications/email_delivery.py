@@ -194,16 +194,23 @@ def _failed(db: Database, settings: Settings, delivery_id, token: str, error: st
         delivery.claimed_by = None
         delivery.last_error, delivery.claimed_until = error[:500], None
         wait = None if permanent else backoff(delivery.attempts)
-        metrics.DELIVERIES.labels("email", "retry" if wait is not None else "failed").inc()
         if wait is not None:
+            metrics.DELIVERIES.labels("email", "retry").inc()
             delivery.next_attempt_at = utcnow() + wait
         else:
-            delivery.status = "failed"
-            note = uow.session.get(Notification, delivery.notification_id)
-            uow.publish(*event(settings, DELIVERY_FAILED, note.recipient_id, {
-                "delivery_id": delivery.id, "notification_id": note.id, "recipient_id": note.recipient_id,
-                "channel": "email", "attempts": delivery.attempts, "error": delivery.last_error}, actor=None))
+            give_up(uow, settings, delivery)
         uow.commit()
+
+
+def give_up(uow, settings: Settings, delivery: Delivery) -> None:
+    """A delivery that will not be tried again, on either channel: failed, counted, and published
+    as delivery.failed."""
+    delivery.status = "failed"
+    metrics.DELIVERIES.labels(delivery.channel, "failed").inc()
+    note = uow.session.get(Notification, delivery.notification_id)
+    uow.publish(*event(settings, DELIVERY_FAILED, note.recipient_id, {
+        "delivery_id": delivery.id, "notification_id": note.id, "recipient_id": note.recipient_id,
+        "channel": delivery.channel, "attempts": delivery.attempts, "error": delivery.last_error}, actor=None))
 
 
 def measure_queue(db: Database, channel: str, now: dt.datetime) -> None:

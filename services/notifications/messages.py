@@ -4,9 +4,11 @@ words them. Titles and bodies are stored in the recipient's language when the no
 raised, so the inbox and the e-mail say the same thing."""
 from __future__ import annotations
 
+import datetime as dt
 import html
 from dataclasses import dataclass
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo
 
 LANGUAGES = ("en", "zh")
 
@@ -102,6 +104,11 @@ WORDS = {
            "reassigned": "（经理重新分配）", "handover": "（工作交接）", "call": "电话", "visit": "拜访", "email": "邮件",
            "meeting": "会议", "demo": "演示", "note": "备注", "manager_too": "（已同时通知您的经理）"},
 }
+
+
+def local_time(moment: dt.datetime, zone: ZoneInfo) -> str:
+    """A time as people read it in messages: in their own zone, to the minute."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def word(language: str, key: str) -> str:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from crmkit.db import UnitOfWork, utcnow
 
+from .batch import current, load_people
 from .db import Preference
 from .messages import LANGUAGES, TYPES
 
@@ -55,7 +56,6 @@ def default_channels() -> dict[str, tuple[str, ...]]:
 
 
 def of(uow: UnitOfWork, user_id: str) -> Preferences:
-    from .batch import current, load_people  # (batch reads this module's table)
     batch = current(uow)
     if batch is not None:
         load_people(uow, batch, [user_id])

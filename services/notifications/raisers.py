@@ -7,17 +7,15 @@ an event once, so an event delivered three times tells once.
 The same handlers keep the reminders (reminders.py) from the dates the events carry."""
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import select
 
 from crmkit.db import UnitOfWork
 from crmkit.settings import Settings
 
-from . import inbound, reminders
-from .db import DirectoryUser
+from . import inbound, preferences, reminders
+from .db import DirectoryUser, Reminder, WaitingApproval
 from .inbox import About, notify
-from .messages import Text, render, word
+from .messages import Text, local_time, render, word
 
 
 def _name(uow: UnitOfWork, user_id: str | None) -> str:
@@ -53,12 +51,11 @@ def lead_changed(settings: Settings):
             due = lead["follow_up_due_at"]
 
             def text(recipient: str, language: str) -> Text:
-                from . import preferences
                 zone = preferences.of(uow, recipient).zone
                 return render("lead_assigned", language, {
                     "company": lead.get("company") or "-", "contact": lead.get("contact_name") or "-",
                     "why": word(language, why) if why else "",
-                    "due": due.astimezone(zone).strftime("%Y-%m-%d %H:%M") if due else "-"})
+                    "due": local_time(due, zone) if due else "-"})
 
             notify(uow, settings, [lead["owner_id"]], "lead_assigned", text,
                    About("lead", lead["id"], None, f"/leads/{lead['id']}"),
@@ -165,7 +162,6 @@ def deal_activity(settings: Settings):
 
 def _record_title(uow: UnitOfWork, record_type: str, record_id: str) -> str | None:
     """What a record is called, as this service last heard (its reminder's title)."""
-    from .db import Reminder
     return uow.session.execute(select(Reminder.title).where(
         Reminder.record_type == record_type, Reminder.record_id == record_id)).scalars().first()
 
@@ -192,7 +188,6 @@ def opportunity_changed(uow: UnitOfWork, envelope: dict) -> None:
 
 
 def _retitle(uow: UnitOfWork, record_type: str, record_id: str, title: str) -> None:
-    from .db import Reminder
     for row in uow.session.execute(select(Reminder).where(
             Reminder.record_type == record_type, Reminder.record_id == record_id)).scalars():
         row.title = title[:300]
@@ -240,7 +235,6 @@ def approval(settings: Settings):
 
 def _keep_waiting(uow: UnitOfWork, item: dict, as_of) -> None:
     """The agenda's copy of who an approval waits for (none once it is decided)."""
-    from .db import WaitingApproval
     row = uow.session.get(WaitingApproval, item["id"], with_for_update=True)
     row = row or WaitingApproval(id=item["id"], since=as_of)
     if row.approver_id != item["current_approver_id"]:
@@ -283,9 +277,3 @@ def orders_handlers(settings: Settings) -> dict:
             ("performance.target_reached", 1): alerts, ("performance.pace_warning", 1): alerts,
             ("handover.completed", 1): handover_completed(settings, "orders_service")}
 
-
-def account_uuid(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value)) if value else None
-    except ValueError:
-        return None

@@ -15,7 +15,6 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -24,9 +23,10 @@ from crmkit.db import Database, UnitOfWork, utcnow
 from crmkit.settings import Settings
 
 from . import preferences
+from .batch import current, load_reminders
 from .db import DirectoryTeam, Reminder
 from .inbox import About, notify
-from .messages import Text, render, word
+from .messages import Text, local_time, render, word
 
 log = logging.getLogger(__name__)
 OPEN_LEAD_STATUSES = ("new", "contacted", "qualified")
@@ -68,7 +68,6 @@ def keep(uow: UnitOfWork, *, record_type: str, record_id: str, kind: str, title:
     """The record's reminder as an event now says it is: due at `due_at` for `owner_id` (none: no
     reminder). A new due time or work on the record start the ladder again from the due time; a new
     owner starts it from now if the due time has passed (they are reminded, not escalated at once)."""
-    from .batch import current, load_reminders
     batch = current(uow)
     if batch is not None:
         load_reminders(uow, batch, [(record_type, record_id, kind)])
@@ -169,17 +168,13 @@ def _fire(uow: UnitOfWork, settings: Settings, row: Reminder, index: int, rung: 
     def text(recipient: str, language: str) -> Text:
         zone = preferences.of(uow, recipient).zone
         return render(kind, language, {
-            "title": row.title, "what": word(language, row.kind), "due": _local(row.due_at, zone),
+            "title": row.title, "what": word(language, row.kind), "due": local_time(row.due_at, zone),
             "whose": word(language, "manager_too") if manager and recipient == row.owner_id else ""})
 
     recipients = [row.owner_id] + ([manager] if manager else [])
     notify(uow, settings, recipients, kind, text,
            About(row.record_type, row.record_id, row.account_id, link),
            source_key=f"reminder:{row.id}:{row.ladder_start.isoformat()}:{index}", at=now)
-
-
-def _local(moment: dt.datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def reminder_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 30.0) -> None:

@@ -28,8 +28,7 @@ from crmkit.settings import Settings
 
 from . import ssrf, webhooks
 from .db import Delivery, DirectoryUser, Notification, WebhookEndpoint
-from .email_delivery import backoff, measure_queue
-from .events import DELIVERY_FAILED, event
+from .email_delivery import backoff, give_up, measure_queue
 from .inbox import About, notify
 from .messages import render
 
@@ -204,12 +203,7 @@ def record(db: Database, settings: Settings, delivery_id, token: str, outcome: O
 
 
 def _give_up(uow: UnitOfWork, settings: Settings, delivery: Delivery, endpoint: WebhookEndpoint, reason: str) -> None:
-    delivery.status = "failed"
-    metrics.DELIVERIES.labels("webhook", "failed").inc()
-    note = uow.session.get(Notification, delivery.notification_id)
-    uow.publish(*event(settings, DELIVERY_FAILED, note.recipient_id, {
-        "delivery_id": delivery.id, "notification_id": note.id, "recipient_id": note.recipient_id,
-        "channel": "webhook", "attempts": delivery.attempts, "error": delivery.last_error}, actor=None))
+    give_up(uow, settings, delivery)
     if endpoint.status != "active":
         return
     endpoint.status, endpoint.disabled_reason, endpoint.updated_at = "disabled", reason[:500], utcnow()

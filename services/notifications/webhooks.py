@@ -21,6 +21,7 @@ from crmkit.db import UnitOfWork, utcnow
 from crmkit.errors import NotFound, ValidationFailed
 
 from . import ssrf
+from .batch import current
 from .db import Delivery, Notification, WebhookEndpoint
 
 MAX_SECRETS = 3  # live at once: the new one and two still in their overlap
@@ -126,7 +127,6 @@ def cancel_waiting(uow: UnitOfWork, endpoint_id: uuid.UUID, reason: str) -> None
 
 # ---- fan-out: called for each notification as it is raised ----------------------------------------------
 def fan_out(uow: UnitOfWork, note: Notification, now: dt.datetime) -> None:
-    from .batch import current
     batch = current(uow)
     if batch is not None and batch.endpoints is not None:
         endpoints = batch.endpoints
