@@ -58,15 +58,15 @@ class Postgres:
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
-        for attempt in range(5):
+        for attempt in range(60):
             try:
                 with psycopg.connect(f"{self.dsn}/postgres", autocommit=True) as conn:
                     conn.execute(f"drop database if exists {name} with (force)")
                 return
             except psycopg.errors.InsufficientPrivilege:
-                # FORCE cannot end a session of another role: an autovacuum worker that just started
-                # on the new database. It finishes in moments.
-                if attempt == 4:
+                # FORCE cannot end a session of another role: an autovacuum worker on the database.
+                # After a test wrote 100,000 rows it may take some seconds (2.5 s were once too few).
+                if attempt == 59:
                     raise
                 time.sleep(0.5)
 
