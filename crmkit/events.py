@@ -6,6 +6,7 @@ so one record's events stay in order on one partition.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
@@ -54,20 +55,41 @@ def new_event(type: str, subject, data: dict, *, source: str, actor=None,
     }
 
 
+# A \uD800-\uDFFF escape: the only way strict UTF-8 JSON text can decode to a UTF-16 surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _fast_json(raw) -> dict | None:
+    """The envelope of the common case, strict UTF-8 JSON with no surrogate escape, without walking
+    every string for a lone surrogate (a fifth of a consumer's time at 500 events a batch); None
+    for anything else, which parse_envelope reads the careful way (json.loads(bytes) also reads
+    UTF-16 and passes encoded surrogates through)."""
+    try:
+        text = raw.decode("utf-8")
+        if _SURROGATE_ESCAPE.search(text):
+            return None
+        doc = json.loads(text)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def parse_envelope(raw: bytes | None) -> dict:
     if raw is None:
         raise BadEnvelope("empty message (tombstone)")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, TypeError, RecursionError) as exc:
-        # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit;
-        # RecursionError, absurdly deep nesting. None of them may stop the consumer.
-        raise BadEnvelope(f"not JSON: {str(exc)[:200]}") from exc
-    if not isinstance(doc, dict):
-        raise BadEnvelope("envelope must be a JSON object")
-    where = unpaired_surrogate_at(doc)
-    if where is not None:
-        raise BadEnvelope(f"{where}: text holds an unpaired UTF-16 surrogate")
+    doc = _fast_json(raw)
+    if doc is None:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit;
+            # RecursionError, absurdly deep nesting. None of them may stop the consumer.
+            raise BadEnvelope(f"not JSON: {str(exc)[:200]}") from exc
+        if not isinstance(doc, dict):
+            raise BadEnvelope("envelope must be a JSON object")
+        where = unpaired_surrogate_at(doc)
+        if where is not None:
+            raise BadEnvelope(f"{where}: text holds an unpaired UTF-16 surrogate")
     try:
         return _envelope_schema.load(doc)
     except ValidationError as exc:

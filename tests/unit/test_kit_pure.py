@@ -38,6 +38,28 @@ def test_bad_envelopes_are_refused(raw):
         parse_envelope(raw)
 
 
+def _envelope_with(text_bytes: bytes) -> bytes:
+    event = new_event("lead.created", "s", {"company": "PLACEHOLDER"}, source="leads")
+    return encode(event).replace(b"PLACEHOLDER", text_bytes)
+
+
+@pytest.mark.parametrize("raw", [
+    _envelope_with(b"\\ud800"), _envelope_with(b"\\uDC00 and more"),  # escaped lone surrogates
+    _envelope_with(b"\xed\xa0\x80"),  # a surrogate encoded as UTF-8 bytes, which json.loads(bytes) lets through
+    '{"id": "\ud800"}'.encode("utf-16", "surrogatepass"),  # UTF-16 JSON, which json.loads(bytes) reads too
+])
+def test_an_unpaired_surrogate_is_refused_whichever_way_it_is_written(raw):
+    """The fast path (strict UTF-8 text with no surrogate escape) skips walking the document; every
+    other way a lone surrogate can be written still reaches the walk."""
+    with pytest.raises(BadEnvelope, match="surrogate"):
+        parse_envelope(raw)
+
+
+def test_a_paired_surrogate_and_an_escaped_backslash_are_text_like_any_other():
+    for written, meant in ((b"\\ud83d\\ude00", "\U0001F600"), (b"C:\\\\udata", "C:\\udata")):
+        assert parse_envelope(_envelope_with(written))["data"]["company"] == meant
+
+
 def test_cursor_round_trip_and_tampering():
     sort = SortSpec("created_at", True)
     when, row_id = dt.datetime(2026, 11, 1, tzinfo=dt.UTC), uuid.uuid4()
