@@ -81,8 +81,10 @@ def keep(uow: UnitOfWork, *, record_type: str, record_id: str, kind: str, title:
             row.status, row.next_at, row.as_of, row.updated_at = ("done" if worked else "cancelled"), None, as_of, utcnow()
         return
     if row is None:
-        row = Reminder(record_type=record_type, record_id=record_id, kind=kind, status="new", due_at=due_at,
-                       ladder_start=due_at, rung=0, as_of=as_of)
+        # The id is set here, not by the column default: rows whose keys are all given go in as one
+        # executemany, where a default drawn at flush time made the ORM send 500 rows as one statement.
+        row = Reminder(id=uuid.uuid4(), record_type=record_type, record_id=record_id, kind=kind, status="new",
+                       due_at=due_at, ladder_start=due_at, rung=0, as_of=as_of)
         uow.session.add(row)
         if batch is not None:
             batch.reminders[(record_type, record_id, kind)] = row
