@@ -23,6 +23,8 @@ def main() -> None:
                         help="performance: counted orders already applied (2,000,000 activities with them)")
     parser.add_argument("--notification-events", type=int, default=100_000,
                         help="notifications: lead.assigned events drained (twice: with and without e-mail)")
+    parser.add_argument("--notification-replicas", type=int, default=1,
+                        help="notifications: worker processes sharing the consumer group")
     parser.add_argument("--look-alike-seconds", type=int, default=30, help="look_alike: seconds of writing per phase kind")
     args = parser.parse_args()
     sizes = {"ingest": args.messages, "leads_list": args.leads,
@@ -30,7 +32,8 @@ def main() -> None:
              "orders": args.orders, "performance": args.performance_orders,
              "notifications": args.notification_events}
     for name in args.names:
-        result = BENCHMARKS[name](sizes[name])
+        result = (notifications.run(sizes[name], replicas=args.notification_replicas) if name == "notifications"
+                  else BENCHMARKS[name](sizes[name]))
         print(json.dumps(result, indent=2))
 
 

@@ -71,7 +71,7 @@ def metrics_payload() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def serve_metrics(port: int, service: str = "") -> None:
+def serve_metrics(port: int, service: str = "", part: str = "worker") -> None:
     """For workers, which have no Flask app: a tiny HTTP server on its own port. /healthz names the
     service, so that whoever waits for it knows it is talking to this worker and not to whatever else
     holds the port."""
@@ -81,7 +81,7 @@ def serve_metrics(port: int, service: str = "") -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             if self.path.split("?")[0] == "/healthz":
-                body, ctype = json.dumps({"status": "ok", "service": service, "part": "worker"}).encode(), "application/json"
+                body, ctype = json.dumps({"status": "ok", "service": service, "part": part}).encode(), "application/json"
             elif self.path.split("?")[0] == "/metrics":
                 body, ctype = metrics_payload()
             else:

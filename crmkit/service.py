@@ -42,9 +42,12 @@ def bootstrap(service: str, tables: dict, directory_user, directory_team, migrat
     return context, lambda: migrate(service, migrations)
 
 
-def command_line(package: str, argv: list[str], default_port: int) -> None:
-    """`python -m <package> migrate|worker|api [port]` (api: a development server; production uses gunicorn)."""
+def command_line(package: str, argv: list[str], default_port: int,
+                 more: dict[str, Callable[[], None]] | None = None) -> None:
+    """`python -m <package> migrate|worker|api [port]` (api: a development server; production uses
+    gunicorn), and the package's `more` commands."""
     command = argv[1] if len(argv) > 1 else ""
+    more = more or {}
     if command == "migrate":
         importlib.import_module(f"{package}.bootstrap").migrate()
     elif command == "worker":
@@ -52,5 +55,7 @@ def command_line(package: str, argv: list[str], default_port: int) -> None:
     elif command == "api":
         app = importlib.import_module(f"{package}.api").create_app()
         app.run(port=int(argv[2]) if len(argv) > 2 else default_port)
+    elif command in more:
+        more[command]()
     else:
-        sys.exit(f"usage: python -m {package} migrate|worker|api [port]")
+        sys.exit(f"usage: python -m {package} {'|'.join(['migrate', 'worker', *more, 'api'])} [port]")

@@ -41,6 +41,8 @@ class WorkerSpec:
     topics: dict[str, int] = field(default_factory=dict)  # topics this service owns or reads, with partitions
     # Schedules and job runners of the service: each is loop(stop) and runs until stop is set.
     loops: list[Callable[[threading.Event], None]] = field(default_factory=list)
+    relay: bool = True  # False for a process of loops alone beside the service's worker (the relay is there)
+    part: str = "worker"  # what /healthz says this process is
 
 
 def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
@@ -51,16 +53,19 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
             signal.signal(sig, lambda *_: stop.set())
     port = os.environ.get("WORKER_METRICS_PORT")
     if port:
-        serve_metrics(int(port), settings.service)
+        serve_metrics(int(port), settings.service, part=spec.part)
     if settings.ensure_topics and spec.topics:
         all_topics = dict(spec.topics)
         all_topics.update({f"{t}.dlq": 1 for t in spec.topics})
         ensure_topics(settings.kafka_bootstrap_servers, all_topics)
 
-    producer = make_producer(settings.kafka_bootstrap_servers, client_id=f"{settings.service}-worker")
-    relay = OutboxRelay(spec.db.engine, spec.tables["outbox"], producer, settings.service,
-                        in_process_wake=spec.db.committed)
-    threads = [threading.Thread(target=_guarded, args=(relay.run, stop), name="outbox-relay", daemon=True)]
+    threads, producer = [], None
+    if spec.relay or spec.consumers:  # the relay publishes with it; the consumers dead-letter with it
+        producer = make_producer(settings.kafka_bootstrap_servers, client_id=f"{settings.service}-{spec.part}")
+    if spec.relay:
+        relay = OutboxRelay(spec.db.engine, spec.tables["outbox"], producer, settings.service,
+                            in_process_wake=spec.db.committed)
+        threads.append(threading.Thread(target=_guarded, args=(relay.run, stop), name="outbox-relay", daemon=True))
     kafka_consumers = []
     for c in spec.consumers:
         kc = make_consumer(settings.kafka_bootstrap_servers, group_id=c.group_id, topics=list(c.handlers),
@@ -82,8 +87,9 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         t.join(timeout=15)
     for kc in kafka_consumers:
         kc.close(autocommit=False)
-    producer.flush(timeout=10)
-    producer.close(timeout=10)
+    if producer is not None:
+        producer.flush(timeout=10)
+        producer.close(timeout=10)
 
 
 def _guarded(loop, stop: threading.Event) -> None:

@@ -85,8 +85,8 @@ def _container(d: Deployable, component: str) -> dict:
         "securityContext": SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": TMP}],
     }
-    if component == "worker":
-        container["command"] = ["python", "-m", d.package, "worker"]
+    if component != "api":
+        container["command"] = ["python", "-m", d.package, component]
     return container
 
 
@@ -113,6 +113,11 @@ def _deployment(d: Deployable, component: str) -> dict:
                                   "spec": spec}}}
 
 
+SMTP_PORTS = (25, 465, 587, 1025)  # 1025: mailpit, the development overlay's relay
+PRIVATE_IPV4 = ["10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"]
+PRIVATE_IPV6 = ["::1/128", "fc00::/7", "fe80::/10", "::ffff:0:0/96", "64:ff9b::/96", "2002::/16"]
+
+
 def _network_policies(d: Deployable) -> list[dict]:
     """Default deny is in base/platform; these open what each part needs, and nothing more."""
     dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -131,9 +136,18 @@ def _network_policies(d: Deployable) -> list[dict]:
     upstreams = [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": u,
                                                           "app.kubernetes.io/component": "api"}}}],
                   "ports": [{"protocol": "TCP", "port": API_PORT}]} for u in d.upstreams]
+    # The senders alone go out: to the SMTP relay (wherever the crm-smtp Secret points, in the cluster
+    # or not, on the usual submission ports) and to webhook receivers over HTTPS on public addresses
+    # (the service's SSRF guard checks each target too; this is the second wall).
+    smtp = {"ports": [{"protocol": "TCP", "port": p} for p in SMTP_PORTS]}
+    webhooks = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_IPV4}},
+                       {"ipBlock": {"cidr": "::/0", "except": PRIVATE_IPV6}}],
+                "ports": [{"protocol": "TCP", "port": 443}]}
+    egress_of = {"api": [dns, kafka, database, *upstreams], "worker": [dns, kafka, database],
+                 "sender": [dns, database, smtp, webhooks]}
     policies = []
-    for component in ("api", "worker"):
-        scraped = METRICS_PORT if component == "worker" or d.name == "gateway" else API_PORT
+    for component in d.components:
+        scraped = API_PORT if component == "api" and d.name != "gateway" else METRICS_PORT
         ingress = [{**monitoring, "ports": [{"protocol": "TCP", "port": scraped}]}]
         if component == "api":
             ingress.append({"from": callers, "ports": [{"protocol": "TCP", "port": API_PORT}]})
@@ -141,7 +155,7 @@ def _network_policies(d: Deployable) -> list[dict]:
                          "metadata": {"name": f"{d.name}-{component}", "labels": _labels(d, component)},
                          "spec": {"podSelector": {"matchLabels": _labels(d, component)},
                                   "policyTypes": ["Ingress", "Egress"], "ingress": ingress,
-                                  "egress": [dns, kafka, database, *(upstreams if component == "api" else [])]}})
+                                  "egress": egress_of[component]}})
     return policies
 
 
@@ -165,14 +179,13 @@ def _bootstrap_fqdn(namespace: str) -> str:
 
 def _deployable_resources(d: Deployable) -> dict[str, list[dict] | dict]:
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{d.name}-config"},
-              "data": {k: str(v) for c in ("api", "worker")
+              "data": {k: str(v) for c in d.components
                        for k, v in env_for(d, c, kafka=KAFKA_BOOTSTRAP).items() if not isinstance(v, dict)}}
     resources: dict[str, list[dict] | dict] = {
         "serviceaccount.yaml": {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": d.name},
                                 "automountServiceAccountToken": False},
         "configmap.yaml": config,
-        "api.yaml": _deployment(d, "api"),
-        "worker.yaml": _deployment(d, "worker"),
+        **{f"{c}.yaml": _deployment(d, c) for c in d.components},
         "service.yaml": {"apiVersion": "v1", "kind": "Service",
                          "metadata": {"name": f"{d.name}-api", "labels": _labels(d, "api")},
                          "spec": {"selector": _labels(d, "api"),
@@ -187,7 +200,7 @@ def _deployable_resources(d: Deployable) -> dict[str, list[dict] | dict]:
         "pdb.yaml": [{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
                       "metadata": {"name": f"{d.name}-{c}", "labels": _labels(d, c)},
                       "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _labels(d, c)}}}
-                     for c in ("api", "worker")],
+                     for c in d.components],
         "networkpolicy.yaml": _network_policies(d),
         "database.yaml": {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
                           "metadata": {"name": d.database, "labels": _labels(d, "database")},
@@ -319,7 +332,7 @@ def _platform() -> dict[str, list[dict] | dict]:
             "metadata": {"name": "default-deny"},
             "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF},
                                      "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
-                                                           "values": ["api", "worker", "edge"]}]},
+                                                           "values": ["api", "worker", "sender", "edge"]}]},
                      "policyTypes": ["Ingress", "Egress"]}}
     rules = yaml.safe_load((ROOT / "prometheus" / "rules.yml").read_text())
     monitoring = [
@@ -487,15 +500,15 @@ def _compose() -> dict:
                 "read_only": True, "tmpfs": [TMP],
                 "depends_on": {"kafka": {"condition": "service_healthy"},
                                "postgres": {"condition": "service_healthy"}}}
-        for component in ("api", "worker"):
+        for component in d.components:
             env = {}
             for name, source in env_for(d, component, kafka="kafka:9092").items():
                 env[name] = source["compose"] if isinstance(source, dict) else str(source)
             service = {**base, "environment": {**env, **x_env}, "restart": "unless-stopped"}
             migrated = {f"{d.name}-migrate": {"condition": "service_completed_successfully"}}
             service["depends_on"] = {**base["depends_on"], **migrated}
-            if component == "worker":
-                service["command"] = ["python", "-m", d.package, "worker"]
+            if component != "api":
+                service["command"] = ["python", "-m", d.package, component]
             services[f"{d.name}-{component}"] = service
         services[f"{d.name}-migrate"] = {**base, "environment": services[f"{d.name}-api"]["environment"],
                                          "depends_on": base["depends_on"],
@@ -525,7 +538,7 @@ def _compose() -> dict:
 
 def _prometheus_config() -> dict:
     targets = [f"{d.name}-{c}:{API_PORT if c == 'api' and d.name != 'gateway' else METRICS_PORT}"
-               for d in DEPLOYABLES for c in ("api", "worker")] + [f"edge:{EDGE_METRICS_PORT}"]
+               for d in DEPLOYABLES for c in d.components] + [f"edge:{EDGE_METRICS_PORT}"]
     return {"global": {"scrape_interval": "15s"}, "rule_files": ["/etc/prometheus/rules.yml"],
             "scrape_configs": [{"job_name": "crm", "static_configs": [{"targets": targets}]}]}
 

@@ -27,7 +27,12 @@ class Deployable:
     upstreams: tuple[str, ...] = ()
     resources: dict = field(default_factory=lambda: {
         "api": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-        "worker": {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "500m", "memory": "384Mi"}}})
+        "worker": {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "500m", "memory": "384Mi"}},
+        "sender": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}})
+    # The processes it runs, each its own Deployment: the API, the worker, and for notifications the
+    # senders (`python -m <package> sender`), apart so that sending scales on its own and only they
+    # may reach the SMTP relay and the internet.
+    components: tuple[str, ...] = ("api", "worker")
 
     @property
     def image(self) -> str:
@@ -51,7 +56,8 @@ class Deployable:
 
 
 DEPLOYABLES = [
-    *(Deployable(s.name, s.package) for s in SERVICES),
+    *(Deployable(s.name, s.package, components=("api", "worker", "sender") if s.name == "notifications"
+                 else ("api", "worker")) for s in SERVICES),
     Deployable(GATEWAY.name, GATEWAY.package, upstreams=tuple(s.name for s in SERVICES)),
 ]
 
@@ -116,6 +122,9 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_TIME_ZONE": "Asia/Shanghai", "CRM_LANGUAGE": "zh",
         # notifications: the schedules, the ladder (empty: the default), the morning agenda, e-mail
         "NOTIFICATIONS_REMINDER_INTERVAL_SECONDS": 30, "NOTIFICATIONS_SEND_INTERVAL_SECONDS": 1,
+        "NOTIFICATIONS_EMAIL_SENDERS": 4,
+        # The senders run as the notifications-sender Deployment, so the worker does not send.
+        "NOTIFICATIONS_SENDERS_IN_WORKER": 0,
         "NOTIFICATIONS_AGENDA_INTERVAL_SECONDS": 60, "NOTIFICATIONS_WEBHOOK_INTERVAL_SECONDS": 1,
         # No webhook target is exempt from the SSRF guard in a deployment (tests and laptops only).
         "NOTIFICATIONS_WEBHOOK_ALLOW": "", "NOTIFICATIONS_WEBHOOK_ROTATION_HOURS": 24,

@@ -172,6 +172,17 @@ def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_p
         health_of={"service": service.name, "part": "worker"})
 
 
+def sender_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_port: int) -> ManagedProcess:
+    """The notifications senders as a process of their own, as a deployment runs them (the worker
+    then started with NOTIFICATIONS_SENDERS_IN_WORKER=0)."""
+    env = {**env, "WORKER_METRICS_PORT": str(metrics_port)}
+    return ManagedProcess(
+        name=f"{service.name}-sender", argv=[str(VENV_BIN / "python"), "-m", service.package, "sender"],
+        env=env, log_path=state_dir / "logs" / f"{service.name}-sender.log",
+        health_url=f"http://127.0.0.1:{metrics_port}/healthz",
+        health_of={"service": service.name, "part": "sender"})
+
+
 # ---- make run / make stop -----------------------------------------------------------------------
 RUN_DIR = REPO / ".state" / "run"
 MAIL_DIR, MAIL_PORT = RUN_DIR / "mail", 8025  # the local mail catcher's (infra/mailcatcher.py)

@@ -12,6 +12,7 @@ the outcome.
   queue is tried again a few seconds later, so every e-mail goes once it is back."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -115,31 +116,32 @@ def send_all(db: Database, settings: Settings, smtp: SmtpSettings, now: dt.datet
         _release(db, [t["id"] for t in taken], token)
         raise ServerDown(str(exc)) from exc
     try:
-        for index, item in enumerate(taken):
-            try:
-                message = email(sender=smtp.sender, to=item["address"], title=item["title"], body=item["body"],
-                                link=item["link"], base_url=smtp.base_url, language=item["language"],
-                                delivery_id=str(item["id"]))
-                connection.send_message(message)
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = next(iter(exc.recipients.values()))
-                _failed(db, settings, item["id"], token, f"{code} {reply!r}", permanent=code >= 500)
-                continue
-            except smtplib.SMTPResponseException as exc:
-                _failed(db, settings, item["id"], token, f"{exc.smtp_code} {exc.smtp_error!r}",
-                        permanent=exc.smtp_code >= 500)
-                continue
-            except (smtplib.SMTPNotSupportedError, ValueError, UnicodeError) as exc:
-                # This message cannot be sent as it is (an address the server cannot take): it fails
-                # alone, and the queue goes on.
-                _failed(db, settings, item["id"], token, f"cannot be sent: {exc}", permanent=True)
-                continue
-            except (OSError, smtplib.SMTPServerDisconnected) as exc:
-                # The connection broke mid-batch: what was not sent waits for the server to come back.
-                _release(db, [t["id"] for t in taken[index:]], token)
-                raise ServerDown(str(exc)) from exc
-            _sent(db, item["id"], token)
-            sent += 1
+        with _recorder(db) as record:
+            for index, item in enumerate(taken):
+                try:
+                    message = email(sender=smtp.sender, to=item["address"], title=item["title"], body=item["body"],
+                                    link=item["link"], base_url=smtp.base_url, language=item["language"],
+                                    delivery_id=str(item["id"]))
+                    connection.send_message(message)
+                except smtplib.SMTPRecipientsRefused as exc:
+                    code, reply = next(iter(exc.recipients.values()))
+                    _failed(db, settings, item["id"], token, f"{code} {reply!r}", permanent=code >= 500)
+                    continue
+                except smtplib.SMTPResponseException as exc:
+                    _failed(db, settings, item["id"], token, f"{exc.smtp_code} {exc.smtp_error!r}",
+                            permanent=exc.smtp_code >= 500)
+                    continue
+                except (smtplib.SMTPNotSupportedError, ValueError, UnicodeError) as exc:
+                    # This message cannot be sent as it is (an address the server cannot take): it fails
+                    # alone, and the queue goes on.
+                    _failed(db, settings, item["id"], token, f"cannot be sent: {exc}", permanent=True)
+                    continue
+                except (OSError, smtplib.SMTPServerDisconnected) as exc:
+                    # The connection broke mid-batch: what was not sent waits for the server to come back.
+                    _release(db, [t["id"] for t in taken[index:]], token)
+                    raise ServerDown(str(exc)) from exc
+                record(item["id"], token)
+                sent += 1
     finally:
         try:
             connection.quit()
@@ -164,16 +166,33 @@ def _held(uow, delivery_id, token: str) -> Delivery | None:
     return delivery if delivery is not None and delivery.status == "pending" and delivery.claimed_by == token else None
 
 
-def _sent(db: Database, delivery_id, token: str) -> None:
-    """Recorded at once, one statement: what a crash right after sending may repeat is this one."""
-    with db.uow() as uow:
-        done = uow.session.execute(update(Delivery).where(
-            Delivery.id == delivery_id, Delivery.status == "pending", Delivery.claimed_by == token).values(
-            status="sent", sent_at=utcnow(), claimed_until=None, claimed_by=None, attempts=Delivery.attempts + 1)
-            .execution_options(synchronize_session=False)).rowcount
-        uow.commit()
-    if done:
-        metrics.DELIVERIES.labels("email", "sent").inc()
+@contextlib.contextmanager
+def _recorder(db: Database):
+    """record(delivery_id, token): marks one delivery sent at once, in one statement, so that what a
+    crash right after sending may repeat is that one e-mail. On PostgreSQL the statement commits by
+    itself on a connection held for the batch (one round trip, where a unit of work per e-mail paid
+    a pool check-out, its ping, BEGIN and COMMIT); SQLite takes the write lock per statement."""
+    def statement(delivery_id, token: str):
+        return (update(Delivery).where(Delivery.id == delivery_id, Delivery.status == "pending",
+                                       Delivery.claimed_by == token)
+                .values(status="sent", sent_at=utcnow(), claimed_until=None, claimed_by=None,
+                        attempts=Delivery.attempts + 1))
+
+    def counted(done: int) -> None:
+        if done:
+            metrics.DELIVERIES.labels("email", "sent").inc()
+
+    if db.engine.dialect.name != "postgresql":
+        def record(delivery_id, token: str) -> None:
+            with db.uow() as uow:
+                done = uow.session.execute(statement(delivery_id, token).execution_options(
+                    synchronize_session=False)).rowcount
+                uow.commit()
+            counted(done)
+        yield record
+        return
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield lambda delivery_id, token: counted(connection.execute(statement(delivery_id, token)).rowcount)
 
 
 def _release(db: Database, ids: list, token: str) -> None:
@@ -222,8 +241,11 @@ def measure_queue(db: Database, channel: str, now: dt.datetime) -> None:
     metrics.DELIVERY_OLDEST_DUE.labels(channel).set(0.0 if oldest is None else (now - oldest).total_seconds())
 
 
-def sender_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 1.0) -> None:
-    """The worker's e-mail sender: what is due, every `interval` seconds (5 s while the server is down)."""
+def sender_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 1.0,
+                measure: bool = True) -> None:
+    """One e-mail sender: what is due, every `interval` seconds (5 s while the server is down). The
+    worker runs several (senders()), each with its own claims and SMTP connection; `measure`: this
+    one keeps the queue's gauges."""
     smtp = SmtpSettings.from_env()
     while not stop.is_set():
         wait = interval
@@ -231,10 +253,21 @@ def sender_loop(db: Database, settings: Settings, stop: threading.Event, interva
             # By the schedules' clock when a test moves it forward (quiet hours, retries), never behind.
             while send_all(db, settings, smtp, max(utcnow(), clock.now())) >= BATCH:
                 pass
-            measure_queue(db, "email", max(utcnow(), clock.now()))
+            if measure:
+                measure_queue(db, "email", max(utcnow(), clock.now()))
         except ServerDown as exc:
             log.warning("SMTP server unreachable; e-mails wait", extra={"error": str(exc)})
             wait = max(interval, 5.0)
         except Exception:  # a database outage: try again next time
             log.exception("e-mail sender failed; retrying")
         stop.wait(wait)
+
+
+def senders(db: Database) -> int:
+    """How many senders the worker runs (NOTIFICATIONS_EMAIL_SENDERS, default 4). Most of a send is
+    waiting (on the SMTP server's replies, on the commit that records it), so senders in parallel
+    multiply the rate; each crash still repeats at most one e-mail per sender. SQLite has no SKIP
+    LOCKED, so two senders there could claim one delivery: it gets one."""
+    if db.engine.dialect.name != "postgresql":
+        return 1
+    return max(1, int(os.environ.get("NOTIFICATIONS_EMAIL_SENDERS", "4")))

@@ -13,7 +13,17 @@ from pathlib import Path
 import psycopg
 import requests
 
-from infra.stack import GATEWAY, SERVICES, ManagedProcess, api_process, gateway_env, migrate, service_env, worker_process
+from infra.stack import (
+    GATEWAY,
+    SERVICES,
+    ManagedProcess,
+    api_process,
+    gateway_env,
+    migrate,
+    sender_process,
+    service_env,
+    worker_process,
+)
 from tests.infra import JWT_SECRET, wait_for
 
 LEADS = next(s for s in SERVICES if s.name == "leads")
@@ -82,11 +92,13 @@ class Crm:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def launch(self, name: str) -> ManagedProcess:
-        """Start a process ("leads-api", "gateway-worker") without waiting for it to be up."""
+        """Start a process ("leads-api", "gateway-worker", "notifications-sender") without waiting for it to be up."""
         service = BY_NAME[name.rsplit("-", 1)[0]]
         env = self.gateway_env if service is GATEWAY else self.env
         if name.endswith("-worker"):
             proc = worker_process(service, env, state_dir=self.state_dir, metrics_port=free_port())
+        elif name.endswith("-sender"):
+            proc = sender_process(service, env, state_dir=self.state_dir, metrics_port=free_port())
         else:
             proc = api_process(service, env, state_dir=self.state_dir, port=self.ports[service.name],
                                metrics_port=self.ports["gateway-metrics"] if service is GATEWAY else None)
@@ -166,7 +178,10 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
                        "NOTIFICATIONS_REMINDER_INTERVAL_SECONDS": "0.5", "NOTIFICATIONS_SEND_INTERVAL_SECONDS": "0.2",
                        "NOTIFICATIONS_AGENDA_INTERVAL_SECONDS": "0.5", "CRM_LANGUAGE": "en", **smtp.env,
                        # The test's receiver is on this machine: exempt from the SSRF guard, it alone.
-                       "NOTIFICATIONS_WEBHOOK_ALLOW": receiver.allow, "NOTIFICATIONS_WEBHOOK_INTERVAL_SECONDS": "0.2"},
+                       "NOTIFICATIONS_WEBHOOK_ALLOW": receiver.allow, "NOTIFICATIONS_WEBHOOK_INTERVAL_SECONDS": "0.2",
+                       # On PostgreSQL the senders run as deployed, a process of their own; on SQLite
+                       # in the worker, as under make run.
+                       "NOTIFICATIONS_SENDERS_IN_WORKER": "1" if db == "sqlite" else "0"},
                       state_dir=state_dir)
     gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD, "CRM_BREAKER_RESET_SECONDS": "2",
                           "CRM_CORS_ORIGINS": "https://crm.example.com",  # the edge's list (edge_env)
@@ -180,6 +195,8 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
     try:
         launched = [crm.launch(f"{service.name}-{part}") for service in [*SERVICES, GATEWAY]
                     for part in ("api", "worker")]
+        if db != "sqlite":
+            launched.append(crm.launch("notifications-sender"))
         for proc in launched:
             proc.wait_healthy()
         from tests.e2e.edge_stack import start_edge

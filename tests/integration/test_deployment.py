@@ -224,14 +224,14 @@ def test_only_the_edge_is_reachable_from_outside_and_the_apis_only_from_the_edge
     assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
     # The CRM's pods only: Kafka's and PostgreSQL's pods (which inherit the part-of label) keep talking.
     assert deny["spec"]["podSelector"]["matchExpressions"] == [
-        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "worker", "edge"]}]
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "worker", "sender", "edge"]}]
     # Each app pod may reach DNS, Kafka and its own database; APIs of services are not reachable
     # from workers, and only the edge and the gateway's API reach APIs.
     for policy in policies:
         selector = policy["spec"]["podSelector"].get("matchLabels", {})
         if "app.kubernetes.io/name" not in selector:
             continue
-        targets = [t for rule in policy["spec"]["egress"] for t in rule["to"]]
+        targets = [t for rule in policy["spec"]["egress"] for t in rule.get("to", [])]
         databases = [t["podSelector"]["matchLabels"]["cnpg.io/cluster"] for t in targets
                      if "cnpg.io/cluster" in t.get("podSelector", {}).get("matchLabels", {})]
         assert databases == ([] if selector == EDGE else [f"{selector['app.kubernetes.io/name']}-db"]), \
@@ -240,6 +240,19 @@ def test_only_the_edge_is_reachable_from_outside_and_the_apis_only_from_the_edge
                 == "api"]
         if apis:
             assert selector in (EDGE, {**selector, **GATEWAY_API}), policy["metadata"]["name"]
+    # Out of the cluster: the notifications senders alone, to SMTP and to public HTTPS (webhooks), never
+    # to the metadata service or a private address; they need no Kafka, and nothing else goes out.
+    outside = {p["metadata"]["name"]: [r for r in p["spec"]["egress"] if not r.get("to") or any(
+        "ipBlock" in t for t in r["to"])] for p in policies if p["metadata"]["name"] != "default-deny"}
+    assert {name for name, rules in outside.items() if rules} == {"notifications-sender"}
+    smtp, https = outside["notifications-sender"]
+    assert "to" not in smtp and {p["port"] for p in smtp["ports"]} == {25, 465, 587, 1025}
+    assert [p["port"] for p in https["ports"]] == [443]
+    v4 = next(t["ipBlock"] for t in https["to"] if t["ipBlock"]["cidr"] == "0.0.0.0/0")
+    assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8"} <= set(v4["except"])
+    sender = next(p for p in policies if p["metadata"]["name"] == "notifications-sender")
+    assert not any("strimzi.io/cluster" in t.get("podSelector", {}).get("matchLabels", {})
+                   for r in sender["spec"]["egress"] for t in r.get("to", []))
 
 
 def test_the_edge_runs_the_generated_configuration_with_every_setting_it_reads(rendered):

@@ -4,6 +4,7 @@ and the e-mail sender run with times the test gives; e-mail goes to a real SMTP 
 and is read back from it."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -331,11 +332,14 @@ def test_a_crash_between_sending_and_recording_sends_at_most_one_duplicate(crm, 
     _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4())), reason="rule",
                                                  previous_owner_id=None))
 
-    def crash(*_):
-        raise SystemExit("killed after sending")
+    @contextlib.contextmanager
+    def crashing(_db):
+        def record(*_):
+            raise SystemExit("killed after sending")
+        yield record
 
     with monkeypatch.context() as patched, pytest.raises(SystemExit):
-        patched.setattr(email_delivery, "_sent", crash)
+        patched.setattr(email_delivery, "_recorder", crashing)
         _send()
     assert _send() == 0  # claimed by the sender that died: not yet
     assert _send(dt.datetime.now(dt.UTC) + email_delivery.CLAIM + dt.timedelta(seconds=1)) == 1
@@ -685,3 +689,19 @@ def test_a_consumer_batch_reads_once_and_tells_as_one_event_at_a_time_would(crm)
         assert sorted(d.address for d in uow.session.execute(select(Delivery)).scalars()) == [
             "ann@example.com", "ann@example.com", "bob@example.com"]
     assert _fire(T0) == 3  # the three leads' reminders, kept in the batch
+
+
+def test_a_deployment_runs_the_senders_apart_from_the_worker(crm, monkeypatch):
+    """Under make run one worker does everything; deployed, the worker writes the inbox and the
+    `sender` process sends (each e-mail sender claims its own deliveries, so several are safe only
+    where SKIP LOCKED is: PostgreSQL)."""
+    from services.notifications import worker
+    everything = [loop.__name__ for loop in worker.worker_spec().loops]
+    assert "email-sender-0" in everything and "webhook-sender" in everything
+    monkeypatch.setenv("NOTIFICATIONS_SENDERS_IN_WORKER", "0")
+    assert [loop.__name__ for loop in worker.worker_spec().loops] == ["reminders", "agenda"]
+    sender = worker.sender_spec()
+    expected = 4 if bootstrap.context().db.engine.dialect.name == "postgresql" else 1
+    assert sender.part == "sender" and not sender.relay and not sender.consumers
+    assert sorted(loop.__name__ for loop in sender.loops) == sorted(
+        [f"email-sender-{n}" for n in range(expected)] + ["webhook-sender"])
