@@ -19,8 +19,11 @@ import os
 import smtplib
 import ssl
 import threading
+import time
 import uuid
 from dataclasses import dataclass
+from email.errors import MessageError
+from email.utils import parseaddr
 
 from sqlalchemy import func, or_, select, update
 
@@ -41,6 +44,10 @@ SMTP_TIMEOUT = 10.0
 # Longer than a whole batch may take (every send timing out): a claim never lapses while its sender
 # is still working through the batch, so only a sender that died leaves mail to send again.
 CLAIM = dt.timedelta(seconds=BATCH * SMTP_TIMEOUT + 30)
+# A sender stops sending its batch this long after claiming it (the timeout bounds each socket
+# operation, not a whole exchange, so a server trickling its replies could outlast the claim).
+CLAIM_USABLE = CLAIM - dt.timedelta(seconds=60)
+MAX_SENDERS = 6  # each holds a connection for its batch and may take a second: within the pool (5 + 10)
 
 
 @dataclass(frozen=True)
@@ -56,11 +63,17 @@ class SmtpSettings:
 
     @classmethod
     def from_env(cls) -> SmtpSettings:
+        """Read once when a sender starts; a sender address that could not be sent from stops it there
+        (rather than failing every e-mail one by one)."""
         env = os.environ
+        sender = env.get("SMTP_FROM", "SFA CRM <crm@localhost>")
+        _name, address = parseaddr(sender)
+        if "@" not in address or not all("!" <= c <= "~" for c in address) or len(sender.splitlines()) != 1:
+            raise ValueError(f"SMTP_FROM is not one sender address: {sender!r}")
         return cls(host=env.get("SMTP_HOST", "127.0.0.1"), port=int(env.get("SMTP_PORT", "8025")),
                    starttls=env.get("SMTP_STARTTLS", "0") in ("1", "true", "yes"),
                    username=env.get("SMTP_USERNAME") or None, password=env.get("SMTP_PASSWORD") or None,
-                   sender=env.get("SMTP_FROM", "SFA CRM <crm@localhost>"),
+                   sender=sender,
                    base_url=env.get("CRM_PUBLIC_URL", "http://127.0.0.1:8080"))
 
 
@@ -102,10 +115,14 @@ def claim(db: Database, now: dt.datetime, token: str) -> list[dict]:
     return taken
 
 
-def send_all(db: Database, settings: Settings, smtp: SmtpSettings, now: dt.datetime | None = None) -> int:
+def send_all(db: Database, settings: Settings, smtp: SmtpSettings, now: dt.datetime | None = None,
+             stop: threading.Event | None = None) -> int:
     """Send what is due now; returns how many were sent. Raises ServerDown when the server cannot
-    be reached (the claims are released; nothing is counted against the deliveries)."""
+    be reached (the claims are released; nothing is counted against the deliveries). Stops early,
+    giving back what it has not sent, when the worker stops, when its claims are about to lapse (a
+    server that trickles its replies), or when another sender has taken them over."""
     token = uuid.uuid4().hex
+    started = time.monotonic()
     taken = claim(db, now or utcnow(), token)
     if not taken:
         return 0
@@ -115,39 +132,63 @@ def send_all(db: Database, settings: Settings, smtp: SmtpSettings, now: dt.datet
     except (OSError, smtplib.SMTPException) as exc:
         _release(db, [t["id"] for t in taken], token)
         raise ServerDown(str(exc)) from exc
+    index = 0
     try:
         with _recorder(db) as record:
             for index, item in enumerate(taken):
-                try:
-                    message = email(sender=smtp.sender, to=item["address"], title=item["title"], body=item["body"],
-                                    link=item["link"], base_url=smtp.base_url, language=item["language"],
-                                    delivery_id=str(item["id"]))
-                    connection.send_message(message)
-                except smtplib.SMTPRecipientsRefused as exc:
-                    code, reply = next(iter(exc.recipients.values()))
-                    _failed(db, settings, item["id"], token, f"{code} {reply!r}", permanent=code >= 500)
-                    continue
-                except smtplib.SMTPResponseException as exc:
-                    _failed(db, settings, item["id"], token, f"{exc.smtp_code} {exc.smtp_error!r}",
-                            permanent=exc.smtp_code >= 500)
-                    continue
-                except (smtplib.SMTPNotSupportedError, ValueError, UnicodeError) as exc:
-                    # This message cannot be sent as it is (an address the server cannot take): it fails
-                    # alone, and the queue goes on.
-                    _failed(db, settings, item["id"], token, f"cannot be sent: {exc}", permanent=True)
-                    continue
-                except (OSError, smtplib.SMTPServerDisconnected) as exc:
+                if (stop is not None and stop.is_set()) or time.monotonic() - started > CLAIM_USABLE.total_seconds():
+                    _release(db, [t["id"] for t in taken[index:]], token)
+                    break
+                outcome = _send_one(db, settings, smtp, connection, item, token)
+                if outcome == "sent":
+                    if not record(item["id"], token):
+                        # The claim lapsed and another sender holds these now: leave the rest to it.
+                        log.warning("e-mail claims lapsed mid-batch; leaving the rest to their new sender")
+                        _release(db, [t["id"] for t in taken[index + 1:]], token)
+                        break
+                    sent += 1
+                elif outcome == "down":
                     # The connection broke mid-batch: what was not sent waits for the server to come back.
                     _release(db, [t["id"] for t in taken[index:]], token)
-                    raise ServerDown(str(exc)) from exc
-                record(item["id"], token)
-                sent += 1
+                    raise ServerDown("the connection to the SMTP server broke")
+    except ServerDown:
+        raise
+    except Exception:
+        # Anything unforeseen (the database gone mid-batch): what was not recorded is given back at
+        # once rather than when the claims lapse (the one in flight may go twice).
+        with contextlib.suppress(Exception):
+            _release(db, [t["id"] for t in taken[index:]], token)
+        raise
     finally:
         try:
             connection.quit()
         except (OSError, smtplib.SMTPException):
             pass
     return sent
+
+
+def _send_one(db: Database, settings: Settings, smtp: SmtpSettings, connection, item: dict, token: str) -> str:
+    """One e-mail over the open connection: "sent", "failed" (recorded here; the queue goes on) or
+    "down" (the connection broke)."""
+    try:
+        message = email(sender=smtp.sender, to=item["address"], title=item["title"], body=item["body"],
+                        link=item["link"], base_url=smtp.base_url, language=item["language"],
+                        delivery_id=str(item["id"]))
+        connection.send_message(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reply = next(iter(exc.recipients.values()))
+        _failed(db, settings, item["id"], token, f"{code} {reply!r}", permanent=code >= 500)
+        return "failed"
+    except smtplib.SMTPResponseException as exc:
+        _failed(db, settings, item["id"], token, f"{exc.smtp_code} {exc.smtp_error!r}", permanent=exc.smtp_code >= 500)
+        return "failed"
+    except (smtplib.SMTPNotSupportedError, ValueError, UnicodeError, MessageError) as exc:
+        # This message cannot be sent as it is (an address the server cannot take): it fails alone.
+        _failed(db, settings, item["id"], token, f"cannot be sent: {exc}", permanent=True)
+        return "failed"
+    except (OSError, smtplib.SMTPServerDisconnected):
+        return "down"
+    return "sent"
 
 
 def _connect(smtp: SmtpSettings) -> smtplib.SMTP:
@@ -168,7 +209,7 @@ def _held(uow, delivery_id, token: str) -> Delivery | None:
 
 @contextlib.contextmanager
 def _recorder(db: Database):
-    """record(delivery_id, token): marks one delivery sent at once, in one statement, so that what a
+    """record(delivery_id, token) -> still ours: marks one delivery sent at once, in one statement, so that what a
     crash right after sending may repeat is that one e-mail. On PostgreSQL the statement commits by
     itself on a connection held for the batch (one round trip, where a unit of work per e-mail paid
     a pool check-out, its ping, BEGIN and COMMIT); SQLite takes the write lock per statement."""
@@ -178,17 +219,18 @@ def _recorder(db: Database):
                 .values(status="sent", sent_at=utcnow(), claimed_until=None, claimed_by=None,
                         attempts=Delivery.attempts + 1))
 
-    def counted(done: int) -> None:
+    def counted(done: int) -> bool:
         if done:
             metrics.DELIVERIES.labels("email", "sent").inc()
+        return bool(done)
 
     if db.engine.dialect.name != "postgresql":
-        def record(delivery_id, token: str) -> None:
+        def record(delivery_id, token: str) -> bool:
             with db.uow() as uow:
                 done = uow.session.execute(statement(delivery_id, token).execution_options(
                     synchronize_session=False)).rowcount
                 uow.commit()
-            counted(done)
+            return counted(done)
         yield record
         return
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -251,7 +293,7 @@ def sender_loop(db: Database, settings: Settings, stop: threading.Event, interva
         wait = interval
         try:
             # By the schedules' clock when a test moves it forward (quiet hours, retries), never behind.
-            while send_all(db, settings, smtp, max(utcnow(), clock.now())) >= BATCH:
+            while not stop.is_set() and send_all(db, settings, smtp, max(utcnow(), clock.now()), stop) >= BATCH:
                 pass
             if measure:
                 measure_queue(db, "email", max(utcnow(), clock.now()))
@@ -264,10 +306,10 @@ def sender_loop(db: Database, settings: Settings, stop: threading.Event, interva
 
 
 def senders(db: Database) -> int:
-    """How many senders the worker runs (NOTIFICATIONS_EMAIL_SENDERS, default 4). Most of a send is
+    """How many senders the worker runs (NOTIFICATIONS_EMAIL_SENDERS, default 4, at most 6). Most of a send is
     waiting (on the SMTP server's replies, on the commit that records it), so senders in parallel
     multiply the rate; each crash still repeats at most one e-mail per sender. SQLite has no SKIP
     LOCKED, so two senders there could claim one delivery: it gets one."""
     if db.engine.dialect.name != "postgresql":
         return 1
-    return max(1, int(os.environ.get("NOTIFICATIONS_EMAIL_SENDERS", "4")))
+    return max(1, min(MAX_SENDERS, int(os.environ.get("NOTIFICATIONS_EMAIL_SENDERS", "4"))))

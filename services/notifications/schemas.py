@@ -136,7 +136,9 @@ class PreferencesWriteSchema(Schema):
         if value is None:
             return
         domain = value.rsplit("@", 1)[-1].lower()
-        if not value.isascii() or domain.startswith("[") or "." not in domain or domain.endswith(
+        # Printable ASCII only: a quoted local part may hold a control character, which would break
+        # the To header of every e-mail to it.
+        if not all("!" <= c <= "~" for c in value) or domain.startswith("[") or "." not in domain or domain.endswith(
                 (".localhost", ".local", ".internal")) or domain == "localhost":
             raise ValidationError("an e-mail address at a public domain name, in ASCII")
 

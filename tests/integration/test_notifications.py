@@ -7,14 +7,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import time
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from crmkit.events import new_event
 from services.notifications import agenda, bootstrap, email_delivery, raisers, reminders
-from services.notifications.db import Base, Delivery, Notification
+from services.notifications.db import Base, Delivery, Notification, Preference
 from tests.integration.service_client import assert_migrations_match, deliver, service_client
 from tests.support.smtp import SmtpServer, html_of, text_of
 
@@ -705,3 +706,81 @@ def test_a_deployment_runs_the_senders_apart_from_the_worker(crm, monkeypatch):
     assert sender.part == "sender" and not sender.relay and not sender.consumers
     assert sorted(loop.__name__ for loop in sender.loops) == sorted(
         [f"email-sender-{n}" for n in range(expected)] + ["webhook-sender"])
+
+
+# ---- what the review of the separate sender found (each fixed) -------------------------------------------
+def _assign_to(owner: str, team: str) -> None:
+    _deliver(raisers.leads_handlers, _lead_event("lead.assigned", _lead(str(uuid.uuid4()), owner=owner, team=team,
+                                                                        due=None), reason="rule", previous_owner_id=None))
+
+
+def test_an_address_with_a_control_character_is_refused_and_one_already_kept_fails_alone(crm, smtp):
+    for address in ('"a\u000bX:1"@example.com', '"a\u000cb"@example.com', '"a b"@example.com'):
+        current = crm.people["bob"].get("/notification-preferences")
+        r = crm.people["bob"].put("/notification-preferences", json={"language": "zh", "time_zone": "UTC",
+                                                                     "email": address},
+                                  headers={"If-Match": current.headers["ETag"]})
+        assert r.status_code == 422, address
+    with bootstrap.context().db.uow() as uow:  # kept before the rule: it must not stop anyone else's mail
+        uow.session.execute(update(Preference).where(Preference.user_id == "bob").values(email='"a\u000bX:1"@example.com'))
+        uow.commit()
+    _assign_to("bob", "west")
+    _assign_to("ann", "east")
+    assert _send() == 1
+    assert len(smtp.wait_for("ann@example.com")) == 1
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        statuses = {d.address: (d.status, d.last_error) for d in uow.session.execute(select(Delivery)).scalars()}
+    assert statuses["ann@example.com"][0] == "sent"
+    status, error = statuses['"a\u000bX:1"@example.com']
+    assert status == "failed" and error.startswith("cannot be sent")
+
+
+def test_a_sender_whose_claims_another_took_over_stops_its_batch(crm, smtp, monkeypatch):
+    """A server that trickles its replies can outlast a claim; once another sender holds the batch,
+    the first sends nothing more of it (each e-mail then goes at most twice, not the whole batch)."""
+    for _ in range(3):
+        _assign_to("ann", "east")
+    real = email_delivery._recorder
+
+    @contextlib.contextmanager
+    def taken_over(db):
+        with real(db) as record:
+            def record_after_takeover(delivery_id, token):
+                with db.uow() as uow:
+                    uow.session.execute(update(Delivery).values(claimed_by="another-sender"))
+                    uow.commit()
+                return record(delivery_id, token)
+            yield record_after_takeover
+
+    monkeypatch.setattr(email_delivery, "_recorder", taken_over)
+    assert _send() == 0
+    assert len(smtp.wait_for("ann@example.com")) == 1
+    time.sleep(0.5)
+    assert len(smtp.messages("ann@example.com")) == 1  # not the other two
+    with bootstrap.context().db.uow(readonly=True) as uow:
+        rows = uow.session.execute(select(Delivery.status, Delivery.claimed_by)).all()
+    assert sorted(rows) == [("pending", "another-sender")] * 3
+
+
+def test_a_stopping_sender_gives_back_what_it_has_not_sent(crm, smtp):
+    import threading
+
+    for _ in range(2):
+        _assign_to("ann", "east")
+    stopped = threading.Event()
+    stopped.set()
+    ctx = bootstrap.context()
+    assert email_delivery.send_all(ctx.db, ctx.settings, email_delivery.SmtpSettings.from_env(), stop=stopped) == 0
+    with ctx.db.uow(readonly=True) as uow:
+        assert uow.session.execute(select(Delivery.claimed_by)).scalars().all() == [None, None]
+    assert _send() == 2  # at once, not when the claims would have lapsed
+
+
+@pytest.mark.parametrize("sender", ["SFA CRM, Sales <crm@example.com>", "CRM <crm@example.com>\nBcc: x@evil.example",
+                                    "销售 <销售@example.com>", "nobody"])
+def test_a_sender_address_that_cannot_be_sent_from_stops_the_sender_at_start(monkeypatch, sender):
+    monkeypatch.setenv("SMTP_FROM", sender)
+    with pytest.raises(ValueError, match="SMTP_FROM"):
+        email_delivery.SmtpSettings.from_env()
+    monkeypatch.setenv("SMTP_FROM", "销售团队 <crm@example.com>")  # a display name in Chinese is fine
+    assert email_delivery.SmtpSettings.from_env().sender == "销售团队 <crm@example.com>"
