@@ -113,9 +113,17 @@ def _deployment(d: Deployable, component: str) -> dict:
                                   "spec": spec}}}
 
 
-SMTP_PORTS = (25, 465, 587, 1025)  # 1025: mailpit, the development overlay's relay
-PRIVATE_IPV4 = ["10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"]
-PRIVATE_IPV6 = ["::1/128", "fc00::/7", "fe80::/10", "::ffff:0:0/96", "64:ff9b::/96", "2002::/16"]
+SMTP_PORTS = (25, 465, 587)  # to a relay outside the cluster
+# Mailpit, the development overlay's relay (crm-smtp: host=mailpit): the one pod inside the cluster the
+# senders may reach. A relay on a private network needs its CIDR added to the policy by an overlay.
+IN_CLUSTER_RELAY = {"app.kubernetes.io/name": "mailpit"}, 1025
+# What is not the public internet (the same kinds of address the SSRF guard refuses, services/
+# notifications/ssrf.py; tests/integration/test_deployment.py checks that each it refuses is here).
+PRIVATE_IPV4 = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+                "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+                "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4"]
+PRIVATE_IPV6 = ["::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+                "2001::/23", "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"]
 
 
 def _network_policies(d: Deployable) -> list[dict]:
@@ -136,15 +144,17 @@ def _network_policies(d: Deployable) -> list[dict]:
     upstreams = [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": u,
                                                           "app.kubernetes.io/component": "api"}}}],
                   "ports": [{"protocol": "TCP", "port": API_PORT}]} for u in d.upstreams]
-    # The senders alone go out: to the SMTP relay (wherever the crm-smtp Secret points, in the cluster
-    # or not, on the usual submission ports) and to webhook receivers over HTTPS on public addresses
-    # (the service's SSRF guard checks each target too; this is the second wall).
-    smtp = {"ports": [{"protocol": "TCP", "port": p} for p in SMTP_PORTS]}
-    webhooks = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_IPV4}},
-                       {"ipBlock": {"cidr": "::/0", "except": PRIVATE_IPV6}}],
-                "ports": [{"protocol": "TCP", "port": 443}]}
+    # The senders alone go out: to an SMTP relay on a public address (or mailpit in the cluster) and to
+    # webhook receivers over HTTPS on public addresses (the service's SSRF guard checks each target
+    # too; this is the second wall). A webhook on another port than 443 cannot be reached.
+    public = [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_IPV4}},
+              {"ipBlock": {"cidr": "::/0", "except": PRIVATE_IPV6}}]
+    smtp = {"to": public, "ports": [{"protocol": "TCP", "port": p} for p in SMTP_PORTS]}
+    relay = {"to": [{"podSelector": {"matchLabels": IN_CLUSTER_RELAY[0]}}],
+             "ports": [{"protocol": "TCP", "port": IN_CLUSTER_RELAY[1]}]}
+    webhooks = {"to": public, "ports": [{"protocol": "TCP", "port": 443}]}
     egress_of = {"api": [dns, kafka, database, *upstreams], "worker": [dns, kafka, database],
-                 "sender": [dns, database, smtp, webhooks]}
+                 "sender": [dns, database, smtp, relay, webhooks]}
     policies = []
     for component in d.components:
         scraped = API_PORT if component == "api" and d.name != "gateway" else METRICS_PORT

@@ -96,6 +96,14 @@ def _secret(name: str, key: str, compose: str, optional: bool = False) -> dict:
 TEST_SEAMS = frozenset({"CRM_CLOCK_FILE"})
 
 
+# Where the notifications senders run apart (the only pods that may reach the internet), secrets go
+# only where they are used: the senders hold no token key (a receiver that broke into one could not
+# mint tokens) and need no Kafka; the API and the worker hold no SMTP login.
+_SMTP = {"SMTP_HOST", "SMTP_PORT", "SMTP_STARTTLS", "SMTP_USERNAME", "SMTP_PASSWORD"}
+NOT_GIVEN_TO = {"sender": {"CRM_JWT_SECRET", "CRM_JWT_PUBLIC_KEY", "CRM_JWT_JWKS_URL", "KAFKA_BOOTSTRAP_SERVERS"},
+                "api": _SMTP, "worker": _SMTP}
+
+
 def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
     """The value (or secret reference, a dict) of every variable the deployable reads. Fails for a
     variable nobody has decided a value for, so a new setting cannot ship unconfigured."""
@@ -151,6 +159,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_TRUSTED_PROXIES": 1,  # the edge in front of the gateway (its X-Forwarded-For names the client)
     }
     wanted = env_read_by(d) - ({"WORKER_METRICS_PORT"} if component == "api" else set()) - TEST_SEAMS
+    wanted -= NOT_GIVEN_TO.get(component, set()) if "sender" in d.components else set()
     unknown = wanted - set(values)
     if unknown:
         raise KeyError(f"{d.name} reads {sorted(unknown)}: give them a value in deploy/inventory.py")

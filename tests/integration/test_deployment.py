@@ -3,6 +3,7 @@ against the code, so that the two cannot drift apart: a topic, an environment va
 service added to the code without its deployment fails here."""
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import pytest
 import yaml
 
 from deploy import generate, runtime_lock
-from deploy.inventory import DEPLOYABLES, REPO, TEST_SEAMS, code_topics, env_read_by
+from deploy.inventory import DEPLOYABLES, NOT_GIVEN_TO, REPO, TEST_SEAMS, code_topics, env_read_by
+from services.notifications import ssrf
 
 K8S_VERSION = "1.32.0"
 OVERLAYS = ("dev", "prod")
@@ -149,8 +151,10 @@ def test_every_environment_variable_a_service_reads_is_set_in_its_manifests_and_
     compose = _compose()["services"]
     for d in DEPLOYABLES:
         reads = env_read_by(d)
-        for component in ("api", "worker"):
+        for component in d.components:
             wanted = reads - ({"WORKER_METRICS_PORT"} if component == "api" else set()) - TEST_SEAMS
+            if "sender" in d.components:  # secrets only where they are used
+                wanted -= NOT_GIVEN_TO[component]
             for container in _containers(by_name[f"{d.name}-{component}"]):
                 env = {e["name"]: e for e in container["env"]}
                 assert wanted - set(env) == set(), f"{d.name}-{component}/{container['name']}"
@@ -160,7 +164,8 @@ def test_every_environment_variable_a_service_reads_is_set_in_its_manifests_and_
                     if ref:  # the ConfigMap it points at has the key
                         assert ref["key"] in configmaps[ref["name"]], entry
             assert wanted - set(compose[f"{d.name}-{component}"]["environment"]) == set(), f"compose {d.name}-{component}"
-        assert reads - set(compose[f"{d.name}-migrate"]["environment"]) <= {"WORKER_METRICS_PORT", *TEST_SEAMS}
+        assert reads - set(compose[f"{d.name}-migrate"]["environment"]) <= {
+            "WORKER_METRICS_PORT", *TEST_SEAMS, *(NOT_GIVEN_TO["api"] if "sender" in d.components else ())}
 
 
 def test_every_deployable_has_probes_limits_an_autoscaler_a_pdb_and_network_policies(rendered):
@@ -231,7 +236,7 @@ def test_only_the_edge_is_reachable_from_outside_and_the_apis_only_from_the_edge
         selector = policy["spec"]["podSelector"].get("matchLabels", {})
         if "app.kubernetes.io/name" not in selector:
             continue
-        targets = [t for rule in policy["spec"]["egress"] for t in rule.get("to", [])]
+        targets = [t for rule in policy["spec"]["egress"] for t in rule["to"]]
         databases = [t["podSelector"]["matchLabels"]["cnpg.io/cluster"] for t in targets
                      if "cnpg.io/cluster" in t.get("podSelector", {}).get("matchLabels", {})]
         assert databases == ([] if selector == EDGE else [f"{selector['app.kubernetes.io/name']}-db"]), \
@@ -246,13 +251,25 @@ def test_only_the_edge_is_reachable_from_outside_and_the_apis_only_from_the_edge
         "ipBlock" in t for t in r["to"])] for p in policies if p["metadata"]["name"] != "default-deny"}
     assert {name for name, rules in outside.items() if rules} == {"notifications-sender"}
     smtp, https = outside["notifications-sender"]
-    assert "to" not in smtp and {p["port"] for p in smtp["ports"]} == {25, 465, 587, 1025}
-    assert [p["port"] for p in https["ports"]] == [443]
-    v4 = next(t["ipBlock"] for t in https["to"] if t["ipBlock"]["cidr"] == "0.0.0.0/0")
-    assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8"} <= set(v4["except"])
+    assert {p["port"] for p in smtp["ports"]} == {25, 465, 587} and [p["port"] for p in https["ports"]] == [443]
+    assert smtp["to"] == https["to"]
+    blocks = [ipaddress.ip_network(t["ipBlock"]["cidr"]) for t in https["to"]]
+    assert sorted(map(str, blocks)) == ["0.0.0.0/0", "::/0"]
+    excepted = [ipaddress.ip_network(n) for t in https["to"] for n in t["ipBlock"]["except"]]
+    for refused in ("169.254.169.254", "10.1.2.3", "127.0.0.1", "172.20.0.1", "192.168.1.1", "100.100.100.200",
+                    "0.0.0.0", "198.18.0.1", "240.0.0.1", "224.0.0.1", "::1", "fd00:ec2::254", "fe80::1",
+                    "::ffff:10.0.0.1", "64:ff9b::a00:1", "64:ff9b:1::1", "2002:a00:1::", "2001::1", "fec0::1", "::a00:1"):
+        address = ipaddress.ip_address(refused)
+        with pytest.raises(ssrf.Refused):  # what the service's own guard refuses ...
+            ssrf.check_address(address)
+        assert any(address in net for net in excepted), refused  # ... the policy refuses too
+    for public in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"):
+        assert not any(ipaddress.ip_address(public) in net for net in excepted)
     sender = next(p for p in policies if p["metadata"]["name"] == "notifications-sender")
-    assert not any("strimzi.io/cluster" in t.get("podSelector", {}).get("matchLabels", {})
-                   for r in sender["spec"]["egress"] for t in r.get("to", []))
+    in_cluster = [t["podSelector"]["matchLabels"] for r in sender["spec"]["egress"] for t in r.get("to", [])
+                  if "podSelector" in t]
+    assert {"app.kubernetes.io/name": "mailpit"} in in_cluster  # the development relay, on 1025
+    assert not any("strimzi.io/cluster" in labels for labels in in_cluster)
 
 
 def test_the_edge_runs_the_generated_configuration_with_every_setting_it_reads(rendered):
@@ -443,3 +460,24 @@ def test_the_edge_configuration_is_current_and_haproxy_accepts_it(tmp_path):
     env = {**env, "EDGE_UPSTREAM_LEADS": "127.0.0.1:9", "CRM_JWT_SECRET": ""}
     refused = subprocess.run([str(script), "check", str(CONFIG_FILE)], env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "CRM_JWT_SECRET" in refused.stderr
+
+
+def test_secrets_go_only_to_the_parts_that_use_them(rendered):
+    """The notifications senders, the only pods that reach the internet, hold no token key and no
+    Kafka address; the API and the worker, which send nothing, hold no SMTP login. Compose alike."""
+    secrets_of = {}
+    for deployment in _of(rendered, "Deployment"):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        secrets_of[deployment["metadata"]["name"]] = {
+            e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+        names = {e["name"] for e in container["env"]}
+        if deployment["metadata"]["name"] == "notifications-sender":
+            assert not names & {"CRM_JWT_SECRET", "CRM_JWT_PUBLIC_KEY", "KAFKA_BOOTSTRAP_SERVERS"}
+            assert container["command"] == ["python", "-m", "services.notifications", "sender"]
+    assert secrets_of["notifications-sender"] == {"notifications-db-app", "crm-smtp"}
+    assert "crm-smtp" not in secrets_of["notifications-api"] | secrets_of["notifications-worker"]
+    assert {name for name, secrets in secrets_of.items() if "crm-smtp" in secrets} == {"notifications-sender"}
+    compose = _compose()["services"]
+    assert "CRM_JWT_SECRET" not in compose["notifications-sender"]["environment"]
+    assert compose["notifications-worker"]["environment"]["NOTIFICATIONS_SENDERS_IN_WORKER"] == "0"
+    assert "SMTP_HOST" not in compose["notifications-worker"]["environment"]
