@@ -80,3 +80,36 @@ def organisation(gateway_url: str) -> tuple[str, str, str]:
                                   "role": "rep", "team_id": team["id"]}, admin)
     token = call("POST", "/auth/token", {"username": "bench-rep", "password": "bench-rep-password"})["access_token"]
     return rep["id"], team["id"], token
+
+
+def paired(direct_base: str, edge_base: str, paths: list[str], token: str, warmup: float, duration: float) -> dict:
+    """One client alternating, request by request, between two servers on keep-alive connections
+    (which goes first swaps each time): both see the same moment of a noisy machine, so the
+    difference of their latencies is the cost of the hop, not of whatever else ran in that round.
+    Returns each side's summary and the median of the paired differences."""
+    def pool_for(base: str):
+        host, port = base.removeprefix("http://").split(":")
+        return urllib3.HTTPConnectionPool(host, int(port), maxsize=1, block=True, retries=False)
+
+    pools, headers, rnd = (pool_for(direct_base), pool_for(edge_base)), {"Authorization": f"Bearer {token}"}, \
+        random.Random(7)
+    latencies: tuple[list[float], list[float]] = ([], [])
+    differences, errors = [], 0
+    start = time.monotonic()
+    measure_from, stop_at = start + warmup, start + warmup + duration
+    turn = 0
+    while (now := time.monotonic()) < stop_at:
+        path, took = rnd.choice(paths), [0.0, 0.0]
+        for side in ((0, 1) if turn % 2 == 0 else (1, 0)):
+            t = time.perf_counter()
+            r = pools[side].request("GET", path, headers=headers)
+            took[side] = time.perf_counter() - t
+            errors += r.status != 200
+        turn += 1
+        if now >= measure_from:
+            for side in (0, 1):
+                latencies[side].append(took[side])
+            differences.append(took[1] - took[0])
+    differences.sort()
+    return {"direct": {"errors": errors, **summary_ms(latencies[0])}, "edge": summary_ms(latencies[1]),
+            "median_paired_difference_ms": round(differences[len(differences) // 2] * 1000, 3) if differences else None}
