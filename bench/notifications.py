@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 from bench.common import infrastructure, write_result
 from crmkit.events import encode, headers_for, new_event
 from crmkit.kafka import ensure_topics
-from infra.stack import SERVICES, migrate, sender_process, service_env, worker_process
+from infra.stack import SERVICES, migrate, service_env, worker_process
 from services.notifications.events import LEADS_TOPIC, TOPIC_PARTITIONS
 
 SERVICE = next(s for s in SERVICES if s.name == "notifications")
@@ -88,7 +88,7 @@ def _start_workers(env: dict, state: Path, replicas: int) -> list:
     worker_env = {**env, "NOTIFICATIONS_SENDERS_IN_WORKER": "0"}
     return [*(worker_process(SERVICE, worker_env, state_dir=state / f"replica-{r}", metrics_port=METRICS_PORT + r)
               .start() for r in range(replicas)),
-            sender_process(SERVICE, env, state_dir=state, metrics_port=METRICS_PORT + 10).start()]
+            worker_process(SERVICE, env, state_dir=state, metrics_port=METRICS_PORT + 10, part="sender").start()]
 
 
 def _drain(env: dict, state: Path, dsn: str, topic: str, bootstrap: str, n: int, smtp: _Count, email: bool,

@@ -162,25 +162,18 @@ def api_process(service: ServiceDef, env: dict, *, state_dir: Path, port: int | 
         health_of={"service": service.name, "part": "api"})
 
 
-def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_port: int | None = None) -> ManagedProcess:
+def worker_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_port: int | None = None,
+                   part: str = "worker") -> ManagedProcess:
+    """`python -m <package> worker`, or another part that runs beside it: the notifications senders
+    (part="sender"), as a deployment runs them (the worker then started with
+    NOTIFICATIONS_SENDERS_IN_WORKER=0)."""
     port = metrics_port or service.worker_metrics_port
     env = {**env, "WORKER_METRICS_PORT": str(port)}
     return ManagedProcess(
-        name=f"{service.name}-worker", argv=[str(VENV_BIN / "python"), "-m", service.package, "worker"],
-        env=env, log_path=state_dir / "logs" / f"{service.name}-worker.log",
+        name=f"{service.name}-{part}", argv=[str(VENV_BIN / "python"), "-m", service.package, part],
+        env=env, log_path=state_dir / "logs" / f"{service.name}-{part}.log",
         health_url=f"http://127.0.0.1:{port}/healthz",
-        health_of={"service": service.name, "part": "worker"})
-
-
-def sender_process(service: ServiceDef, env: dict, *, state_dir: Path, metrics_port: int) -> ManagedProcess:
-    """The notifications senders as a process of their own, as a deployment runs them (the worker
-    then started with NOTIFICATIONS_SENDERS_IN_WORKER=0)."""
-    env = {**env, "WORKER_METRICS_PORT": str(metrics_port)}
-    return ManagedProcess(
-        name=f"{service.name}-sender", argv=[str(VENV_BIN / "python"), "-m", service.package, "sender"],
-        env=env, log_path=state_dir / "logs" / f"{service.name}-sender.log",
-        health_url=f"http://127.0.0.1:{metrics_port}/healthz",
-        health_of={"service": service.name, "part": "sender"})
+        health_of={"service": service.name, "part": part})
 
 
 # ---- make run / make stop -----------------------------------------------------------------------

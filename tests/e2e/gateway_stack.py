@@ -20,7 +20,6 @@ from infra.stack import (
     api_process,
     gateway_env,
     migrate,
-    sender_process,
     service_env,
     worker_process,
 )
@@ -98,7 +97,7 @@ class Crm:
         if name.endswith("-worker"):
             proc = worker_process(service, env, state_dir=self.state_dir, metrics_port=free_port())
         elif name.endswith("-sender"):
-            proc = sender_process(service, env, state_dir=self.state_dir, metrics_port=free_port())
+            proc = worker_process(service, env, state_dir=self.state_dir, metrics_port=free_port(), part="sender")
         else:
             proc = api_process(service, env, state_dir=self.state_dir, port=self.ports[service.name],
                                metrics_port=self.ports["gateway-metrics"] if service is GATEWAY else None)
