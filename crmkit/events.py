@@ -61,7 +61,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 def _fast_json(raw) -> dict | None:
     """The envelope of the common case, strict UTF-8 JSON with no surrogate escape, without walking
-    every string for a lone surrogate (a fifth of a consumer's time at 500 events a batch); None
+    every string for a lone surrogate (about 4% of the notifications consumer's time); None
     for anything else, which parse_envelope reads the careful way (json.loads(bytes) also reads
     UTF-16 and passes encoded surrogates through)."""
     try:

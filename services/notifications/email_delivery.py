@@ -34,7 +34,7 @@ from crmkit.settings import Settings
 from . import batch, preferences
 from .db import Delivery, Notification
 from .events import DELIVERY_FAILED, event
-from .messages import email
+from .messages import email, printable_ascii
 
 log = logging.getLogger(__name__)
 BACKOFF = (dt.timedelta(seconds=5), dt.timedelta(minutes=5), dt.timedelta(minutes=30), dt.timedelta(hours=2),
@@ -68,7 +68,7 @@ class SmtpSettings:
         env = os.environ
         sender = env.get("SMTP_FROM", "SFA CRM <crm@localhost>")
         _name, address = parseaddr(sender)
-        if "@" not in address or not all("!" <= c <= "~" for c in address) or len(sender.splitlines()) != 1:
+        if "@" not in address or not printable_ascii(address) or len(sender.splitlines()) != 1:
             raise ValueError(f"SMTP_FROM is not one sender address: {sender!r}")
         return cls(host=env.get("SMTP_HOST", "127.0.0.1"), port=int(env.get("SMTP_PORT", "8025")),
                    starttls=env.get("SMTP_STARTTLS", "0") in ("1", "true", "yes"),

@@ -137,6 +137,12 @@ def render(kind: str, language: str, facts: dict) -> Text:
     return Text(title.format_map(values)[:300], body.format_map(values))
 
 
+def printable_ascii(text: str) -> bool:
+    """Whether text is printable ASCII with no space: what an e-mail address must be here (a quoted
+    local part may hold a control character, which would break the header it is written in)."""
+    return all("!" <= c <= "~" for c in text)
+
+
 def email(*, sender: str, to: str, title: str, body: str, link: str | None, base_url: str, language: str,
           delivery_id: str) -> MIMEMultipart:
     """The e-mail of a notification. Its Message-ID is the delivery's, so a receiver (or a person's

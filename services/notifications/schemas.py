@@ -10,7 +10,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from crmkit.fields import Timestamp
 from crmkit.pagination import PageArgsSchema
 
-from .messages import LANGUAGES, TYPES
+from .messages import LANGUAGES, TYPES, printable_ascii
 from .preferences import CHANNELS
 
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
@@ -136,9 +136,7 @@ class PreferencesWriteSchema(Schema):
         if value is None:
             return
         domain = value.rsplit("@", 1)[-1].lower()
-        # Printable ASCII only: a quoted local part may hold a control character, which would break
-        # the To header of every e-mail to it.
-        if not all("!" <= c <= "~" for c in value) or domain.startswith("[") or "." not in domain or domain.endswith(
+        if not printable_ascii(value) or domain.startswith("[") or "." not in domain or domain.endswith(
                 (".localhost", ".local", ".internal")) or domain == "localhost":
             raise ValidationError("an e-mail address at a public domain name, in ASCII")
 
