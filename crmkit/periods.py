@@ -3,8 +3,11 @@ UTC ranges [start, end)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass
+from functools import cache
+from zoneinfo import ZoneInfo
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 
@@ -16,6 +19,25 @@ class Period:
     label: str
     start: dt.datetime
     end: dt.datetime
+
+
+@cache
+def time_zone() -> ZoneInfo:
+    """Where the company works (CRM_TIME_ZONE, Asia/Shanghai by default): a sale at 07:00 in Shanghai
+    on the 1st belongs to that month, a visit at 23:30 to that day."""
+    return ZoneInfo(os.environ.get("CRM_TIME_ZONE", "Asia/Shanghai"))
+
+
+def local_day(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(time_zone()).date()
+
+
+def day_bounds(first: dt.date, last: dt.date | None = None) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) in UTC of the days first..last (inclusive) where the company works."""
+    zone, last = time_zone(), last or first
+    start = dt.datetime.combine(first, dt.time(), zone).astimezone(dt.UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
+    return start, end
 
 
 def _month_start(year: int, month: int) -> dt.datetime:

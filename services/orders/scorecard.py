@@ -2,28 +2,16 @@
 distribution, attainment, and the weighted KPI score (issue 16)."""
 from __future__ import annotations
 
-import datetime as dt
-import os
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from functools import cache
-from zoneinfo import ZoneInfo
 
-from crmkit.periods import parse_period
+from crmkit.periods import local_day, parse_period, time_zone  # noqa: F401 - the deployment's day, here as before
 
 METRICS = ("revenue", "gross_margin", "new_accounts", "collections", "orders", "activities")
 MONEY_METRICS = frozenset({"revenue", "gross_margin", "collections"})
 HUNDRED = Decimal(100)
 
 
-@cache
-def time_zone() -> ZoneInfo:
-    """The deployment's time zone: a sale at 07:00 in Shanghai on the 1st belongs to that month."""
-    return ZoneInfo(os.environ.get("CRM_TIME_ZONE", "Asia/Shanghai"))
-
-
-def local_day(moment: dt.datetime) -> dt.date:
-    return moment.astimezone(time_zone()).date()
 
 
 def months_of(period: str) -> list[str]:
