@@ -13,7 +13,7 @@ from crmkit.errors import NotFound
 from crmkit.pagination import parse_sort
 from crmkit.settings import Settings
 
-from . import detection, domain, people
+from . import day_facts, detection, domain, people
 from .accounts import visible_account
 from .db import (
     OPPORTUNITY_SORTABLE,
@@ -57,6 +57,7 @@ def opportunity_event(uow, settings, kind: str, opp: Opportunity, actor, extra: 
     # The event carries the deal as stored and its virtual team (who is on it decides who else sees
     # it); not the API's rendering, whose collisions and checklist cost queries on every write.
     opp.team = uow.repository(MemberRepository).team(opp.id)
+    day_facts.track(uow, kind, opp, extra or {})  # stage moves and pipeline changes, for the reports of the day
     uow.publish(*event(settings, kind, opp.id, {"opportunity": opp, **(extra or {})},
                        actor=actor))
 

@@ -1,0 +1,181 @@
+"""What a rep's day holds beyond this service's own tables, learnt from the other services' events
+(crm.leads.v1: leads and their activities; crm.orders.v1: confirmed orders and payments), and the
+two histories this service keeps of its own deals (stage moves, and the open pipeline's changes).
+Daily reports and weekly progress read these; nothing here is shown on its own.
+
+Each handler is idempotent beyond the consumer's bookkeeping: rows are keyed by the other
+service's ids, and an older version of a lead changes nothing."""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+from crmkit.consumer import Reject
+from crmkit.db import UnitOfWork, utcnow
+from crmkit.fields import Money
+
+from .db import KnownLead, LeadActivity, Opportunity, OrderFact, PaymentFact, PipelineChange, PipelinePosition, StageMove
+
+ZERO = Decimal("0")
+
+
+class _Reader(Schema):
+    """A tolerant reader: what this service needs of another's event, whatever else it carries."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class _Lead(_Reader):
+    id = fields.UUID(required=True)
+    owner_id = fields.String(required=True, allow_none=True)
+    team_id = fields.String(required=True, allow_none=True)
+    company = fields.String(load_default=None, allow_none=True)
+    source = fields.String(load_default=None, allow_none=True)
+    status = fields.String(required=True)
+    version = fields.Integer(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class _LeadEvent(_Reader):
+    lead = fields.Nested(_Lead, required=True)
+
+
+class _LeadActivity(_Reader):
+    lead_id = fields.UUID(required=True)
+    activity_id = fields.UUID(required=True)
+    kind = fields.String(required=True)
+    occurred_at = fields.AwareDateTime(required=True)
+
+
+class _Order(_Reader):
+    id = fields.String(required=True)
+    account_id = fields.UUID(load_default=None, allow_none=True)
+    owner_id = fields.String(load_default=None, allow_none=True)
+    team_id = fields.String(load_default=None, allow_none=True)
+    credited_to = fields.String(load_default=None, allow_none=True)
+    total = Money(required=True, strings_only=False)
+
+
+class _Payment(_Reader):
+    id = fields.String(required=True)
+    amount = Money(required=True, strings_only=False)
+    paid_on = fields.Date(required=True)
+
+
+class _OrderEvent(_Reader):
+    order = fields.Nested(_Order, required=True)
+    payment = fields.Nested(_Payment, load_default=None)
+
+
+def _load(schema: Schema, envelope: dict) -> dict:
+    try:
+        return schema.load(envelope["data"] or {})
+    except ValidationError as exc:
+        raise Reject(f"invalid {envelope['type']}: {exc.messages}") from None
+
+
+def _time(envelope: dict) -> dt.datetime:
+    value = envelope["time"]
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+_lead_event, _lead_activity, _order_event = _LeadEvent(), _LeadActivity(), _OrderEvent()
+
+
+def learn_lead(uow: UnitOfWork, envelope: dict) -> None:
+    """lead.created / updated / assigned / merged / converted / disqualified / deleted: who holds it now."""
+    lead = _load(_lead_event, envelope)["lead"]
+    known = uow.session.get(KnownLead, lead["id"])
+    if known is not None and known.version >= lead["version"]:
+        return  # a replay, or an older event after a newer one
+    if known is None:
+        known = KnownLead(id=lead["id"], created_at=lead["created_at"])
+        uow.session.add(known)
+    known.owner_id, known.team_id, known.company = lead["owner_id"], lead["team_id"], lead["company"]
+    known.source, known.version = lead["source"], lead["version"]
+    known.status = "deleted" if envelope["type"] == "lead.deleted" else lead["status"]
+
+
+def learn_lead_activity(uow: UnitOfWork, envelope: dict) -> None:
+    """activity.logged on a lead: the rep who logged it (the event's actor) did it that day."""
+    data = _load(_lead_activity, envelope)
+    if uow.session.get(LeadActivity, data["activity_id"]) is None:
+        uow.session.add(LeadActivity(id=data["activity_id"], lead_id=data["lead_id"], kind=data["kind"],
+                                     logged_by=envelope.get("actor"), occurred_at=data["occurred_at"]))
+
+
+def learn_order(uow: UnitOfWork, envelope: dict) -> None:
+    """order.confirmed / order.cancelled: an order counts for whom it is credited to, on the day confirmed."""
+    order = _load(_order_event, envelope)["order"]
+    fact = uow.session.get(OrderFact, order["id"])
+    if fact is None:
+        fact = OrderFact(order_id=order["id"])
+        uow.session.add(fact)
+    fact.account_id, fact.total = order["account_id"], order["total"]
+    fact.owner_id, fact.team_id = order["credited_to"] or order["owner_id"], order["team_id"]
+    if envelope["type"] == "order.cancelled":
+        fact.cancelled_at = fact.cancelled_at or _time(envelope)
+    else:
+        fact.confirmed_at = fact.confirmed_at or _time(envelope)
+
+
+def learn_payment(uow: UnitOfWork, envelope: dict) -> None:
+    """order.payment_recorded: money collected on the day it was paid."""
+    data = _load(_order_event, envelope)
+    payment, order = data["payment"], data["order"]
+    if payment is None:
+        raise Reject("order.payment_recorded without its payment")
+    if uow.session.get(PaymentFact, payment["id"]) is None:
+        uow.session.add(PaymentFact(payment_id=payment["id"], order_id=order["id"], amount=payment["amount"],
+                                    owner_id=order["credited_to"] or order["owner_id"], team_id=order["team_id"],
+                                    paid_on=payment["paid_on"]))
+
+
+LEAD_HANDLERS = {
+    **{(kind, 1): learn_lead for kind in ("lead.created", "lead.updated", "lead.assigned", "lead.merged",
+                                          "lead.converted", "lead.disqualified", "lead.deleted")},
+    ("activity.logged", 1): learn_lead_activity,
+}
+ORDER_HANDLERS = {
+    ("order.confirmed", 1): learn_order,
+    ("order.cancelled", 1): learn_order,
+    ("order.payment_recorded", 1): learn_payment,
+}
+
+
+# ---- this service's own deals ---------------------------------------------------------------------
+def track(uow: UnitOfWork, kind: str, opp: Opportunity, extra: dict) -> None:
+    """Called with every event a deal publishes (deals.opportunity_event), so no change escapes: a
+    stage move, win or loss is remembered, and any change of what the deal adds to whose open
+    pipeline is written as the difference."""
+    now = utcnow()
+    if kind == "opportunity.stage_changed":
+        _moved(uow, opp, extra["from"], extra["to"], now)
+    elif kind in ("opportunity.won", "opportunity.lost"):
+        _moved(uow, opp, opp.stage, opp.status, now)
+    counted = opp.amount if opp.status == "open" and opp.deleted_at is None else ZERO
+    position = uow.session.get(PipelinePosition, opp.id)
+    before = (position.owner_id, position.team_id, position.amount) if position else (None, None, ZERO)
+    if before == (opp.owner_id, opp.team_id, counted):
+        return
+    if before[2]:
+        uow.session.add(PipelineChange(id=uuid.uuid4(), opportunity_id=opp.id, owner_id=before[0], team_id=before[1],
+                                       delta=-before[2], changed_at=now))
+    if counted:
+        uow.session.add(PipelineChange(id=uuid.uuid4(), opportunity_id=opp.id, owner_id=opp.owner_id,
+                                       team_id=opp.team_id, delta=counted, changed_at=now))
+    if position is None:
+        position = PipelinePosition(opportunity_id=opp.id)
+        uow.session.add(position)
+    position.owner_id, position.team_id, position.amount = opp.owner_id, opp.team_id, counted
+
+
+def _moved(uow: UnitOfWork, opp: Opportunity, from_stage: str, to_stage: str, now: dt.datetime) -> None:
+    uow.session.add(StageMove(id=uuid.uuid4(), opportunity_id=opp.id, account_id=opp.account_id,
+                              owner_id=opp.owner_id, team_id=opp.team_id, from_stage=from_stage, to_stage=to_stage,
+                              moved_at=now))
