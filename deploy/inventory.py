@@ -126,6 +126,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "WORKER_METRICS_PORT": 9100,
         "LEADS_FOLLOW_UP_SLA_HOURS": 24, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": 30,
         "LEADS_IMPORT_MAX_ROWS": 200000, "OPPORTUNITIES_RECHECK_INTERVAL_SECONDS": 0.5,
+        "OPPORTUNITIES_VISIT_SWEEP_SECONDS": 60,
         "ORDERS_ESCALATION_INTERVAL_SECONDS": 60, "ORDERS_ALERT_INTERVAL_SECONDS": 300,
         "CRM_TIME_ZONE": "Asia/Shanghai", "CRM_LANGUAGE": "zh",
         # notifications: the schedules, the ladder (empty: the default), the morning agenda, e-mail

@@ -227,6 +227,65 @@ class OpportunitiesHandoverCompletedV1(HandoverCompletedV1):
     accounts = fields.Integer(metadata={"description": "accounts moved"})
 
 
+class VisitV1(Payload):
+    """A planned visit or call, as stored."""
+    id = fields.UUID(required=True)
+    owner_id = fields.String(required=True)
+    team_id = fields.String(required=True, allow_none=True)
+    account_id = fields.UUID(required=True, allow_none=True)
+    lead_id = fields.UUID(required=True, allow_none=True)
+    contact_id = fields.UUID(required=True, allow_none=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["visit", "call"]))
+    planned_at = Time(required=True)
+    day = fields.Date(required=True, metadata={"description": "the planned day where the company works"})
+    purpose = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(["planned", "done", "missed", "rescheduled"]))
+    checked_in_at = Time(required=True, allow_none=True)
+    outcome = fields.String(required=True, allow_none=True)
+    next_contact_at = Time(required=True, allow_none=True)
+    activity_id = fields.UUID(required=True, allow_none=True, metadata={
+        "description": "the activity logged on the account (a lead's is logged by the leads service)"})
+    reason = fields.String(required=True, allow_none=True)
+    rescheduled_to = fields.UUID(required=True, allow_none=True)
+    rescheduled_from = fields.UUID(required=True, allow_none=True)
+    created_by = fields.String(required=True)
+    version = fields.Integer(required=True)
+
+
+class VisitEventV1(Payload):
+    visit = fields.Nested(VisitV1, required=True)
+    manager_id = fields.String(required=True, allow_none=True, metadata={"description": "the owner's manager"})
+
+
+class VisitCheckedInV1(VisitEventV1):
+    """The location is the rep's own; it goes with the activity, not to everyone."""
+    latitude = fields.Float(required=True, allow_none=True)
+    longitude = fields.Float(required=True, allow_none=True)
+    address = fields.String(required=True, allow_none=True)
+
+
+class VisitMissedV1(VisitEventV1):
+    automatic = fields.Boolean(required=True, metadata={"description": "not checked in by the end of its day"})
+
+
+class DailyReportV1(Payload):
+    id = fields.UUID(required=True)
+    owner_id = fields.String(required=True)
+    team_id = fields.String(required=True, allow_none=True)
+    day = fields.Date(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["submitted", "reviewed"]))
+    submitted_at = Time(required=True, allow_none=True)
+    reviewed_at = Time(required=True, allow_none=True)
+    reviewed_by = fields.String(required=True, allow_none=True)
+
+
+class DailyReportEventV1(Payload):
+    """No figures and no notes: whoever is told reads the report through the API, as they may."""
+    report = fields.Nested(DailyReportV1, required=True)
+    manager_id = fields.String(required=True, allow_none=True, metadata={"description": "the owner's manager"})
+    comment = fields.String(allow_none=True, metadata={"description": "on daily_report.reviewed"})
+
+
 # ---- what the opportunities service publishes on crm.opportunities.v1 ------------------------------------
 OPPORTUNITIES = Catalog(SERVICE, OPPORTUNITIES_TOPIC, "Accounts, contacts and opportunities: the pipeline, "
                         "collisions between reps' deals, and answers to conversions and handovers.",
@@ -260,6 +319,19 @@ OPPORTUNITIES.define(LEAD_CONVERSION_REJECTED, ConversionRejectedV1, subject="le
 OPPORTUNITIES.define("activity.logged", ActivityLoggedV1, subject="account or opportunity id",
                      summary="A call, visit or e-mail on an account or a deal.")
 OPPORTUNITIES.define("pipeline.updated", PipelineUpdatedV1, subject="pipeline", summary="The pipeline's stages changed.")
+VISIT = "visit id"
+OPPORTUNITIES.define("visit.planned", VisitEventV1, subject=VISIT,
+                     summary="A rep (or their manager) planned a visit or call, or a rescheduled one's new time.")
+OPPORTUNITIES.define("visit.checked_in", VisitCheckedInV1, subject=VISIT,
+                     summary="A planned visit was done; on a lead, the leads service logs the activity.")
+OPPORTUNITIES.define("visit.missed", VisitMissedV1, subject=VISIT,
+                     summary="A planned visit was missed: said so, or not checked in by the end of its day.")
+OPPORTUNITIES.define("visit.rescheduled", VisitEventV1, subject=VISIT,
+                     summary="A planned visit moved; its new time is a visit.planned of its own.")
+OPPORTUNITIES.define("daily_report.submitted", DailyReportEventV1, subject="daily report id",
+                     summary="A rep submitted the day's report (then it changes only by comments).")
+OPPORTUNITIES.define("daily_report.reviewed", DailyReportEventV1, subject="daily report id",
+                     summary="A manager reviewed a report, with a comment.")
 OPPORTUNITIES.define(HANDOVER_COMPLETED, OpportunitiesHandoverCompletedV1, subject="handover id",
                      summary="The leaver's open deals and their accounts moved to the successor (or it failed).")
 

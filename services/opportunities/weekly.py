@@ -1,0 +1,133 @@
+"""Weekly progress (周进度控制, CONTRACT §4): per rep or per team, week over week, what was planned
+and done and what it brought; and visit effectiveness, the share of visits to accounts followed by a stage
+move or an order of the rep's on that account within N days.
+
+Every figure is of records owned by the rows' owner: the caller's own, their teams' (a manager),
+everyone's (executives, admins). A deal the caller only helps on (virtual team) is its owner's
+figure, not theirs, so it never brings another team's numbers into view."""
+from __future__ import annotations
+
+import datetime as dt
+from bisect import bisect_right
+from collections import defaultdict
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from crmkit.auth import Principal
+from crmkit.db import UnitOfWork
+from crmkit.periods import day_bounds
+from crmkit.visibility import VisibilityRule, visible
+
+from .db import KnownLead, Opportunity, OrderFact, PaymentFact, PipelineChange, StageMove, Visit
+
+ZERO = Decimal("0.00")
+
+
+def _scope(principal: Principal, model):
+    return visible(principal, VisibilityRule(owner_column=model.owner_id, team_column=model.team_id))
+
+
+def _key(model, group_by: str):
+    return getattr(model, "owner_id" if group_by == "owner" else "team_id")
+
+
+def week_label(monday: dt.date) -> str:
+    year, week, _ = monday.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _blank() -> dict:
+    return {"visits_planned": 0, "visits_done": 0, "visits_missed": 0, "new_leads": 0,
+            "new_opportunities": {"count": 0, "amount": ZERO}, "pipeline_change": ZERO,
+            "orders": {"count": 0, "amount": ZERO}, "collected": ZERO, "visits_effective": 0,
+            "visit_effectiveness": None}
+
+
+def weekly_progress(uow: UnitOfWork, principal: Principal, week: dt.date, group_by: str, weeks: int,
+                    within_days: int) -> dict:
+    mondays = [week - dt.timedelta(weeks=n) for n in range(weeks - 1, -1, -1)]
+    figures: dict = defaultdict(lambda: {m: _blank() for m in mondays})
+    for monday in mondays:
+        _one_week(uow, principal, monday, group_by, within_days, figures)
+    groups = [{"key": key, "weeks": [{"week": week_label(m), **f[m]} for m in mondays]}
+              for key, f in sorted(figures.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
+    return {"week": week_label(week), "group_by": group_by, "effective_within_days": within_days, "groups": groups}
+
+
+def _one_week(uow: UnitOfWork, principal: Principal, monday: dt.date, group_by: str, within_days: int,
+              figures: dict) -> None:
+    s, sunday = uow.session, monday + dt.timedelta(days=6)
+    start, end = day_bounds(monday, sunday)
+
+    def at(key) -> dict:
+        return figures[key][monday]
+
+    key = _key(Visit, group_by)
+    for k, status, count in s.execute(select(key, Visit.status, func.count()).where(
+            _scope(principal, Visit), Visit.day >= monday, Visit.day <= sunday).group_by(key, Visit.status)):
+        if status in ("planned", "done", "missed"):  # a rescheduled visit is counted where it moved to
+            at(k)["visits_planned"] += count
+        if status in ("done", "missed"):
+            at(k)[f"visits_{status}"] += count
+    key = _key(KnownLead, group_by)
+    for k, count in s.execute(select(key, func.count()).where(
+            _scope(principal, KnownLead), KnownLead.status != "deleted", KnownLead.created_at >= start,
+            KnownLead.created_at < end).group_by(key)):
+        at(k)["new_leads"] = count
+    key = _key(Opportunity, group_by)
+    for k, count, amount in s.execute(select(key, func.count(), func.sum(Opportunity.amount)).where(
+            _scope(principal, Opportunity), Opportunity.deleted_at.is_(None), Opportunity.created_at >= start,
+            Opportunity.created_at < end).group_by(key)):
+        at(k)["new_opportunities"] = {"count": count, "amount": Decimal(amount or 0)}
+    key = _key(PipelineChange, group_by)
+    for k, delta in s.execute(select(key, func.sum(PipelineChange.delta)).where(
+            _scope(principal, PipelineChange), PipelineChange.changed_at >= start, PipelineChange.changed_at < end)
+            .group_by(key)):
+        at(k)["pipeline_change"] = Decimal(delta or 0)
+    key = _key(OrderFact, group_by)
+    for k, count, amount in s.execute(select(key, func.count(), func.sum(OrderFact.total)).where(
+            _scope(principal, OrderFact), OrderFact.cancelled_at.is_(None), OrderFact.confirmed_at >= start,
+            OrderFact.confirmed_at < end).group_by(key)):
+        at(k)["orders"] = {"count": count, "amount": Decimal(amount or 0)}
+    key = _key(PaymentFact, group_by)
+    for k, amount in s.execute(select(key, func.sum(PaymentFact.amount)).where(
+            _scope(principal, PaymentFact), PaymentFact.paid_on >= monday, PaymentFact.paid_on <= sunday)
+            .group_by(key)):
+        at(k)["collected"] = Decimal(amount or 0)
+    _effectiveness(uow, principal, monday, sunday, group_by, within_days, at)
+
+
+def _effectiveness(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: dt.date, group_by: str,
+                   within_days: int, at) -> None:
+    """A done visit to an account is effective when one of the rep's own deals on that account moved
+    stage (won and lost included), or an order of theirs on it was confirmed, after the check-in and
+    within `within_days` of it. Only the rep's own records count, and only those the caller sees: a
+    deal of another team on the same account changes nothing here."""
+    s, window = uow.session, dt.timedelta(days=within_days)
+    done = s.execute(select(_key(Visit, group_by), Visit.owner_id, Visit.account_id, Visit.checked_in_at).where(
+        _scope(principal, Visit), Visit.day >= monday, Visit.day <= sunday, Visit.status == "done",
+        Visit.account_id.is_not(None))).all()
+    if not done:
+        return
+    accounts = sorted({v.account_id for v in done})
+    first, last = min(v.checked_in_at for v in done), max(v.checked_in_at for v in done) + window
+    progress: dict = defaultdict(list)  # (account, owner) -> sorted moments something moved
+    for account, owner, moment in [*s.execute(select(StageMove.account_id, StageMove.owner_id, StageMove.moved_at).where(
+            _scope(principal, StageMove), StageMove.account_id.in_(accounts), StageMove.moved_at > first,
+            StageMove.moved_at <= last)),
+            *s.execute(select(OrderFact.account_id, OrderFact.owner_id, OrderFact.confirmed_at).where(
+                _scope(principal, OrderFact), OrderFact.account_id.in_(accounts), OrderFact.cancelled_at.is_(None),
+                OrderFact.confirmed_at > first, OrderFact.confirmed_at <= last))]:
+        progress[(account, owner)].append(moment)
+    for moments in progress.values():
+        moments.sort()
+    tally: dict = defaultdict(lambda: [0, 0])
+    for k, owner, account, checked_in in done:
+        moments = progress.get((account, owner), [])
+        i = bisect_right(moments, checked_in)  # the first moment after the check-in
+        tally[k][0] += 1
+        tally[k][1] += int(i < len(moments) and moments[i] <= checked_in + window)
+    for k, (visits, effective) in tally.items():
+        at(k)["visits_effective"] = effective
+        at(k)["visit_effectiveness"] = round(effective / visits, 4)
