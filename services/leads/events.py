@@ -18,6 +18,7 @@ MARKETING_INBOUND_TOPIC = "marketing.leads.inbound.v1"
 DIRECTORY_TOPIC = "crm.directory.v1"  # the gateway's; the leads service keeps a replica of users and teams
 OPPORTUNITIES_TOPIC = "crm.opportunities.v1"  # the opportunities service's refusals of conversions
 LEAD_CONVERSION_REJECTED = "lead.conversion_rejected"
+VISIT_CHECKED_IN = "visit.checked_in"  # on a lead: logged here as the lead's activity
 MARKETING_LEAD_SUBMITTED = "marketing.lead.submitted"
 
 # Partitions bound how many worker replicas can consume in parallel (see docs/operations).

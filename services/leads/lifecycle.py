@@ -105,11 +105,17 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, lead
                  data: dict) -> LeadActivity:
     lead = visible_lead(uow, principal, lead_id, for_update=True)
     domain.check_may_modify(principal)
+    return record_activity(uow, settings, lead, data, principal.user_id)
+
+
+def record_activity(uow: UnitOfWork, settings: Settings, lead: Lead, data: dict, actor: str | None,
+                    activity_id: uuid.UUID | None = None) -> LeadActivity:
+    """An activity on a lead (locked by the caller) and what it changes: status, follow-up, score."""
     now = utcnow()
     before = {f: getattr(lead, f) for f in ("status", "follow_up_due_at", "score", "last_activity_at")}
-    activity = LeadActivity(id=uuid.uuid4(), lead_id=lead.id, kind=data["kind"], summary=data.get("summary"),
-                            occurred_at=data.get("occurred_at") or now, next_contact_at=data.get("next_contact_at"),
-                            created_by=principal.user_id, created_at=now)
+    activity = LeadActivity(id=activity_id or uuid.uuid4(), lead_id=lead.id, kind=data["kind"],
+                            summary=data.get("summary"), occurred_at=data.get("occurred_at") or now,
+                            next_contact_at=data.get("next_contact_at"), created_by=actor, created_at=now)
     uow.session.add(activity)
     lead.activities += 1
     lead.last_activity_at = max(filter(None, [lead.last_activity_at, activity.occurred_at]))
@@ -122,9 +128,9 @@ def log_activity(uow: UnitOfWork, settings: Settings, principal: Principal, lead
         "lead_id": lead.id, "activity_id": activity.id, "kind": activity.kind, "summary": activity.summary,
         "occurred_at": activity.occurred_at, "next_contact_at": activity.next_contact_at,
         "follow_up_due_at": lead.follow_up_due_at, "owner_id": lead.owner_id, "team_id": lead.team_id,
-        "company": lead.company}, actor=principal.user_id))
+        "company": lead.company}, actor=actor))
     changed = ["activities", *sorted(f for f, value in before.items() if getattr(lead, f) != value)]
-    publish(uow, settings, "lead.updated", lead, principal.user_id, extra={"changed": changed})
+    publish(uow, settings, "lead.updated", lead, actor, extra={"changed": changed})
     return activity
 
 

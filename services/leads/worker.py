@@ -1,5 +1,5 @@
 """Leads worker: the outbox relay, the consumers of the marketing and directory topics and of the
-opportunities service's conversion refusals, and the CSV import runner."""
+opportunities service's conversion refusals and lead visits, and the CSV import runner."""
 from __future__ import annotations
 
 from functools import partial
@@ -7,7 +7,7 @@ from functools import partial
 from crmkit.consumer import Dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import conversion, handover, imports, intake
+from . import conversion, handover, imports, intake, visits
 from .bootstrap import context
 from .events import (
     DIRECTORY_TOPIC,
@@ -16,6 +16,7 @@ from .events import (
     MARKETING_LEAD_SUBMITTED,
     OPPORTUNITIES_TOPIC,
     TOPIC_PARTITIONS,
+    VISIT_CHECKED_IN,
 )
 
 
@@ -38,9 +39,12 @@ def worker_spec() -> WorkerSpec:
                 prepare={settings.topic(MARKETING_INBOUND_TOPIC): intake.prepare_marketing_batch}),
             ConsumerSpec(group_id=f"{prefix}leads-directory", handlers={
                 settings.topic(DIRECTORY_TOPIC): Dispatch(handover.directory_handlers(settings))}),
+            # What the opportunities service sends back: refused conversions, and visits to leads
+            # checked in (logged here as the lead's activity). The group keeps its first name.
             ConsumerSpec(group_id=f"{prefix}leads-conversion-refusals", handlers={
                 settings.topic(OPPORTUNITIES_TOPIC): Dispatch({
                     (LEAD_CONVERSION_REJECTED, 1): lambda uow, e: conversion.roll_back_conversion(uow, settings, e),
+                    (VISIT_CHECKED_IN, 1): lambda uow, e: visits.log_visit(uow, settings, e),
                 })}),
         ],
         loops=[import_loop],

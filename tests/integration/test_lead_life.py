@@ -11,6 +11,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
+from crmkit.consumer import Reject
 from crmkit.db import utcnow
 from crmkit.events import new_event
 from services.leads import bootstrap, conversion, handover, imports, intake
@@ -514,3 +515,36 @@ def test_handover_to_a_user_the_replica_does_not_know_yet_is_retried(leads):  # 
     with ctx.db.uow() as uow, pytest.raises(LookupError, match="not in the directory"):
         deliver(handover.directory_handlers(ctx.settings), uow, new_event("handover.requested", "h9", {
             "handover_id": "h9", "from_user_id": "a", "to_user_id": "nobody-yet"}, source="gateway"))
+
+
+# ---- visits to leads (the opportunities service's visit.checked_in) ------------------------------
+def _checked_in(lead_id, activity_id, **visit):
+    return new_event("visit.checked_in", str(uuid.uuid4()), {"visit": {
+        "id": str(uuid.uuid4()), "lead_id": lead_id, "activity_id": activity_id, "kind": "visit",
+        "outcome": "met the buyer", "checked_in_at": "2026-12-01T03:00:00+00:00",
+        "next_contact_at": "2026-12-08T02:00:00+00:00", "owner_id": "ann", **visit}, "manager_id": None},
+        source="opportunities", actor="ann")
+
+
+def test_a_visit_checked_in_on_a_lead_is_logged_there_once(leads):  # noqa: F811
+    from services.leads import visits
+
+    ann = leads.as_("ann", "rep", teams=["east"])
+    lead = ann.post("/leads", json={"company": "Visited Co", "contact_name": "Zhou"}).json
+    ctx, activity_id = bootstrap.context(), str(uuid.uuid4())
+    for _ in range(2):  # a replay under a new event id logs nothing more
+        with ctx.db.uow() as uow:
+            visits.log_visit(uow, ctx.settings, _checked_in(lead["id"], activity_id))
+            uow.commit()
+    [logged] = ann.get(f"/leads/{lead['id']}/activities").json["items"]
+    assert (logged["id"], logged["kind"], logged["summary"], logged["created_by"]) == (
+        activity_id, "visit", "met the buyer", "ann")
+    after = ann.get(f"/leads/{lead['id']}").json
+    assert after["status"] == "contacted" and after["follow_up_due_at"].startswith("2026-12-08")
+    assert [e["data"]["activity_id"] for e in events("activity.logged")] == [activity_id]
+    with ctx.db.uow() as uow:  # an account's visit is not the leads service's to log
+        assert visits.log_visit(uow, ctx.settings, _checked_in(None, None)) is None
+    for bad in (_checked_in(lead["id"], None), _checked_in(lead["id"], activity_id, kind="lunch"),
+                _checked_in(lead["id"], activity_id, checked_in_at="yesterday")):
+        with ctx.db.uow() as uow, pytest.raises(Reject):
+            visits.log_visit(uow, ctx.settings, bad)
