@@ -16,15 +16,12 @@ from crmkit.auth import Principal
 from crmkit.db import Database, UnitOfWork, utcnow
 from crmkit.settings import Settings
 
-from . import preferences
+from . import preferences, reminders
 from .db import AgendaRun, DirectoryUser, Reminder, WaitingApproval
 from .inbox import About, notify
 from .messages import render, word
 
 log = logging.getLogger(__name__)
-LINKS = {"lead": "/leads/{}", "account": "/accounts/{}", "opportunity": "/opportunities/{}"}
-
-
 def agenda(uow: UnitOfWork, principal, start: dt.datetime, end: dt.datetime) -> dict:
     """What `principal` has to do between `start` and `end`, and what is overdue before `start`."""
     mine = select(Reminder).where(Reminder.owner_id == principal.user_id, Reminder.status == "open")
@@ -47,7 +44,7 @@ def agenda(uow: UnitOfWork, principal, start: dt.datetime, end: dt.datetime) -> 
 
 def _item(row: Reminder) -> dict:
     return {"kind": row.kind, "record_type": row.record_type, "record_id": row.record_id, "title": row.title,
-            "due_at": row.due_at, "account_id": row.account_id, "link": LINKS[row.record_type].format(row.record_id)}
+            "due_at": row.due_at, "account_id": row.account_id, "link": reminders.link_of(row.record_type, row.record_id)}
 
 
 def today(prefs: preferences.Preferences, now: dt.datetime) -> tuple[dt.date, dt.datetime, dt.datetime]:

@@ -107,15 +107,15 @@ class Delivery(Base):
 
 class Reminder(Base):
     """A date someone must act by on a record (a lead's follow-up, a next contact on a lead, account
-    or deal), and how far up its ladder it has gone. Closed when the record is worked, closed or
+    or deal, a planned visit, a day's report), and how far up its ladder it has gone. Closed when the record is worked, closed or
     deleted; moved with the record to its new owner."""
 
     __tablename__ = "reminders"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    record_type: Mapped[str] = mapped_column(String(20))  # lead | account | opportunity
-    record_id: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(20))  # follow_up | next_contact
+    record_type: Mapped[str] = mapped_column(String(20))  # lead | account | opportunity | visit | daily_report
+    record_id: Mapped[str] = mapped_column(String(64))  # a daily report's: "{owner}/{day}"
+    kind: Mapped[str] = mapped_column(String(20))  # follow_up | next_contact | visit | daily_report
     title: Mapped[str] = mapped_column(String(300))  # what the record is called (a company, an account)
     account_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     owner_id: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -150,6 +150,35 @@ class HandoverCompleted(_Tolerant):
     status = Name(required=True)
 
 
+class Visit(_Tolerant):
+    id = fields.UUID(required=True)
+    owner_id = Id(required=True)
+    team_id = Id(required=True, allow_none=True)
+    account_id = fields.UUID(required=True, allow_none=True)
+    lead_id = fields.UUID(required=True, allow_none=True)
+    kind = Name(required=True)
+    planned_at = Time(required=True)
+    day = fields.Date(required=True)
+    purpose = Text(2000, load_default=None, allow_none=True)
+
+
+class VisitEvent(_Tolerant):
+    visit = fields.Nested(Visit, required=True)
+
+
+class DailyReport(_Tolerant):
+    id = fields.UUID(required=True)
+    owner_id = Id(required=True)
+    team_id = Id(required=True, allow_none=True)
+    day = fields.Date(required=True)
+
+
+class DailyReportEvent(_Tolerant):
+    report = fields.Nested(DailyReport, required=True)
+    manager_id = Id(required=True, allow_none=True)
+    comment = Text(4000, load_default=None, allow_none=True)
+
+
 _schemas: dict[type, Schema] = {}
 
 

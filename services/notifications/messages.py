@@ -83,6 +83,14 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "en": ("Your agenda for {day}", "{lines}"),
         "zh": ("{day} 的日程", "{lines}"),
     },
+    "daily_report_submitted": {
+        "en": ("{rep}'s daily report for {day} is in", "{rep} submitted the report of {day}: read and review it."),
+        "zh": ("{rep} 已提交 {day} 的日报", "{rep} 已提交 {day} 的销售日报，请查阅并点评。"),
+    },
+    "daily_report_reviewed": {
+        "en": ("Your daily report for {day} was reviewed", "{actor}: {comment}"),
+        "zh": ("您 {day} 的日报已点评", "{actor}：{comment}"),
+    },
     "delivery_failed": {
         "en": ("A webhook endpoint was disabled", "{address} failed after {attempts} attempts: {error}"),
         "zh": ("Webhook 端点已停用", "{address} 重试 {attempts} 次后仍失败：{error}"),
@@ -99,13 +107,14 @@ WORDS = {
            "team": "Your team's", "leads": "leads", "opportunities": "accounts and deals", "orders_service": "orders",
            "by_rule": " by the assignment rules", "reassigned": " by your manager", "handover": " in a handover",
            "call": "call", "visit": "visit", "email": "e-mail", "meeting": "meeting", "demo": "demo", "note": "note",
-           "manager_too": " (your manager is told too)"},
+           "manager_too": " (your manager is told too)", "daily_report": "The daily report"},
     "zh": {"follow_up": "跟进", "next_contact": "下次联系", "approved": "已批准", "rejected": "已驳回",
            "revenue": "销售额", "gross_margin": "毛利", "new_accounts": "新客户", "collections": "回款",
            "orders": "订单数", "activities": "拜访活动", "your": "您的", "team": "您团队的", "leads": "线索",
            "opportunities": "客户与商机", "orders_service": "订单", "by_rule": "（按分配规则）",
            "reassigned": "（经理重新分配）", "handover": "（工作交接）", "call": "电话", "visit": "拜访", "email": "邮件",
-           "meeting": "会议", "demo": "演示", "note": "备注", "manager_too": "（已同时通知您的经理）"},
+           "meeting": "会议", "demo": "演示", "note": "备注", "manager_too": "（已同时通知您的经理）",
+           "daily_report": "日报"},
 }
 
 

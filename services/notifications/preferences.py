@@ -16,8 +16,8 @@ from .messages import LANGUAGES, TYPES
 
 CHANNELS = ("inapp", "email", "webhook")  # webhook: to the endpoints an admin subscribed to the type
 # Told by e-mail too unless the person says otherwise: what needs them to act. Activities others log
-# on your records only show in the app (there can be many).
-EMAIL_BY_DEFAULT = frozenset(TYPES) - {"activity_logged"}
+# on your records, and each rep's daily report coming in, only show in the app (there can be many).
+EMAIL_BY_DEFAULT = frozenset(TYPES) - {"activity_logged", "daily_report_submitted"}
 EMAIL_ONLY = frozenset({"agenda"})  # the morning agenda is an e-mail; in the app it is GET /agenda
 
 

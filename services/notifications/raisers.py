@@ -7,9 +7,13 @@ an event once, so an event delivered three times tells once.
 The same handlers keep the reminders (reminders.py) from the dates the events carry."""
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 from sqlalchemy import select
 
 from crmkit.db import UnitOfWork
+from crmkit.periods import time_zone
 from crmkit.settings import Settings
 
 from . import inbound, preferences, reminders
@@ -193,8 +197,91 @@ def _retitle(uow: UnitOfWork, record_type: str, record_id: str, title: str) -> N
         row.title = title[:300]
 
 
+def visit_changed(uow: UnitOfWork, envelope: dict) -> None:
+    """A planned visit is a reminder on the rep's agenda at its time, and so is the day's report (at
+    REPORT_DUE_HOUR where the company works) until it is submitted; a visit done, missed or moved stops its own."""
+    visit = inbound.read(inbound.VisitEvent, envelope)["visit"]
+    record_id = str(visit["id"])
+    if envelope["type"] != "visit.planned":
+        reminders.close(uow, record_type="visit", record_id=record_id, as_of=envelope["time"],
+                        worked=envelope["type"] == "visit.checked_in")
+        return
+    target = (("account", str(visit["account_id"])) if visit["account_id"] else ("lead", str(visit["lead_id"])))
+    title = _record_title(uow, *target) or visit.get("purpose") or target[0]
+    reminders.keep(uow, record_type="visit", record_id=record_id, kind="visit", title=title,
+                   owner_id=visit["owner_id"], team_id=visit["team_id"], due_at=visit["planned_at"],
+                   as_of=envelope["time"], account_id=visit["account_id"])
+    report = _report_key(visit["owner_id"], visit["day"])
+    if not _submitted(uow, report):
+        reminders.keep(uow, record_type="daily_report", record_id=report, kind="daily_report",
+                       title=visit["day"].isoformat(), owner_id=visit["owner_id"], team_id=visit["team_id"],
+                       due_at=report_due(visit["day"]), as_of=envelope["time"])
+
+
+REPORT_DUE_HOUR = 18
+
+
+def report_due(day) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(REPORT_DUE_HOUR), time_zone()).astimezone(dt.UTC)
+
+
+def _report_key(owner_id: str, day) -> str:
+    return f"{owner_id}/{day.isoformat()}"
+
+
+def _submitted(uow: UnitOfWork, report_key: str) -> bool:
+    return uow.session.execute(select(Reminder.id).where(
+        Reminder.record_type == "daily_report", Reminder.record_id == report_key,
+        Reminder.status == "done")).first() is not None
+
+
+def _report_done(uow: UnitOfWork, report: dict, as_of) -> None:
+    """The day's report reminder is done; kept as done even if no visit had opened it, so a visit
+    planned into that day afterwards does not ask for the report again."""
+    key = _report_key(report["owner_id"], report["day"])
+    reminders.close(uow, record_type="daily_report", record_id=key, as_of=as_of, worked=True)
+    if uow.session.execute(select(Reminder.id).where(Reminder.record_type == "daily_report",
+                                                     Reminder.record_id == key)).first() is None:
+        due = report_due(report["day"])
+        uow.session.add(Reminder(id=uuid.uuid4(), record_type="daily_report", record_id=key, kind="daily_report",
+                                 title=report["day"].isoformat(), owner_id=report["owner_id"],
+                                 team_id=report["team_id"], due_at=due, ladder_start=due, rung=0, status="done",
+                                 as_of=as_of))
+
+
+def report_submitted(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        data = inbound.read(inbound.DailyReportEvent, envelope)
+        report = data["report"]
+        day = report["day"].isoformat()
+        _report_done(uow, report, envelope["time"])
+        if data["manager_id"] and data["manager_id"] != report["owner_id"]:
+            notify(uow, settings, [data["manager_id"]], "daily_report_submitted",
+                   lambda _r, language: render("daily_report_submitted", language, {
+                       "rep": _name(uow, report["owner_id"]), "day": day}),
+                   About("daily_report", str(report["id"]), None, f"/daily-reports/{report['id']}"),
+                   source_key=envelope["id"], event_id=envelope["id"], actor=envelope.get("actor"))
+    return handle
+
+
+def report_reviewed(settings: Settings):
+    def handle(uow: UnitOfWork, envelope: dict) -> None:
+        data = inbound.read(inbound.DailyReportEvent, envelope)
+        report = data["report"]
+        notify(uow, settings, [report["owner_id"]], "daily_report_reviewed",
+               lambda _r, language: render("daily_report_reviewed", language, {
+                   "day": report["day"].isoformat(), "actor": _name(uow, envelope.get("actor")),
+                   "comment": data.get("comment") or ""}),
+               About("daily_report", str(report["id"]), None, f"/daily-reports/{report['id']}"),
+               source_key=envelope["id"], event_id=envelope["id"], actor=envelope.get("actor"))
+    return handle
+
+
 def opportunities_handlers(settings: Settings) -> dict:
     return {("opportunity.collision_detected", 1): collision(settings),
+            **{(k, 1): visit_changed for k in ("visit.planned", "visit.checked_in", "visit.missed", "visit.rescheduled")},
+            ("daily_report.submitted", 1): report_submitted(settings),
+            ("daily_report.reviewed", 1): report_reviewed(settings),
             ("activity.logged", 1): deal_activity(settings),
             **{(k, 1): account_changed for k in ("account.created", "account.updated", "account.deleted")},
             **{(k, 1): opportunity_changed for k in ("opportunity.created", "opportunity.updated",

@@ -157,6 +157,16 @@ def fire_due(uow: UnitOfWork, settings: Settings, now: dt.datetime, limit: int =
     return fired
 
 
+_LINKS = {"lead": "/leads/{}", "account": "/accounts/{}", "opportunity": "/opportunities/{}", "visit": "/visits/{}"}
+
+
+def link_of(record_type: str, record_id: str) -> str:
+    """Where a reminder's record is read; a day's report by its day ("{owner}/{day}")."""
+    if record_type == "daily_report":
+        return f"/daily-reports?date={record_id.rsplit('/', 1)[-1]}"
+    return _LINKS[record_type].format(record_id)
+
+
 def _fire(uow: UnitOfWork, settings: Settings, row: Reminder, index: int, rung: Rung, now: dt.datetime) -> None:
     manager = None
     if "manager" in rung.notify and row.team_id:
@@ -164,8 +174,7 @@ def _fire(uow: UnitOfWork, settings: Settings, row: Reminder, index: int, rung: 
         manager = team.manager_id if team is not None and team.manager_id != row.owner_id else None
     overdue = index > 0
     kind = "follow_up_overdue" if overdue else "follow_up_due"
-    link = {"lead": f"/leads/{row.record_id}", "account": f"/accounts/{row.record_id}",
-            "opportunity": f"/opportunities/{row.record_id}"}[row.record_type]
+    link = link_of(row.record_type, row.record_id)
 
     def text(recipient: str, language: str) -> Text:
         zone = preferences.of(uow, recipient).zone

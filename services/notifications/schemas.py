@@ -70,8 +70,8 @@ MAX_AGENDA_DAYS = 62
 
 
 class AgendaItemSchema(Schema):
-    kind = fields.String(metadata={"enum": ["follow_up", "next_contact"]})
-    record_type = fields.String(metadata={"enum": ["lead", "account", "opportunity"]})
+    kind = fields.String(metadata={"enum": ["follow_up", "next_contact", "visit", "daily_report"]})
+    record_type = fields.String(metadata={"enum": ["lead", "account", "opportunity", "visit", "daily_report"]})
     record_id = fields.String()
     title = fields.String()
     due_at = fields.DateTime()

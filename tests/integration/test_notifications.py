@@ -780,3 +780,42 @@ def test_a_sender_address_that_cannot_be_sent_from_stops_the_sender_at_start(mon
         email_delivery.SmtpSettings.from_env()
     monkeypatch.setenv("SMTP_FROM", "销售团队 <crm@example.com>")  # a display name in Chinese is fine
     assert email_delivery.SmtpSettings.from_env().sender == "销售团队 <crm@example.com>"
+
+
+# ---- the rep's day (issue 18): visits on the agenda, daily reports told ------------------------------
+def _visit_event(kind, visit_id, *, day="2026-12-03", planned="2026-12-03T02:00:00+00:00", owner="ann", team="east"):
+    return new_event(kind, visit_id, {"visit": {
+        "id": visit_id, "owner_id": owner, "team_id": team, "account_id": str(uuid.uuid4()), "lead_id": None,
+        "kind": "visit", "planned_at": planned, "day": day, "purpose": "demo the new line", "status": "planned"},
+        "manager_id": "mia"}, source="opportunities", actor=owner)
+
+
+def _report_event(kind, report_id, *, day="2026-12-03", owner="ann", **extra):
+    return new_event(kind, report_id, {"report": {"id": report_id, "owner_id": owner, "team_id": "east", "day": day,
+                                                  "status": "submitted"}, "manager_id": "mia", **extra},
+                     source="opportunities", actor=owner if kind.endswith("submitted") else "mia")
+
+
+def test_a_planned_visit_and_its_days_report_sit_on_the_agenda_until_done_and_the_manager_hears(crm):
+    ann, mia, bob = crm.people["ann"], crm.people["mia"], crm.people["bob"]
+    visit_id, report_id = str(uuid.uuid4()), str(uuid.uuid4())
+    _deliver(raisers.opportunities_handlers, _visit_event("visit.planned", visit_id))
+    window = {"from": "2026-12-02T16:00:00Z", "to": "2026-12-03T16:00:00Z"}
+    items = ann.get("/agenda", query_string=window).json["due"]
+    assert sorted((i["record_type"], i["kind"], i["due_at"][:16], i["link"]) for i in items) == [
+        ("daily_report", "daily_report", "2026-12-03T10:00", "/daily-reports?date=2026-12-03"),  # 18:00 Shanghai
+        ("visit", "visit", "2026-12-03T02:00", f"/visits/{visit_id}")]
+    assert bob.get("/agenda", query_string=window).json["due"] == []
+    assert _fire(dt.datetime(2026, 12, 3, 2, 1, tzinfo=dt.UTC)) == 1  # the visit's time: Ann is reminded
+    _deliver(raisers.opportunities_handlers, _visit_event("visit.checked_in", visit_id))
+    _deliver(raisers.opportunities_handlers, _report_event("daily_report.submitted", report_id))
+    assert ann.get("/agenda", query_string=window).json["due"] == []
+    [told] = [n for n in _inbox(mia)["items"] if n["type"] == "daily_report_submitted"]
+    assert "ann" in told["title"] and "2026-12-03" in told["title"] and told["link"] == f"/daily-reports/{report_id}"
+    # A visit planned into that day afterwards does not ask for the report again.
+    _deliver(raisers.opportunities_handlers, _visit_event("visit.planned", str(uuid.uuid4())))
+    assert [i["record_type"] for i in ann.get("/agenda", query_string=window).json["due"]] == ["visit"]
+    _deliver(raisers.opportunities_handlers, _report_event("daily_report.reviewed", report_id, comment="good work"))
+    [reviewed] = [n for n in _inbox(ann)["items"] if n["type"] == "daily_report_reviewed"]
+    assert "good work" in reviewed["body"]
+    assert not [n for n in _inbox(bob)["items"] if n["type"].startswith("daily_report")]
