@@ -172,6 +172,7 @@ def start_crm(kafka, postgres, state_dir: Path, *, extra_env: dict | None = None
     env = service_env({**{f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()},
                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CRM_TOPIC_PREFIX": prefix,
                        "CRM_JWT_SECRET": JWT_SECRET, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": "1",
+                       "OPPORTUNITIES_VISIT_SWEEP_SECONDS": "0.5",
                        # The schedules' clock is the test's (crmkit.clock): no file, the wall clock.
                        "CRM_CLOCK_FILE": str(state_dir / "clock"), "ORDERS_ALERT_INTERVAL_SECONDS": "0.5",
                        "NOTIFICATIONS_REMINDER_INTERVAL_SECONDS": "0.5", "NOTIFICATIONS_SEND_INTERVAL_SECONDS": "0.2",

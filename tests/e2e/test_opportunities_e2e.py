@@ -485,3 +485,12 @@ def test_notifications_through_the_edge(crm):
     story.inbox_privacy_and_bad_input(crm)
     story.webhooks_signed_retried_and_guarded(crm)
     story.smtp_outage_delivers_everything_once(crm)
+
+
+def test_the_reps_day_planned_reported_and_reviewed(crm):
+    """Issue 18 through the edge: visits, weekly progress and the daily report (tests/e2e/visits_story.py)."""
+    from tests.e2e import visits_story as story
+
+    story.plan_check_in_reschedule_and_miss(crm)
+    story.four_reps_over_two_weeks(crm)
+    story.daily_report_submitted_and_reviewed(crm)
