@@ -11,8 +11,9 @@ from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork
 from crmkit.settings import Settings
 
-from .db import Lead, LeadActivity
+from .db import Lead, LeadActivity, LeadRepository
 from .lifecycle import record_activity
+from .people import replica_principal
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ def log_visit(uow: UnitOfWork, settings: Settings, envelope: dict) -> LeadActivi
     if lead is None or lead.deleted_at is not None:
         log.warning("a visit was checked in on a lead that is gone", extra={"lead_id": str(visit["lead_id"])})
         return None
+    actor = envelope.get("actor") or visit["owner_id"]
+    # The opportunities service checked this against its copy of the lead, which may lag: the lead
+    # passed to another team in between is theirs now, and someone else's visit does not change it.
+    who = replica_principal(uow, actor)
+    if who is not None and uow.repository(LeadRepository, who).get(lead.id) is None:
+        raise Reject(f"the visit's rep ({actor}) no longer holds lead {lead.id}")
     return record_activity(uow, settings, lead, {
         "kind": visit["kind"], "summary": visit["outcome"], "occurred_at": visit["checked_in_at"],
-        "next_contact_at": visit["next_contact_at"]}, envelope.get("actor") or visit["owner_id"], visit["activity_id"])
+        "next_contact_at": visit["next_contact_at"]}, actor, visit["activity_id"])

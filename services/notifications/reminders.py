@@ -169,7 +169,9 @@ def link_of(record_type: str, record_id: str) -> str:
 
 def _fire(uow: UnitOfWork, settings: Settings, row: Reminder, index: int, rung: Rung, now: dt.datetime) -> None:
     manager = None
-    if "manager" in rung.notify and row.team_id:
+    # A visit's reminder is the rep's alone: its title names the customer, whom the rep's manager may
+    # not see (another team's account the rep helps on), and the end of the day misses it anyway.
+    if "manager" in rung.notify and row.team_id and row.record_type != "visit":
         team = uow.session.get(DirectoryTeam, row.team_id)
         manager = team.manager_id if team is not None and team.manager_id != row.owner_id else None
     overdue = index > 0

@@ -9,7 +9,8 @@ import uuid
 from collections import defaultdict
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import aliased
 
 from crmkit import clock
 from crmkit.auth import Principal
@@ -39,6 +40,7 @@ from .db import (
     StageMove,
     Visit,
     account_visible,
+    opportunity_visible,
     visible_row,
 )
 from .events import event
@@ -76,16 +78,29 @@ def draft(uow: UnitOfWork, day: dt.date, owner_ids: list[str]) -> dict[str, dict
         visits[v.status] += 1
         visits["items"].append({"id": str(v.id), "kind": v.kind, "account_id": _text(v.account_id),
                                 "lead_id": _text(v.lead_id), "planned_at": v.planned_at.isoformat(),
-                                "status": v.status, "outcome": v.outcome})
+                                "status": v.status, "outcome": v.outcome})  # hidden with its record (render)
     for report in out.values():
         visits = report["visits"]
         visits["planned"] = visits["planned"] + visits["done"] + visits["missed"]  # all the day kept to
-    kinds = [*s.execute(select(Activity.created_by, Activity.kind, func.count()).where(
-        Activity.created_by.in_(owners), Activity.occurred_at >= start, Activity.occurred_at < end)
-        .group_by(Activity.created_by, Activity.kind)),
-        *s.execute(select(LeadActivity.logged_by, LeadActivity.kind, func.count()).where(
-            LeadActivity.logged_by.in_(owners), LeadActivity.occurred_at >= start, LeadActivity.occurred_at < end)
-            .group_by(LeadActivity.logged_by, LeadActivity.kind))]
+    # Activities on the rep's own or their team's records only: one on a record of another team (a
+    # virtual team's) would be counted for a manager who may not see that record.
+    rep = aliased(DirectoryUser)
+    deal = aliased(Opportunity)
+    ours = case((Activity.opportunity_id.is_(None), or_(Account.owner_id == Activity.created_by,
+                                                        Account.team_id == rep.team_id)),
+                else_=or_(deal.owner_id == Activity.created_by, deal.team_id == rep.team_id))
+    kinds = [*s.execute(select(Activity.created_by, Activity.kind, func.count())
+                        .join(rep, rep.id == Activity.created_by).join(Account, Account.id == Activity.account_id)
+                        .outerjoin(deal, deal.id == Activity.opportunity_id)
+                        .where(Activity.created_by.in_(owners), Activity.occurred_at >= start,
+                               Activity.occurred_at < end, ours)
+                        .group_by(Activity.created_by, Activity.kind)),
+             *s.execute(select(LeadActivity.logged_by, LeadActivity.kind, func.count())
+                        .join(rep, rep.id == LeadActivity.logged_by).join(KnownLead, KnownLead.id == LeadActivity.lead_id)
+                        .where(LeadActivity.logged_by.in_(owners), LeadActivity.occurred_at >= start,
+                               LeadActivity.occurred_at < end, or_(KnownLead.owner_id == LeadActivity.logged_by,
+                                                                   KnownLead.team_id == rep.team_id))
+                        .group_by(LeadActivity.logged_by, LeadActivity.kind))]
     for owner, kind, count in kinds:
         activities = out[owner]["activities"]
         activities[kind] = activities.get(kind, 0) + count
@@ -96,7 +111,8 @@ def draft(uow: UnitOfWork, day: dt.date, owner_ids: list[str]) -> dict[str, dict
             KnownLead.created_at < end)
             .group_by(KnownLead.owner_id, KnownLead.source)):
         out[owner]["new_leads"] += count
-        out[owner]["new_leads_by_source"][source or "other"] = count
+        by_source = out[owner]["new_leads_by_source"]
+        by_source[source or "other"] = by_source.get(source or "other", 0) + count
     for owner, count, amount in s.execute(select(Opportunity.owner_id, func.count(), func.sum(Opportunity.amount)).where(
             Opportunity.owner_id.in_(owners), Opportunity.deleted_at.is_(None), Opportunity.created_at >= start,
             Opportunity.created_at < end).group_by(Opportunity.owner_id)):
@@ -136,9 +152,16 @@ def _reporters(uow: UnitOfWork, principal: Principal, args: dict) -> list[tuple[
     return [tuple(r) for r in uow.session.execute(stmt)]
 
 
+DRAFT_DAYS = 31  # how far back a day still gets its drafts (and may be submitted)
+
+
 def _check_day_begun(day: dt.date) -> None:
     if day > local_day(clock.now()):
         raise ValidationFailed("that day has not begun", errors={"date": ["in the future"]})
+
+
+def _recent(day: dt.date) -> bool:
+    return day >= local_day(clock.now()) - dt.timedelta(days=DRAFT_DAYS)
 
 
 def ensure_reports(uow: UnitOfWork, day: dt.date, reporters: list[tuple[str, str | None]]) -> None:
@@ -164,7 +187,8 @@ def list_reports(uow: UnitOfWork, principal: Principal, args: dict):
     """The day's reports the caller may read, one per rep, drafted where not submitted."""
     day = args["date"]
     _check_day_begun(day)
-    ensure_reports(uow, day, _reporters(uow, principal, args))
+    if _recent(day):  # an older day lists the reports it has, and drafts no new ones
+        ensure_reports(uow, day, _reporters(uow, principal, args))
     stmt = select(DailyReport).where(DailyReport.day == day, visible(principal, REPORT_VISIBILITY))
     for name in ("owner_id", "team_id"):
         if args.get(name):
@@ -225,6 +249,8 @@ def submit(uow: UnitOfWork, settings: Settings, principal: Principal, rid: uuid.
     """The draft is frozen as it stands now, and the market section filed as market notes."""
     report = _own_draft(uow, principal, rid)
     _check_day_begun(report.day)
+    if not _recent(report.day):
+        raise Conflict(f"a report is submitted within {DRAFT_DAYS} days of its day")
     now = utcnow()
     report.summary = draft(uow, report.day, [report.owner_id])[report.owner_id]
     report.status, report.submitted_at, report.updated_at = "submitted", now, now
@@ -238,7 +264,7 @@ def submit(uow: UnitOfWork, settings: Settings, principal: Principal, rid: uuid.
         uow.session.add(MarketNote(
             id=uuid.uuid4(), report_id=report.id, owner_id=report.owner_id, team_id=report.team_id, day=report.day,
             position=position, competitor=entry.get("competitor"),
-            competitor_key=(entry.get("competitor") or "").casefold() or None,
+            competitor_key=(entry.get("competitor") or "").casefold()[:200] or None,  # casefold may lengthen it
             product_category=entry.get("product_category"), account_id=account_id,
             region=accounts.get(account_id) if account_id else None,
             price_heard=Decimal(entry["price_heard"]) if entry.get("price_heard") else None, note=entry["note"],
@@ -296,7 +322,9 @@ def render(uow: UnitOfWork, principal: Principal, reports: list[DailyReport]) ->
 
 
 def _copy(summary: dict) -> dict:
-    return {**summary, "visits": {**summary["visits"], "items": [dict(i) for i in summary["visits"]["items"]]}}
+    """A copy to hide things in for one reader; the stored summary stays whole."""
+    return {**summary, "visits": {**summary["visits"], "items": [dict(i) for i in summary["visits"]["items"]]},
+            "stage_moves": [dict(m) for m in summary["stage_moves"]]}
 
 
 def _hide_unseen(uow: UnitOfWork, principal: Principal, reports: list[dict]) -> None:
@@ -314,6 +342,10 @@ def _hide_unseen(uow: UnitOfWork, principal: Principal, reports: list[dict]) -> 
     if leads:
         seen |= {str(i) for i in uow.session.execute(select(KnownLead.id).where(
             KnownLead.id.in_([uuid.UUID(x) for x in leads]), visible(principal, LEAD_VISIBILITY))).scalars()}
+    deals = {m["opportunity_id"] for r in reports for m in r["summary"]["stage_moves"]}
+    if deals:
+        seen |= {str(i) for i in uow.session.execute(select(Opportunity.id).where(
+            Opportunity.id.in_([uuid.UUID(d) for d in deals]), opportunity_visible(principal))).scalars()}
     for r in reports:
         for e in r["market"]:
             if e.get("account_id") and e["account_id"] not in seen:
@@ -321,7 +353,10 @@ def _hide_unseen(uow: UnitOfWork, principal: Principal, reports: list[dict]) -> 
         for item in r["summary"]["visits"]["items"]:
             item["target_hidden"] = (item["account_id"] or item["lead_id"]) not in seen
             if item["target_hidden"]:
-                item["account_id"] = item["lead_id"] = None
+                item["account_id"] = item["lead_id"] = item["outcome"] = None
+        for move in r["summary"]["stage_moves"]:
+            if move["opportunity_id"] not in seen:  # the deal was handed to another team since
+                move["opportunity_id"] = None
 
 
 # ---- market intelligence -------------------------------------------------------------------------------

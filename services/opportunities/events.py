@@ -225,6 +225,7 @@ class PipelineUpdatedV1(Payload):
 class OpportunitiesHandoverCompletedV1(HandoverCompletedV1):
     opportunities = fields.Integer(metadata={"description": "open deals moved"})
     accounts = fields.Integer(metadata={"description": "accounts moved"})
+    visits = fields.Integer(metadata={"description": "planned visits moved"})
 
 
 class VisitV1(Payload):

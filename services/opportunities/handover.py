@@ -1,6 +1,6 @@
 """crm.directory.v1 in the opportunities service (docs/handover.md): the kit's handover saga
-(crmkit.handover), with how this service moves a leaver's records: their open deals and their
-accounts."""
+(crmkit.handover), with how this service moves a leaver's records: their open deals, their
+accounts and the visits they still had planned."""
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -12,9 +12,10 @@ from crmkit.settings import Settings
 
 from . import SERVICE, detection
 from .accounts import account_event
-from .db import Account, CompletedHandover, DirectoryTeam, DirectoryUser, Opportunity
+from .db import Account, CompletedHandover, DirectoryTeam, DirectoryUser, Opportunity, Visit
 from .deals import opportunity_event
 from .events import event
+from .visits import visit_event
 
 
 def directory_handlers(settings: Settings) -> dict:
@@ -39,7 +40,9 @@ def _move_records(uow: UnitOfWork, settings: Settings, from_user: str, to_user: 
     ).with_for_update()).scalars().all()
     accounts = uow.session.execute(select(Account).where(
         Account.owner_id == from_user, Account.deleted_at.is_(None)).with_for_update()).scalars().all()
-    for record in [*opps, *accounts]:
+    planned = uow.session.execute(select(Visit).where(
+        Visit.owner_id == from_user, Visit.status == "planned").with_for_update()).scalars().all()
+    for record in [*opps, *accounts, *planned]:
         record.owner_id, record.team_id, record.updated_at = to_user, to_team, now
     uow.session.flush()
     extra = {"changed": ["owner_id", "team_id"], "previous_owner_id": from_user, "reason": "handover",
@@ -49,4 +52,7 @@ def _move_records(uow: UnitOfWork, settings: Settings, from_user: str, to_user: 
     detection.queue_recheck(uow, [opp.id for opp in opps], actor)
     for account in accounts:
         account_event(uow, settings, "account.updated", account, actor, extra)
-    return {"moved": len(opps) + len(accounts), "opportunities": len(opps), "accounts": len(accounts)}
+    for visit in planned:  # the successor's agenda now (the notifications service moves the reminder)
+        visit_event(uow, settings, "visit.planned", visit, actor)
+    return {"moved": len(opps) + len(accounts) + len(planned), "opportunities": len(opps), "accounts": len(accounts),
+            "visits": len(planned)}

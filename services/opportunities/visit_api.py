@@ -161,6 +161,7 @@ def submit_report(report_id: uuid.UUID):
 
 @visits_blp.route("/daily-reports/<uuid:report_id>/review", methods=["POST"])
 @visits_blp.arguments(ReviewSchema)
+@idempotent
 @visits_blp.response(200, ReportSchema)
 @roles(*LEADERS)
 def review_report(data, report_id: uuid.UUID):

@@ -174,7 +174,7 @@ class ReportVisitsSchema(Schema):
 
 
 class ReportStageMoveSchema(Schema):
-    opportunity_id = fields.UUID()
+    opportunity_id = fields.UUID(allow_none=True, metadata={"description": "null: a deal you may not see now"})
     to = fields.String(attribute="to_stage", data_key="to")
     moved_from = fields.String(attribute="from_stage", data_key="from")
     moved_at = fields.String(metadata=_WHEN)

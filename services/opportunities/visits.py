@@ -41,6 +41,7 @@ CHECK_IN_SLACK = dt.timedelta(minutes=5)  # a phone's clock a little ahead of ou
 SWEEP_BATCH = 500
 # The activity a lead visit's check-in logs in the leads service: its id is known here beforehand,
 # so the visit points at it and a replayed event cannot log it twice.
+CLOSED_LEAD = ("converted", "disqualified", "deleted")  # no visit is planned or checked in on these
 LEAD_ACTIVITY_NAMESPACE = uuid.UUID("7d1f3a52-5c1e-4b8e-9a51-2b0c4f6e8d10")
 
 
@@ -52,7 +53,7 @@ def visible_lead(uow: UnitOfWork, principal: Principal, lead_id: uuid.UUID) -> K
     """A lead as far as this service knows it (from crm.leads.v1), if the caller may see it. A lead
     created a moment ago may not be known here yet: 404 until its event arrives."""
     lead = uow.session.execute(select(KnownLead).where(
-        KnownLead.id == lead_id, KnownLead.status.notin_(("converted", "disqualified", "deleted")),
+        KnownLead.id == lead_id, KnownLead.status.notin_(CLOSED_LEAD),
         visible(principal, LEAD_VISIBILITY))).scalar_one_or_none()
     if lead is None:
         raise NotFound(f"lead {lead_id} not found, or not open")
@@ -106,6 +107,22 @@ def _check_day(planned_at: dt.datetime) -> dt.date:
     return day
 
 
+def _check_still_seen(uow: UnitOfWork, who: Principal, visit: Visit) -> None:
+    """Whoever checks a visit in logs the activity on its record, so must see it still (a manager
+    whose rep works another team's account does not: the rep checks it in). The answer names no id:
+    the visit shows the caller none for such a record."""
+    if visit.account_id is not None:
+        seen = uow.session.execute(select(Account.id).where(
+            Account.id == visit.account_id, Account.deleted_at.is_(None), account_visible(who))).first()
+    else:
+        seen = uow.session.execute(select(KnownLead.id).where(
+            KnownLead.id == visit.lead_id, KnownLead.status.notin_(CLOSED_LEAD),
+            visible(who, LEAD_VISIBILITY))).first()
+    if seen is None:
+        raise Conflict("the visited record is not one you may work on now (gone, closed, or another's): "
+                       "reschedule or miss the visit")
+
+
 def visit_event(uow: UnitOfWork, settings: Settings, kind: str, visit: Visit, actor, extra: dict | None = None) -> None:
     uow.publish(*event(settings, kind, visit.id, {"visit": visit, "manager_id": people.manager_of(uow, visit.owner_id),
                                                   **(extra or {})}, actor=actor))
@@ -135,15 +152,19 @@ def check_in(uow: UnitOfWork, settings: Settings, principal: Principal, visit_id
     at = data.get("at") or now
     if at > now + CHECK_IN_SLACK:
         raise ValidationFailed("a check-in is for what happened", errors={"at": ["in the future"]})
+    if local_day(at) != visit.day:
+        # Done another day is not this plan kept: the visit is rescheduled (or missed) instead, and
+        # the figures of the day and week it belongs to stay true.
+        raise ValidationFailed("a visit is checked in on its own day", errors={"at": [f"not on {visit.day}"]})
     if data.get("next_contact_at") is not None and data["next_contact_at"] < at:
         raise ValidationFailed("the next contact comes after this one", errors={"next_contact_at": ["before the visit"]})
+    _check_still_seen(uow, principal, visit)
     if visit.account_id is not None:
         activity = log_activity(uow, settings, principal, {
             "kind": visit.kind, "summary": data["outcome"], "occurred_at": at,
             "next_contact_at": data.get("next_contact_at")}, account_id=visit.account_id)
         visit.activity_id = activity.id
     else:
-        visible_lead(uow, principal, visit.lead_id)  # still open, and still the caller's to see
         visit.activity_id = lead_activity_id(visit.id)
     visit.status, visit.checked_in_at, visit.updated_at = "done", at, now
     visit.latitude, visit.longitude = data.get("latitude"), data.get("longitude")
@@ -158,6 +179,8 @@ def reschedule(uow: UnitOfWork, settings: Settings, principal: Principal, visit_
     """The visit moves: it is marked rescheduled with the reason, and its new time is a planned visit
     of its own (so the day it left still shows what happened to its plan)."""
     visit = _writable_visit(uow, principal, visit_id)
+    owner = principal if visit.owner_id == principal.user_id else people.principal_of(uow, visit.owner_id, visit.team_id)
+    _check_still_seen(uow, owner, visit)
     if data["planned_at"] == visit.planned_at:
         raise ValidationFailed("that is when it is planned already", errors={"planned_at": ["unchanged"]})
     now = utcnow()
@@ -209,11 +232,15 @@ def render(uow: UnitOfWork, principal: Principal, visits: list[Visit]) -> list[d
         item = {c: getattr(v, c) for c in _VISIT_FIELDS}
         item["target_hidden"] = (v.account_id or v.lead_id) not in seen
         if item["target_hidden"]:
-            item.update(account_id=None, lead_id=None, contact_id=None)
+            item.update(dict.fromkeys(HIDDEN_WITH_TARGET))
         out.append(item)
     return out
 
 
+# What a visit says of its record: left out with it (the outcome is the activity's summary on that
+# record; the address and coordinates say where the customer is).
+HIDDEN_WITH_TARGET = ("account_id", "lead_id", "contact_id", "purpose", "outcome", "address", "latitude", "longitude",
+                      "activity_id", "next_contact_at")
 _VISIT_FIELDS = ("id", "owner_id", "team_id", "account_id", "lead_id", "contact_id", "kind", "planned_at", "day",
                  "purpose", "status", "checked_in_at", "latitude", "longitude", "address", "outcome",
                  "next_contact_at", "activity_id", "reason", "rescheduled_to", "rescheduled_from", "created_by",

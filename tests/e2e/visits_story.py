@@ -318,6 +318,9 @@ def _confirmed_and_paid_order(crm, account_id: str) -> dict:
         items = ann.get(crm.api("/orders"), params={"opportunity_id": deal["id"]}).json()["items"]
         return items[0] if items else None
     order = wait_for(draft, timeout=30, what="the won deal's order")
+    current = ann.get(crm.api(f"/orders/{order['id']}"))
+    _ok(ann.patch(crm.api(f"/orders/{order['id']}"), json={
+        "delivery_date": (dt.date.today() + dt.timedelta(days=14)).isoformat()}, headers={"If-Match": current.headers["ETag"]}))
     status = _ok(ann.post(crm.api(f"/orders/{order['id']}/submit")))["status"]
     deciders = {crm.users["mgr-east"]["id"]: crm.as_("mgr-east"), None: crm.as_("exec")}
     while status == "pending_approval":
@@ -337,10 +340,21 @@ def _draft_from_raw(crm, owner: str, day: dt.date) -> dict:
                                            "group by status", owner, day))
     items = crm.sql("opportunities", "select count(*) from visits where owner_id = %s and day = %s", owner, day)[0][0]
     kinds: dict = defaultdict(int)
-    for kind, count in [*crm.sql("opportunities", "select kind, count(*) from activities where created_by = %s and "
-                                                  "occurred_at >= %s and occurred_at < %s group by kind", owner, start, end),
-                        *crm.sql("leads", "select kind, count(*) from lead_activities where created_by = %s and "
-                                          "occurred_at >= %s and occurred_at < %s group by kind", owner, start, end)]:
+    # Activities on the rep's own or their team's records (another team's are not the manager's to count).
+    for kind, count in [*crm.sql("opportunities", "select a.kind, count(*) from activities a "
+                                                  "join directory_users u on u.id = a.created_by "
+                                                  "join accounts acc on acc.id = a.account_id "
+                                                  "left join opportunities o on o.id = a.opportunity_id "
+                                                  "where a.created_by = %s and a.occurred_at >= %s and a.occurred_at < %s "
+                                                  "and case when a.opportunity_id is null then "
+                                                  "acc.owner_id = a.created_by or acc.team_id = u.team_id "
+                                                  "else o.owner_id = a.created_by or o.team_id = u.team_id end "
+                                                  "group by a.kind", owner, start, end),
+                        *crm.sql("leads", "select a.kind, count(*) from lead_activities a "
+                                          "join directory_users u on u.id = a.created_by join leads l on l.id = a.lead_id "
+                                          "where a.created_by = %s and a.occurred_at >= %s and a.occurred_at < %s and "
+                                          "(l.owner_id = a.created_by or l.team_id = u.team_id) group by a.kind",
+                                 owner, start, end)]:
         kinds[kind] += count
     sources = dict(crm.sql("leads", "select source, count(*) from leads where owner_id = %s and deleted_at is null "
                                     "and created_at >= %s and created_at < %s group by source", owner, start, end))
@@ -416,8 +430,8 @@ def daily_report_submitted_and_reviewed(crm) -> None:
     reviewed = _ok(mgr.post(crm.api(f"/daily-reports/{draft['id']}/review"), json={"comment": "follow up Grundfos"}))
     assert reviewed["status"] == "reviewed" and [c["body"] for c in reviewed["comments"]] == ["follow up Grundfos"]
     seen_by_manager = [n for n in _all(crm, mgr, "/market-notes", product_category="pumps") if n["report_id"] == draft["id"]]
-    assert sorted((n["account_id"], n["region"]) for n in seen_by_manager) == sorted(
-        [(None, None), (account["id"], "华东")])
+    assert sorted(((n["account_id"], n["region"]) for n in seen_by_manager), key=str) == sorted(
+        [(None, None), (account["id"], "华东")], key=str)
     seen_by_exec = [n for n in _all(crm, boss, "/market-notes", product_category="pumps") if n["report_id"] == draft["id"]]
     assert bos["id"] in {n["account_id"] for n in seen_by_exec}
     assert not [n for n in _all(crm, bo, "/market-notes") if n["report_id"] == draft["id"]]

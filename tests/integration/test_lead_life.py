@@ -544,6 +544,14 @@ def test_a_visit_checked_in_on_a_lead_is_logged_there_once(leads):  # noqa: F811
     assert [e["data"]["activity_id"] for e in events("activity.logged")] == [activity_id]
     with ctx.db.uow() as uow:  # an account's visit is not the leads service's to log
         assert visits.log_visit(uow, ctx.settings, _checked_in(None, None)) is None
+    # The lead passed to another team before the event arrived: Ann's visit does not change it.
+    directory(user("ann", "east"), user("bob", "west"))
+    with ctx.db.uow() as uow:
+        uow.session.get(Lead, uuid.UUID(lead["id"])).owner_id = "bob"
+        uow.session.get(Lead, uuid.UUID(lead["id"])).team_id = "west"
+        uow.commit()
+    with ctx.db.uow() as uow, pytest.raises(Reject, match="no longer holds"):
+        visits.log_visit(uow, ctx.settings, _checked_in(lead["id"], str(uuid.uuid4())))
     for bad in (_checked_in(lead["id"], None), _checked_in(lead["id"], activity_id, kind="lunch"),
                 _checked_in(lead["id"], activity_id, checked_in_at="yesterday")):
         with ctx.db.uow() as uow, pytest.raises(Reject):

@@ -19,7 +19,9 @@ from crmkit.events import new_event
 from crmkit.periods import day_bounds, local_day
 from services.opportunities import bootstrap, day_facts, visits
 from services.opportunities.db import (
+    Account,
     Activity,
+    DirectoryUser,
     KnownLead,
     LeadActivity,
     Opportunity,
@@ -144,6 +146,34 @@ def test_a_days_plan_is_checked_in_rescheduled_and_missed_once(opps):
     assert len(_published("visit.checked_in")) == 3 and len(_published("visit.planned")) == 6
 
 
+def test_a_visit_to_a_record_the_manager_does_not_see_shows_him_nothing_of_it(opps):
+    """Ann helps on Bob's account (its virtual team) and visits it: her manager sees the visit, not
+    the customer: no id, purpose, outcome or place, and he cannot check it in for her."""
+    ann = opps.as_("ann", "rep", teams=["east"])
+    mgr = opps.as_("mgr-e", "manager", teams=["east"], manages=["east"])
+    bob = opps.as_("bob", "rep", teams=["west"])
+    account = _account(bob, name="Bob's secret customer")
+    assert bob.put(f"/accounts/{account['id']}/team", json={"members": [{"user_id": "ann", "role": "sales"}]}
+                   ).status_code == 200
+    visit = ann.post("/visits", json={"account_id": account["id"], "planned_at": _at(_today(), 10),
+                                      "purpose": "price talk"}).json
+    r = mgr.post(f"/visits/{visit['id']}/check-in", json={"outcome": "x"})
+    assert r.status_code == 409 and account["id"] not in r.get_data(as_text=True)
+    other_day = (utcnow() - dt.timedelta(days=1)).isoformat()
+    assert ann.post(f"/visits/{visit['id']}/check-in", json={"outcome": "x", "at": other_day}).status_code == 422
+    assert ann.post(f"/visits/{visit['id']}/check-in", json={
+        "outcome": "they want 5% off", "address": "Bob's customer's street", "latitude": 1.0, "longitude": 2.0}
+        ).status_code == 200
+    [seen] = [v for v in mgr.get("/visits").json["items"] if v["id"] == visit["id"]]
+    assert seen["target_hidden"] and seen["status"] == "done"
+    assert all(seen[k] is None for k in ("account_id", "purpose", "outcome", "address", "latitude", "activity_id"))
+    assert ann.get(f"/visits/{visit['id']}").json["outcome"] == "they want 5% off"
+    [report] = mgr.get("/daily-reports", query_string={"date": _today().isoformat(), "owner_id": "ann"}).json["items"]
+    [item] = report["summary"]["visits"]["items"]
+    assert item["target_hidden"] and item["account_id"] is None and item["outcome"] is None
+    assert account["id"] not in json.dumps(report) and "5% off" not in json.dumps(report)
+
+
 def test_plans_refuse_what_cannot_be(opps):
     ann = opps.as_("ann", "rep", teams=["east"])
     mgr = opps.as_("mgr-e", "manager", teams=["east"], manages=["east"])
@@ -205,11 +235,16 @@ def _expected_draft(owner: str, day: dt.date) -> dict:
         s = uow.session
         visits_ = [v for v in s.execute(select(Visit)).scalars() if v.owner_id == owner and v.day == day]
         kinds: dict = defaultdict(int)
+        team = s.get(DirectoryUser, owner).team_id
+
+        def ours(record) -> bool:  # the rep's or the rep's team's: what their manager sees
+            return record is not None and (record.owner_id == owner or (team is not None and record.team_id == team))
         for a in s.execute(select(Activity)).scalars():
-            if a.created_by == owner and within(a.occurred_at):
+            record = s.get(Opportunity, a.opportunity_id) if a.opportunity_id else s.get(Account, a.account_id)
+            if a.created_by == owner and within(a.occurred_at) and ours(record):
                 kinds[a.kind] += 1
         for a in s.execute(select(LeadActivity)).scalars():
-            if a.logged_by == owner and within(a.occurred_at):
+            if a.logged_by == owner and within(a.occurred_at) and ours(s.get(KnownLead, a.lead_id)):
                 kinds[a.kind] += 1
         leads = [lead for lead in s.execute(select(KnownLead)).scalars()
                  if lead.owner_id == owner and lead.status != "deleted" and within(lead.created_at)]
@@ -262,6 +297,11 @@ def test_the_daily_report_is_drafted_from_the_day_submitted_frozen_and_reviewed(
                                             "expected_close_date": "2027-06-30"}).json
     assert _advance(ann, deal).status_code == 200
     ann.post(f"/accounts/{account['id']}/activities", json={"kind": "call", "summary": "rang the CIO"})
+    helped = _account(bob, name="Bob's own")
+    assert bob.put(f"/accounts/{helped['id']}/team", json={"members": [{"user_id": "ann", "role": "sales"}]}
+                   ).status_code == 200
+    assert ann.post(f"/accounts/{helped['id']}/activities", json={"kind": "call", "summary": "helped Bob"}
+                    ).status_code == 201  # not counted: Ann's manager does not see Bob's account
     for i in range(3):
         ann.post("/visits", json={"account_id": account["id"], "planned_at": _at(today, 10 + i)})
     first = ann.get("/visits", query_string={"date": today.isoformat()}).json["items"][0]
@@ -284,7 +324,7 @@ def test_the_daily_report_is_drafted_from_the_day_submitted_frozen_and_reviewed(
     assert report["owner_id"] == "ann" and report["status"] == "draft"
     expected = _expected_draft("ann", today)
     assert _comparable(report["summary"]) == expected
-    assert expected["calls"] == 2 and expected["new_leads_by_source"] == {"referral": 1}
+    assert expected["calls"] == 2 and expected["new_leads_by_source"] == {"referral": 1}  # not the call on Bob's
     assert expected["orders_confirmed"] == {"count": 1, "amount": "5000.00"} and expected["collected"] == "1200.50"
     assert expected["stage_moves"][0]["to"] == "needs_analysis"
     # The manager sees the team's reports of the day (Ann's, and one for himself); Bob sees only his.
@@ -315,7 +355,9 @@ def test_the_daily_report_is_drafted_from_the_day_submitted_frozen_and_reviewed(
     ann.post(f"/accounts/{account['id']}/activities", json={"kind": "call", "summary": "after submitting"})
     assert ann.get(f"/daily-reports/{report['id']}").json["summary"] == frozen  # frozen as submitted
     assert ann.post(f"/daily-reports/{report['id']}/review", json={"comment": "self"}).status_code == 403
-    reviewed = mgr.post(f"/daily-reports/{report['id']}/review", json={"comment": "push the demo"})
+    for _ in range(2):  # a retry under the same key is the first answer, not a second comment
+        reviewed = mgr.post(f"/daily-reports/{report['id']}/review", json={"comment": "push the demo"},
+                            headers={"Idempotency-Key": f"review-{report['id']}"})
     assert reviewed.status_code == 200 and reviewed.json["status"] == "reviewed"
     assert [c["body"] for c in reviewed.json["comments"]] == ["push the demo"] and reviewed.json["reviewed_by"] == "mgr-e"
     assert [e["data"]["manager_id"] for e in _published("daily_report.submitted")] == ["mgr-e"]
@@ -323,6 +365,8 @@ def test_the_daily_report_is_drafted_from_the_day_submitted_frozen_and_reviewed(
     future = today + dt.timedelta(days=1)
     assert ann.get("/daily-reports", query_string={"date": future.isoformat()}).status_code == 422
     assert ann.get("/daily-reports").status_code == 400  # which day
+    long_ago = (today - dt.timedelta(days=400)).isoformat()
+    assert ann.get("/daily-reports", query_string={"date": long_ago}).json["items"] == []  # no drafts made for it
 
 
 def test_market_notes_are_searchable_and_a_hidden_account_stays_hidden(opps):
@@ -501,3 +545,24 @@ def test_a_deals_life_writes_its_stage_moves_and_pipeline_changes(opps):
                                               Decimal("250.00")]
     assert {o for o, _d in changes} == {"ann"} and sum(d for _o, d in changes) == 0
     assert moves == [("qualification", "needs_analysis"), ("needs_analysis", "lost")]
+
+
+def test_a_handover_gives_the_leavers_planned_visits_to_the_successor(opps):
+    from services.opportunities import handover
+
+    ann = opps.as_("ann", "rep", teams=["east"])
+    cy = opps.as_("cy", "rep", teams=["east"])
+    account = _account(ann)
+    planned = ann.post("/visits", json={"account_id": account["id"], "planned_at": _at(_today(), 23)}).json
+    done = ann.post("/visits", json={"account_id": account["id"], "planned_at": _at(_today(), 9)}).json
+    assert ann.post(f"/visits/{done['id']}/check-in", json={"outcome": "ok"}).status_code == 200
+    ctx = bootstrap.context()
+    with ctx.db.uow() as uow:
+        deliver(handover.directory_handlers(ctx.settings), uow, new_event("handover.requested", "ann", {
+            "handover_id": "h-visits", "from_user_id": "ann", "to_user_id": "cy"}, source="gateway"))
+        uow.commit()
+    assert cy.get(f"/visits/{planned['id']}").json["owner_id"] == "cy"  # still to do: the successor's
+    assert ann.get(f"/visits/{done['id']}").json["owner_id"] == "ann"  # done: stays the leaver's record
+    [answer] = _published("handover.completed")
+    assert answer["data"]["visits"] == 1
+    assert [e["data"]["visit"]["owner_id"] for e in _published("visit.planned")][-1] == "cy"
