@@ -56,7 +56,7 @@ def _generate(dsn: str, reps: int) -> dict:
     teams = reps // TEAM_SIZE
     people = [(f"rep-{t}-{r}", f"team-{t}") for t in range(teams) for r in range(TEAM_SIZE)]
     started = time.perf_counter()
-    counts = dict.fromkeys(("visits", "activities", "reports", "leads", "stage_moves", "orders", "payments"), 0)
+    counts = dict.fromkeys(("visits", "activities", "reports"), 0)
     with psycopg.connect(dsn) as conn:
         accounts = {}
         with conn.cursor().copy("copy accounts (id, name, type, region, tier, owner_id, team_id, created_by, "
@@ -66,11 +66,10 @@ def _generate(dsn: str, reps: int) -> dict:
                 for i, account in enumerate(accounts[owner]):
                     copy.write_row((account, f"{owner} customer {i}", "b2b", "华东", "unranked", owner, team, "bench",
                                     now, now, 1))
+        activities = []  # one COPY at a time per connection: the check-ins' activities go in after
         with conn.cursor().copy("copy visits (id, owner_id, team_id, account_id, kind, planned_at, day, purpose, "
                                 "status, checked_in_at, outcome, activity_id, created_by, created_at, updated_at, "
-                                "version) from stdin") as visits, \
-                conn.cursor().copy("copy activities (id, account_id, kind, summary, occurred_at, created_by, "
-                                   "created_at) from stdin") as activities:
+                                "version) from stdin") as visits:
             for day in [*days, today]:
                 start, _ = day_bounds(day)
                 for owner, team in people:
@@ -86,8 +85,12 @@ def _generate(dsn: str, reps: int) -> dict:
                                           planned, planned, 1))
                         counts["visits"] += 1
                         if activity:
-                            activities.write_row((activity, account, "visit", "ok", planned, owner, planned))
-                            counts["activities"] += 1
+                            activities.append((activity, account, "visit", "ok", planned, owner, planned))
+        with conn.cursor().copy("copy activities (id, account_id, kind, summary, occurred_at, created_by, "
+                                "created_at) from stdin") as copy:
+            for row in activities:
+                copy.write_row(row)
+        counts["activities"] = len(activities)
         summary = json.dumps({"visits": {"planned": 8, "done": 6, "missed": 2, "rescheduled": 0, "items": []},
                               "activities": {"visit": 6}, "calls": 0, "new_leads": 1, "new_leads_by_source": {"web": 1},
                               "opportunities_created": {"count": 0, "amount": "0.00"}, "stage_moves": [],
@@ -100,35 +103,34 @@ def _generate(dsn: str, reps: int) -> dict:
                     copy.write_row((daily_reports.report_id(owner, day), owner, team, day, "submitted", "bench", "[]",
                                     summary, end, end, end, 2))
                     counts["reports"] += 1
-        with conn.cursor().copy("copy known_leads (id, owner_id, team_id, company, source, status, version, "
-                                "created_at) from stdin") as leads, \
-                conn.cursor().copy("copy stage_moves (id, opportunity_id, account_id, owner_id, team_id, from_stage, "
-                                   "to_stage, moved_at) from stdin") as moves, \
-                conn.cursor().copy("copy order_facts (order_id, account_id, owner_id, team_id, total, confirmed_at) "
-                                   "from stdin") as orders, \
-                conn.cursor().copy("copy payment_facts (payment_id, order_id, owner_id, team_id, amount, paid_on) "
-                                   "from stdin") as payments, \
-                conn.cursor().copy("copy pipeline_changes (id, opportunity_id, owner_id, team_id, delta, changed_at) "
-                                   "from stdin") as changes:
-            for day in [*days, today]:
-                start, _ = day_bounds(day)
-                for owner, team in people:
-                    moment = start + dt.timedelta(hours=rng.randint(9, 18))
-                    leads.write_row((uuid.uuid4(), owner, team, "Lead Co", rng.choice(("web", "event", "referral")),
-                                     "new", 1, moment))
-                    counts["leads"] += 1
-                    if rng.random() < 0.3:
-                        moves.write_row((uuid.uuid4(), uuid.uuid4(), rng.choice(accounts[owner]), owner, team,
-                                         "qualification", "needs_analysis", moment))
-                        changes.write_row((uuid.uuid4(), uuid.uuid4(), owner, team, Decimal(rng.randint(1, 9) * 1000),
-                                           moment))
-                        counts["stage_moves"] += 1
-                    if rng.random() < 0.1:
-                        order = str(uuid.uuid4())
-                        orders.write_row((order, rng.choice(accounts[owner]), owner, team, Decimal("50000.00"), moment))
-                        payments.write_row((str(uuid.uuid4()), order, owner, team, Decimal("20000.00"), day))
-                        counts["orders"] += 1
-                        counts["payments"] += 1
+        rows: dict[str, list] = {"known_leads": [], "stage_moves": [], "pipeline_changes": [], "order_facts": [],
+                                 "payment_facts": []}
+        for day in [*days, today]:
+            start, _ = day_bounds(day)
+            for owner, team in people:
+                moment = start + dt.timedelta(hours=rng.randint(9, 18))
+                rows["known_leads"].append((uuid.uuid4(), owner, team, "Lead Co", rng.choice(("web", "event", "referral")),
+                                            "new", 1, moment))
+                if rng.random() < 0.3:
+                    rows["stage_moves"].append((uuid.uuid4(), uuid.uuid4(), rng.choice(accounts[owner]), owner, team,
+                                                "qualification", "needs_analysis", moment))
+                    rows["pipeline_changes"].append((uuid.uuid4(), uuid.uuid4(), owner, team,
+                                                     Decimal(rng.randint(1, 9) * 1000), moment))
+                if rng.random() < 0.1:
+                    order = str(uuid.uuid4())
+                    rows["order_facts"].append((order, rng.choice(accounts[owner]), owner, team, Decimal("50000.00"),
+                                                moment))
+                    rows["payment_facts"].append((str(uuid.uuid4()), order, owner, team, Decimal("20000.00"), day))
+        columns = {"known_leads": "id, owner_id, team_id, company, source, status, version, created_at",
+                   "stage_moves": "id, opportunity_id, account_id, owner_id, team_id, from_stage, to_stage, moved_at",
+                   "pipeline_changes": "id, opportunity_id, owner_id, team_id, delta, changed_at",
+                   "order_facts": "order_id, account_id, owner_id, team_id, total, confirmed_at",
+                   "payment_facts": "payment_id, order_id, owner_id, team_id, amount, paid_on"}
+        for table, values in rows.items():
+            with conn.cursor().copy(f"copy {table} ({columns[table]}) from stdin") as copy:
+                for row in values:
+                    copy.write_row(row)
+            counts[table] = len(values)
         with conn.cursor().copy("copy directory_users (id, role, team_id, active, updated_at) from stdin") as copy:
             for t in range(teams):
                 copy.write_row((f"mgr-{t}", "manager", f"team-{t}", True, now))
