@@ -1,6 +1,7 @@
 """What a rep's day holds beyond this service's own tables, learnt from the other services' events
-(crm.leads.v1: leads and their activities; crm.orders.v1: confirmed orders and payments), and the
-two histories this service keeps of its own deals (stage moves, and the open pipeline's changes).
+(crm.leads.v1: leads and their activities; crm.orders.v1: confirmed orders, payments and daily
+attainment of targets), and the two histories this service keeps of its own deals (stage moves, and
+the open pipeline's changes).
 Daily reports and weekly progress read these; nothing here is shown on its own.
 
 Each handler is idempotent beyond the consumer's bookkeeping: rows are keyed by the other
@@ -11,13 +12,24 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
 from crmkit.fields import Money
+from crmkit.periods import PERIOD_PATTERN
 
-from .db import KnownLead, LeadActivity, Opportunity, OrderFact, PaymentFact, PipelineChange, PipelinePosition, StageMove
+from .db import (
+    AttainmentSnapshot,
+    KnownLead,
+    LeadActivity,
+    Opportunity,
+    OrderFact,
+    PaymentFact,
+    PipelineChange,
+    PipelinePosition,
+    StageMove,
+)
 
 ZERO = Decimal("0")
 
@@ -71,6 +83,21 @@ class _OrderEvent(_Reader):
     payment = fields.Nested(_Payment, load_default=None)
 
 
+class _Attainment(_Reader):
+    subject_type = fields.String(required=True, validate=validate.OneOf(["user", "team"]))
+    subject_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    metric = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    period = fields.String(required=True, validate=validate.Regexp(PERIOD_PATTERN))
+    day = fields.Date(required=True)
+    target = Money(required=True, strings_only=False)
+    actual = fields.Decimal(required=True, validate=validate.Range(-10**13, 10**13))
+    attainment = fields.Decimal(required=True, places=1, validate=validate.Range(-10**12, 10**12))
+
+
+class _AttainmentEvent(_Reader):
+    attainment = fields.Nested(_Attainment, required=True)
+
+
 def _load(schema: Schema, envelope: dict) -> dict:
     try:
         return schema.load(envelope["data"] or {})
@@ -84,7 +111,7 @@ def _time(envelope: dict) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-_lead_event, _lead_activity, _order_event = _LeadEvent(), _LeadActivity(), _OrderEvent()
+_lead_event, _lead_activity, _order_event, _attainment = _LeadEvent(), _LeadActivity(), _OrderEvent(), _AttainmentEvent()
 
 
 def learn_lead(uow: UnitOfWork, envelope: dict) -> None:
@@ -136,6 +163,18 @@ def learn_payment(uow: UnitOfWork, envelope: dict) -> None:
                                     paid_on=payment["paid_on"]))
 
 
+def learn_attainment(uow: UnitOfWork, envelope: dict) -> None:
+    """performance.attainment: where a subject stood against a target at the end of a day (the latest
+    word for that day wins: a replay rewrites the same row)."""
+    a = _load(_attainment, envelope)["attainment"]
+    key = (a["subject_type"], a["subject_id"], a["metric"], a["period"], a["day"])
+    row = uow.session.get(AttainmentSnapshot, key)
+    if row is None:
+        row = AttainmentSnapshot(subject_type=key[0], subject_id=key[1], metric=key[2], period=key[3], day=key[4])
+        uow.session.add(row)
+    row.target, row.actual, row.attainment = a["target"], a["actual"], a["attainment"]
+
+
 LEAD_HANDLERS = {
     **{(kind, 1): learn_lead for kind in ("lead.created", "lead.updated", "lead.assigned", "lead.merged",
                                           "lead.converted", "lead.disqualified", "lead.deleted")},
@@ -145,6 +184,7 @@ ORDER_HANDLERS = {
     ("order.confirmed", 1): learn_order,
     ("order.cancelled", 1): learn_order,
     ("order.payment_recorded", 1): learn_payment,
+    ("performance.attainment", 1): learn_attainment,
 }
 
 

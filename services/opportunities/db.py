@@ -438,6 +438,22 @@ class PaymentFact(Base):
                       Index("ix_payment_facts_team_paid", "team_id", "paid_on"))
 
 
+class AttainmentSnapshot(Base):
+    """A subject's attainment of a target as it stood at the end of a day (crm.orders.v1
+    performance.attainment): weekly progress shows the last of each week. Targets stay in orders."""
+
+    __tablename__ = "attainment_snapshots"
+
+    subject_type: Mapped[str] = mapped_column(String(10), primary_key=True)  # user | team
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(20), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    target: Mapped[Decimal] = mapped_column(Numeric(16, 2))
+    actual: Mapped[Decimal] = mapped_column(Numeric(16, 2))
+    attainment: Mapped[Decimal] = mapped_column(Numeric(14, 1))
+
+
 class StageMove(Base):
     """A deal's move to another stage, won or lost: the day's stage moves, and whether a visit was
     followed by one (visit effectiveness)."""

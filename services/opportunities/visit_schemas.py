@@ -267,6 +267,15 @@ class WeeklyArgsSchema(Schema):
         "description": "a visit is effective when a stage move or an order on its account follows within this"})
 
 
+class AttainmentSchema(Schema):
+    metric = fields.String()
+    period = fields.String()
+    target = Money()
+    actual = Money()
+    attainment = fields.Decimal(as_string=True, metadata={"description": "percent"})
+    as_of = fields.Date(metadata={"description": "the end of the day it stood at (the orders service's figure)"})
+
+
 class WeekFiguresSchema(Schema):
     week = fields.String()
     visits_planned = fields.Integer()
@@ -280,6 +289,8 @@ class WeekFiguresSchema(Schema):
     visits_effective = fields.Integer(metadata={"description": "done visits to accounts followed by progress"})
     visit_effectiveness = fields.Float(allow_none=True, metadata={
         "description": "visits_effective over the done visits to accounts (null when none)"})
+    attainment = fields.List(fields.Nested(AttainmentSchema), metadata={
+        "description": "each target's attainment, as last published that week (none without targets)"})
 
 
 class WeeklyGroupSchema(Schema):

@@ -1,6 +1,7 @@
 """Weekly progress (周进度控制, CONTRACT §4): per rep or per team, week over week, what was planned
-and done and what it brought; and visit effectiveness, the share of visits to accounts followed by a stage
-move or an order of the rep's on that account within N days.
+and done and what it brought, target attainment where targets exist; and visit effectiveness, the
+share of visits to accounts followed by a stage move or an order of the rep's on that account within
+N days.
 
 Every figure is of records owned by the rows' owner: the caller's own, their teams' (a manager),
 everyone's (executives, admins). A deal the caller only helps on (virtual team) is its owner's
@@ -12,14 +13,24 @@ from bisect import bisect_right
 from collections import defaultdict
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
 from crmkit.periods import day_bounds
-from crmkit.visibility import VisibilityRule, visible
+from crmkit.visibility import SEES_EVERYTHING, VisibilityRule, visible
 
-from .db import KnownLead, Opportunity, OrderFact, PaymentFact, PipelineChange, StageMove, Visit
+from .db import (
+    AttainmentSnapshot,
+    DirectoryUser,
+    KnownLead,
+    Opportunity,
+    OrderFact,
+    PaymentFact,
+    PipelineChange,
+    StageMove,
+    Visit,
+)
 
 ZERO = Decimal("0.00")
 
@@ -41,7 +52,7 @@ def _blank() -> dict:
     return {"visits_planned": 0, "visits_done": 0, "visits_missed": 0, "new_leads": 0,
             "new_opportunities": {"count": 0, "amount": ZERO}, "pipeline_change": ZERO,
             "orders": {"count": 0, "amount": ZERO}, "collected": ZERO, "visits_effective": 0,
-            "visit_effectiveness": None}
+            "visit_effectiveness": None, "attainment": []}
 
 
 def weekly_progress(uow: UnitOfWork, principal: Principal, week: dt.date, group_by: str, weeks: int,
@@ -96,7 +107,32 @@ def _one_week(uow: UnitOfWork, principal: Principal, monday: dt.date, group_by: 
             .group_by(key)):
         at(k)["collected"] = Decimal(amount or 0)
     _effectiveness(uow, principal, monday, sunday, group_by, within_days, at)
+    _attainment(uow, principal, monday, sunday, group_by, at)
 
+
+def _attainment(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: dt.date, group_by: str, at) -> None:
+    """Where targets exist: each target's attainment as the orders service last published it that
+    week (performance.attainment, at the end of a day). A person's for the caller, their team's
+    people and executives; a team's for its managers and executives (a rep is not shown his team's
+    total, which is his teammates' figures too)."""
+    subject_type = "user" if group_by == "owner" else "team"
+    stmt = select(AttainmentSnapshot).where(AttainmentSnapshot.subject_type == subject_type,
+                                            AttainmentSnapshot.day >= monday, AttainmentSnapshot.day <= sunday)
+    if principal.role not in SEES_EVERYTHING:
+        if group_by == "owner":
+            mine = AttainmentSnapshot.subject_id == principal.user_id
+            team_people = select(DirectoryUser.id).where(DirectoryUser.team_id.in_(principal.manages))
+            stmt = stmt.where(or_(mine, AttainmentSnapshot.subject_id.in_(team_people))
+                              if principal.role == "manager" and principal.manages else mine)
+        else:
+            stmt = stmt.where(AttainmentSnapshot.subject_id.in_(principal.manages if principal.role == "manager"
+                                                                else ()))
+    latest: dict = {}
+    for row in uow.session.execute(stmt.order_by(AttainmentSnapshot.day)).scalars():
+        latest[(row.subject_id, row.metric, row.period)] = row
+    for (subject, _metric, _period), row in sorted(latest.items()):
+        at(subject)["attainment"].append({"metric": row.metric, "period": row.period, "target": row.target,
+                                          "actual": row.actual, "attainment": row.attainment, "as_of": row.day})
 
 def _effectiveness(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: dt.date, group_by: str,
                    within_days: int, at) -> None:

@@ -169,6 +169,22 @@ class AlertEventV1(Payload):
     alert = fields.Nested(AlertV1, required=True)
 
 
+class AttainmentV1(Payload):
+    subject_type = fields.String(required=True, validate=validate.OneOf(["user", "team"]))
+    subject_id = fields.String(required=True)
+    metric = fields.String(required=True)
+    period = fields.String(required=True, metadata={"description": "2026-11, 2026-Q4 or 2026"})
+    day = fields.Date(required=True, metadata={"description": "the day it stood at, at its end (deployment's zone)"})
+    target = Money(required=True, metadata=HIDDEN_MONEY)
+    actual = Money(required=True, metadata=HIDDEN_MONEY)
+    attainment = fields.Decimal(required=True, as_string=True, places=1,
+                                metadata={"type": "string", "format": "decimal", "description": "percent"})
+
+
+class AttainmentEventV1(Payload):
+    attainment = fields.Nested(AttainmentV1, required=True)
+
+
 class OrdersHandoverCompletedV1(HandoverCompletedV1):
     orders = fields.Integer(metadata={"description": "open orders moved (credit already given stays)"})
     approvals = fields.Integer(metadata={"description": "approvals that waited for the leaver's decision"})
@@ -212,6 +228,10 @@ PERFORMANCE_PACE_WARNING = ORDERS.define(
     "performance.pace_warning", AlertEventV1, subject=SUBJECT,
     summary="On the rule's day of the period a subject's attainment was below the pace required "
             "(once per rule, subject and period).")
+PERFORMANCE_ATTAINMENT = ORDERS.define(
+    "performance.attainment", AttainmentEventV1, subject=SUBJECT,
+    summary="Once a day, for the day just ended: a subject's attainment of each target it has for the month, "
+            "quarter and year containing that day (weekly progress reads it).")
 ORDERS.define(HANDOVER_COMPLETED, OrdersHandoverCompletedV1, subject="handover id",
               summary="The leaver's open orders moved to the successor (or it failed).")
 

@@ -281,11 +281,12 @@ def _weekly_from_raw(crm, me: dict, today: dt.date, group_by: str) -> dict:
                 "new_opportunities": {"count": w["new_opportunities"][0], "amount": _money(w["new_opportunities"][1])},
                 "pipeline_change": _money(w["pipeline_change"]),
                 "orders": {"count": w["orders"][0], "amount": _money(w["orders"][1])}, "collected": _money(w["collected"]),
-                "visits_effective": effective, "visit_effectiveness": round(effective / done, 4) if done else None}
+                "visits_effective": effective, "visit_effectiveness": round(effective / done, 4) if done else None,
+                "attainment": []}  # no targets on this stack (attainment: test_visits and test_commission_alerts)
     blank = {"visits_planned": 0, "visits_done": 0, "visits_missed": 0, "new_leads": 0,
              "new_opportunities": {"count": 0, "amount": "0.00"}, "pipeline_change": "0.00",
              "orders": {"count": 0, "amount": "0.00"}, "collected": "0.00", "visits_effective": 0,
-             "visit_effectiveness": None}
+             "visit_effectiveness": None, "attainment": []}
     return {k: [f[m] or {"week": f"{m.isocalendar()[0]}-W{m.isocalendar()[1]:02d}", **blank} for m in mondays]
             for k, f in figures.items()
             if any(f[m] and {x: y for x, y in f[m].items() if x != "week"} != blank for m in mondays)}

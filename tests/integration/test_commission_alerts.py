@@ -409,3 +409,38 @@ def test_one_batch_holding_an_orders_whole_story_counts_what_stands_at_its_end(c
                 ActualTotal.subject_id, ActualTotal.metric, ActualTotal.month, ActualTotal.amount).where(
                 ActualTotal.kind == kind))}
             assert sums and sums == totals, kind
+
+
+def test_each_day_ended_publishes_every_subjects_attainment_once(crm):
+    """performance.attainment (issue 18's weekly progress): the day just ended, each target of a rep and
+    a team, as it stood at that day's end; once a day, days missed caught up."""
+    from services.orders import attainment, scorecard
+
+    mia = crm.people["mia"]
+    _target(mia, period=MONTH, value="10000.00")
+    assert mia.post("/targets", json={"subject_type": "team", "subject_id": "east", "period": MONTH,
+                                      "metric": "revenue", "value": "20000.00"}).status_code == 201
+    _confirmed(crm.people["ann"])  # 3000 today
+    _apply_outbox()
+    ctx, today = bootstrap.context(), scorecard.local_day(utcnow())
+
+    def published() -> list[dict]:
+        outbox = bootstrap.KIT_TABLES["outbox"]
+        with ctx.db.engine.connect() as conn:
+            rows = conn.execute(select(outbox.c.payload).where(outbox.c.event_type == "performance.attainment"))
+            return [json.loads(r.payload)["data"]["attainment"] for r in rows]
+
+    assert attainment.run_snapshots(ctx.db, ctx.settings, today) == [today - dt.timedelta(days=1)]
+    before = {(a["subject_id"], a["period"]): a["actual"] for a in published()}
+    assert set(before.values()) == {"0.00"}  # yesterday: nothing sold yet
+    assert attainment.run_snapshots(ctx.db, ctx.settings, today + dt.timedelta(days=1)) == [today]
+    assert attainment.run_snapshots(ctx.db, ctx.settings, today + dt.timedelta(days=1)) == []  # once a day
+    of_today = {(a["subject_type"], a["subject_id"], a["period"]): (a["target"], a["actual"], a["attainment"])
+                for a in published() if a["day"] == today.isoformat()}
+    quarter, year = scorecard.period_of(today, "quarter"), str(today.year)
+    assert of_today == {  # a month's target is also its quarter's and year's share
+        ("user", "ann", p): ("10000.00", "3000.00", "30.0") for p in (MONTH, quarter, year)} | {
+        ("team", "east", p): ("20000.00", "3000.00", "15.0") for p in (MONTH, quarter, year)}
+    # Down for three days: each is published when it is back.
+    assert attainment.run_snapshots(ctx.db, ctx.settings, today + dt.timedelta(days=4)) == [
+        today + dt.timedelta(days=n) for n in (1, 2, 3)]

@@ -566,3 +566,38 @@ def test_a_handover_gives_the_leavers_planned_visits_to_the_successor(opps):
     [answer] = _published("handover.completed")
     assert answer["data"]["visits"] == 1
     assert [e["data"]["visit"]["owner_id"] for e in _published("visit.planned")][-1] == "cy"
+
+
+def _attainment(subject_type, subject_id, day: dt.date, actual: str, target="10000.00", period="2026-11"):
+    _deliver(day_facts.ORDER_HANDLERS, "performance.attainment", f"{subject_type}:{subject_id}", {"attainment": {
+        "subject_type": subject_type, "subject_id": subject_id, "metric": "revenue", "period": period,
+        "day": day.isoformat(), "target": target, "actual": actual,
+        "attainment": str((Decimal(actual) * 100 / Decimal(target)).quantize(Decimal("0.1")))}})
+
+
+def test_weekly_progress_shows_target_attainment_as_the_week_ended_to_whom_may_see_it(opps):
+    mgr = opps.as_("mgr-e", "manager", teams=["east"], manages=["east"])
+    r1, r2 = opps.as_("r1", "rep", teams=["east"]), opps.as_("r2", "rep", teams=["east"])
+    west = opps.as_("mgr-w", "manager", teams=["west"], manages=["west"])
+    monday = dt.date.fromisocalendar(2026, 48, 1)  # 23-29 November
+    for offset, actual in ((0, "1000.00"), (4, "2500.00"), (7, "4000.00")):  # the third is the next week's
+        _attainment("user", "r1", monday + dt.timedelta(days=offset), actual)
+    _attainment("team", "east", monday + dt.timedelta(days=6), "7000.00", target="20000.00")
+    _attainment("user", "w9", monday + dt.timedelta(days=6), "1.00")  # another team's rep
+    _attainment("user", "r1", monday + dt.timedelta(days=4), "2500.00")  # a replay changes nothing
+
+    def attainment(who, group_by="owner"):
+        r = who.get("/reports/weekly-progress", query_string={"week": "2026-W48", "group_by": group_by, "weeks": 1})
+        assert r.status_code == 200, r.json
+        return {g["key"]: g["weeks"][0]["attainment"] for g in r.json["groups"] if g["weeks"][0]["attainment"]}
+
+    expected_r1 = [{"metric": "revenue", "period": "2026-11", "target": "10000.00", "actual": "2500.00",
+                    "attainment": "25.0", "as_of": (monday + dt.timedelta(days=4)).isoformat()}]
+    assert attainment(mgr) == {"r1": expected_r1}  # the last of the week, not the next week's
+    assert attainment(r1) == {"r1": expected_r1} and attainment(r2) == {}
+    assert attainment(mgr, "team") == {"east": [{"metric": "revenue", "period": "2026-11", "target": "20000.00",
+                                                 "actual": "7000.00", "attainment": "35.0",
+                                                 "as_of": (monday + dt.timedelta(days=6)).isoformat()}]}
+    assert attainment(r1, "team") == {}  # a team's total is the teammates' figures too
+    assert attainment(west) == {} and attainment(west, "team") == {}
+    assert set(attainment(opps.as_("gm", "executive"))) == {"r1", "w9"}

@@ -1,4 +1,4 @@
-"""visit plans, daily reports and what a rep's day holds
+"""visit plans, daily reports and what a rep's day holds (attainment snapshots included)
 
 Revision ID: 0005
 Revises: 0004
@@ -16,6 +16,17 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('attainment_snapshots',
+    sa.Column('subject_type', sa.String(length=10), nullable=False),
+    sa.Column('subject_id', sa.String(length=64), nullable=False),
+    sa.Column('metric', sa.String(length=20), nullable=False),
+    sa.Column('period', sa.String(length=7), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('target', sa.Numeric(precision=16, scale=2), nullable=False),
+    sa.Column('actual', sa.Numeric(precision=16, scale=2), nullable=False),
+    sa.Column('attainment', sa.Numeric(precision=14, scale=1), nullable=False),
+    sa.PrimaryKeyConstraint('subject_type', 'subject_id', 'metric', 'period', 'day', name=op.f('pk_attainment_snapshots'))
+    )
     op.create_table('daily_reports',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('owner_id', sa.String(length=64), nullable=False),
@@ -208,6 +219,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('attainment_snapshots')
     with op.batch_alter_table('visits', schema=None) as batch_op:
         batch_op.drop_index('ix_visits_team_day')
         batch_op.drop_index('ix_visits_owner_day')
