@@ -11,7 +11,7 @@ from tests.infra import read_topic, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
-TOTAL = 6_000
+TOTAL = 20_000
 
 
 def _lead_count(stack) -> int:
