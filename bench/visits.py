@@ -132,6 +132,7 @@ def _generate(dsn: str, reps: int) -> dict:
                     copy.write_row(row)
             counts[table] = len(values)
         with conn.cursor().copy("copy directory_users (id, role, team_id, active, updated_at) from stdin") as copy:
+            copy.write_row(("ceo", "executive", None, True, now))
             for t in range(teams):
                 copy.write_row((f"mgr-{t}", "manager", f"team-{t}", True, now))
             for owner, team in people:

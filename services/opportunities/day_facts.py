@@ -19,6 +19,7 @@ from crmkit.db import UnitOfWork, utcnow
 from crmkit.fields import Money
 from crmkit.periods import PERIOD_PATTERN
 
+from . import visit_progress
 from .db import (
     AttainmentSnapshot,
     KnownLead,
@@ -149,6 +150,7 @@ def learn_order(uow: UnitOfWork, envelope: dict) -> None:
         fact.cancelled_at = fact.cancelled_at or _time(envelope)
     else:
         fact.confirmed_at = fact.confirmed_at or _time(envelope)
+    visit_progress.refresh(uow, fact.owner_id, fact.account_id)
 
 
 def learn_payment(uow: UnitOfWork, envelope: dict) -> None:
@@ -219,3 +221,4 @@ def _moved(uow: UnitOfWork, opp: Opportunity, from_stage: str, to_stage: str, no
     uow.session.add(StageMove(id=uuid.uuid4(), opportunity_id=opp.id, account_id=opp.account_id,
                               owner_id=opp.owner_id, team_id=opp.team_id, from_stage=from_stage, to_stage=to_stage,
                               moved_at=now))
+    visit_progress.refresh(uow, opp.owner_id, opp.account_id)

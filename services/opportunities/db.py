@@ -217,6 +217,7 @@ class Activity(Base):
     __table_args__ = (
         Index("ix_activities_account_occurred", "account_id", "occurred_at", "id"),
         Index("ix_activities_opportunity_occurred", "opportunity_id", "occurred_at", "id"),
+        Index("ix_activities_creator_occurred", "created_by", "occurred_at"),  # a rep's day (daily reports)
     )
 
 
@@ -296,6 +297,8 @@ class Visit(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
     next_contact_at = mapped_column(UTCDateTime, nullable=True)
     activity_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Seconds from the check-in to the rep's next stage move or order on the account (visit_progress.py).
+    followed_after: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)  # why missed or rescheduled
     rescheduled_to: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     rescheduled_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)

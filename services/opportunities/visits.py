@@ -20,7 +20,7 @@ from crmkit.periods import local_day
 from crmkit.settings import Settings
 from crmkit.visibility import visible
 
-from . import domain, people
+from . import domain, people, visit_progress
 from .accounts import visible_account
 from .activities import log_activity
 from .db import (
@@ -170,6 +170,7 @@ def check_in(uow: UnitOfWork, settings: Settings, principal: Principal, visit_id
     visit.latitude, visit.longitude = data.get("latitude"), data.get("longitude")
     visit.address, visit.outcome, visit.next_contact_at = data.get("address"), data["outcome"], data.get("next_contact_at")
     uow.session.flush()
+    visit_progress.refresh(uow, visit.owner_id, visit.account_id)  # a check-in entered after what followed it
     visit_event(uow, settings, "visit.checked_in", visit, principal.user_id, {
         "latitude": visit.latitude, "longitude": visit.longitude, "address": visit.address})
     return visit

@@ -1,7 +1,7 @@
 """Weekly progress (周进度控制, CONTRACT §4): per rep or per team, week over week, what was planned
 and done and what it brought, target attainment where targets exist; and visit effectiveness, the
 share of visits to accounts followed by a stage move or an order of the rep's on that account within
-N days.
+N days (visit_progress.py).
 
 Every figure is of records owned by the rows' owner: the caller's own, their teams' (a manager),
 everyone's (executives, admins). A deal the caller only helps on (virtual team) is its owner's
@@ -9,11 +9,10 @@ figure, not theirs, so it never brings another team's numbers into view."""
 from __future__ import annotations
 
 import datetime as dt
-from bisect import bisect_right
 from collections import defaultdict
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
@@ -28,7 +27,6 @@ from .db import (
     OrderFact,
     PaymentFact,
     PipelineChange,
-    StageMove,
     Visit,
 )
 
@@ -134,36 +132,17 @@ def _attainment(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: 
         at(subject)["attainment"].append({"metric": row.metric, "period": row.period, "target": row.target,
                                           "actual": row.actual, "attainment": row.attainment, "as_of": row.day})
 
+
 def _effectiveness(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: dt.date, group_by: str,
                    within_days: int, at) -> None:
-    """A done visit to an account is effective when one of the rep's own deals on that account moved
-    stage (won and lost included), or an order of theirs on it was confirmed, after the check-in and
-    within `within_days` of it. Only the rep's own records count, and only those the caller sees: a
-    deal of another team on the same account changes nothing here."""
-    s, window = uow.session, dt.timedelta(days=within_days)
-    done = s.execute(select(_key(Visit, group_by), Visit.owner_id, Visit.account_id, Visit.checked_in_at).where(
-        _scope(principal, Visit), Visit.day >= monday, Visit.day <= sunday, Visit.status == "done",
-        Visit.account_id.is_not(None))).all()
-    if not done:
-        return
-    accounts = sorted({v.account_id for v in done})
-    first, last = min(v.checked_in_at for v in done), max(v.checked_in_at for v in done) + window
-    progress: dict = defaultdict(list)  # (account, owner) -> sorted moments something moved
-    for account, owner, moment in [*s.execute(select(StageMove.account_id, StageMove.owner_id, StageMove.moved_at).where(
-            _scope(principal, StageMove), StageMove.account_id.in_(accounts), StageMove.moved_at > first,
-            StageMove.moved_at <= last)),
-            *s.execute(select(OrderFact.account_id, OrderFact.owner_id, OrderFact.confirmed_at).where(
-                _scope(principal, OrderFact), OrderFact.account_id.in_(accounts), OrderFact.cancelled_at.is_(None),
-                OrderFact.confirmed_at > first, OrderFact.confirmed_at <= last))]:
-        progress[(account, owner)].append(moment)
-    for moments in progress.values():
-        moments.sort()
-    tally: dict = defaultdict(lambda: [0, 0])
-    for k, owner, account, checked_in in done:
-        moments = progress.get((account, owner), [])
-        i = bisect_right(moments, checked_in)  # the first moment after the check-in
-        tally[k][0] += 1
-        tally[k][1] += int(i < len(moments) and moments[i] <= checked_in + window)
-    for k, (visits, effective) in tally.items():
-        at(k)["visits_effective"] = effective
-        at(k)["visit_effectiveness"] = round(effective / visits, 4)
+    """A done visit to an account is effective when the rep's next stage move (won and lost included)
+    or confirmed order on that account came within `within_days` of the check-in (visit_progress.py
+    keeps the gap on the visit). Only the rep's own deals and orders count: another team's deal on
+    the same account changes nothing here."""
+    key = _key(Visit, group_by)
+    effective = case((Visit.followed_after <= within_days * 86400, 1), else_=0)
+    for k, done, followed in uow.session.execute(select(key, func.count(), func.sum(effective)).where(
+            _scope(principal, Visit), Visit.day >= monday, Visit.day <= sunday, Visit.status == "done",
+            Visit.account_id.is_not(None)).group_by(key)):
+        at(k)["visits_effective"] = int(followed or 0)
+        at(k)["visit_effectiveness"] = round(int(followed or 0) / done, 4)

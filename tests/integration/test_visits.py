@@ -17,7 +17,7 @@ from sqlalchemy import select
 from crmkit.db import utcnow
 from crmkit.events import new_event
 from crmkit.periods import day_bounds, local_day
-from services.opportunities import bootstrap, day_facts, visits
+from services.opportunities import bootstrap, day_facts, visit_progress, visits
 from services.opportunities.db import (
     Account,
     Activity,
@@ -458,6 +458,8 @@ def test_weekly_progress_equals_a_brute_force_recomputation(opps):
                     uow.session.add(StageMove(id=uuid.uuid4(), opportunity_id=uuid.uuid4(), account_id=account["id"],
                                               owner_id=owner, team_id=team, from_stage="a", to_stage="b",
                                               moved_at=moment))
+        for owner in [*reps, "w1"]:  # what a check-in, a stage move and an order keep up as they happen
+            visit_progress.refresh(uow, owner, account["id"])
         uow.commit()
 
     def brute(key_of) -> dict:
@@ -481,7 +483,8 @@ def test_weekly_progress_equals_a_brute_force_recomputation(opps):
                 effective = [v for v in done if any(
                     v.checked_in_at < t <= v.checked_in_at + dt.timedelta(days=14)
                     for t in [m.moved_at for m in moves if m.owner_id == v.owner_id and m.account_id == v.account_id]
-                    + [o.confirmed_at for o in orders if o.owner_id == v.owner_id and o.cancelled_at is None])]
+                    + [o.confirmed_at for o in orders if o.owner_id == v.owner_id and o.account_id == v.account_id
+                       and o.cancelled_at is None])]
                 counted = [o for o in orders if key_of(o) == k and o.cancelled_at is None and start <= o.confirmed_at < end]
                 out[k][week_start] = {
                     "visits_planned": len([v for v in vs if v.status != "rescheduled"]),

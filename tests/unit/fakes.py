@@ -88,3 +88,25 @@ class FakeUnitOfWork:
 
     def __exit__(self, *exc):
         return False
+
+
+class FakeVisitProgress:
+    """services/opportunities/visit_progress.VisitProgressRepository over the fake session's rows."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def _rows(self, model) -> list:
+        return [row for (kind, _key), row in self.session.rows.items() if kind is model]
+
+    def done_visits(self, owner_id, account_id) -> list:
+        from services.opportunities.db import Visit
+
+        return [v for v in self._rows(Visit) if (v.owner_id, v.account_id, v.status) == (owner_id, account_id, "done")]
+
+    def progress(self, owner_id, account_id) -> list:
+        from services.opportunities.db import OrderFact, StageMove
+
+        return [*(m.moved_at for m in self._rows(StageMove) if (m.owner_id, m.account_id) == (owner_id, account_id)),
+                *(o.confirmed_at for o in self._rows(OrderFact) if (o.owner_id, o.account_id) == (owner_id, account_id)
+                  and o.cancelled_at is None and o.confirmed_at is not None)]

@@ -11,13 +11,19 @@ from decimal import Decimal
 import pytest
 
 from crmkit.consumer import Reject
+from crmkit.db import utcnow
 from crmkit.events import new_event
 from services.opportunities import daily_reports, day_facts, visits
 from services.opportunities.db import KnownLead, Opportunity, OrderFact, PaymentFact, PipelineChange, StageMove
+from services.opportunities.visit_progress import VisitProgressRepository
 from services.opportunities.visit_schemas import parse_week
-from tests.unit.fakes import FakeUnitOfWork
+from tests.unit.fakes import FakeUnitOfWork, FakeVisitProgress
 
 T = dt.datetime(2026, 12, 2, 2, 0, tzinfo=dt.UTC)
+
+
+def _uow(*rows) -> FakeUnitOfWork:
+    return FakeUnitOfWork(rows, repositories={VisitProgressRepository: FakeVisitProgress})
 
 
 def _deal(amount="100.00", owner="ann", team="east", status="open") -> Opportunity:
@@ -30,7 +36,7 @@ def _ledger(uow) -> list[tuple[str, Decimal]]:
 
 
 def test_a_deals_pipeline_changes_are_written_as_differences_and_sum_to_what_it_adds_now():
-    uow, deal = FakeUnitOfWork(), _deal()
+    uow, deal = _uow(), _deal()
     day_facts.track(uow, "opportunity.created", deal, {})
     assert _ledger(uow) == [("ann", Decimal("100.00"))]
     day_facts.track(uow, "opportunity.updated", deal, {"changed": ["checklist"]})  # nothing the pipeline sees
@@ -51,7 +57,7 @@ def test_a_deals_pipeline_changes_are_written_as_differences_and_sum_to_what_it_
 
 
 def test_stage_moves_are_remembered_with_the_deals_owner_and_account():
-    uow, deal = FakeUnitOfWork(), _deal()
+    uow, deal = _uow(), _deal()
     day_facts.track(uow, "opportunity.stage_changed", deal, {"from": "qualification", "to": "needs_analysis"})
     [move] = uow.rows_of(StageMove)
     assert (move.from_stage, move.to_stage, move.account_id, move.owner_id) == (
@@ -65,7 +71,7 @@ def _lead_event(kind, lead_id, version, owner="ann", **lead):
 
 
 def test_a_lead_is_known_at_its_latest_version_and_an_older_event_changes_nothing():
-    uow, lead_id = FakeUnitOfWork(), uuid.uuid4()
+    uow, lead_id = _uow(), uuid.uuid4()
     day_facts.learn_lead(uow, _lead_event("lead.created", lead_id, 1))
     day_facts.learn_lead(uow, _lead_event("lead.assigned", lead_id, 3, owner="bo"))
     day_facts.learn_lead(uow, _lead_event("lead.updated", lead_id, 2, owner="ann"))  # late, older
@@ -84,7 +90,7 @@ def _order_event(kind, order_id, **extra):
 
 
 def test_an_order_counts_once_for_whom_it_is_credited_to_and_a_cancellation_takes_it_back():
-    uow, order_id = FakeUnitOfWork(), str(uuid.uuid4())
+    uow, order_id = _uow(), str(uuid.uuid4())
     day_facts.learn_order(uow, _order_event("order.confirmed", order_id))
     later = _order_event("order.confirmed", order_id)
     later["time"] = T + dt.timedelta(days=1)
@@ -96,7 +102,7 @@ def test_an_order_counts_once_for_whom_it_is_credited_to_and_a_cancellation_take
 
 
 def test_a_payment_is_collected_on_the_day_paid_once_and_one_without_its_payment_is_refused():
-    uow, order_id, payment_id = FakeUnitOfWork(), str(uuid.uuid4()), str(uuid.uuid4())
+    uow, order_id, payment_id = _uow(), str(uuid.uuid4()), str(uuid.uuid4())
     payment = {"id": payment_id, "amount": "120.50", "paid_on": "2026-12-01"}
     for _ in range(2):
         day_facts.learn_payment(uow, _order_event("order.payment_recorded", order_id, payment=payment))
@@ -116,3 +122,26 @@ def test_ids_that_follow_from_what_they_name():
     for bad in ("2025-W53", "2026-W00", "2026-49", "W49"):
         with pytest.raises(ValueError):
             parse_week(bad)
+
+
+def test_a_done_visit_knows_how_soon_the_reps_own_progress_on_the_account_followed():
+    from services.opportunities import visit_progress
+    from services.opportunities.db import Visit
+
+    deal, checked_in = _deal(), utcnow() - dt.timedelta(minutes=1)
+    visit = Visit(id=uuid.uuid4(), owner_id="ann", account_id=deal.account_id, status="done",
+                  checked_in_at=checked_in, followed_after=None)
+    elsewhere = Visit(id=uuid.uuid4(), owner_id="ann", account_id=uuid.uuid4(), status="done",
+                      checked_in_at=checked_in, followed_after=None)
+    uow = _uow(visit, elsewhere)
+    earlier = StageMove(id=uuid.uuid4(), opportunity_id=deal.id, account_id=deal.account_id, owner_id="ann",
+                        team_id="east", from_stage="a", to_stage="b", moved_at=checked_in - dt.timedelta(hours=1))
+    theirs = StageMove(id=uuid.uuid4(), opportunity_id=uuid.uuid4(), account_id=deal.account_id, owner_id="bo",
+                       team_id="west", from_stage="a", to_stage="b", moved_at=checked_in + dt.timedelta(seconds=30))
+    for move in (earlier, theirs):
+        uow.session.add(move)
+    visit_progress.refresh(uow, "ann", deal.account_id)
+    assert visit.followed_after is None  # before the visit, or another rep's: not what followed it
+    deal.stage = "qualification"
+    day_facts.track(uow, "opportunity.stage_changed", deal, {"from": "qualification", "to": "needs_analysis"})
+    assert 60 <= visit.followed_after <= 120 and elsewhere.followed_after is None  # the move made just now

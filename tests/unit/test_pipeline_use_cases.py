@@ -20,7 +20,8 @@ from services.opportunities.db import (
     OpportunityRepository,
     PipelineDocument,
 )
-from tests.unit.fakes import FakeUnitOfWork
+from services.opportunities.visit_progress import VisitProgressRepository
+from tests.unit.fakes import FakeUnitOfWork, FakeVisitProgress
 
 ENTERED = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 ANN = Principal(user_id="ann", role="rep", teams=("east",))
@@ -78,7 +79,8 @@ def _deal(stage: str = "qualification", *, done: dict | None = None, status: str
 
 def _uow(*rows) -> FakeUnitOfWork:
     return FakeUnitOfWork(rows, repositories={OpportunityRepository: FakeOpportunityRepository,
-                                              MemberRepository: FakeMemberRepository})
+                                              MemberRepository: FakeMemberRepository,
+                                              VisitProgressRepository: FakeVisitProgress})
 
 
 def _any_version(_version: int) -> None:

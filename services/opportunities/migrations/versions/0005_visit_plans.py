@@ -194,6 +194,7 @@ def upgrade() -> None:
     sa.Column('outcome', sa.Text(), nullable=True),
     sa.Column('next_contact_at', crmkit.db.UTCDateTime(), nullable=True),
     sa.Column('activity_id', sa.Uuid(), nullable=True),
+    sa.Column('followed_after', sa.Integer(), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('rescheduled_to', sa.Uuid(), nullable=True),
     sa.Column('rescheduled_from', sa.Uuid(), nullable=True),
@@ -212,6 +213,9 @@ def upgrade() -> None:
 
 
 
+    with op.batch_alter_table('activities', schema=None) as batch_op:
+        batch_op.create_index('ix_activities_creator_occurred', ['created_by', 'occurred_at'], unique=False)
+
     # What each open deal adds to its owner's pipeline now: the ledger starts from here, so the first
     # change of a deal that predates it is written as that change, not as the whole amount.
     op.execute("INSERT INTO pipeline_positions (opportunity_id, owner_id, team_id, amount) "
@@ -219,6 +223,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('activities', schema=None) as batch_op:
+        batch_op.drop_index('ix_activities_creator_occurred')
     op.drop_table('attainment_snapshots')
     with op.batch_alter_table('visits', schema=None) as batch_op:
         batch_op.drop_index('ix_visits_team_day')
