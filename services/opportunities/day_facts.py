@@ -9,6 +9,7 @@ service's ids, and an older version of a lead changes nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from decimal import Decimal
 
@@ -16,8 +17,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from crmkit.consumer import Reject
 from crmkit.db import UnitOfWork, utcnow
-from crmkit.fields import Money
-from crmkit.periods import PERIOD_PATTERN
+from crmkit.fields import Money, Text
 
 from . import visit_progress
 from .db import (
@@ -84,15 +84,33 @@ class _OrderEvent(_Reader):
     payment = fields.Nested(_Payment, load_default=None)
 
 
+def _figure(**kwargs):
+    """A target or figure as the targets table holds it (14 digits); exponents and NaN refused."""
+    return fields.Decimal(places=2, allow_nan=False, validate=validate.Range(-10**14, 10**14), **kwargs)
+
+
+def _exactly(pattern: str):
+    def check(value: str) -> None:
+        if not re.fullmatch(pattern, value):  # not re.match: "$" would let a trailing newline through
+            raise ValidationError("not of the expected form")
+    return check
+
+
+class _TeamActual(_Reader):
+    team_id = Text(64, required=True, allow_none=True)
+    actual = _figure(required=True)
+
+
 class _Attainment(_Reader):
     subject_type = fields.String(required=True, validate=validate.OneOf(["user", "team"]))
-    subject_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    metric = fields.String(required=True, validate=validate.Length(min=1, max=20))
-    period = fields.String(required=True, validate=validate.Regexp(PERIOD_PATTERN))
+    subject_id = Text(64, min_length=1, required=True)
+    metric = Text(20, min_length=1, required=True)
+    period = fields.String(required=True, validate=_exactly(r"(19|2[0-9])[0-9]{2}(-(0[1-9]|1[0-2])|-Q[1-4])?"))
     day = fields.Date(required=True)
-    target = Money(required=True, strings_only=False)
-    actual = fields.Decimal(required=True, validate=validate.Range(-10**13, 10**13))
-    attainment = fields.Decimal(required=True, places=1, validate=validate.Range(-10**12, 10**12))
+    target = _figure(required=True)
+    actual = _figure(required=True)
+    attainment = fields.Decimal(required=True, places=1, allow_nan=False, validate=validate.Range(-10**12, 10**12))
+    by_team = fields.List(fields.Nested(_TeamActual), load_default=None, validate=validate.Length(max=1000))
 
 
 class _AttainmentEvent(_Reader):
@@ -144,13 +162,17 @@ def learn_order(uow: UnitOfWork, envelope: dict) -> None:
     if fact is None:
         fact = OrderFact(order_id=order["id"])
         uow.session.add(fact)
+    before = (fact.owner_id, fact.account_id)
     fact.account_id, fact.total = order["account_id"], order["total"]
     fact.owner_id, fact.team_id = order["credited_to"] or order["owner_id"], order["team_id"]
     if envelope["type"] == "order.cancelled":
         fact.cancelled_at = fact.cancelled_at or _time(envelope)
     else:
         fact.confirmed_at = fact.confirmed_at or _time(envelope)
-    visit_progress.refresh(uow, fact.owner_id, fact.account_id)
+    if fact.confirmed_at is not None:  # what followed the visits before it, for whom it counts then and now
+        window = {"since": fact.confirmed_at - visit_progress.FOLLOW_WINDOW, "until": fact.confirmed_at}
+        for owner, account in dict.fromkeys([before, (fact.owner_id, fact.account_id)]):
+            visit_progress.refresh(uow, owner, account, **window)
 
 
 def learn_payment(uow: UnitOfWork, envelope: dict) -> None:
@@ -175,6 +197,8 @@ def learn_attainment(uow: UnitOfWork, envelope: dict) -> None:
         row = AttainmentSnapshot(subject_type=key[0], subject_id=key[1], metric=key[2], period=key[3], day=key[4])
         uow.session.add(row)
     row.target, row.actual, row.attainment = a["target"], a["actual"], a["attainment"]
+    row.by_team = None if a["by_team"] is None else {
+        (t["team_id"] or ""): str(t["actual"]) for t in a["by_team"]}
 
 
 LEAD_HANDLERS = {
@@ -221,4 +245,4 @@ def _moved(uow: UnitOfWork, opp: Opportunity, from_stage: str, to_stage: str, no
     uow.session.add(StageMove(id=uuid.uuid4(), opportunity_id=opp.id, account_id=opp.account_id,
                               owner_id=opp.owner_id, team_id=opp.team_id, from_stage=from_stage, to_stage=to_stage,
                               moved_at=now))
-    visit_progress.refresh(uow, opp.owner_id, opp.account_id)
+    visit_progress.refresh(uow, opp.owner_id, opp.account_id, since=now - visit_progress.FOLLOW_WINDOW, until=now)

@@ -312,6 +312,7 @@ class Visit(Base):
         Index("ix_visits_team_day", "team_id", "day"),
         Index("ix_visits_day_status", "day", "status"),
         Index("ix_visits_account", "account_id"),
+        Index("ix_visits_owner_account_checked_in", "owner_id", "account_id", "checked_in_at"),
     )
 
 
@@ -423,7 +424,8 @@ class OrderFact(Base):
     confirmed_at = mapped_column(UTCDateTime, nullable=True)
     cancelled_at = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (Index("ix_order_facts_owner_confirmed", "owner_id", "confirmed_at"),
-                      Index("ix_order_facts_team_confirmed", "team_id", "confirmed_at"))
+                      Index("ix_order_facts_team_confirmed", "team_id", "confirmed_at"),
+                      Index("ix_order_facts_owner_account", "owner_id", "account_id", "confirmed_at"))
 
 
 class PaymentFact(Base):
@@ -455,6 +457,9 @@ class AttainmentSnapshot(Base):
     target: Mapped[Decimal] = mapped_column(Numeric(16, 2))
     actual: Mapped[Decimal] = mapped_column(Numeric(16, 2))
     attainment: Mapped[Decimal] = mapped_column(Numeric(14, 1))
+    # A person's actual by the team the credit was earned in, {team id or "": amount as text}.
+    by_team: Mapped[dict | None] = mapped_column(JSON)
+    __table_args__ = (Index("ix_attainment_snapshots_type_day", "subject_type", "day"),)
 
 
 class StageMove(Base):
@@ -473,7 +478,7 @@ class StageMove(Base):
     moved_at = mapped_column(UTCDateTime, nullable=False)
     __table_args__ = (Index("ix_stage_moves_owner_moved", "owner_id", "moved_at"),
                       Index("ix_stage_moves_team_moved", "team_id", "moved_at"),
-                      Index("ix_stage_moves_account_moved", "account_id", "moved_at"))
+                      Index("ix_stage_moves_owner_account", "owner_id", "account_id", "moved_at"))
 
 
 class PipelineChange(Base):

@@ -270,9 +270,10 @@ class WeeklyArgsSchema(Schema):
 class AttainmentSchema(Schema):
     metric = fields.String()
     period = fields.String()
-    target = Money()
-    actual = Money()
-    attainment = fields.Decimal(as_string=True, metadata={"description": "percent"})
+    target = fields.Decimal(as_string=True, places=2, metadata={"type": "string", "format": "decimal"})
+    actual = fields.Decimal(as_string=True, places=2, metadata={
+        "type": "string", "format": "decimal", "description": "for a manager: what was earned in their teams"})
+    attainment = fields.Decimal(as_string=True, allow_none=True, metadata={"description": "percent"})
     as_of = fields.Date(metadata={"description": "the end of the day it stood at (the orders service's figure)"})
 
 

@@ -170,7 +170,8 @@ def check_in(uow: UnitOfWork, settings: Settings, principal: Principal, visit_id
     visit.latitude, visit.longitude = data.get("latitude"), data.get("longitude")
     visit.address, visit.outcome, visit.next_contact_at = data.get("address"), data["outcome"], data.get("next_contact_at")
     uow.session.flush()
-    visit_progress.refresh(uow, visit.owner_id, visit.account_id)  # a check-in entered after what followed it
+    # A check-in entered after what followed it (it is back-dated to its time): this visit only.
+    visit_progress.refresh(uow, visit.owner_id, visit.account_id, since=at, until=at)
     visit_event(uow, settings, "visit.checked_in", visit, principal.user_id, {
         "latitude": visit.latitude, "longitude": visit.longitude, "address": visit.address})
     return visit

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
@@ -108,29 +108,40 @@ def _one_week(uow: UnitOfWork, principal: Principal, monday: dt.date, group_by: 
     _attainment(uow, principal, monday, sunday, group_by, at)
 
 
+# As the orders service has it: margin is not for these roles, their own included.
+COST_METRICS, COST_HIDDEN_FROM = frozenset({"gross_margin"}), frozenset({"rep", "service", "marketing"})
+
+
 def _attainment(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: dt.date, group_by: str, at) -> None:
     """Where targets exist: each target's attainment as the orders service last published it that
-    week (performance.attainment, at the end of a day). A person's for the caller, their team's
-    people and executives; a team's for its managers and executives (a rep is not shown his team's
-    total, which is his teammates' figures too)."""
-    subject_type = "user" if group_by == "owner" else "team"
-    stmt = select(AttainmentSnapshot).where(AttainmentSnapshot.subject_type == subject_type,
-                                            AttainmentSnapshot.day >= monday, AttainmentSnapshot.day <= sunday)
+    week (performance.attainment, at the end of a day). A person's for themselves, executives and
+    the managers of their team, who are shown the part earned in the teams they manage (not a former
+    team's); a team's for its managers and executives (a rep is not shown the team's total, which is
+    his teammates' figures too). Margin is not shown to reps."""
+    snap = AttainmentSnapshot
+    keys = (snap.subject_type, snap.subject_id, snap.metric, snap.period)
+    in_week = [snap.subject_type == ("user" if group_by == "owner" else "team"), snap.day >= monday, snap.day <= sunday]
+    manager = principal.role == "manager"
     if principal.role not in SEES_EVERYTHING:
         if group_by == "owner":
-            mine = AttainmentSnapshot.subject_id == principal.user_id
+            mine = snap.subject_id == principal.user_id
             team_people = select(DirectoryUser.id).where(DirectoryUser.team_id.in_(principal.manages))
-            stmt = stmt.where(or_(mine, AttainmentSnapshot.subject_id.in_(team_people))
-                              if principal.role == "manager" and principal.manages else mine)
+            in_week.append(or_(mine, snap.subject_id.in_(team_people)) if manager and principal.manages else mine)
         else:
-            stmt = stmt.where(AttainmentSnapshot.subject_id.in_(principal.manages if principal.role == "manager"
-                                                                else ()))
-    latest: dict = {}
-    for row in uow.session.execute(stmt.order_by(AttainmentSnapshot.day)).scalars():
-        latest[(row.subject_id, row.metric, row.period)] = row
-    for (subject, _metric, _period), row in sorted(latest.items()):
-        at(subject)["attainment"].append({"metric": row.metric, "period": row.period, "target": row.target,
-                                          "actual": row.actual, "attainment": row.attainment, "as_of": row.day})
+            in_week.append(snap.subject_id.in_(principal.manages if manager else ()))
+    if principal.role in COST_HIDDEN_FROM:
+        in_week.append(snap.metric.notin_(COST_METRICS))
+    last = select(*keys, func.max(snap.day).label("day")).where(*in_week).group_by(*keys).subquery()
+    rows = uow.session.execute(select(snap).join(last, and_(*(k == last.c[k.key] for k in keys),
+                                                           snap.day == last.c.day))
+                               .order_by(snap.subject_id, snap.metric, snap.period)).scalars()
+    for row in rows:
+        actual, attainment = row.actual, row.attainment
+        if group_by == "owner" and manager and row.subject_id != principal.user_id and row.by_team is not None:
+            actual = sum((Decimal(v) for team, v in row.by_team.items() if team in principal.manages), Decimal(0))
+            attainment = (actual * 100 / row.target).quantize(Decimal("0.1"), ROUND_HALF_UP) if row.target > 0 else None
+        at(row.subject_id)["attainment"].append({"metric": row.metric, "period": row.period, "target": row.target,
+                                                 "actual": actual, "attainment": attainment, "as_of": row.day})
 
 
 def _effectiveness(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: dt.date, group_by: str,

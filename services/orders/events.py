@@ -169,16 +169,30 @@ class AlertEventV1(Payload):
     alert = fields.Nested(AlertV1, required=True)
 
 
+def _Figure(**kwargs):  # noqa: N802 - a field factory
+    """A target or figure: up to the 14 digits the targets table holds (Money's 12 are an order's)."""
+    return fields.Decimal(as_string=True, places=2, metadata={
+        **HIDDEN_MONEY, "type": "string", "format": "decimal", "pattern": r"^-?[0-9]{1,14}\.[0-9]{2}$"}, **kwargs)
+
+
+class TeamActualV1(Payload):
+    team_id = fields.String(required=True, allow_none=True)
+    actual = _Figure(required=True)
+
+
 class AttainmentV1(Payload):
     subject_type = fields.String(required=True, validate=validate.OneOf(["user", "team"]))
     subject_id = fields.String(required=True)
     metric = fields.String(required=True)
     period = fields.String(required=True, metadata={"description": "2026-11, 2026-Q4 or 2026"})
     day = fields.Date(required=True, metadata={"description": "the day it stood at, at its end (deployment's zone)"})
-    target = Money(required=True, metadata=HIDDEN_MONEY)
-    actual = Money(required=True, metadata=HIDDEN_MONEY)
+    target = _Figure(required=True)
+    actual = _Figure(required=True)
     attainment = fields.Decimal(required=True, as_string=True, places=1,
                                 metadata={"type": "string", "format": "decimal", "description": "percent"})
+    by_team = fields.List(fields.Nested(TeamActualV1), metadata={
+        "description": "a person's: the actual split by the team the credit was earned in (a manager is shown "
+                       "their teams' part)"})
 
 
 class AttainmentEventV1(Payload):

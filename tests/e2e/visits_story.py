@@ -248,12 +248,12 @@ def _weekly_from_raw(crm, me: dict, today: dt.date, group_by: str) -> dict:
                 w["visits_done"] += status == "done"
                 w["visits_missed"] += status == "missed"
                 if status == "done" and account_id is not None:
+                    # What followed: the rep's own moves and orders on the account, of the visit's team.
                     window = (checked_in, checked_in + dt.timedelta(days=14))
                     followed = any(window[0] < t <= window[1] and str(o["account_id"]) == str(account_id)
-                                   and o["owner_id"] == owner and in_scope(o["owner_id"], o["team_id"])
-                                   for t, o in moves) or any(
+                                   and o["owner_id"] == owner and o["team_id"] == team for t, o in moves) or any(
                         window[0] < at <= window[1] and str(acc) == str(account_id) and who == owner
-                        and in_scope(who, t) for who, t, acc, _total, at in orders)
+                        and t == team for who, t, acc, _total, at in orders)
                     w["effective"][0] += 1
                     w["effective"][1] += followed
         for owner, team, created_at, amount in deals:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from crmkit.db import utcnow
+from crmkit.periods import day_bounds
 from services.orders import alerts, bootstrap
 from services.orders.performance_db import Actual, ScheduleRun
 from tests.integration import test_performance
@@ -430,11 +431,15 @@ def test_each_day_ended_publishes_every_subjects_attainment_once(crm):
             rows = conn.execute(select(outbox.c.payload).where(outbox.c.event_type == "performance.attainment"))
             return [json.loads(r.payload)["data"]["attainment"] for r in rows]
 
-    assert attainment.run_snapshots(ctx.db, ctx.settings, today) == [today - dt.timedelta(days=1)]
+    def run(day: dt.date, after_midnight=dt.timedelta(hours=2)) -> list[dt.date]:
+        return attainment.run_snapshots(ctx.db, ctx.settings, day_bounds(day)[0] + after_midnight)
+
+    assert run(today) == [today - dt.timedelta(days=1)]
     before = {(a["subject_id"], a["period"]): a["actual"] for a in published()}
     assert set(before.values()) == {"0.00"}  # yesterday: nothing sold yet
-    assert attainment.run_snapshots(ctx.db, ctx.settings, today + dt.timedelta(days=1)) == [today]
-    assert attainment.run_snapshots(ctx.db, ctx.settings, today + dt.timedelta(days=1)) == []  # once a day
+    assert run(today + dt.timedelta(days=1), dt.timedelta(minutes=30)) == []  # within the grace: not yet
+    assert run(today + dt.timedelta(days=1)) == [today]
+    assert run(today + dt.timedelta(days=1)) == []  # once a day
     of_today = {(a["subject_type"], a["subject_id"], a["period"]): (a["target"], a["actual"], a["attainment"])
                 for a in published() if a["day"] == today.isoformat()}
     quarter, year = scorecard.period_of(today, "quarter"), str(today.year)
@@ -442,5 +447,8 @@ def test_each_day_ended_publishes_every_subjects_attainment_once(crm):
         ("user", "ann", p): ("10000.00", "3000.00", "30.0") for p in (MONTH, quarter, year)} | {
         ("team", "east", p): ("20000.00", "3000.00", "15.0") for p in (MONTH, quarter, year)}
     # Down for three days: each is published when it is back.
-    assert attainment.run_snapshots(ctx.db, ctx.settings, today + dt.timedelta(days=4)) == [
-        today + dt.timedelta(days=n) for n in (1, 2, 3)]
+    assert run(today + dt.timedelta(days=4)) == [today + dt.timedelta(days=n) for n in (1, 2, 3)]
+    # A person's figure comes split by the team it was earned in.
+    [anns] = [a for a in published() if a["subject_id"] == "ann" and a["day"] == today.isoformat()
+              and a["period"] == MONTH]
+    assert anns["by_team"] == [{"team_id": "east", "actual": "3000.00"}]

@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
+from crmkit.consumer import Reject
 from crmkit.db import utcnow
 from crmkit.events import new_event
 from crmkit.periods import day_bounds, local_day
@@ -21,6 +22,7 @@ from services.opportunities import bootstrap, day_facts, visit_progress, visits
 from services.opportunities.db import (
     Account,
     Activity,
+    AttainmentSnapshot,
     DirectoryUser,
     KnownLead,
     LeadActivity,
@@ -480,11 +482,13 @@ def test_weekly_progress_equals_a_brute_force_recomputation(opps):
             for k in keys:
                 vs = [v for v in all_visits if key_of(v) == k and week_start <= v.day <= week_end]
                 done = [v for v in vs if v.status == "done"]
+                # What followed: the rep's own moves and orders on the account, of the visit's team.
                 effective = [v for v in done if any(
                     v.checked_in_at < t <= v.checked_in_at + dt.timedelta(days=14)
-                    for t in [m.moved_at for m in moves if m.owner_id == v.owner_id and m.account_id == v.account_id]
-                    + [o.confirmed_at for o in orders if o.owner_id == v.owner_id and o.account_id == v.account_id
-                       and o.cancelled_at is None])]
+                    for t in [m.moved_at for m in moves if (m.owner_id, m.account_id, m.team_id)
+                              == (v.owner_id, v.account_id, v.team_id)]
+                    + [o.confirmed_at for o in orders if (o.owner_id, o.account_id, o.team_id)
+                       == (v.owner_id, v.account_id, v.team_id) and o.cancelled_at is None])]
                 counted = [o for o in orders if key_of(o) == k and o.cancelled_at is None and start <= o.confirmed_at < end]
                 out[k][week_start] = {
                     "visits_planned": len([v for v in vs if v.status != "rescheduled"]),
@@ -604,3 +608,34 @@ def test_weekly_progress_shows_target_attainment_as_the_week_ended_to_whom_may_s
     assert attainment(r1, "team") == {}  # a team's total is the teammates' figures too
     assert attainment(west) == {} and attainment(west, "team") == {}
     assert set(attainment(opps.as_("gm", "executive"))) == {"r1", "w9"}
+
+
+def test_a_manager_is_shown_what_his_rep_earned_in_his_teams_and_a_rep_no_margin(opps):
+    mgr = opps.as_("mgr-e", "manager", teams=["east"], manages=["east"])
+    r1 = opps.as_("r1", "rep", teams=["east"])  # moved from west this month: west's credit is not east's to see
+    day = dt.date.fromisocalendar(2026, 48, 3)
+    _deliver(day_facts.ORDER_HANDLERS, "performance.attainment", "user:r1", {"attainment": {
+        "subject_type": "user", "subject_id": "r1", "metric": "revenue", "period": "2026-11", "day": day.isoformat(),
+        "target": "10000.00", "actual": "7000.00", "attainment": "70.0",
+        "by_team": [{"team_id": "east", "actual": "1500.00"}, {"team_id": "west", "actual": "5500.00"}]}})
+    with _uow() as uow:
+        row = uow.session.get(AttainmentSnapshot, ("user", "r1", "revenue", "2026-11", day))
+        assert row.by_team == {"east": "1500.00", "west": "5500.00"}
+    _deliver(day_facts.ORDER_HANDLERS, "performance.attainment", "user:r1", {"attainment": {
+        "subject_type": "user", "subject_id": "r1", "metric": "gross_margin", "period": "2026-11",
+        "day": day.isoformat(), "target": "3000.00", "actual": "900.00", "attainment": "30.0"}})
+
+    def shown(who):
+        r = who.get("/reports/weekly-progress", query_string={"week": "2026-W48", "weeks": 1})
+        return {(a["metric"], a["actual"], a["attainment"]) for g in r.json["groups"] if g["key"] == "r1"
+                for a in g["weeks"][0]["attainment"]}
+
+    assert shown(mgr) == {("revenue", "1500.00", "15.0"), ("gross_margin", "900.00", "30.0")}
+    assert shown(r1) == {("revenue", "7000.00", "70.0")}  # his own, whole; no margin
+    assert ("revenue", "7000.00", "70.0") in shown(opps.as_("gm", "executive"))
+    # Odd figures are refused with the reason, not retried.
+    for bad in ({"period": "2026-11\n"}, {"actual": "NaN"}, {"target": "1" * 20}, {"subject_id": "a\x00b"}):
+        with pytest.raises(Reject):
+            _deliver(day_facts.ORDER_HANDLERS, "performance.attainment", "user:r1", {"attainment": {
+                "subject_type": "user", "subject_id": "r1", "metric": "revenue", "period": "2026-11",
+                "day": day.isoformat(), "target": "10.00", "actual": "1.00", "attainment": "10.0", **bad}})

@@ -99,14 +99,20 @@ class FakeVisitProgress:
     def _rows(self, model) -> list:
         return [row for (kind, _key), row in self.session.rows.items() if kind is model]
 
-    def done_visits(self, owner_id, account_id) -> list:
+    def lock(self, owner_id, account_id) -> None:
+        pass  # one test, one thread
+
+    def done_visits(self, owner_id, account_id, since, until) -> list:
         from services.opportunities.db import Visit
 
-        return [v for v in self._rows(Visit) if (v.owner_id, v.account_id, v.status) == (owner_id, account_id, "done")]
+        return [v for v in self._rows(Visit) if (v.owner_id, v.account_id, v.status) == (owner_id, account_id, "done")
+                and (since is None or v.checked_in_at >= since) and (until is None or v.checked_in_at <= until)]
 
-    def progress(self, owner_id, account_id) -> list:
+    def progress(self, owner_id, account_id, start, end) -> list:
         from services.opportunities.db import OrderFact, StageMove
 
-        return [*(m.moved_at for m in self._rows(StageMove) if (m.owner_id, m.account_id) == (owner_id, account_id)),
-                *(o.confirmed_at for o in self._rows(OrderFact) if (o.owner_id, o.account_id) == (owner_id, account_id)
-                  and o.cancelled_at is None and o.confirmed_at is not None)]
+        return [*((m.moved_at, m.team_id) for m in self._rows(StageMove)
+                  if (m.owner_id, m.account_id) == (owner_id, account_id) and start < m.moved_at <= end),
+                *((o.confirmed_at, o.team_id) for o in self._rows(OrderFact)
+                  if (o.owner_id, o.account_id) == (owner_id, account_id) and o.cancelled_at is None
+                  and o.confirmed_at is not None and start < o.confirmed_at <= end)]

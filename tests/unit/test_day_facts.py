@@ -129,19 +129,21 @@ def test_a_done_visit_knows_how_soon_the_reps_own_progress_on_the_account_follow
     from services.opportunities.db import Visit
 
     deal, checked_in = _deal(), utcnow() - dt.timedelta(minutes=1)
-    visit = Visit(id=uuid.uuid4(), owner_id="ann", account_id=deal.account_id, status="done",
+    visit = Visit(id=uuid.uuid4(), owner_id="ann", team_id="east", account_id=deal.account_id, status="done",
                   checked_in_at=checked_in, followed_after=None)
-    elsewhere = Visit(id=uuid.uuid4(), owner_id="ann", account_id=uuid.uuid4(), status="done",
+    elsewhere = Visit(id=uuid.uuid4(), owner_id="ann", team_id="east", account_id=uuid.uuid4(), status="done",
                       checked_in_at=checked_in, followed_after=None)
     uow = _uow(visit, elsewhere)
     earlier = StageMove(id=uuid.uuid4(), opportunity_id=deal.id, account_id=deal.account_id, owner_id="ann",
                         team_id="east", from_stage="a", to_stage="b", moved_at=checked_in - dt.timedelta(hours=1))
     theirs = StageMove(id=uuid.uuid4(), opportunity_id=uuid.uuid4(), account_id=deal.account_id, owner_id="bo",
                        team_id="west", from_stage="a", to_stage="b", moved_at=checked_in + dt.timedelta(seconds=30))
-    for move in (earlier, theirs):
+    former_team = StageMove(id=uuid.uuid4(), opportunity_id=uuid.uuid4(), account_id=deal.account_id, owner_id="ann",
+                            team_id="west", from_stage="a", to_stage="b", moved_at=checked_in + dt.timedelta(seconds=20))
+    for move in (earlier, theirs, former_team):
         uow.session.add(move)
     visit_progress.refresh(uow, "ann", deal.account_id)
-    assert visit.followed_after is None  # before the visit, or another rep's: not what followed it
+    assert visit.followed_after is None  # before the visit, another rep's, or of another team: not what followed it
     deal.stage = "qualification"
     day_facts.track(uow, "opportunity.stage_changed", deal, {"from": "qualification", "to": "needs_analysis"})
     assert 60 <= visit.followed_after <= 120 and elsewhere.followed_after is None  # the move made just now

@@ -1,8 +1,8 @@
-"""visit plans, daily reports and what a rep's day holds (attainment snapshots included)
+"""visit plans, daily reports and what a rep's day holds
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-12-02 13:15:00.768204
+Create Date: 2026-12-02 14:00:46.602321
 """
 from alembic import op
 import sqlalchemy as sa
@@ -25,8 +25,12 @@ def upgrade() -> None:
     sa.Column('target', sa.Numeric(precision=16, scale=2), nullable=False),
     sa.Column('actual', sa.Numeric(precision=16, scale=2), nullable=False),
     sa.Column('attainment', sa.Numeric(precision=14, scale=1), nullable=False),
+    sa.Column('by_team', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('subject_type', 'subject_id', 'metric', 'period', 'day', name=op.f('pk_attainment_snapshots'))
     )
+    with op.batch_alter_table('attainment_snapshots', schema=None) as batch_op:
+        batch_op.create_index('ix_attainment_snapshots_type_day', ['subject_type', 'day'], unique=False)
+
     op.create_table('daily_reports',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('owner_id', sa.String(length=64), nullable=False),
@@ -87,6 +91,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('order_facts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_order_facts_account_id'), ['account_id'], unique=False)
+        batch_op.create_index('ix_order_facts_owner_account', ['owner_id', 'account_id', 'confirmed_at'], unique=False)
         batch_op.create_index('ix_order_facts_owner_confirmed', ['owner_id', 'confirmed_at'], unique=False)
         batch_op.create_index('ix_order_facts_team_confirmed', ['team_id', 'confirmed_at'], unique=False)
 
@@ -135,7 +140,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_stage_moves'))
     )
     with op.batch_alter_table('stage_moves', schema=None) as batch_op:
-        batch_op.create_index('ix_stage_moves_account_moved', ['account_id', 'moved_at'], unique=False)
+        batch_op.create_index('ix_stage_moves_owner_account', ['owner_id', 'account_id', 'moved_at'], unique=False)
         batch_op.create_index('ix_stage_moves_owner_moved', ['owner_id', 'moved_at'], unique=False)
         batch_op.create_index('ix_stage_moves_team_moved', ['team_id', 'moved_at'], unique=False)
 
@@ -208,13 +213,14 @@ def upgrade() -> None:
     with op.batch_alter_table('visits', schema=None) as batch_op:
         batch_op.create_index('ix_visits_account', ['account_id'], unique=False)
         batch_op.create_index('ix_visits_day_status', ['day', 'status'], unique=False)
+        batch_op.create_index('ix_visits_owner_account_checked_in', ['owner_id', 'account_id', 'checked_in_at'], unique=False)
         batch_op.create_index('ix_visits_owner_day', ['owner_id', 'day', 'planned_at'], unique=False)
         batch_op.create_index('ix_visits_team_day', ['team_id', 'day'], unique=False)
 
-
-
     with op.batch_alter_table('activities', schema=None) as batch_op:
         batch_op.create_index('ix_activities_creator_occurred', ['created_by', 'occurred_at'], unique=False)
+
+
 
     # What each open deal adds to its owner's pipeline now: the ledger starts from here, so the first
     # change of a deal that predates it is written as that change, not as the whole amount.
@@ -225,10 +231,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('activities', schema=None) as batch_op:
         batch_op.drop_index('ix_activities_creator_occurred')
-    op.drop_table('attainment_snapshots')
+
     with op.batch_alter_table('visits', schema=None) as batch_op:
         batch_op.drop_index('ix_visits_team_day')
         batch_op.drop_index('ix_visits_owner_day')
+        batch_op.drop_index('ix_visits_owner_account_checked_in')
         batch_op.drop_index('ix_visits_day_status')
         batch_op.drop_index('ix_visits_account')
 
@@ -247,7 +254,7 @@ def downgrade() -> None:
     with op.batch_alter_table('stage_moves', schema=None) as batch_op:
         batch_op.drop_index('ix_stage_moves_team_moved')
         batch_op.drop_index('ix_stage_moves_owner_moved')
-        batch_op.drop_index('ix_stage_moves_account_moved')
+        batch_op.drop_index('ix_stage_moves_owner_account')
 
     op.drop_table('stage_moves')
     op.drop_table('pipeline_positions')
@@ -264,6 +271,7 @@ def downgrade() -> None:
     with op.batch_alter_table('order_facts', schema=None) as batch_op:
         batch_op.drop_index('ix_order_facts_team_confirmed')
         batch_op.drop_index('ix_order_facts_owner_confirmed')
+        batch_op.drop_index('ix_order_facts_owner_account')
         batch_op.drop_index(batch_op.f('ix_order_facts_account_id'))
 
     op.drop_table('order_facts')
@@ -282,3 +290,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_daily_reports_day')
 
     op.drop_table('daily_reports')
+    with op.batch_alter_table('attainment_snapshots', schema=None) as batch_op:
+        batch_op.drop_index('ix_attainment_snapshots_type_day')
+
+    op.drop_table('attainment_snapshots')
