@@ -126,6 +126,21 @@ def _generate(dsn: str, reps: int) -> dict:
                    "pipeline_changes": "id, opportunity_id, owner_id, team_id, delta, changed_at",
                    "order_facts": "order_id, account_id, owner_id, team_id, total, confirmed_at",
                    "payment_facts": "payment_id, order_id, owner_id, team_id, amount, paid_on"}
+        # Each rep's daily attainment of a revenue and a collections target (month, quarter, year),
+        # every calendar day of the span, as the orders service publishes it.
+        rows["attainment_snapshots"] = []
+        day = days[0]
+        while day <= today:
+            periods = (f"{day.year}-{day.month:02d}", f"{day.year}-Q{(day.month - 1) // 3 + 1}", str(day.year))
+            for owner, team in people:
+                for metric in ("revenue", "collections"):
+                    for period in periods:
+                        rows["attainment_snapshots"].append(("user", owner, metric, period, day, Decimal("100000.00"),
+                                                             Decimal("42000.00"), Decimal("42.0"),
+                                                             json.dumps({team: "42000.00"})))
+            day += dt.timedelta(days=1)
+        columns["attainment_snapshots"] = ("subject_type, subject_id, metric, period, day, target, actual, attainment, "
+                                           "by_team")
         for table, values in rows.items():
             with conn.cursor().copy(f"copy {table} ({columns[table]}) from stdin") as copy:
                 for row in values:

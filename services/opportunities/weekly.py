@@ -12,7 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, select
 
 from crmkit.auth import Principal
 from crmkit.db import UnitOfWork
@@ -123,10 +123,14 @@ def _attainment(uow: UnitOfWork, principal: Principal, monday: dt.date, sunday: 
     in_week = [snap.subject_type == ("user" if group_by == "owner" else "team"), snap.day >= monday, snap.day <= sunday]
     manager = principal.role == "manager"
     if principal.role not in SEES_EVERYTHING:
+        # The subjects named outright, so the database walks the snapshots' key for each of them rather
+        # than every person's snapshots of the week (a team of 20 among 1,000).
         if group_by == "owner":
-            mine = snap.subject_id == principal.user_id
-            team_people = select(DirectoryUser.id).where(DirectoryUser.team_id.in_(principal.manages))
-            in_week.append(or_(mine, snap.subject_id.in_(team_people)) if manager and principal.manages else mine)
+            people = [principal.user_id]
+            if manager and principal.manages:
+                people += uow.session.execute(select(DirectoryUser.id).where(
+                    DirectoryUser.team_id.in_(principal.manages))).scalars().all()
+            in_week.append(snap.subject_id.in_(sorted(set(people))))
         else:
             in_week.append(snap.subject_id.in_(principal.manages if manager else ()))
     if principal.role in COST_HIDDEN_FROM:
