@@ -24,13 +24,15 @@ class VisitCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    account_id = fields.UUID()
-    lead_id = fields.UUID()
-    contact_id = fields.UUID(allow_none=True, metadata={"description": "a contact of the account"})
+    account_id = fields.UUID(metadata={"description": "the account visited: exactly one of account_id and lead_id"})
+    lead_id = fields.UUID(metadata={"description": "the lead visited: exactly one of account_id and lead_id"})
+    contact_id = fields.UUID(allow_none=True, metadata={"description": "a contact of that account (with account_id only)"})
     kind = fields.String(load_default="visit", validate=validate.OneOf(VISIT_KINDS))
-    planned_at = Timestamp(required=True)
+    planned_at = Timestamp(required=True, metadata={
+        "description": "today or later where the company works, at most a year ahead"})
     purpose = Text(2000, allow_none=True)
-    owner_id = Text(64, metadata={"description": "managers, executives and admins: plan it for one of their reps"})
+    owner_id = Text(64, metadata={"description": "managers, executives and admins: plan it for one of their reps, "
+                                                 "who must work that account or hold that lead too"})
 
     @validates_schema
     def _one_target(self, data, **_kwargs):
@@ -45,12 +47,15 @@ class CheckInSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    at = Timestamp(metadata={"description": "when it happened (default: now)"})
-    latitude = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(-90, 90))
-    longitude = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(-180, 180))
+    at = Timestamp(metadata={"description": "when it happened (default: now): on the visit's own day, not later "
+                                            "than now"})
+    latitude = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(-90, 90),
+                            metadata={"description": "with longitude, or neither"})
+    longitude = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(-180, 180),
+                             metadata={"description": "with latitude, or neither"})
     address = Text(500, allow_none=True)
     outcome = Text(4000, min_length=1, required=True)
-    next_contact_at = Timestamp(allow_none=True)
+    next_contact_at = Timestamp(allow_none=True, metadata={"description": "after the visit"})
 
     @validates_schema
     def _both_coordinates(self, data, **_kwargs):
@@ -62,7 +67,7 @@ class RescheduleSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    planned_at = Timestamp(required=True)
+    planned_at = Timestamp(required=True, metadata={"description": "another time, today or later"})
     reason = Text(2000, min_length=1, required=True)
 
 
@@ -120,7 +125,7 @@ class MarketEntrySchema(Schema):
 
     competitor = Text(200, allow_none=True)
     product_category = Text(100, allow_none=True)
-    account_id = fields.UUID(allow_none=True)
+    account_id = fields.UUID(allow_none=True, metadata={"description": "an account you can see"})
     price_heard = Money(allow_none=True)
     note = Text(4000, min_length=1, required=True)
 
@@ -141,7 +146,7 @@ class ReviewSchema(Schema):
 
 
 class ReportListArgsSchema(PageArgsSchema):
-    date = Day(required=True)
+    date = Day(required=True, metadata={"description": "a day that has begun (drafts are made for the last 31)"})
     owner_id = Text(64)
     team_id = Text(64)
 
@@ -245,7 +250,8 @@ def parse_week(text: str):
 
 class WeekField(fields.String):
     def __init__(self, **kwargs):
-        super().__init__(metadata={"pattern": WEEK_PATTERN, "example": "2026-W49"}, **kwargs)
+        super().__init__(metadata={"pattern": WEEK_PATTERN, "example": "2026-W49",
+                                   "description": "an ISO week that exists (2026 has 53, 2025 has 52)"}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)

@@ -119,6 +119,15 @@ DOCUMENTED_RULES = {
                                           r"not a URL|does not resolve",
     "a deliverable address and a real time zone": r"an e-mail address at a public domain name|not a time zone name|"
                                                   r"quiet hours must not start and end at the same time",
+    # the rep's day (issue 18)
+    "a visit to one record the rep works": r"a visit is to an account or to a lead|a contact belongs to an account|"
+                                           r"no such contact on this account|the rep does not work this account|"
+                                           r"the rep does not hold this lead",
+    "a visit's day and times": r"that day is over|plans reach a year ahead|a check-in is for what happened|"
+                               r"a visit is checked in on its own day|the next contact comes after this one|"
+                               r"that is when it is planned already|give both latitude and longitude",
+    "a report's day and accounts": r"that day has not begun|a market entry names an unknown account",
+    "a week that exists": r"has no such week",
 }
 
 

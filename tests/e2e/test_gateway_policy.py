@@ -66,6 +66,14 @@ MATRIX = [
     ("GET", "/reports/pipeline", SELLERS), ("GET", "/reports/forecast", SELLERS),
     ("GET", "/reports/win-rate", SELLERS), ("GET", "/reports/sales-cycle", SELLERS),
     ("GET", "/reports/opportunity-funnel", LEAD_USERS),
+    # the rep's day (issue 18)
+    ("GET", "/visits", SELLERS), ("POST", "/visits", SELLERS), ("GET", f"/visits/{ID}", SELLERS),
+    ("POST", f"/visits/{ID}/check-in", SELLERS), ("POST", f"/visits/{ID}/reschedule", SELLERS),
+    ("POST", f"/visits/{ID}/miss", SELLERS),
+    ("GET", "/daily-reports", SELLERS), ("GET", f"/daily-reports/{ID}", SELLERS),
+    ("PATCH", f"/daily-reports/{ID}", SELLERS), ("POST", f"/daily-reports/{ID}/submit", SELLERS),
+    ("POST", f"/daily-reports/{ID}/review", LEADERS),
+    ("GET", "/reports/weekly-progress", SELLERS), ("GET", "/market-notes", SELLERS),
     # orders
     ("GET", "/products", DEAL_READERS), ("POST", "/products", ADMIN), ("POST", "/products/import", ADMIN),
     ("GET", f"/products/{ID}", DEAL_READERS), ("PATCH", f"/products/{ID}", ADMIN), ("DELETE", f"/products/{ID}", ADMIN),

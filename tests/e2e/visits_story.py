@@ -20,6 +20,7 @@ from tests.e2e.notifications_story import _set_clock
 from tests.infra import read_topic, wait_for
 
 STAGE_EVENTS = ("opportunity.stage_changed", "opportunity.won", "opportunity.lost")
+DEAL_EVENTS = ("opportunity.created", "opportunity.updated", "opportunity.deleted", *STAGE_EVENTS)
 ZERO = Decimal("0.00")
 
 
@@ -219,7 +220,7 @@ def _weekly_from_raw(crm, me: dict, today: dt.date, group_by: str) -> dict:
                                "h.action = 'confirmed' where o.status <> 'cancelled' group by o.id")
     payments = crm.sql("orders", "select coalesce(o.credited_to, o.owner_id), o.team_id, p.paid_on, p.amount "
                                  "from payments p join orders o on o.id = p.order_id")
-    history = [e for e in _events(crm) if e["type"].startswith("opportunity.") and "opportunity" in e["data"]]
+    history = [e for e in _events(crm) if e["type"] in DEAL_EVENTS]  # those carrying the whole deal
     moves = [(_when(e), e["data"]["opportunity"]) for e in history if e["type"] in STAGE_EVENTS]
 
     def pipeline(at: dt.datetime) -> dict:
