@@ -41,6 +41,14 @@ def _generate(dsn: str, total: int) -> float:
     started = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql)
+        # The directory replica the service checks every token against (the viewers measured).
+        for user, role, team in (("rep-7", "rep", "team-0"), ("mgr-3", "manager", "team-3"),
+                                 ("mgr-small", "manager", "team-small")):
+            conn.execute("insert into directory_users (id, role, team_id, active, updated_at) "
+                         "values (%s, %s, %s, true, now())", (user, role, team))
+        for team, manager in (("team-0", None), ("team-3", "mgr-3"), ("team-small", "mgr-small")):
+            conn.execute("insert into directory_teams (id, manager_id, updated_at) values (%s, %s, now())",
+                         (team, manager))
         conn.execute("vacuum analyze leads")
     return time.perf_counter() - started
 
