@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import Select, select, tuple_, union_all
+from sqlalchemy import Select, tuple_
 
 from .fields import Text
 from .problems import Problem
@@ -114,38 +114,6 @@ def paginate(session, stmt: Select, *, model, sort: SortSpec, limit: int, cursor
         last = rows[-1]
         next_cursor = encode_cursor(sort, getattr(last, sort.field), last.id)
     return rows, next_cursor
-
-
-def paginate_branches(session, stmt: Select, branches: list, *, model, sort: SortSpec, limit: int,
-                      cursor: str | None):
-    """`paginate` over stmt AND (branch 1 OR branch 2 ...), each branch paged down its own index: the
-    ids and sort keys of a page from every branch (one statement), merged and de-duplicated here (a
-    row two branches hold comes once), then the page's rows. Same rows, order and cursors as paginate
-    over the OR, without walking the table's whole order to find a few rows. The keys are compared
-    here as the database does for datetimes, numbers and ids (not for collated text: no such sort)."""
-    if not branches:
-        return [], None
-    column, id_column = getattr(model, sort.field), model.id
-    if cursor:
-        value, row_id = decode_cursor(cursor, sort, column.type.python_type, id_column.type.python_type)
-        key = tuple_(column, id_column)
-        stmt = stmt.where(key < tuple_(value, row_id) if sort.descending else key > tuple_(value, row_id))
-    order = (column.desc(), id_column.desc()) if sort.descending else (column.asc(), id_column.asc())
-    parts = [stmt.where(branch).with_only_columns(id_column, column).order_by(*order).limit(limit + 1).subquery()
-             for branch in branches]
-    found = {}
-    for row_id, value in session.execute(union_all(*(select(p.c[0], p.c[1]) for p in parts))):
-        found[row_id] = value
-    chosen = sorted(found.items(), key=lambda kv: (kv[1], kv[0]), reverse=sort.descending)[:limit + 1]
-    rows = {r.id: r for r in session.execute(select(model).where(id_column.in_([i for i, _ in chosen]))).scalars()} \
-        if chosen else {}
-    page = [rows[i] for i, _ in chosen if i in rows]
-    next_cursor = None
-    if len(page) > limit:
-        page = page[:limit]
-        last = page[-1]
-        next_cursor = encode_cursor(sort, getattr(last, sort.field), last.id)
-    return page, next_cursor
 
 
 def page_schema(item_schema, name: str) -> type[Schema]:

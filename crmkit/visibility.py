@@ -28,38 +28,20 @@ class VisibilityRule:
     managers_see_unowned: bool = False
 
 
-def _conditions(principal: Principal, rule: VisibilityRule, *, team_by_team: bool) -> list[ColumnElement] | None:
-    """The ways the caller sees rows (None: every row): their own, the teams they manage (one IN, or
-    one condition a team), the unassigned queue, their virtual teams."""
+def visible(principal: Principal, rule: VisibilityRule) -> ColumnElement:
     role = principal.role
     if role in SEES_EVERYTHING or role in rule.also_sees_all:
-        return None
+        return true()
     conditions: list[ColumnElement] = []
     member = rule.member_condition(principal.user_id) if rule.member_condition else None
     if role in ("rep", "manager"):
         conditions.append(rule.owner_column == principal.user_id)
     if role == "manager":
         if principal.manages:
-            teams = sorted(set(principal.manages))
-            conditions += [rule.team_column == t for t in teams] if team_by_team else [rule.team_column.in_(teams)]
+            conditions.append(rule.team_column.in_(principal.manages))
         if rule.managers_see_unowned:
             # The shared queue: unowned and not yet routed to a team (routed ones are covered above).
             conditions.append(and_(rule.owner_column.is_(None), rule.team_column.is_(None)))
     if role in ("rep", "manager", "service") and member is not None:
         conditions.append(member)
-    return conditions
-
-
-def visible(principal: Principal, rule: VisibilityRule) -> ColumnElement:
-    conditions = _conditions(principal, rule, team_by_team=False)
-    if conditions is None:
-        return true()
     return or_(*conditions) if conditions else false()
-
-
-def branches(principal: Principal, rule: VisibilityRule) -> list[ColumnElement] | None:
-    """`visible` as separate conditions, one per index a list can walk (None: every row). A list
-    pages each branch down its own index and merges them (crmkit.pagination.paginate_branches), where
-    one OR made the database walk the whole table in the list's order and filter: a manager of 0.1%
-    of a million leads read about 50,000 rows a page."""
-    return _conditions(principal, rule, team_by_team=True)

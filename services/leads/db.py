@@ -24,9 +24,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from crmkit.auth import Principal
 from crmkit.db import UTCDateTime, new_metadata, utcnow
 from crmkit.directory import CompletedHandoverColumns, DirectoryTeamColumns, DirectoryUserColumns
-from crmkit.pagination import SortSpec, paginate, paginate_branches
+from crmkit.pagination import SortSpec, paginate
 from crmkit.tables import add_kit_tables
-from crmkit.visibility import VisibilityRule, branches, visible
+from crmkit.visibility import VisibilityRule, visible
 
 from .dedupe import keys_for
 
@@ -256,7 +256,7 @@ class LeadRepository:
         return self.session.execute(stmt).scalar_one_or_none()
 
     def list(self, filters: dict, *, sort: SortSpec, limit: int, cursor: str | None):
-        stmt = select(Lead).where(Lead.deleted_at.is_(None))  # visibility below, branch by branch
+        stmt = self._scope()
         for name in ("status", "owner_id", "team_id", "region", "industry", "source"):
             if filters.get(name) is not None:
                 stmt = stmt.where(getattr(Lead, name) == filters[name])
@@ -272,13 +272,7 @@ class LeadRepository:
             needle = f"%{filters['q'].lower()}%"
             stmt = stmt.where(or_(func.lower(Lead.company).like(needle), func.lower(Lead.contact_name).like(needle),
                                   func.lower(Lead.email).like(needle), Lead.phone.like(needle)))
-        ways = branches(self.principal, LEAD_VISIBILITY)
-        if ways is None or len(ways) < 2:  # everything, or one index to walk: the plain page
-            stmt = stmt if ways is None else stmt.where(*ways or [false()])
-            return paginate(self.session, stmt, model=Lead, sort=sort, limit=limit, cursor=cursor)
-        # A manager: their own, each team, the unassigned queue, each down its own index (no cliff when
-        # their teams hold a sliver of the table).
-        return paginate_branches(self.session, stmt, ways, model=Lead, sort=sort, limit=limit, cursor=cursor)
+        return paginate(self.session, stmt, model=Lead, sort=sort, limit=limit, cursor=cursor)
 
     def count_by_status(self, start, end) -> dict[str, int]:
         """Visible leads created in [start, end), per status: the lead half of the funnel."""

@@ -232,10 +232,10 @@ def test_answers_are_utf8_json_not_unicode_escapes(leads):
     assert "不是邮箱".encode() in problem.data or b"\\u" not in problem.data
 
 
-def test_a_managers_list_pages_each_way_he_sees_and_merges_them_exactly(leads):
-    """Issue 19's cliff: a manager's list pages his own leads, each team's and the unassigned queue
-    down their own indexes and merges them. Every page, sort and filter equals the brute-force order of
-    exactly the leads he may see (ties on the sort key broken by id), across cursors."""
+def test_a_managers_list_is_exactly_what_he_sees_in_order_across_cursors(leads):
+    """A manager's list (his own leads, his teams', the unassigned queue: issue 19's cliff is in how it
+    is found): every page, sort and filter equals the brute-force order of exactly the leads he may
+    see (ties on the sort key broken by id), across cursors."""
     import datetime as dt
     import random
 
