@@ -205,7 +205,7 @@ def _evaluate(uow: UnitOfWork, w: Watch, checks: list[tuple[dict, tuple[str, str
             attainment = scorecard.attainment(actual, target)
             due = attainment >= Decimal(rule["threshold_pct"])
         else:
-            actual = as_of(uow, w, subject, rule["metric"], period, day)
+            actual = _as_of(uow, w, subject, rule["metric"], period, day)
             attainment = scorecard.attainment(actual, target)
             due = attainment < Decimal(rule["below_pct"])
         if due:
@@ -213,7 +213,7 @@ def _evaluate(uow: UnitOfWork, w: Watch, checks: list[tuple[dict, tuple[str, str
             _fire(uow, w, rule, subject, period, day, target, actual, attainment)
 
 
-def as_of(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str, day: dt.date) -> Decimal:
+def _as_of(uow: UnitOfWork, w: Watch, subject: tuple[str, str], metric: str, period: str, day: dt.date) -> Decimal:
     """The figure as it stood at the end of `day` (a pace day caught up later is judged as of that
     day, not on what was sold since): the ledger's entries up to that day."""
     who = PerformanceEntry.user_id == subject[1] if subject[0] == "user" else \
@@ -303,13 +303,10 @@ def run_schedule(db: Database, settings: Settings, today: dt.date | None = None)
 
 def alert_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 300.0) -> None:
     """The worker's daily schedule: runs at start and every `interval` seconds after; each run checks
-    the days not checked yet (and today again), and publishes the attainment of the days just ended."""
-    from . import attainment  # it uses this module's figures
-
+    the days not checked yet (and today again)."""
     while not stop.is_set():
-        for name, run in (("performance alert", run_schedule), ("attainment snapshot", attainment.run_snapshots)):
-            try:
-                run(db, settings)
-            except Exception:  # a schedule must outlive one bad run; it logs and tries again
-                log.exception(f"{name} schedule failed")
+        try:
+            run_schedule(db, settings)
+        except Exception:  # a schedule must outlive one bad run; it logs and tries again
+            log.exception("performance alert schedule failed")
         stop.wait(interval)

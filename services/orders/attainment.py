@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections import defaultdict
 from decimal import Decimal
 
@@ -118,3 +119,13 @@ def run_snapshots(db: Database, settings: Settings, now: dt.datetime | None = No
                 run.last_day, run.ran_at = day, utcnow()
             uow.commit()
         done.append(day)
+
+
+def snapshot_loop(db: Database, settings: Settings, stop: threading.Event, interval: float = 300.0) -> None:
+    """The worker's schedule of snapshots: at start and every `interval` seconds, the days ready since."""
+    while not stop.is_set():
+        try:
+            run_snapshots(db, settings)
+        except Exception:  # a schedule must outlive one bad run; it logs and tries again
+            log.exception("attainment snapshot schedule failed")
+        stop.wait(interval)

@@ -1,7 +1,7 @@
 """Orders worker: the outbox relay; the consumers of the directory (replica and handovers), of
 crm.opportunities.v1 (the replica of accounts, and won deals becoming draft orders) and of the
 events performance counts (orders, payments, new accounts, activities); the escalation
-schedule of approvals waiting too long; and the daily schedule of performance alerts."""
+schedule of approvals waiting too long; the daily schedule of performance alerts; and the daily attainment snapshots."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from functools import partial
 from crmkit.consumer import Dispatch
 from crmkit.worker import ConsumerSpec, WorkerSpec, run_worker
 
-from . import accounts, actuals, alerts, approvals, handover, won
+from . import accounts, actuals, alerts, approvals, attainment, handover, won
 from .bootstrap import context
 from .events import DIRECTORY_TOPIC, LEADS_TOPIC, OPPORTUNITIES_TOPIC, ORDERS_TOPIC, TOPIC_PARTITIONS
 
@@ -21,9 +21,11 @@ def worker_spec() -> WorkerSpec:
     escalations = partial(approvals.escalation_loop, ctx.db, settings,
                           interval=float(os.environ.get("ORDERS_ESCALATION_INTERVAL_SECONDS", "60")))
     escalations.__name__ = "approval-escalations"
-    alert_schedule = partial(alerts.alert_loop, ctx.db, settings,
-                             interval=float(os.environ.get("ORDERS_ALERT_INTERVAL_SECONDS", "300")))
+    schedules_every = float(os.environ.get("ORDERS_ALERT_INTERVAL_SECONDS", "300"))  # alerts and snapshots
+    alert_schedule = partial(alerts.alert_loop, ctx.db, settings, interval=schedules_every)
     alert_schedule.__name__ = "performance-alerts"
+    snapshots = partial(attainment.snapshot_loop, ctx.db, settings, interval=schedules_every)
+    snapshots.__name__ = "attainment-snapshots"
     order_events, deal_events, lead_events = actuals.handlers(settings)
     return WorkerSpec(
         settings=settings, db=ctx.db, tables=ctx.tables,
@@ -46,7 +48,7 @@ def worker_spec() -> WorkerSpec:
                          settings.topic(OPPORTUNITIES_TOPIC): actuals.prepare_activities,
                          settings.topic(LEADS_TOPIC): actuals.prepare_activities}),
         ],
-        loops=[escalations, alert_schedule],
+        loops=[escalations, alert_schedule, snapshots],
     )
 
 
