@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 
 from crmkit import clock
 from crmkit.auth import Principal
-from crmkit.db import UnitOfWork, utcnow
+from crmkit.db import UnitOfWork, upsert, utcnow
 from crmkit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crmkit.pagination import SortSpec, paginate
 from crmkit.periods import day_bounds, local_day, parse_period
@@ -22,27 +22,21 @@ from crmkit.settings import Settings
 from crmkit.visibility import SEES_EVERYTHING, visible
 
 from . import domain, people
-from .db import (
+from .day_db import (
     LEAD_VISIBILITY,
     MARKET_NOTE_VISIBILITY,
     REPORT_VISIBILITY,
-    Account,
-    Activity,
     DailyReport,
-    DirectoryUser,
     KnownLead,
     LeadActivity,
     MarketNote,
-    Opportunity,
     OrderFact,
     PaymentFact,
     ReportComment,
     StageMove,
     Visit,
-    account_visible,
-    opportunity_visible,
-    visible_row,
 )
+from .db import Account, Activity, DirectoryUser, Opportunity, account_visible, opportunity_visible, visible_row
 from .events import event
 
 ZERO = Decimal("0.00")
@@ -175,12 +169,7 @@ def ensure_reports(uow: UnitOfWork, day: dt.date, reporters: list[tuple[str, str
     now = utcnow()
     rows = [{"id": report_id(owner, day), "owner_id": owner, "team_id": team, "day": day, "status": "draft",
              "market": [], "created_at": now, "updated_at": now, "version": 1} for owner, team in missing]
-    dialect = uow.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
-    uow.session.execute(upsert(DailyReport).on_conflict_do_nothing(), rows)
+    uow.session.execute(upsert(uow.session, DailyReport).on_conflict_do_nothing(), rows)
 
 
 def list_reports(uow: UnitOfWork, principal: Principal, args: dict):

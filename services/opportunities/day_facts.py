@@ -20,17 +20,17 @@ from crmkit.db import UnitOfWork, utcnow
 from crmkit.fields import Money, Text
 
 from . import visit_progress
-from .db import (
+from .day_db import (
     AttainmentSnapshot,
     KnownLead,
     LeadActivity,
-    Opportunity,
     OrderFact,
     PaymentFact,
     PipelineChange,
     PipelinePosition,
     StageMove,
 )
+from .db import Opportunity
 
 ZERO = Decimal("0")
 

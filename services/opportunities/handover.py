@@ -12,7 +12,8 @@ from crmkit.settings import Settings
 
 from . import SERVICE, detection
 from .accounts import account_event
-from .db import Account, CompletedHandover, DirectoryTeam, DirectoryUser, Opportunity, Visit
+from .day_db import Visit
+from .db import Account, CompletedHandover, DirectoryTeam, DirectoryUser, Opportunity
 from .deals import opportunity_event
 from .events import event
 from .visits import visit_event

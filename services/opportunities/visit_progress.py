@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from crmkit.db import UnitOfWork
 
-from .db import OrderFact, StageMove, Visit
+from .day_db import OrderFact, StageMove, Visit
 
 FOLLOW_WINDOW = dt.timedelta(days=90)  # the longest effective_within_days
 

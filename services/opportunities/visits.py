@@ -23,16 +23,8 @@ from crmkit.visibility import visible
 from . import domain, people, visit_progress
 from .accounts import visible_account
 from .activities import log_activity
-from .db import (
-    LEAD_VISIBILITY,
-    VISIT_VISIBILITY,
-    Account,
-    Contact,
-    KnownLead,
-    Visit,
-    account_visible,
-    visible_row,
-)
+from .day_db import LEAD_VISIBILITY, VISIT_VISIBILITY, KnownLead, Visit
+from .db import Account, Contact, account_visible, visible_row
 from .events import event
 
 log = logging.getLogger(__name__)

@@ -19,16 +19,8 @@ from crmkit.db import UnitOfWork
 from crmkit.periods import day_bounds
 from crmkit.visibility import SEES_EVERYTHING, VisibilityRule, visible
 
-from .db import (
-    AttainmentSnapshot,
-    DirectoryUser,
-    KnownLead,
-    Opportunity,
-    OrderFact,
-    PaymentFact,
-    PipelineChange,
-    Visit,
-)
+from .day_db import AttainmentSnapshot, KnownLead, OrderFact, PaymentFact, PipelineChange, Visit
+from .db import DirectoryUser, Opportunity
 
 ZERO = Decimal("0.00")
 

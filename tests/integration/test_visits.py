@@ -19,20 +19,17 @@ from crmkit.db import utcnow
 from crmkit.events import new_event
 from crmkit.periods import day_bounds, local_day
 from services.opportunities import bootstrap, day_facts, visit_progress, visits
-from services.opportunities.db import (
-    Account,
-    Activity,
+from services.opportunities.day_db import (
     AttainmentSnapshot,
-    DirectoryUser,
     KnownLead,
     LeadActivity,
-    Opportunity,
     OrderFact,
     PaymentFact,
     PipelineChange,
     StageMove,
     Visit,
 )
+from services.opportunities.db import Account, Activity, DirectoryUser, Opportunity
 from tests.integration.service_client import deliver, service_client
 
 

@@ -103,13 +103,13 @@ class FakeVisitProgress:
         pass  # one test, one thread
 
     def done_visits(self, owner_id, account_id, since, until) -> list:
-        from services.opportunities.db import Visit
+        from services.opportunities.day_db import Visit
 
         return [v for v in self._rows(Visit) if (v.owner_id, v.account_id, v.status) == (owner_id, account_id, "done")
                 and (since is None or v.checked_in_at >= since) and (until is None or v.checked_in_at <= until)]
 
     def progress(self, owner_id, account_id, start, end) -> list:
-        from services.opportunities.db import OrderFact, StageMove
+        from services.opportunities.day_db import OrderFact, StageMove
 
         return [*((m.moved_at, m.team_id) for m in self._rows(StageMove)
                   if (m.owner_id, m.account_id) == (owner_id, account_id) and start < m.moved_at <= end),

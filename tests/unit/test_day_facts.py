@@ -14,7 +14,8 @@ from crmkit.consumer import Reject
 from crmkit.db import utcnow
 from crmkit.events import new_event
 from services.opportunities import daily_reports, day_facts, visits
-from services.opportunities.db import KnownLead, Opportunity, OrderFact, PaymentFact, PipelineChange, StageMove
+from services.opportunities.day_db import KnownLead, OrderFact, PaymentFact, PipelineChange, StageMove
+from services.opportunities.db import Opportunity
 from services.opportunities.visit_progress import VisitProgressRepository
 from services.opportunities.visit_schemas import parse_week
 from tests.unit.fakes import FakeUnitOfWork, FakeVisitProgress
@@ -126,7 +127,7 @@ def test_ids_that_follow_from_what_they_name():
 
 def test_a_done_visit_knows_how_soon_the_reps_own_progress_on_the_account_followed():
     from services.opportunities import visit_progress
-    from services.opportunities.db import Visit
+    from services.opportunities.day_db import Visit
 
     deal, checked_in = _deal(), utcnow() - dt.timedelta(minutes=1)
     visit = Visit(id=uuid.uuid4(), owner_id="ann", team_id="east", account_id=deal.account_id, status="done",
