@@ -71,24 +71,29 @@ def metrics_payload() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def serve_metrics(port: int, service: str = "", part: str = "worker") -> None:
+def serve_metrics(port: int, service: str = "", part: str = "worker", ready=None) -> None:
     """For workers, which have no Flask app: a tiny HTTP server on its own port. /healthz names the
     service, so that whoever waits for it knows it is talking to this worker and not to whatever else
-    holds the port."""
+    holds the port. Until `ready` (a threading.Event) is set it answers 503 "starting": a worker whose
+    start hangs (a metadata request that never returns) must not pass for one that consumes."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            status = 200
             if self.path.split("?")[0] == "/healthz":
-                body, ctype = json.dumps({"status": "ok", "service": service, "part": part}).encode(), "application/json"
+                up = ready is None or ready.is_set()
+                status = 200 if up else 503
+                body = json.dumps({"status": "ok" if up else "starting", "service": service, "part": part}).encode()
+                ctype = "application/json"
             elif self.path.split("?")[0] == "/metrics":
                 body, ctype = metrics_payload()
             else:
                 self.send_response(404)
                 self.end_headers()
                 return
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -6,9 +6,11 @@ loses nothing, since every effect and every offset is committed only after the d
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,12 +50,14 @@ class WorkerSpec:
 def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     settings = spec.settings
     stop = stop or threading.Event()
+    started = threading.Event()  # set once every thread runs: /healthz says "ok" only from then on
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda *_: _on_signal(stop, started))
+        _restart_if_not_started(started, stop, float(os.environ.get("WORKER_STARTUP_TIMEOUT", "90")))
     port = os.environ.get("WORKER_METRICS_PORT")
     if port:
-        serve_metrics(int(port), settings.service, part=spec.part)
+        serve_metrics(int(port), settings.service, part=spec.part, ready=started)
     if settings.ensure_topics and spec.topics:
         all_topics = dict(spec.topics)
         all_topics.update({f"{t}.dlq": 1 for t in spec.topics})
@@ -80,6 +84,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
                                         daemon=True))
     for t in threads:
         t.start()
+    started.set()
     log.info("worker started", extra={"consumers": [c.group_id for c in spec.consumers]})
     stop.wait()
     log.info("worker stopping")
@@ -90,6 +95,34 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     if producer is not None:
         producer.flush(timeout=10)
         producer.close(timeout=10)
+
+
+def _on_signal(stop: threading.Event, started: threading.Event) -> None:
+    """SIGTERM/SIGINT: a running worker stops its threads and flushes. One still starting has
+    nothing to flush, and may be blocked in a client call that never looks at `stop`: it leaves."""
+    stop.set()
+    if not started.is_set():
+        log.warning("stopped while starting; where it was:")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _restart_if_not_started(started: threading.Event, stop: threading.Event, timeout: float) -> None:
+    """The start creates topics and asks the broker for their metadata, and kafka-python's
+    metadata wait has no deadline: a request lost to a broker restart can hang it for ever, with
+    the process alive and consuming nothing. After `timeout` the worker writes every thread's stack
+    to its log and executes itself again (same pid, same arguments): with no orchestrator (make
+    run, the tests) nothing else would; under Kubernetes the startup probe would, later."""
+    def watch():
+        if started.wait(timeout) or stop.is_set():
+            return
+        log.error("worker not started after %.0fs; restarting it", timeout)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - this very process, as it was started
+
+    threading.Thread(target=watch, name="startup-watchdog", daemon=True).start()
 
 
 def _guarded(loop, stop: threading.Event) -> None:

@@ -66,6 +66,9 @@ DEPLOYABLES = [
 _READS = re.compile(r"""(?:environ\.get|environ\[|env\.get|getenv|_int|_float)\(\s*(f?)["']([A-Za-z_{}().]+)["']""")
 
 
+# What only a worker process reads (crmkit.worker): the API and the migration are not given them.
+WORKER_ONLY = frozenset({"WORKER_METRICS_PORT", "WORKER_STARTUP_TIMEOUT"})
+
 def env_read_by(d: Deployable) -> set[str]:
     """Every environment variable the deployable's code reads (f-string names resolved)."""
     names = set()
@@ -123,7 +126,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_LOG_LEVEL": "INFO", "CRM_KAFKA_LOG_LEVEL": "WARNING",
         "BIND": "0.0.0.0:8000", "WEB_CONCURRENCY": 2, "GUNICORN_THREADS": 16 if d.name == "gateway" else 4,
         "GUNICORN_TIMEOUT": 60, "PROMETHEUS_MULTIPROC_DIR": "/tmp/prometheus",  # noqa: S108 - likewise
-        "WORKER_METRICS_PORT": 9100,
+        "WORKER_METRICS_PORT": 9100, "WORKER_STARTUP_TIMEOUT": 90,
         "LEADS_FOLLOW_UP_SLA_HOURS": 24, "OPPORTUNITIES_TIER_INTERVAL_SECONDS": 30,
         "LEADS_IMPORT_MAX_ROWS": 200000, "OPPORTUNITIES_RECHECK_INTERVAL_SECONDS": 0.5,
         "OPPORTUNITIES_VISIT_SWEEP_SECONDS": 60,
@@ -159,7 +162,7 @@ def env_for(d: Deployable, component: str, *, kafka: str) -> dict[str, object]:
         "CRM_BREAKER_RESET_SECONDS": 15, "CRM_OPENAPI_CACHE_SECONDS": 30,
         "CRM_TRUSTED_PROXIES": 1,  # the edge in front of the gateway (its X-Forwarded-For names the client)
     }
-    wanted = env_read_by(d) - ({"WORKER_METRICS_PORT"} if component == "api" else set()) - TEST_SEAMS
+    wanted = env_read_by(d) - (WORKER_ONLY if component == "api" else set()) - TEST_SEAMS
     wanted -= NOT_GIVEN_TO.get(component, set()) if "sender" in d.components else set()
     unknown = wanted - set(values)
     if unknown:

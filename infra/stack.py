@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import requests
 
@@ -65,6 +66,7 @@ def gateway_env(env: dict, services: list[ServiceDef], ports: dict[str, int] | N
 
 @dataclass
 class ManagedProcess:
+    started: ClassVar[list[ManagedProcess]] = []  # every process this interpreter started, for its logs
     name: str
     argv: list[str]
     env: dict
@@ -80,6 +82,7 @@ class ManagedProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                      start_new_session=True)
+        ManagedProcess.started.append(self)
         return self
 
     @property

@@ -69,3 +69,40 @@ def published_events_match_their_schemas(monkeypatch):
     monkeypatch.setattr(UnitOfWork, "publish", publish)
     yield
     assert not wrong, "events that do not match their payload schemas:\n" + "\n".join(wrong)
+
+
+_STARTED_AT = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    import time
+    item.stash[_STARTED_AT] = time.time()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test shows the end of the log of every service process that wrote during it: CI
+    keeps only pytest's output, and a worker's log is often the only account of why it did nothing."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or report.when == "teardown":
+        return
+    from infra.stack import ManagedProcess
+
+    since = item.stash.get(_STARTED_AT, 0.0)
+    seen, parts = set(), []
+    for process in reversed(ManagedProcess.started):
+        path = process.log_path
+        if path in seen or not path.exists() or path.stat().st_mtime < since:
+            continue
+        seen.add(path)
+        lines = path.read_text(errors="replace").splitlines()[-30:]
+        if not lines:
+            continue
+        parts.append(f"--- {process.name} ({path}), last {len(lines)} lines\n"
+                     + "\n".join(line[:500] for line in lines))
+        if len(parts) == 12:
+            break
+    if parts:
+        report.sections.append(("service logs", "\n".join(reversed(parts))))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from deploy import generate, runtime_lock
-from deploy.inventory import DEPLOYABLES, NOT_GIVEN_TO, REPO, TEST_SEAMS, code_topics, env_read_by
+from deploy.inventory import DEPLOYABLES, NOT_GIVEN_TO, REPO, TEST_SEAMS, WORKER_ONLY, code_topics, env_read_by
 from services.notifications import ssrf
 
 K8S_VERSION = "1.32.0"
@@ -152,7 +152,7 @@ def test_every_environment_variable_a_service_reads_is_set_in_its_manifests_and_
     for d in DEPLOYABLES:
         reads = env_read_by(d)
         for component in d.components:
-            wanted = reads - ({"WORKER_METRICS_PORT"} if component == "api" else set()) - TEST_SEAMS
+            wanted = reads - (WORKER_ONLY if component == "api" else set()) - TEST_SEAMS
             if "sender" in d.components:  # secrets only where they are used
                 wanted -= NOT_GIVEN_TO[component]
             for container in _containers(by_name[f"{d.name}-{component}"]):
@@ -165,7 +165,7 @@ def test_every_environment_variable_a_service_reads_is_set_in_its_manifests_and_
                         assert ref["key"] in configmaps[ref["name"]], entry
             assert wanted - set(compose[f"{d.name}-{component}"]["environment"]) == set(), f"compose {d.name}-{component}"
         assert reads - set(compose[f"{d.name}-migrate"]["environment"]) <= {
-            "WORKER_METRICS_PORT", *TEST_SEAMS, *(NOT_GIVEN_TO["api"] if "sender" in d.components else ())}
+            *WORKER_ONLY, *TEST_SEAMS, *(NOT_GIVEN_TO["api"] if "sender" in d.components else ())}
 
 
 def test_every_deployable_has_probes_limits_an_autoscaler_a_pdb_and_network_policies(rendered):
