@@ -66,7 +66,8 @@ class Dispatch:
 
 
 class ConsumerStalled(RuntimeError):
-    """Messages are waiting but none arrived for too long: restart rather than sit there."""
+    """Messages are waiting but none arrived for too long, or the group was never joined: replace
+    the Kafka client (or, with no way to make one, give up) rather than sit there."""
 
 
 class _BatchFailed(Exception):
@@ -85,7 +86,8 @@ class IdempotentConsumer:
                  handlers: dict[str, Dispatch | Handler], max_attempts: int = 3, retry_backoff: float = 0.2,
                  dlq_timeout: float = 30.0, stall_after: float = 180.0, lag_interval: float = 10.0,
                  prepare: dict[str, Callable[[UnitOfWork, list[dict]], None]] | None = None,
-                 event_types: dict[str, frozenset[str]] | None = None):
+                 event_types: dict[str, frozenset[str]] | None = None,
+                 reconnect: Callable[[], object] | None = None, join_within: float = 90.0):
         self.db = db
         self.processed = processed_table
         self.consumer = consumer
@@ -110,6 +112,11 @@ class IdempotentConsumer:
         self.lag_interval = lag_interval
         self._last_lag = 0.0
         self._last_progress = time.monotonic()
+        # reconnect() makes a new Kafka client (crmkit.kafka.make_consumer): a stalled one is closed
+        # and replaced in the process, which works with no orchestrator to restart the worker.
+        self.reconnect = reconnect
+        self.join_within = join_within
+        self._client_since = time.monotonic()
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, poll_timeout_ms: int = 500) -> None:
@@ -124,13 +131,40 @@ class IdempotentConsumer:
                 # stays stuck with messages waiting.
                 log.warning("polling %s failed (%r); retrying", self.group_id, exc)
                 stop.wait(1.0)
-                continue
+                polled = {}
             messages = [m for batch in polled.values() for m in batch]
             if messages:
                 self.process(messages, stop)
                 self._commit_offsets(polled)
                 self._last_progress = time.monotonic()
-            self._observe_lag()
+            try:
+                self._check_joined()
+                self._observe_lag()
+            except ConsumerStalled as stalled:
+                if self.reconnect is None:
+                    raise
+                self._replace_client(stalled)
+
+    def _check_joined(self) -> None:
+        """kafka-python 3.0.12 can be left spinning outside its group (see crmkit.kafka): a client
+        that has not completed a join `join_within` seconds after it was made is replaced."""
+        membership = getattr(self.consumer, "crm_membership", None)
+        if membership is None or membership.joined.is_set():
+            return
+        if time.monotonic() - self._client_since > self.join_within:
+            raise ConsumerStalled(f"group {self.group_id} not joined {self.join_within:.0f}s after the client was made")
+
+    def _replace_client(self, stalled: ConsumerStalled) -> None:
+        """Close the stuck client without committing (what was applied is committed in our database;
+        a replay is a no-op) and carry on with a new one."""
+        log.error("consumer %s stalled (%s); replacing its Kafka client", self.group_id, stalled)
+        metrics.CONSUMER_RESTARTS.labels(self.service, self.group_id).inc()
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception:
+            log.warning("closing the stalled client of %s failed", self.group_id, exc_info=True)
+        self.consumer = self.reconnect()
+        self._client_since = self._last_progress = time.monotonic()
 
     def _commit_offsets(self, polled) -> None:
         from kafka.structs import OffsetAndMetadata

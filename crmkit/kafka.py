@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -49,8 +50,24 @@ def make_consumer(bootstrap: str, *, group_id: str, topics: list[str], client_id
     # fetching offsets (seen in about 1 start in 25 here).
     for topic in topics:
         consumer.partitions_for_topic(topic)
-    consumer.subscribe(topics)
+    membership = Membership()
+    consumer.subscribe(topics, listener=membership)
+    consumer.crm_membership = membership  # read by crmkit.consumer's watchdog
     return consumer
+
+
+class Membership(ConsumerRebalanceListener):
+    """Whether the consumer has completed a join of its group since it was made. An empty
+    assignment counts: a member beyond the topic's partitions joins and gets nothing."""
+
+    def __init__(self):
+        self.joined = threading.Event()
+
+    def on_partitions_revoked(self, revoked):
+        pass
+
+    def on_partitions_assigned(self, assigned):
+        self.joined.set()
 
 
 def ensure_topics(bootstrap: str, topics: dict[str, int], *, replication: int = 1) -> None:

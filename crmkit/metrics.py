@@ -39,6 +39,9 @@ EVENTS_DEAD_LETTERED = Counter("crm_events_dead_lettered_total", "Events sent to
                                ["service", "topic"])
 CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of the partition", ["service", "group", "topic"],
                      multiprocess_mode="livemostrecent")
+CONSUMER_RESTARTS = Counter("crm_consumer_client_restarts_total",
+                            "Kafka consumer clients replaced after a stall or a join that never completed",
+                            ["service", "group"])
 UPSTREAM_FAILURES = Counter("crm_gateway_upstream_failures_total", "Gateway calls to a service that failed",
                             ["upstream", "reason"])
 RATE_LIMITED = Counter("crm_gateway_rate_limited_total", "Requests refused with 429", ["scope"])

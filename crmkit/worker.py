@@ -70,14 +70,16 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         relay = OutboxRelay(spec.db.engine, spec.tables["outbox"], producer, settings.service,
                             in_process_wake=spec.db.committed)
         threads.append(threading.Thread(target=_guarded, args=(relay.run, stop), name="outbox-relay", daemon=True))
-    kafka_consumers = []
+    consumers = []
     for c in spec.consumers:
-        kc = make_consumer(settings.kafka_bootstrap_servers, group_id=c.group_id, topics=list(c.handlers),
-                           client_id=f"{settings.service}-{c.group_id}", max_poll_records=c.max_poll_records)
-        kafka_consumers.append(kc)
-        consumer = IdempotentConsumer(db=spec.db, processed_table=spec.tables["processed_events"], consumer=kc,
+        def client(c=c):
+            return make_consumer(settings.kafka_bootstrap_servers, group_id=c.group_id, topics=list(c.handlers),
+                                 client_id=f"{settings.service}-{c.group_id}", max_poll_records=c.max_poll_records)
+        consumer = IdempotentConsumer(db=spec.db, processed_table=spec.tables["processed_events"], consumer=client(),
                                       producer=producer, service=settings.service, group_id=c.group_id,
-                                      handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare)
+                                      handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare,
+                                      reconnect=client)
+        consumers.append(consumer)
         threads.append(threading.Thread(target=_guarded, args=(consumer.run, stop), name=c.group_id, daemon=True))
     for loop in spec.loops:
         threads.append(threading.Thread(target=_guarded, args=(loop, stop), name=getattr(loop, "__name__", "loop"),
@@ -90,8 +92,8 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     log.info("worker stopping")
     for t in threads:
         t.join(timeout=15)
-    for kc in kafka_consumers:
-        kc.close(autocommit=False)
+    for consumer in consumers:
+        consumer.consumer.close(autocommit=False)  # the client it holds now: a stalled one was replaced
     if producer is not None:
         producer.flush(timeout=10)
         producer.close(timeout=10)

@@ -229,8 +229,8 @@ def test_relay_reconnects_when_its_listen_connection_is_killed(postgres, kafka, 
 
 
 def test_a_consumer_with_lag_and_no_progress_gives_up(db, kafka, topic_prefix):
-    """The watchdog: messages waiting, none consumed (here: partitions paused) → ConsumerStalled,
-    which makes the worker exit so its orchestrator restarts it."""
+    """The watchdog: messages waiting, none consumed (here: partitions paused) → ConsumerStalled.
+    A consumer with no way to make a new client gives up (and its worker exits)."""
     from crmkit.consumer import ConsumerStalled, IdempotentConsumer
     from crmkit.kafka import make_consumer, make_producer
 
@@ -251,4 +251,85 @@ def test_a_consumer_with_lag_and_no_progress_gives_up(db, kafka, topic_prefix):
         consumer.run(threading.Event(), poll_timeout_ms=100)
     assert count(db, applied) == 0
     kc.close(autocommit=False)
+    producer.close()
+
+
+def test_a_stalled_client_is_replaced_and_the_waiting_message_applied_once(db, kafka, topic_prefix):
+    """The worker's consumers can make a new client (reconnect): the stalled one (paused here) is
+    closed uncommitted and replaced, and what was waiting is applied by the new one."""
+    from crmkit import metrics
+    from crmkit.consumer import IdempotentConsumer
+    from crmkit.kafka import make_consumer, make_producer
+
+    topic, group = f"{topic_prefix}stall-replaced", f"{topic_prefix}g-replaced"
+    ensure_topics(kafka.bootstrap, {topic: 1})
+    write_note(db, topic, "waiting")
+    with running_relay(db, kafka.bootstrap):
+        wait_for(lambda: _all_published(db))
+    made = []
+
+    def client():
+        made.append(make_consumer(kafka.bootstrap, group_id=group, topics=[topic], client_id="replace-test"))
+        return made[-1]
+
+    stuck = client()
+    wait_for(lambda: stuck.poll(timeout_ms=100) is not None and stuck.assignment(), timeout=30)
+    stuck.pause(*stuck.assignment())
+    stuck.seek_to_beginning()
+    producer = make_producer(kafka.bootstrap, client_id="replace-dlq")
+    consumer = IdempotentConsumer(db=db, processed_table=KIT["processed_events"], consumer=stuck, producer=producer,
+                                  service="kittest", group_id=group, handlers={topic: record_handler},
+                                  stall_after=2.0, lag_interval=0.5, reconnect=client)
+    restarts = metrics.CONSUMER_RESTARTS.labels("kittest", group)
+    before = restarts._value.get()
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_timeout_ms": 100})
+    runner.start()
+    try:
+        wait_for(lambda: count(db, applied) == 1, timeout=60, what="the waiting message applied")
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert len(made) == 2 and consumer.consumer is made[1] and restarts._value.get() == before + 1
+    assert count(db, applied) == 1
+    made[1].close(autocommit=False)
+    producer.close()
+
+
+def test_a_client_that_never_joins_its_group_is_replaced(db, kafka, topic_prefix):
+    """A client left outside its group (here: its broker accepts the connection and never answers)
+    is replaced `join_within` seconds after it was made, and the new one consumes."""
+    import socket
+
+    from kafka import KafkaConsumer
+
+    from crmkit.consumer import IdempotentConsumer
+    from crmkit.kafka import Membership, make_consumer, make_producer
+
+    topic, group = f"{topic_prefix}never-joined", f"{topic_prefix}g-never"
+    ensure_topics(kafka.bootstrap, {topic: 1})
+    write_note(db, topic, "waiting")
+    with running_relay(db, kafka.bootstrap):
+        wait_for(lambda: _all_published(db))
+    silent = socket.create_server(("127.0.0.1", 0))  # listens, never speaks Kafka
+    limbo = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{silent.getsockname()[1]}", group_id=group,
+                          enable_auto_commit=False, api_version=(3, 0))
+    limbo.crm_membership = Membership()
+    limbo.subscribe([topic], listener=limbo.crm_membership)
+    producer = make_producer(kafka.bootstrap, client_id="never-dlq")
+    consumer = IdempotentConsumer(
+        db=db, processed_table=KIT["processed_events"], consumer=limbo, producer=producer, service="kittest",
+        group_id=group, handlers={topic: record_handler}, join_within=2.0,
+        reconnect=lambda: make_consumer(kafka.bootstrap, group_id=group, topics=[topic], client_id="never-test"))
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_timeout_ms": 100})
+    runner.start()
+    try:
+        wait_for(lambda: count(db, applied) == 1, timeout=60, what="the waiting message applied")
+        assert consumer.consumer is not limbo and consumer.consumer.crm_membership.joined.is_set()
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        silent.close()
+    consumer.consumer.close(autocommit=False)
     producer.close()
