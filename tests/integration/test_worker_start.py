@@ -89,3 +89,45 @@ def _health(port: int):
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     except requests.RequestException:
         return None
+
+
+SLOW_TO_STOP = """
+import pathlib, signal, sys, time
+def leave(*_):
+    time.sleep(float(sys.argv[2]))  # closing its consumers: leaving the groups takes a moment
+    pathlib.Path(sys.argv[1]).write_text("left")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, leave if sys.argv[2] != "never" else signal.SIG_IGN)
+time.sleep(600)
+"""
+
+
+def test_make_stop_returns_only_once_every_process_is_gone(tmp_path):
+    """`make stop` stops the broker right after infra.stack down: a worker still leaving its groups
+    then would leave ghost members for the next `make run` to wait out. down() waits for each
+    process, and kills what has not gone after its timeout."""
+    import json
+    import subprocess
+    import threading
+
+    from infra.stack import down
+
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_TO_STOP)
+    procs = {name: subprocess.Popen([sys.executable, str(script), str(tmp_path / f"{name}.left"), delay],
+                                    start_new_session=True)
+             for name, delay in (("leads-worker", "1.0"), ("orders-worker", "0.3"), ("stubborn", "never"))}
+    for p in procs.values():  # reap them as init would, so a gone process is not a zombie of ours
+        threading.Thread(target=p.wait, daemon=True).start()
+    (tmp_path / "pids.json").write_text(json.dumps({name: p.pid for name, p in procs.items()}))
+    time.sleep(0.5)  # their SIGTERM handlers are in place
+
+    began = time.monotonic()
+    down(tmp_path, timeout=3)
+    took = time.monotonic() - began
+    assert (tmp_path / "leads-worker.left").read_text() == "left"  # it finished leaving before down returned
+    assert (tmp_path / "orders-worker.left").exists() and not (tmp_path / "stubborn.left").exists()
+    assert 3 <= took < 10  # the stubborn one was waited for, then killed
+    wait_for(lambda: all(p.poll() is not None for p in procs.values()), timeout=5, what="all gone")
+    assert procs["stubborn"].returncode == -signal.SIGKILL
+    assert not (tmp_path / "pids.json").exists()
