@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ def make_producer(bootstrap: str, *, client_id: str) -> KafkaProducer:
 
 
 def make_consumer(bootstrap: str, *, group_id: str, topics: list[str], client_id: str,
-                  max_poll_records: int = 500) -> KafkaConsumer:
+                  max_poll_records: int = 500, service: str = "") -> KafkaConsumer:
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group_id,
@@ -42,6 +45,11 @@ def make_consumer(bootstrap: str, *, group_id: str, topics: list[str], client_id
         isolation_level="read_committed",
         max_poll_records=max_poll_records,
         max_poll_interval_ms=300_000,
+        # A worker that dies (SIGKILL, a lost node) has its partitions taken over by the others
+        # after this long; the client's default is 45 s. Heartbeats come from kafka-python's own
+        # network thread, so a long batch does not count against it (max_poll_interval_ms does).
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
         reconnect_backoff_max_ms=2_000,
     )
     # Learn the topics' partitions before joining the group. Otherwise the first JoinGroup goes
@@ -50,23 +58,32 @@ def make_consumer(bootstrap: str, *, group_id: str, topics: list[str], client_id
     # fetching offsets (seen in about 1 start in 25 here).
     for topic in topics:
         consumer.partitions_for_topic(topic)
-    membership = Membership()
+    membership = Membership(group_id, service)
     consumer.subscribe(topics, listener=membership)
     consumer.crm_membership = membership  # read by crmkit.consumer's watchdog
     return consumer
 
 
 class Membership(ConsumerRebalanceListener):
-    """Whether the consumer has completed a join of its group since it was made. An empty
-    assignment counts: a member beyond the topic's partitions joins and gets nothing."""
+    """Whether the consumer is in its group: joined once a rebalance has assigned it partitions
+    (an empty assignment counts: a member beyond the topic's partitions joins and gets nothing),
+    out from the moment a rebalance revokes them until the next assignment."""
 
-    def __init__(self):
+    def __init__(self, group_id: str = "", service: str = ""):
+        self.group_id = group_id
         self.joined = threading.Event()
+        self.out_since = time.monotonic()
+        self._partitions = metrics.CONSUMER_PARTITIONS.labels(service, group_id)
 
     def on_partitions_revoked(self, revoked):
-        pass
+        if self.joined.is_set():
+            self.out_since = time.monotonic()
+        self.joined.clear()
+        self._partitions.set(0)
 
     def on_partitions_assigned(self, assigned):
+        log.info("consumer group %s joined with %d partitions", self.group_id, len(assigned))
+        self._partitions.set(len(assigned))
         self.joined.set()
 
 

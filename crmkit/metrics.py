@@ -39,6 +39,9 @@ EVENTS_DEAD_LETTERED = Counter("crm_events_dead_lettered_total", "Events sent to
                                ["service", "topic"])
 CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of the partition", ["service", "group", "topic"],
                      multiprocess_mode="livemostrecent")
+CONSUMER_PARTITIONS = Gauge("crm_consumer_assigned_partitions", "Partitions the group's last rebalance gave this "
+                            "process (0 while out of the group)", ["service", "group"],
+                            multiprocess_mode="livesum")
 CONSUMER_RESTARTS = Counter("crm_consumer_client_restarts_total",
                             "Kafka consumer clients replaced after a stall or a join that never completed",
                             ["service", "group"])

@@ -74,7 +74,8 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     for c in spec.consumers:
         def client(c=c):
             return make_consumer(settings.kafka_bootstrap_servers, group_id=c.group_id, topics=list(c.handlers),
-                                 client_id=f"{settings.service}-{c.group_id}", max_poll_records=c.max_poll_records)
+                                 client_id=f"{settings.service}-{c.group_id}", max_poll_records=c.max_poll_records,
+                                 service=settings.service)
         consumer = IdempotentConsumer(db=spec.db, processed_table=spec.tables["processed_events"], consumer=client(),
                                       producer=producer, service=settings.service, group_id=c.group_id,
                                       handlers=c.handlers, max_attempts=c.max_attempts, prepare=c.prepare,
