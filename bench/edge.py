@@ -11,6 +11,7 @@ Everything shares the one machine: the load generator, the edge and the leads AP
 workers)."""
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -63,19 +64,44 @@ def _group(leader: int) -> list[int]:
 
 
 def _paired_round(leads_url: str, edge_url: str, paths: list[str], token: str, warmup: float, duration: float,
-                  edge_pids: int, leads_pids: int) -> dict:
+                  edge_pids: int, leads_pids: int, leads_log: Path, tag: str) -> dict:
     """One client, alternating request by request between the edge and the service (http_load.paired):
-    p50 added is edge p50 minus direct p50 measured at the same moments. The edge's CPU is per 1,000
-    of its requests; the service's per 1,000 of all it served in the round."""
+    p50 added is edge p50 minus direct p50 measured at the same moments. That difference also holds
+    whatever the service itself spent more on one side: the direct connection and the edge's are
+    served by different gunicorn workers, and after a 32-client round one of them can be 0.4 ms
+    slower for a while (with one gunicorn worker both sides' service time is the same, and the
+    bimodal rounds are gone). So each request's service time, from the service's access log, is
+    taken out of its latency: edge_cost_ms is the median over requests of (edge latency - its
+    service time) - (direct latency - its service time), the edge's own cost, which the goal is
+    judged on. The edge's CPU is per 1,000 of its requests; the service's per 1,000 of all it
+    served in the round."""
     edge_cpu, leads_cpu = _cpu_seconds(edge_pids), _cpu_seconds(leads_pids)
-    pair = paired(leads_url, edge_url, paths, token, warmup, duration)
-    served = pair["edge"]["n"] or 1
+    pair = paired(leads_url, edge_url, paths, token, warmup, duration, tag=tag)
+    took, served = pair.pop("took"), pair["edge"]["n"] or 1
+    service = _service_seconds(leads_log, tag)
+    costs = sorted((took[f"{turn}-1"] - service[f"{turn}-1"]) - (took[f"{turn}-0"] - service[f"{turn}-0"])
+                   for turn in {i.rsplit("-", 1)[0] for i in took}
+                   if all(f"{turn}-{side}" in service for side in (0, 1)))
     return {**pair, "p50_added_ms": round(pair["edge"]["p50_ms"] - pair["direct"]["p50_ms"], 3),
+            "edge_cost_ms": round(costs[len(costs) // 2] * 1000, 3), "requests_matched": len(costs),
             "edge_cpu_s_per_1000": round((_cpu_seconds(edge_pids) - edge_cpu) / served * 1000, 3),
             "leads_cpu_s_per_1000": round((_cpu_seconds(leads_pids) - leads_cpu) / (2 * served) * 1000, 3)}
 
 
-def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds_per_case: int = 3) -> dict:
+def _service_seconds(log: Path, tag: str) -> dict[str, float]:
+    """The leads service's own time per request of this round, from its access log (crm.access)."""
+    found = {}
+    for line in log.read_text().splitlines():
+        if f'"request_id": "{tag}-' in line:
+            entry = json.loads(line)
+            found[entry["request_id"]] = entry["duration_ms"] / 1000
+    return found
+
+
+def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds_per_case: int = 3, *,
+        only: tuple[str, ...] = (), config: Path = CONFIG_FILE) -> dict:
+    """`only` names cases or case/label pairs to run (all by default); `config` is another HAProxy
+    configuration to try (the committed one by default)."""
     broker, pg = infrastructure()
     leads_db, gateway_db = pg.create_database(), pg.create_database()
     procs = []
@@ -84,7 +110,8 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
         with tempfile.TemporaryDirectory() as tmp:
             env = service_env({"LEADS_DATABASE_URL": leads_db, "GATEWAY_DATABASE_URL": gateway_db,
                                "CRM_JWT_SECRET": SECRET, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-                               "CRM_LOG_LEVEL": "WARNING"}, state_dir=Path(tmp))
+                               # INFO: the access log gives each request's service time (_paired_round).
+                               "CRM_LOG_LEVEL": "INFO"}, state_dir=Path(tmp))
             gw_env = gateway_env({**env, "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD}, [LEADS], {"leads": LEADS_PORT})
             migrate(LEADS, env)
             migrate(GATEWAY, gw_env)
@@ -101,7 +128,7 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
                                bind=f"127.0.0.1:{EDGE_PORT}", metrics_bind=f"127.0.0.1:{EDGE_METRICS_PORT}"),
                     "EDGE_STATE_DIR": f"{tmp}/edge", "EDGE_PEERS": f"local@127.0.0.1:{EDGE_PORT + 20}",
                     "EDGE_LIMIT_PER_USER": "100000000", "EDGE_LIMIT_PER_ADDRESS": "100000000"}
-            subprocess.run([script, "start", str(CONFIG_FILE)], env=edge, check=True)
+            subprocess.run([script, "start", str(config)], env=edge, check=True)
             try:
                 edge_pids = int(Path(f"{tmp}/edge/haproxy.pid").read_text())  # the master: leads its group
                 leads_pids = procs[0].pid
@@ -119,11 +146,14 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
                 results = {}
                 for case, paths in cases.items():
                     for label, (processes, threads) in CONCURRENCY.items():
+                        if only and case not in only and f"{case}/{label}" not in only:
+                            continue
                         rounds = []
                         for _ in range(rounds_per_case):
                             if label == "1_client":
                                 rounds.append(_paired_round(leads_url, edge_url, paths, token, warmup, duration,
-                                                            edge_pids, leads_pids))
+                                                            edge_pids, leads_pids, procs[0].log_path,
+                                                            tag=f"{case}-{len(rounds)}"))
                                 continue
                             direct = load(leads_url, paths, token, warmup, duration, processes=processes, threads=threads)
                             edge_cpu, leads_cpu = _cpu_seconds(edge_pids), _cpu_seconds(leads_pids)
@@ -137,9 +167,10 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
                                 "edge_cpu_s_per_1000": round((_cpu_seconds(edge_pids) - edge_cpu) / served * 1000, 3),
                                 "leads_cpu_s_per_1000": round((_cpu_seconds(leads_pids) - leads_cpu) / served * 1000, 3)})
                         measured = ("p50_added_ms", "edge_cpu_s_per_1000", "leads_cpu_s_per_1000",
-                                    *(("median_paired_difference_ms",) if label == "1_client" else ("throughput_ratio",)))
+                                    *(("median_paired_difference_ms", "edge_cost_ms") if label == "1_client"
+                                      else ("throughput_ratio",)))
                         medians = {k: statistics.median(r[k] for r in rounds) for k in measured}
-                        goal = (medians["p50_added_ms"] <= 0.5 if label == "1_client"
+                        goal = (medians["edge_cost_ms"] <= 0.5 if label == "1_client"
                                 else medians["throughput_ratio"] >= 0.9)
                         results[f"{case}/{label}"] = {**medians, "meets_goal": goal, "rounds": rounds}
             finally:  # while the temporary folder, with the pid file the script stops it by, exists
@@ -150,6 +181,7 @@ def run(total: int = 200_000, duration: float = 8.0, warmup: float = 2.0, rounds
         pg.drop_database(leads_db)
         pg.drop_database(gateway_db)
     result = {"leads": total, "duration_s": duration, "warmup_s": warmup, "rounds_per_case": rounds_per_case,
-              "goal": "32 clients: throughput_ratio >= 0.9; 1 client: p50_added_ms <= 0.5", **results}
+              "goal": "32 clients: throughput_ratio >= 0.9; 1 client: edge_cost_ms <= 0.5 (p50_added_ms, which "
+                      "also holds the service's own difference between its workers, beside it)", **results}
     print(write_result("edge", result))
     return result

@@ -82,11 +82,14 @@ def organisation(gateway_url: str) -> tuple[str, str, str]:
     return rep["id"], team["id"], token
 
 
-def paired(direct_base: str, edge_base: str, paths: list[str], token: str, warmup: float, duration: float) -> dict:
+def paired(direct_base: str, edge_base: str, paths: list[str], token: str, warmup: float, duration: float, *,
+           tag: str = "") -> dict:
     """One client alternating, request by request, between two servers on keep-alive connections
     (which goes first swaps each time): both see the same moment of a noisy machine, so the
     difference of their latencies is the cost of the hop, not of whatever else ran in that round.
-    Returns each side's summary and the median of the paired differences."""
+    Returns each side's summary and the median of the paired differences. With a `tag`, each
+    measured request carries X-Request-ID "<tag>-<turn>-<side>" (0 direct, 1 edge) and `took` maps
+    those ids to the client's latency in seconds, to be matched with the service's access log."""
     def pool_for(base: str):
         host, port = base.removeprefix("http://").split(":")
         return urllib3.HTTPConnectionPool(host, int(port), maxsize=1, block=True, retries=False)
@@ -94,7 +97,7 @@ def paired(direct_base: str, edge_base: str, paths: list[str], token: str, warmu
     pools, headers, rnd = (pool_for(direct_base), pool_for(edge_base)), {"Authorization": f"Bearer {token}"}, \
         random.Random(7)
     latencies: tuple[list[float], list[float]] = ([], [])
-    differences, errors = [], 0
+    differences, errors, by_id = [], 0, {}
     start = time.monotonic()
     measure_from, stop_at = start + warmup, start + warmup + duration
     turn = 0
@@ -102,14 +105,18 @@ def paired(direct_base: str, edge_base: str, paths: list[str], token: str, warmu
         path, took = rnd.choice(paths), [0.0, 0.0]
         for side in ((0, 1) if turn % 2 == 0 else (1, 0)):
             t = time.perf_counter()
-            r = pools[side].request("GET", path, headers=headers)
+            r = pools[side].request("GET", path, headers={**headers, "X-Request-ID": f"{tag}-{turn}-{side}"}
+                                    if tag else headers)
             took[side] = time.perf_counter() - t
             errors += r.status != 200
-        turn += 1
         if now >= measure_from:
             for side in (0, 1):
                 latencies[side].append(took[side])
+                if tag:
+                    by_id[f"{tag}-{turn}-{side}"] = took[side]
             differences.append(took[1] - took[0])
+        turn += 1
     differences.sort()
     return {"direct": {"errors": errors, **summary_ms(latencies[0])}, "edge": summary_ms(latencies[1]),
-            "median_paired_difference_ms": round(differences[len(differences) // 2] * 1000, 3) if differences else None}
+            "median_paired_difference_ms": round(differences[len(differences) // 2] * 1000, 3) if differences else None,
+            **({"took": by_id} if tag else {})}

@@ -247,7 +247,8 @@ def _edge_resources() -> dict[str, list[dict] | dict]:
         "livenessProbe": probe, "readinessProbe": probe,
         # Out of the Service's endpoints before HAProxy stops listening.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
-        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        # 512Mi: HAProxy's 64 KiB buffers for every connection the frontend admits (gateway/edge.py).
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "securityContext": SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": TMP}, {"name": "config", "mountPath": EDGE_CONFIG_DIR, "readOnly": True}],
     }
