@@ -87,7 +87,7 @@ class IdempotentConsumer:
                  dlq_timeout: float = 30.0, stall_after: float = 60.0, lag_interval: float = 10.0,
                  prepare: dict[str, Callable[[UnitOfWork, list[dict]], None]] | None = None,
                  event_types: dict[str, frozenset[str]] | None = None,
-                 reconnect: Callable[[], object] | None = None, join_within: float = 60.0):
+                 reconnect: Callable[[], object] | None = None, join_within: float = 20.0):
         self.db = db
         self.processed = processed_table
         self.consumer = consumer
@@ -146,8 +146,11 @@ class IdempotentConsumer:
                 self._replace_client(stalled)
 
     def _check_joined(self) -> None:
-        """kafka-python 3.0.12 can be left spinning outside its group (see crmkit.kafka; CI saw one
-        the broker no longer knew as a member): a client out of its group for `join_within` seconds,
+        """kafka-python 3.0.12 can be left spinning outside its group: a rebalance right after the first
+        join (the metadata of topics another worker has just created changes) sometimes never ends,
+        and the broker drops the member (its LeaveGroup then fails with UnknownMemberId). Seen in
+        two of the e2e stacks of one full test run, and behind two CI failures. A rebalance of our
+        groups takes well under a second, so a client out of its group for `join_within` seconds,
         since it was made or since a rebalance took its partitions, is replaced."""
         membership = getattr(self.consumer, "crm_membership", None)
         if membership is None or membership.joined.is_set():

@@ -98,6 +98,7 @@ def leave(*_):
     pathlib.Path(sys.argv[1]).write_text("left")
     sys.exit(0)
 signal.signal(signal.SIGTERM, leave if sys.argv[2] != "never" else signal.SIG_IGN)
+pathlib.Path(sys.argv[1] + ".ready").write_text("")
 time.sleep(600)
 """
 
@@ -120,7 +121,8 @@ def test_make_stop_returns_only_once_every_process_is_gone(tmp_path):
     for p in procs.values():  # reap them as init would, so a gone process is not a zombie of ours
         threading.Thread(target=p.wait, daemon=True).start()
     (tmp_path / "pids.json").write_text(json.dumps({name: p.pid for name, p in procs.items()}))
-    time.sleep(0.5)  # their SIGTERM handlers are in place
+    wait_for(lambda: all((tmp_path / f"{name}.left.ready").exists() for name in procs), timeout=30,
+             what="their SIGTERM handlers in place")
 
     began = time.monotonic()
     down(tmp_path, timeout=3)
